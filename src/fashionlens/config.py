@@ -1,0 +1,188 @@
+"""One YAML file describes a run; dotted command-line overrides adjust it.
+
+The fully resolved config is written next to every run's outputs, so a run can be
+repeated from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .data.sources import DataSpec
+from .data.transforms import AugmentConfig
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "efficientnet_lite0"
+    pretrained: str = "embedded"
+    image_size: int | None = None
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    layer_decay: float = 0.8
+    weight_decay: float = 0.02
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"  # cosine | plateau
+    label_smoothing: float = 0.1
+    balance: str = "sqrt"  # none | sqrt | inverse | sampler
+    linear_probe: bool = True
+    early_stopping_patience: int = 4
+    monitor: str = "accuracy"  # accuracy | macro_f1
+    train_size: int | None = None
+    precision: str = "bf16"  # bf16 | fp32
+    device: str = "auto"
+    num_workers: int | None = None
+    cache_images: bool = True
+    threads: int | None = None
+    tta: bool = False
+    max_minutes: float | None = None
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs"
+    name: str = ""
+    half_weights: bool = False
+
+
+@dataclass
+class RunConfig:
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value, hint, where: str):
+    """Check a YAML value against a dataclass field's type hint and convert it."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            value = [value]
+        (inner, *_) = typing.get_args(hint) or (typing.Any,)
+        items = [_coerce(v, inner, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is typing.Any or hint is dict:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str | int | float):
+        return str(value)
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _apply(obj, values: dict, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of fields, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown field '{key}'; known fields: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{where}.{key}" if where else key)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}" if where else key))
+
+
+def parse_override(text: str) -> dict:
+    """'train.epochs=5' -> {'train': {'epochs': 5}} (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected section.field=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then `values`, then dotted overrides."""
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        _apply(config, loaded, "")
+        # Relative data paths in a config file are relative to that file.
+        if config.data.path and not Path(config.data.path).expanduser().is_absolute():
+            config.data.path = str((path.parent / config.data.path).resolve())
+    if values:
+        _apply(config, values, "")
+    for text in overrides or []:
+        _apply(config, parse_override(text), "")
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    t = config.train
+    choices = {"train.schedule": (t.schedule, ("cosine", "plateau")),
+               "train.balance": (t.balance, ("none", "sqrt", "inverse", "sampler")),
+               "train.monitor": (t.monitor, ("accuracy", "macro_f1")),
+               "train.precision": (t.precision, ("bf16", "fp32"))}
+    for where, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{where}: '{value}' is not one of {', '.join(allowed)}")
+    for where, value in {"train.epochs": t.epochs, "train.batch_size": t.batch_size}.items():
+        if value < 1:
+            raise ConfigError(f"{where}: must be at least 1, got {value}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr: must be positive, got {t.lr}")

@@ -1,0 +1,101 @@
+"""A torch Dataset over labelled photos that survives unreadable files.
+
+Decoding a 400-1000 px JPEG costs more than augmenting it, and a training run reads
+every photo once per epoch; `preload` decodes each photo once, shrunk to just above
+the training size, and keeps it in memory. Unreadable photos are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import ImageError
+from .images import load_image, resize_short_side
+from .sources import Sample
+
+log = logging.getLogger(__name__)
+
+
+class PhotoDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], class_to_index: dict[str, int],
+                 transform: Callable[[Image.Image], torch.Tensor],
+                 cache_short_side: int | None = None) -> None:
+        self.samples = list(samples)
+        self.class_to_index = class_to_index
+        self.transform = transform
+        self.cache_short_side = cache_short_side
+        self._cache: list[Image.Image | None] | None = None
+        self.skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [self.class_to_index[s.label] for s in self.samples]
+
+    def _read(self, path: Path) -> Image.Image:
+        img = load_image(path, draft_size=self.cache_short_side)
+        if self.cache_short_side:
+            img = resize_short_side(img, self.cache_short_side)
+        return img
+
+    def preload(self, progress: Callable[[Iterable], Iterable] | None = None,
+                threads: int = 2) -> None:
+        """Decode every photo once; drop the unreadable ones (listed in `skipped`)."""
+
+        def read(sample: Sample) -> Image.Image | ImageError:
+            try:
+                return self._read(sample.path)
+            except ImageError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = pool.map(read, self.samples)
+            if progress is not None:
+                results = progress(results)
+            loaded = list(results)
+        kept, cache = [], []
+        for sample, result in zip(self.samples, loaded, strict=True):
+            if isinstance(result, ImageError):
+                self.skipped[str(sample.path)] = result.reason
+            else:
+                kept.append(sample)
+                cache.append(result)
+        self.samples, self._cache = kept, cache
+
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> PhotoDataset:
+        """The same photos (and decoded cache) seen through another transform."""
+        twin = PhotoDataset(self.samples, self.class_to_index, transform, self.cache_short_side)
+        twin._cache = self._cache
+        return twin
+
+    def image(self, index: int) -> Image.Image:
+        if self._cache is not None:
+            return self._cache[index]
+        return self._read(self.samples[index].path)
+
+    def __getitem__(self, index: int):
+        try:
+            img = self.image(index)
+        except ImageError as exc:
+            # Found unreadable only now (no preload): the collate function drops it.
+            log.warning("skipping %s", exc)
+            self.skipped[str(exc.path)] = exc.reason
+            return None
+        return self.transform(img), self.class_to_index[self.samples[index].label], index
+
+
+def collate_skipping(batch: list):
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    images, labels, indices = zip(*batch, strict=True)
+    return torch.stack(images), torch.tensor(labels), torch.tensor(indices)

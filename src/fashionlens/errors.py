@@ -1,0 +1,29 @@
+"""User-facing errors: each one says which file, column or field is wrong.
+
+The CLI prints these as one readable line instead of a traceback.
+"""
+
+
+class FashionLensError(Exception):
+    """Base class for errors caused by user input rather than by a bug."""
+
+
+class ConfigError(FashionLensError):
+    """A config file or override names an unknown field or holds a bad value."""
+
+
+class DataError(FashionLensError):
+    """A dataset (folder or CSV) cannot be used as given."""
+
+
+class ImageError(FashionLensError):
+    """One image file cannot be read as a photo."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ModelError(FashionLensError):
+    """A model artifact or checkpoint cannot be loaded."""

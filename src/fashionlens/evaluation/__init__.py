@@ -1,0 +1,5 @@
+"""Scoring models: metrics, reports and figures."""
+
+from .metrics import classification_metrics
+
+__all__ = ["classification_metrics"]

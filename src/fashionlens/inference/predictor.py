@@ -1,0 +1,167 @@
+"""Predicting garment types for photos with a saved model.
+
+Single process: photos are decoded by a small thread pool (Pillow releases the GIL
+while decoding, and JPEG draft mode decodes big photos at reduced scale) while the
+model runs batches under bf16 autocast where the CPU supports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import is_image_file, load_image
+from ..data.transforms import Preprocess, eval_transform, tta_views
+from ..errors import FashionLensError, ImageError
+from ..models.artifact import ModelInfo, load_model
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL = ASSETS / "models" / "clothing10"
+SAMPLE_PHOTOS = ASSETS / "samples"
+
+
+def default_precision() -> str:
+    """bf16 where the CPU has native bf16 (AVX512-BF16 / AMX) or a GPU is used."""
+    if torch.cuda.is_available():
+        return "bf16"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str | None = None
+    probability: float | None = None
+    top_k: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "label": self.label, "probability": self.probability,
+                "top_k": self.top_k}
+
+
+def collect_images(target: str | Path) -> list[Path]:
+    """A single photo, or every photo under a folder (sorted)."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        if not found:
+            raise FashionLensError(f"{path}: no image files in this folder")
+        return found
+    if not path.exists():
+        raise FashionLensError(f"{path}: no such file or folder")
+    return [path]
+
+
+class Predictor:
+    """Loads a model folder once; predicts for paths, bytes or PIL images."""
+
+    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu",
+                 precision: str | None = None, threads: int = 2) -> None:
+        self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+        self.model, self.info = load_model(self.model_dir)
+        self.device = torch.device(device)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.precision = precision or default_precision()
+        self.transform = eval_transform(self.info.preprocess)
+        self.threads = threads
+        self._draft = self.info.preprocess.resize_size
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.info
+
+    def _prepare(self, source) -> torch.Tensor:
+        img = source if hasattr(source, "mode") else load_image(source, draft_size=self._draft)
+        return self.transform(img)
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            logits = self.model(batch)
+        return logits.float().softmax(-1).cpu().numpy()
+
+    def _result(self, name: str, probs: np.ndarray, top_k: int) -> Prediction:
+        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
+        top = [{"label": self.classes[i], "probability": round(float(probs[i]), 6)} for i in order]
+        return Prediction(path=name, label=top[0]["label"], probability=top[0]["probability"],
+                          top_k=top)
+
+    def predict_one(self, source, top_k: int = 3, tta: bool = False, name: str | None = None
+                    ) -> Prediction:
+        """Predict one photo; raises ImageError when it cannot be read."""
+        label = name or (str(source) if isinstance(source, str | Path) else "<image>")
+        if tta:
+            img = source if hasattr(source, "mode") else load_image(source, name=label)
+            probs = self.probabilities(torch.stack(tta_views(img, self.info.preprocess))).mean(0)
+        else:
+            if isinstance(source, bytes):
+                source = load_image(source, draft_size=self._draft, name=label)
+            probs = self.probabilities(self._prepare(source).unsqueeze(0))[0]
+        return self._result(label, probs, top_k)
+
+    def predict_paths(self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32,
+                      tta: bool = False) -> Iterator[Prediction]:
+        """Yield one Prediction per path, in order; unreadable photos carry an error."""
+        if tta:
+            for path in paths:
+                try:
+                    yield self.predict_one(path, top_k, tta=True)
+                except ImageError as exc:
+                    yield Prediction(path=str(path), error=exc.reason)
+            return
+
+        def prepare(path):
+            try:
+                return self._prepare(path)
+            except ImageError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            for start in range(0, len(paths), batch_size):
+                chunk = list(paths[start:start + batch_size])
+                tensors = list(pool.map(prepare, chunk))
+                good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
+                probs = self.probabilities(torch.stack([tensors[i] for i in good])) if good else []
+                by_pos = dict(zip(good, probs, strict=True))
+                for i, path in enumerate(chunk):
+                    if i in by_pos:
+                        yield self._result(str(path), by_pos[i], top_k)
+                    else:
+                        yield Prediction(path=str(path), error=tensors[i].reason)
+
+
+def tta_probabilities(model: torch.nn.Module, dataset, preprocess: Preprocess,
+                      device: torch.device, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Average the softmax over test-time views for every photo of a PhotoDataset."""
+    probs, targets = [], []
+    model.eval()
+    for index in range(len(dataset)):
+        try:
+            img = dataset.image(index)
+        except ImageError:
+            continue
+        views = torch.stack(tta_views(img, preprocess)).to(device).contiguous(
+            memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                             enabled=precision == "bf16"):
+            p = model(views).float().softmax(-1).mean(0)
+        probs.append(p.cpu().numpy())
+        targets.append(dataset.targets[index])
+    return np.stack(probs), np.asarray(targets)

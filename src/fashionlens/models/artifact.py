@@ -1,0 +1,110 @@
+"""A trained model as a self-contained folder: weights plus everything needed to use them.
+
+`model.safetensors` holds the weights, `model.json` the architecture, class names,
+pre-processing, the resolved training config and the validation metrics. Nothing from
+the training data is needed to predict.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.transforms import Preprocess
+from ..errors import ModelError
+from .registry import create_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    classes: list[str]
+    preprocess: Preprocess
+    task: str = "classification"
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "task": self.task,
+            "architecture": self.architecture,
+            "classes": self.classes,
+            "preprocess": self.preprocess.to_dict(),
+            "config": self.config,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> ModelInfo:
+        try:
+            return cls(architecture=d["architecture"], classes=list(d["classes"]),
+                       preprocess=Preprocess.from_dict(d["preprocess"]),
+                       task=d.get("task", "classification"), config=d.get("config", {}),
+                       metrics=d.get("metrics", {}), name=d.get("name", ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed model description ({exc})") from exc
+
+
+def save_model(model: torch.nn.Module, info: ModelInfo, directory: str | Path,
+               half: bool = False) -> Path:
+    """Write the artifact atomically: a half-written folder never replaces a good one."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / META_FILE).write_text(json.dumps(info.to_dict(), indent=2))
+        if directory.exists():
+            for name in (WEIGHTS_FILE, META_FILE):
+                (tmp / name).replace(directory / name)
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_info(directory: str | Path) -> ModelInfo:
+    directory = Path(directory)
+    meta = directory / META_FILE
+    if not meta.is_file():
+        raise ModelError(f"{directory}: not a fashionlens model folder (no {META_FILE})")
+    try:
+        data = json.loads(meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta}: invalid JSON ({exc})") from exc
+    return ModelInfo.from_dict(data, str(meta))
+
+
+def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
+    """Rebuild a saved model in eval mode, in float32 whatever it was stored as."""
+    directory = Path(directory)
+    info = read_info(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{directory}: weights file {WEIGHTS_FILE} is missing")
+    model = create_model(info.architecture, num_classes=len(info.classes), pretrained="none")
+    try:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{weights}: weights do not fit {info.architecture} ({exc})") from exc
+    model.eval()
+    return model, info

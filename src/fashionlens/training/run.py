@@ -1,0 +1,162 @@
+"""`train(config)`: from a run config to a model folder, metrics and figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import resource
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data import (DataSpec, LabelledSet, PhotoDataset, Preprocess, eval_transform,
+                    load_labelled, split_train_val, train_transform)
+from ..errors import DataError
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.plots import plot_confusion, plot_curves
+from ..models import ModelInfo, create_model, model_preprocess, save_model
+from ..progress import track
+from .loop import FitResult, fit, make_loader, predict_loader, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    model_dir: Path
+    metrics: dict
+    fit: FitResult
+    skipped: dict[str, str]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _output_dir(config: RunConfig) -> Path:
+    name = config.output.name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    out = Path(config.output.dir) / name
+    if (out / "model" / "model.json").exists():
+        raise DataError(f"{out}: a run already exists there; choose another output.name")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_classes(train: LabelledSet) -> None:
+    if len(train.classes) < 2:
+        raise DataError(f"{train.source}: need at least two classes to train, found "
+                        f"{train.classes or 'none'}")
+
+
+def prepare_datasets(spec: DataSpec, config: RunConfig, preprocess, seed: int):
+    data = load_labelled(spec)
+    if data.missing:
+        log.warning("%d images listed in %s are missing, e.g. %s", len(data.missing),
+                    data.source, ", ".join(str(p) for p in data.missing[:3]))
+    train, val = split_train_val(data, spec, seed)
+    _check_classes(train)
+    aug_size = config.train.train_size or preprocess.size
+    cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * 1.15)) \
+        if config.train.cache_images else None
+    index = train.class_to_index
+    train_ds = PhotoDataset(train.samples, index, train_transform(preprocess, config.augment,
+                                                                  aug_size), cache)
+    val_ds = PhotoDataset(val.samples, index, eval_transform(preprocess), cache)
+    if config.train.cache_images:
+        train_ds.preload(lambda it: track(it, "reading train photos", len(train_ds)))
+        val_ds.preload(lambda it: track(it, "reading validation photos", len(val_ds)))
+    return data, train, val, train_ds, val_ds
+
+
+def train(config: RunConfig) -> RunResult:
+    """Fine-tune a pretrained backbone on the configured photos and save everything."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.seed)
+    out = _output_dir(config)
+    config.save(out / "config.yaml")
+    started = time.perf_counter()
+
+    model_cfg = config.model
+    probe_model = create_model(model_cfg.name, num_classes=1000, pretrained="none")
+    preprocess = model_preprocess(probe_model, model_cfg.image_size)
+    del probe_model
+    data, train_set, val_set, train_ds, val_ds = prepare_datasets(config.data, config,
+                                                                   preprocess, config.seed)
+    classes = train_set.classes
+    log.info("training on %d photos, validating on %d, %d classes", len(train_ds), len(val_ds),
+             len(classes))
+    model = create_model(model_cfg.name, num_classes=len(classes),
+                         pretrained=model_cfg.pretrained, drop_rate=model_cfg.drop_rate,
+                         drop_path_rate=model_cfg.drop_path_rate)
+    probe_ds = train_ds.with_transform(eval_transform(preprocess))  # un-augmented view
+
+    seed_everything(config.seed)
+    result = fit(model, train_ds, val_ds, probe_ds, config.train, config.seed, classes)
+    # Photos found unreadable during training (without preloading) are listed too.
+    skipped = {**train_ds.skipped, **val_ds.skipped}
+
+    metrics: dict = {}
+    if len(val_ds):
+        metrics = evaluate_dataset(model, val_ds, classes, preprocess, config.train.precision,
+                                   config.train.device, tta=config.train.tta)
+    summary = {
+        "metrics": metrics,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "train_seconds": round(result.seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "num_train_images": len(train_ds),
+        "num_val_images": len(val_ds),
+        "classes": classes,
+        "class_counts": {c: n for c, n in sorted(train_set.counts().items())},
+        "skipped_images": skipped,
+        "missing_images": [str(p) for p in data.missing],
+        "history": result.history,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if skipped or data.missing:
+        lines = [f"{p}\t{why}" for p, why in skipped.items()]
+        lines += [f"{p}\tfile not found" for p in data.missing]
+        (out / "skipped.txt").write_text("\n".join(lines) + "\n")
+    plot_curves(result.history, out / "curves.png")
+    if metrics:
+        plot_confusion(metrics["confusion_matrix"], classes, out / "confusion.png",
+                       title=f"Validation (accuracy {metrics['accuracy']:.3f})")
+    info = ModelInfo(architecture=model_cfg.name, classes=classes, preprocess=preprocess,
+                     config=config.to_dict(), name=config.output.name or out.name,
+                     metrics={k: v for k, v in metrics.items() if k != "confusion_matrix"})
+    model_dir = save_model(model.float().cpu(), info, out / "model",
+                           half=config.output.half_weights)
+    return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
+                     skipped=skipped)
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset: PhotoDataset, classes: list[str],
+                     preprocess: Preprocess, precision: str = "bf16", device: str = "auto",
+                     tta: bool = False, batch_size: int = 64) -> dict:
+    """Score a model on a dataset whose labels use the model's class names."""
+    dev = resolve_device(device)
+    model.to(dev).to(memory_format=torch.channels_last)
+    from ..config import TrainConfig
+
+    if tta:
+        from ..inference.predictor import tta_probabilities
+
+        probs, targets = tta_probabilities(model, dataset, preprocess, dev, precision)
+    else:
+        loader = make_loader(dataset, TrainConfig(num_workers=0), False, 0, batch_size=batch_size)
+        probs, targets, _ = predict_loader(model, loader, dev, precision, "evaluate")
+    if len(targets) == 0:
+        raise DataError("no readable images to evaluate")
+    return classification_metrics(targets, probs, classes)
