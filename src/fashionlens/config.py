@@ -40,6 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "sqrt"  # none | sqrt | inverse | sampler
     linear_probe: bool = True
+    freeze_bn: bool = False
     early_stopping_patience: int = 4
     monitor: str = "accuracy"  # accuracy | macro_f1
     train_size: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -54,7 +55,7 @@ class AugmentConfig:
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
-    hue: float = 0.03
+    hue: float = 0.0  # hue shifts cost ~3 ms a photo and change what colour a garment is
     grayscale: float = 0.05
     trivial_augment: bool = False
     random_erasing: float = 0.0
@@ -77,11 +78,17 @@ def train_transform(pre: Preprocess, aug: AugmentConfig, size: int | None = None
     interp = _INTERPOLATION[pre.interpolation]
     steps: list = []
     if aug.rotation:
-        # Rotate before cropping so the crop rarely shows the filled corners.
-        steps.append(T.RandomRotation(aug.rotation, interpolation=T.InterpolationMode.BILINEAR,
-                                      fill=(255, 255, 255)))
-    steps += [T.RandomResizedCrop(size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
-                                  interpolation=interp, antialias=True)]
+        # Crop a little larger, rotate, then cut the centre: no filled corners, and the
+        # rotation runs on the small crop rather than the whole photo (about 2x faster).
+        angle = math.radians(min(abs(aug.rotation), 45.0))
+        margin = size * (math.cos(angle) + math.sin(angle))
+        steps += [T.RandomResizedCrop(int(math.ceil(margin)), scale=tuple(aug.scale),
+                                      ratio=tuple(aug.ratio), interpolation=interp, antialias=True),
+                  T.RandomRotation(aug.rotation, interpolation=T.InterpolationMode.BILINEAR),
+                  T.CenterCrop(size)]
+    else:
+        steps.append(T.RandomResizedCrop(size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                         interpolation=interp, antialias=True))
     if aug.hflip:
         steps.append(T.RandomHorizontalFlip(aug.hflip))
     if aug.trivial_augment:

@@ -119,15 +119,25 @@ def linear_probe(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     weight = torch.zeros_like(head.weight)
     # Classes the probe never saw keep a very negative bias instead of random logits.
     bias = torch.full_like(head.bias, -10.0)
-    weight[probe.classes_] = torch.tensor(probe.coef_ if len(present) > 2 else
-                                          np.vstack([-probe.coef_[0], probe.coef_[0]]) / 2,
-                                          dtype=weight.dtype)
-    bias[probe.classes_] = torch.tensor(probe.intercept_ if len(present) > 2 else
-                                        np.array([-probe.intercept_[0], probe.intercept_[0]]) / 2,
-                                        dtype=bias.dtype)
+    if len(present) > 2:
+        coef, intercept = probe.coef_, probe.intercept_
+    else:  # binary logistic regression: one weight vector, split symmetrically
+        coef = np.vstack([-probe.coef_[0], probe.coef_[0]]) / 2
+        intercept = np.array([-probe.intercept_[0], probe.intercept_[0]]) / 2
+    rows = torch.as_tensor(probe.classes_, device=weight.device)
+    weight[rows] = torch.as_tensor(coef, dtype=weight.dtype, device=weight.device)
+    bias[rows] = torch.as_tensor(intercept, dtype=bias.dtype, device=bias.device)
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(bias)
+
+
+def freeze_batchnorm_statistics(model: torch.nn.Module) -> None:
+    """Keep the pretrained BatchNorm running statistics (small batches of augmented crops
+    estimate them poorly); the affine BN parameters still train."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.01
@@ -179,9 +189,11 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         result.best_score = classification_metrics(targets, probs, class_names)[cfg.monitor]
         result.history.append({"epoch": 0, "val_" + cfg.monitor: result.best_score})
         log.info("after linear probe: val %s %.4f", cfg.monitor, result.best_score)
-    bad_epochs = 0
+    bad_epochs, best_tuned = 0, float("-inf")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        if cfg.freeze_bn:
+            freeze_batchnorm_statistics(model)
         epoch_start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
@@ -220,10 +232,12 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
             if plateau is not None:
                 plateau.step(score)
             if score > result.best_score:
-                result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
+                result.best_score, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad_epochs += 1
+            # Patience counts from the best fine-tuning epoch, not from the linear probe:
+            # the first epochs at high learning rate usually score below the probe.
+            bad_epochs = 0 if score > best_tuned else bad_epochs + 1
+            best_tuned = max(best_tuned, score)
         else:
             result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
