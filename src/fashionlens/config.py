@@ -33,14 +33,14 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
-    layer_decay: float = 0.8
+    layer_decay: float = 0.85
     weight_decay: float = 0.02
     warmup_epochs: float = 0.5
     schedule: str = "cosine"  # cosine | plateau
     label_smoothing: float = 0.1
     balance: str = "sqrt"  # none | sqrt | inverse | sampler
     linear_probe: bool = True
-    freeze_bn: bool = False
+    freeze_bn: bool = True
     early_stopping_patience: int = 4
     monitor: str = "accuracy"  # accuracy | macro_f1
     train_size: int | None = None
@@ -112,6 +112,12 @@ def _coerce(value, hint, where: str):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as the number it means.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str | int | float):
@@ -126,7 +132,8 @@ def _apply(obj, values: dict, where: str) -> None:
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown field '{key}'; known fields: {', '.join(sorted(names))}")
+            raise ConfigError(f"{where}: unknown field '{key}'; "
+                              f"known fields: {', '.join(sorted(names))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, f"{where}.{key}" if where else key)

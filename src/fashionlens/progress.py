@@ -8,15 +8,22 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 T = TypeVar("T")
 console = Console(stderr=True)
 
 
 def enabled() -> bool:
-    return os.environ.get("FASHIONLENS_PROGRESS", "1") != "0" and not os.environ.get("PYTEST_CURRENT_TEST")
+    return (os.environ.get("FASHIONLENS_PROGRESS", "1") != "0"
+            and not os.environ.get("PYTEST_CURRENT_TEST"))
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -8,6 +8,7 @@ Files are only ever opened for reading.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -47,22 +48,28 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def _open(source: Path | bytes, label: str, draft_size: int | None) -> Image.Image:
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # MAX_PIXELS is the limit: Pillow's lower warning threshold (89 MP) must not refuse
+        # a 96 MP phone photo. Pillow's hard limit (twice that) still raises an error.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             fp = io.BytesIO(source) if isinstance(source, bytes) else source
             img = Image.open(fp)
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    label,
-                    f"image is {width}x{height} pixels, above the limit of {MAX_PIXELS:,} "
-                    "(possible decompression bomb)",
-                )
-            if draft_size and img.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger
-                # than needed: several times faster, same result after resizing.
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
+            try:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        label,
+                        f"image is {width}x{height} pixels, above the limit of {MAX_PIXELS:,} "
+                        "(possible decompression bomb)",
+                    )
+                if draft_size and img.format == "JPEG":
+                    # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far
+                    # larger than needed: several times faster, same result after resizing.
+                    img.draft("RGB", (draft_size, draft_size))
+                img.load()
+            except BaseException:
+                img.close()  # do not leave the file open until garbage collection
+                raise
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -100,14 +107,17 @@ def load_image(source: str | Path | bytes, *, draft_size: int | None = None,
         if path.is_file() and path.stat().st_size == 0:
             raise ImageError(label, "empty file")
         img = _open(path, label, draft_size)
-    try:
+    opened = img
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the photo
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-        pass
     try:
-        return _to_rgb(img)
+        img = _to_rgb(img)
     except (OSError, ValueError) as exc:
         raise ImageError(label, f"cannot convert {img.mode} image to RGB ({exc})") from exc
+    finally:
+        if img is not opened:
+            opened.close()  # multi-frame formats (GIF, TIFF) keep their file open otherwise
+    return img
 
 
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:

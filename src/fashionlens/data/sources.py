@@ -82,7 +82,8 @@ def load_folder(root: Path, exclude_labels: list[str] | None = None) -> Labelled
 def _resolve_image(value: str, base: Path, extension: str | None) -> Path:
     path = Path(value)
     if extension and not path.suffix:
-        path = path.with_name(path.name + (extension if extension.startswith(".") else f".{extension}"))
+        suffix = extension if extension.startswith(".") else f".{extension}"
+        path = path.with_name(path.name + suffix)
     return path if path.is_absolute() else base / path
 
 
@@ -118,7 +119,8 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
         image_value = (row.get(spec.image_column) or "").strip()
         label = (row.get(spec.target_column) or "").strip()
         if not image_value:
-            raise DataError(f"{csv_path}, line {line_no}: empty value in column '{spec.image_column}'")
+            raise DataError(
+                f"{csv_path}, line {line_no}: empty value in column '{spec.image_column}'")
         if not label or label in excluded:
             continue
         path = _resolve_image(image_value, base, spec.image_extension)
@@ -129,8 +131,10 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
             Sample(
                 path=path,
                 label=label,
-                group=(row.get(spec.group_column) or "").strip() or None if spec.group_column else None,
-                split=(row.get(spec.split_column) or "").strip() or None if spec.split_column else None,
+                group=((row.get(spec.group_column) or "").strip() or None
+                       if spec.group_column else None),
+                split=((row.get(spec.split_column) or "").strip() or None
+                       if spec.split_column else None),
             )
         )
     if not samples:

@@ -27,7 +27,8 @@ def _random_split(samples: list[Sample], fraction: float, seed: int) -> tuple[li
     n_classes = len({*labels})
     if len(rest) < 2:
         return sorted(range(len(samples))), []
-    if round(fraction * len(rest)) >= n_classes and len(rest) - round(fraction * len(rest)) >= n_classes:
+    n_val = round(fraction * len(rest))
+    if n_val >= n_classes and len(rest) - n_val >= n_classes:
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         train_pos, val_pos = next(splitter.split(rest, labels))
     else:
@@ -41,10 +42,17 @@ def _group_split(samples: list[Sample], fraction: float, seed: int) -> tuple[lis
     groups = [s.group or f"__row{i}" for i, s in enumerate(samples)]
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     train, val = next(splitter.split(np.arange(len(samples)), groups=groups))
-    return sorted(train.tolist()), sorted(val.tolist())
+    # A class with one photo must stay in training (in validation it would be dropped and
+    # the class lost): its whole group moves to training, so groups still never straddle.
+    counts = Counter(s.label for s in samples)
+    pinned = {groups[i] for i, s in enumerate(samples) if counts[s.label] == 1}
+    moved = [int(i) for i in val if groups[i] in pinned]
+    val = [int(i) for i in val if groups[i] not in pinned]
+    return sorted(train.tolist() + moved), sorted(val)
 
 
-def split_train_val(data: LabelledSet, spec: DataSpec, seed: int) -> tuple[LabelledSet, LabelledSet]:
+def split_train_val(data: LabelledSet, spec: DataSpec, seed: int
+                    ) -> tuple[LabelledSet, LabelledSet]:
     """Use the CSV's split column when it has one, else make a (grouped) split."""
     samples = data.samples
     if spec.split_column:
@@ -62,7 +70,8 @@ def split_train_val(data: LabelledSet, spec: DataSpec, seed: int) -> tuple[Label
             if unseen:
                 log.warning("validation labels absent from training are dropped: %s", unseen)
                 val = [s for s in val if s.label in classes]
-            return (LabelledSet(train, classes, data.source), LabelledSet(val, classes, data.source))
+            return (LabelledSet(train, classes, data.source),
+                    LabelledSet(val, classes, data.source))
         samples = train
     if not 0.0 < spec.val_fraction < 1.0:
         raise DataError(f"data.val_fraction must be between 0 and 1, got {spec.val_fraction}")

@@ -106,7 +106,8 @@ def train_transform(pre: Preprocess, aug: AugmentConfig, size: int | None = None
 def tta_views(img: Image.Image, pre: Preprocess) -> list[torch.Tensor]:
     """Test-time augmentation: the centre crop, its mirror, and a wider full view."""
     base = eval_transform(pre)
-    wide = T.Compose([T.Resize((pre.size, pre.size), interpolation=_INTERPOLATION[pre.interpolation]),
+    wide = T.Compose([T.Resize((pre.size, pre.size),
+                               interpolation=_INTERPOLATION[pre.interpolation]),
                       *_finish(pre)])
     center = base(img)
     return [center, torch.flip(center, dims=[-1]), wide(img)]

@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 
 def classification_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, top-3 accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, top-3 accuracy, macro-F1, per-class precision/recall/F1, confusion matrix."""
     targets = np.asarray(targets)
     if len(targets) == 0:
         raise ValueError("no predictions to score")

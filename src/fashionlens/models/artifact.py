@@ -102,7 +102,8 @@ def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
         raise ModelError(f"{directory}: weights file {WEIGHTS_FILE} is missing")
     model = create_model(info.architecture, num_classes=len(info.classes), pretrained="none")
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_file(str(weights)).items()}
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{weights}: weights do not fit {info.architecture} ({exc})") from exc

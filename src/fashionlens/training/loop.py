@@ -164,7 +164,8 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
                      cfg.precision, cfg.balance, num_classes)
 
     loader = make_loader(train_set, cfg, True, seed)
-    val_loader = make_loader(val_set, cfg, False, seed, batch_size=64) if val_set and len(val_set) else None
+    val_loader = (make_loader(val_set, cfg, False, seed, batch_size=64)
+                  if val_set and len(val_set) else None)
     weights = class_weights(train_set.targets, num_classes, cfg.balance)
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     layer_decay=cfg.layer_decay)

@@ -15,8 +15,16 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..data import (DataSpec, LabelledSet, PhotoDataset, Preprocess, eval_transform,
-                    load_labelled, split_train_val, train_transform)
+from ..data import (
+    DataSpec,
+    LabelledSet,
+    PhotoDataset,
+    Preprocess,
+    eval_transform,
+    load_labelled,
+    split_train_val,
+    train_transform,
+)
 from ..errors import DataError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.plots import plot_confusion, plot_curves

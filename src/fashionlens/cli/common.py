@@ -1,0 +1,42 @@
+"""Shared CLI plumbing: logging to stderr, readable errors, tables."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+    for noisy in ("PIL", "matplotlib", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    for name in ("precision", "recall", "f1", "support"):
+        table.add_column(name, justify="right")
+    for name, row in metrics["per_class"].items():
+        if not row["support"]:
+            continue
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
+                      str(row["support"]))
+    table.add_section()
+    table.add_row("macro avg", f"{metrics['macro_precision']:.3f}",
+                  f"{metrics['macro_recall']:.3f}", f"{metrics['macro_f1']:.3f}",
+                  str(metrics["num_images"]))
+    return table
+
+
+def summary_line(metrics: dict) -> str:
+    return (f"accuracy {metrics['accuracy']:.4f}   top-3 accuracy {metrics['top3_accuracy']:.4f}"
+            f"   macro-F1 {metrics['macro_f1']:.4f}   images {metrics['num_images']}")

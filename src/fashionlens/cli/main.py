@@ -1,0 +1,47 @@
+"""Entry point of the `fashionlens` command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import FashionLensError
+from .common import err, setup_logging
+from .evaluate import evaluate
+from .predict import predict
+from .train import train
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Fashion image intelligence for second-hand shops: train, evaluate, predict.",
+)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    setup_logging(verbose, quiet)
+
+
+app.command()(train)
+app.command()(evaluate)
+app.command()(predict)
+
+
+def main() -> None:
+    try:
+        app()
+    except FashionLensError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""`fashionlens predict [--model M] IMAGE_OR_FOLDER`: top-k garment types per photo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import FashionLensError
+from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
+from ..progress import track
+from .common import err, out
+
+
+def predict(
+    target: Annotated[
+        Path | None,
+        typer.Argument(help="A photo or a folder of photos (default: the bundled samples)."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model folder; default: the bundled garment-type model."),
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="How many classes to list per photo.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    tta: Annotated[
+        bool,
+        typer.Option(help="Average over test-time views (slower, often more accurate)."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
+) -> None:
+    """Predict the garment type of photos."""
+    paths = collect_images(target or SAMPLE_PHOTOS)
+    predictor = Predictor(model)
+    results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
+                    "predicting", total=len(paths))
+    table = None
+    if not as_json:
+        table = Table(title=f"model: {predictor.model_dir}", title_justify="left")
+        table.add_column("photo")
+        table.add_column("prediction")
+        table.add_column("probability", justify="right")
+        table.add_column(f"top {top_k}")
+    failed = 0
+    for prediction in results:
+        failed += prediction.error is not None
+        if as_json:
+            print(json.dumps(prediction.to_dict()), flush=True)
+        elif prediction.error:
+            table.add_row(prediction.path, f"[red]error: {prediction.error}[/]", "", "")
+        else:
+            others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in prediction.top_k)
+            table.add_row(prediction.path, prediction.label, f"{prediction.probability:.3f}",
+                          others)
+    if table is not None:
+        out.print(table)
+    if failed:
+        err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
+        if failed == len(paths):
+            raise FashionLensError("no photo could be read")

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny photo sets drawn with Pillow, and one tiny trained model.
+
+Nothing here reads real data or the network. Training uses timm's ~100k-parameter
+`test_efficientnet` from random initialisation on 64 px solid-colour photos.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["FASHIONLENS_PROGRESS"] = "0"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from .helpers import TINY_TRAIN, make_folder_dataset  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """Three separable colour classes, 16 photos each, folder per class (read-only use)."""
+    return make_folder_dataset(tmp_path_factory.mktemp("tiny") / "photos")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_folder):
+    """One tiny training run shared by the predictor, evaluation and CLI tests."""
+    from fashionlens import load_config, train
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(overrides=[*TINY_TRAIN, f"data.path={tiny_folder}",
+                                 f"output.dir={out}", "output.name=base"])
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def model_dir(trained_run) -> Path:
+    return trained_run.model_dir

@@ -1,0 +1,81 @@
+"""Helpers for the tests: tiny photos and datasets drawn with Pillow."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Distinct colours for the tiny classes: learnable from random features in a few steps.
+COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
+
+# Config overrides shared by every training test: tiny, CPU, fp32, fast.
+TINY_TRAIN = [
+    "model.name=test_efficientnet",
+    "model.pretrained=none",
+    "model.image_size=64",
+    "model.drop_rate=0.0",
+    "model.drop_path_rate=0.0",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.num_workers=0",
+    "train.precision=fp32",
+    "train.device=cpu",
+    "train.lr=0.003",
+    "data.val_fraction=0.25",
+]
+
+
+def solid_photo(colour: tuple[int, int, int], size: tuple[int, int] = (48, 40),
+                seed: int = 0, noise: int = 25) -> Image.Image:
+    """A solid colour with per-pixel noise, as an RGB image."""
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(colour, dtype=np.int16)[None, None, :] + rng.integers(
+        -noise, noise + 1, size=(size[1], size[0], 3))
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def write_photo(path: Path, colour=(128, 128, 128), size=(48, 40), seed: int = 0,
+                fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    solid_photo(colour, size, seed).save(path, format=fmt)
+    return path
+
+
+def make_folder_dataset(root: Path, per_class: int = 16, colours: dict | None = None,
+                        ext: str = ".jpg") -> Path:
+    """root/<class>/<n>.jpg for every colour class."""
+    colours = colours or COLOURS
+    for c, (name, colour) in enumerate(sorted(colours.items())):
+        for i in range(per_class):
+            write_photo(root / name / f"{name}_{i:02d}{ext}", colour, seed=1000 * c + i)
+    return root
+
+
+def make_csv_dataset(root: Path, per_class: int = 6, with_split: bool = False) -> Path:
+    """root/images/<id>.png plus root/labels.csv with id,label,sender[,split] columns."""
+    rows = []
+    for c, (name, colour) in enumerate(sorted(COLOURS.items())):
+        for i in range(per_class):
+            image_id = f"{name}{i}"
+            write_photo(root / "images" / f"{image_id}.png", colour, seed=100 * c + i)
+            row = {"id": image_id, "label": name, "sender": f"s{i % 3}"}
+            if with_split:
+                row["split"] = "validation" if i % 3 == 0 else "train"
+            rows.append(row)
+    csv_path = root / "labels.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path
+
+
+def write_corrupt_jpeg(path: Path) -> Path:
+    """A JPEG cut off half-way, like a failed upload."""
+    write_photo(path, (120, 60, 200), size=(64, 64), fmt="JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path

@@ -1,0 +1,211 @@
+"""The `fashionlens` command: train, evaluate and predict through typer, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from fashionlens.cli.main import app
+from fashionlens.errors import ConfigError, FashionLensError
+from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
+from fashionlens.models import read_info
+
+from .helpers import COLOURS, make_csv_dataset, solid_photo, write_corrupt_jpeg, write_photo
+
+runner = CliRunner()
+
+TINY_FLAGS = ["--model", "test_efficientnet", "--pretrained", "none", "--epochs", "1",
+              "--batch-size", "8", "--seed", "0", "--set", "model.image_size=64",
+              "--set", "train.num_workers=0", "--set", "train.precision=fp32",
+              "--set", "train.device=cpu"]
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture
+def inbox(tmp_path):
+    folder = tmp_path / "inbox"
+    for i, (name, colour) in enumerate(sorted(COLOURS.items())):
+        write_photo(folder / f"{i}_{name}.jpg", colour, seed=300 + i)
+    write_corrupt_jpeg(folder / "9_broken.jpg")
+    return folder
+
+
+def test_train_with_flags(tiny_folder, tmp_path):
+    result = _ok(_invoke("train", "--data", tiny_folder, "--output", tmp_path, "--name", "cli",
+                         *TINY_FLAGS))
+    model = tmp_path / "cli" / "model"
+    assert (model / "model.json").is_file() and (model / "model.safetensors").is_file()
+    assert "accuracy" in result.stdout and "macro avg" in result.stdout
+    assert str(model) in result.stdout.replace("\n", "")
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["architecture"] == "test_efficientnet"
+    assert meta["config"]["train"]["epochs"] == 1 and meta["config"]["seed"] == 0
+
+
+def test_train_from_a_config_file_with_csv_flags(tmp_path):
+    csv_path = make_csv_dataset(tmp_path / "shop", per_class=6, with_split=True)
+    config = tmp_path / "conf" / "run.yaml"
+    config.parent.mkdir()
+    config.write_text("data:\n  path: ../shop/labels.csv\ntrain:\n  epochs: 3\n  lr: 3e-3\n"
+                      "  linear_probe: false\n")
+    _ok(_invoke("train", config, "--image-column", "id", "--image-dir", "images",
+                "--image-ext", ".png", "--split-column", "split", "--output", tmp_path / "runs",
+                "--name", "csv", *TINY_FLAGS))
+    saved = (tmp_path / "runs" / "csv" / "config.yaml").read_text()
+    assert str(csv_path) in saved
+    summary = json.loads((tmp_path / "runs" / "csv" / "metrics.json").read_text())
+    assert summary["num_train_images"] == 12 and summary["num_val_images"] == 6
+    assert summary["history"][-1]["epoch"] == 1  # --epochs beats the file's 3
+
+
+def test_train_reports_config_errors(tiny_folder, tmp_path):
+    result = _invoke("train", "--data", tiny_folder, "--output", tmp_path,
+                     *TINY_FLAGS, "--set", "train.epohcs=2")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ConfigError)
+    assert "epohcs" in str(result.exception)
+    assert not any(tmp_path.iterdir())
+
+
+def test_evaluate_table_and_json(model_dir, tiny_folder):
+    table = _ok(_invoke("evaluate", model_dir, tiny_folder))
+    assert "accuracy" in table.stdout and "macro avg" in table.stdout
+    for name in COLOURS:
+        assert name in table.stdout
+
+    report = json.loads(_ok(_invoke("evaluate", model_dir, tiny_folder, "--json")).stdout)
+    assert report["num_images"] == 16 * len(COLOURS)
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["accuracy"] > 0.6
+    assert set(report["per_class"]) == set(COLOURS)
+    assert report["unknown_labels"] == {} and report["skipped_images"] == {}
+
+
+def test_evaluate_csv_with_split_flag(model_dir, tmp_path):
+    csv_path = make_csv_dataset(tmp_path, per_class=3, with_split=True)
+    result = _ok(_invoke("evaluate", model_dir, csv_path, "--image-column", "id",
+                         "--image-dir", "images", "--image-ext", "png", "--split", "validation",
+                         "--json"))
+    assert json.loads(result.stdout)["num_images"] == 3
+
+
+def test_predict_table(model_dir, inbox):
+    result = _ok(_invoke("predict", inbox, "--model", model_dir, "--top-k", "2"))
+    out = result.stdout
+    for name in COLOURS:
+        assert name in out
+    assert "error" in out
+    assert "1 of 4 photos could not be read" in result.stderr
+
+
+def test_predict_json_lines(model_dir, inbox):
+    result = _ok(_invoke("predict", inbox, "--model", model_dir, "--json", "--top-k", "3",
+                         "--batch-size", "2"))
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert all("path" in row for row in lines)
+    good = [row for row in lines if "error" not in row]
+    assert [row["label"] for row in good] == sorted(COLOURS)
+    assert all(len(row["top_k"]) == 3 for row in good)
+    broken = [row for row in lines if "error" in row]
+    assert len(broken) == 1 and broken[0]["path"].endswith("9_broken.jpg")
+
+    tta = _ok(_invoke("predict", inbox / "0_blue.jpg", "--model", model_dir, "--json", "--tta"))
+    (row,) = [json.loads(line) for line in tta.stdout.splitlines()]
+    assert row["label"] == "blue"
+
+
+def test_predict_missing_path(model_dir, tmp_path):
+    result = _invoke("predict", tmp_path / "nope.jpg", "--model", model_dir)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, FashionLensError)
+    assert "nope.jpg" in str(result.exception)
+
+
+def test_predict_only_unreadable_photos_fails(model_dir, tmp_path):
+    bad = write_corrupt_jpeg(tmp_path / "bad.jpg")
+    result = _invoke("predict", bad, "--model", model_dir, "--json")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, FashionLensError)
+    assert json.loads(result.stdout.splitlines()[0])["path"] == str(bad)
+
+
+def test_usage_errors(tmp_path):
+    result = _invoke("predict", "--top-k", "0", tmp_path)
+    assert result.exit_code == 2 and "top-k" in result.output.replace("\n", "")
+    assert _invoke("frobnicate").exit_code == 2
+    assert "train" in _ok(_invoke("--help")).stdout
+
+
+def _run_main(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FASHIONLENS_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "fashionlens.cli.main", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_main_prints_errors_without_traceback(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    proc = _run_main("evaluate", tmp_path / "no-model", missing)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr
+    assert "no-model" in proc.stderr and "not a fashionlens model folder" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+def test_main_on_a_missing_photo(model_dir, tmp_path):
+    proc = _run_main("predict", tmp_path / "gone.jpg", "--model", model_dir)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "gone.jpg" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+CLOTHING10 = {"Dress", "Hat", "Longsleeve", "Outwear", "Pants", "Shirt", "Shoes", "Shorts",
+              "Skirt", "T-Shirt"}
+needs_default_model = pytest.mark.skipif(not (DEFAULT_MODEL / "model.json").is_file(),
+                                         reason="the bundled clothing10 model is not built yet")
+needs_samples = pytest.mark.skipif(
+    not SAMPLE_PHOTOS.is_dir() or not any(SAMPLE_PHOTOS.rglob("*.jpg")),
+    reason="the bundled sample photos are not there yet")
+
+
+@needs_default_model
+def test_predict_with_the_bundled_default_model(tmp_path):
+    photo = tmp_path / "jumper.jpg"
+    solid_photo((40, 60, 160), (300, 400), seed=1).save(photo, quality=90)
+    result = _ok(_invoke("predict", photo, "--json"))
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    classes = read_info(DEFAULT_MODEL).classes
+    assert set(classes) == CLOTHING10
+    assert row["label"] in CLOTHING10
+    assert row["top_k"][0]["label"] == row["label"] and len(row["top_k"]) == 3
+
+
+@needs_default_model
+@needs_samples
+def test_default_model_recognises_the_bundled_samples():
+    result = _ok(_invoke("evaluate", "default", SAMPLE_PHOTOS, "--json"))
+    report = json.loads(result.stdout)
+    assert report["num_images"] == len(list(SAMPLE_PHOTOS.rglob("*.jpg")))
+    assert report["unknown_labels"] == {}
+    assert report["accuracy"] > 0.5  # chance is 0.1
+
+
+@needs_samples
+def test_predict_without_a_target_uses_the_bundled_samples(model_dir):
+    result = _ok(_invoke("predict", "--model", model_dir, "--json"))
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == len([p for p in SAMPLE_PHOTOS.rglob("*") if p.suffix == ".jpg"])
+    assert all("error" not in row and row["label"] in COLOURS for row in rows)

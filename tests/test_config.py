@@ -1,0 +1,175 @@
+"""Run configs: YAML, dotted overrides, readable errors, saving the resolved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fashionlens.config import RunConfig, load_config, parse_override
+from fashionlens.errors import ConfigError
+
+
+def _yaml(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig)
+    assert cfg.train.epochs == RunConfig().train.epochs
+    assert cfg.data.path == ""
+
+
+def test_yaml_file_is_loaded(tmp_path):
+    path = _yaml(tmp_path / "run.yaml", {
+        "data": {"path": "/abs/labels.csv", "image_column": "id", "exclude_labels": ["Skip"]},
+        "model": {"name": "test_efficientnet", "image_size": 96},
+        "train": {"epochs": 7, "lr": 0.0005, "linear_probe": False, "max_minutes": 2},
+        "augment": {"scale": [0.5, 1.0]},
+        "seed": 11,
+    })
+    cfg = load_config(path)
+    assert cfg.data.path == "/abs/labels.csv"
+    assert cfg.data.image_column == "id"
+    assert cfg.data.exclude_labels == ["Skip"]
+    assert cfg.model.name == "test_efficientnet" and cfg.model.image_size == 96
+    assert cfg.train.epochs == 7 and cfg.train.lr == 0.0005
+    assert cfg.train.linear_probe is False
+    assert cfg.train.max_minutes == 2.0 and isinstance(cfg.train.max_minutes, float)
+    assert cfg.augment.scale == (0.5, 1.0)
+    assert cfg.seed == 11
+    # untouched fields keep their defaults
+    assert cfg.train.batch_size == RunConfig().train.batch_size
+
+
+def test_relative_data_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    path = _yaml(tmp_path / "configs" / "run.yaml", {"data": {"path": "../data/labels.csv"}})
+    monkeypatch.chdir(tmp_path / "configs")
+    assert load_config(path).data.path == str((tmp_path / "data" / "labels.csv").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("configs/run.yaml")).data.path == str(
+        (tmp_path / "data" / "labels.csv").resolve())
+
+
+def test_dotted_overrides_win_over_file_and_values(tmp_path):
+    path = _yaml(tmp_path / "run.yaml", {"train": {"epochs": 7, "batch_size": 16}})
+    cfg = load_config(path, values={"train": {"epochs": 5}, "seed": 3},
+                      overrides=["train.epochs=3", "train.tta=true", "model.image_size=null",
+                                 "data.exclude_labels=[Skip, Not sure]", "output.name=x1",
+                                 "train.lr=0.01"])
+    assert cfg.train.epochs == 3
+    assert cfg.train.batch_size == 16
+    assert cfg.train.tta is True
+    assert cfg.model.image_size is None
+    assert cfg.data.exclude_labels == ["Skip", "Not sure"]
+    assert cfg.output.name == "x1"
+    assert cfg.seed == 3
+    assert cfg.train.lr == 0.01
+
+
+def test_scientific_notation_for_floats():
+    # YAML 1.1 reads "1e-3" as a string; a learning rate is usually written that way.
+    cfg = load_config(overrides=["train.lr=1e-3", "train.weight_decay=5e-2"])
+    assert cfg.train.lr == pytest.approx(0.001)
+    assert cfg.train.weight_decay == pytest.approx(0.05)
+
+
+def test_scientific_notation_in_a_yaml_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 3e-4\n")
+    assert load_config(path).train.lr == pytest.approx(3e-4)
+
+
+def test_string_field_accepts_numbers():
+    assert load_config(overrides=["output.name=2024"]).output.name == "2024"
+
+
+def test_parse_override():
+    assert parse_override("train.epochs=5") == {"train": {"epochs": 5}}
+    assert parse_override("seed=1") == {"seed": 1}
+    assert parse_override("output.name=a=b") == {"output": {"name": "a=b"}}
+    assert parse_override("model.image_size=") == {"model": {"image_size": None}}
+    with pytest.raises(ConfigError, match="section.field=value"):
+        parse_override("train.epochs")
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.epoch=3", "epoch"),
+    ("trian.epochs=3", "trian"),
+    ("model.size=3", "size"),
+])
+def test_unknown_field_is_named(override, field):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    message = str(info.value)
+    assert f"'{field}'" in message
+    assert "known fields" in message
+
+
+def test_unknown_field_in_yaml_lists_known_ones(tmp_path):
+    path = _yaml(tmp_path / "run.yaml", {"train": {"epochs": 2, "learning_rate": 0.1}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "train" in message and "'learning_rate'" in message
+    assert "lr" in message and "epochs" in message
+
+
+@pytest.mark.parametrize("override, where", [
+    ("train.epochs=abc", "train.epochs"),
+    ("train.epochs=2.5", "train.epochs"),
+    ("train.linear_probe=maybe", "train.linear_probe"),
+    ("train.linear_probe=1", "train.linear_probe"),
+    ("train.lr=fast", "train.lr"),
+    ("train.epochs=true", "train.epochs"),
+    ("model.name=[a, b]", "model.name"),
+    ("train=3", "train"),
+])
+def test_bad_type_names_the_field(override, where):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize("override, where", [
+    ("train.schedule=linear", "train.schedule"),
+    ("train.balance=oversample", "train.balance"),
+    ("train.precision=fp16", "train.precision"),
+    ("train.monitor=loss", "train.monitor"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.batch_size=-1", "train.batch_size"),
+    ("train.lr=0", "train.lr"),
+])
+def test_invalid_values(override, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_missing_and_invalid_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML") as info:
+        load_config(bad)
+    assert str(bad) in str(info.value)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty).to_dict() == RunConfig().to_dict()
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(overrides=["train.epochs=3", "data.path=/data/x.csv",
+                                 "augment.ratio=[0.5, 2.0]", "data.exclude_labels=[Skip]"])
+    path = tmp_path / "config.yaml"
+    cfg.save(path)
+    saved = yaml.safe_load(path.read_text())
+    assert saved["train"]["epochs"] == 3
+    assert saved["augment"]["ratio"] == [0.5, 2.0]  # plain YAML lists, no python tuples
+    assert "!!python" not in path.read_text()
+    again = load_config(path)
+    assert again.to_dict() == cfg.to_dict()
