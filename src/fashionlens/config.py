@@ -41,6 +41,7 @@ class TrainConfig:
     balance: str = "sqrt"  # none | sqrt | inverse | sampler
     linear_probe: bool = True
     freeze_bn: bool = True
+    freeze_stages: int = 0
     early_stopping_patience: int = 4
     monitor: str = "accuracy"  # accuracy | macro_f1
     train_size: int | None = None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
+from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -132,6 +133,25 @@ def linear_probe(model: torch.nn.Module, loader: DataLoader, device: torch.devic
         head.bias.copy_(bias)
 
 
+def freeze_early_stages(model: torch.nn.Module, stages: int) -> int:
+    """Freeze the stem and the first `stages` stages (timm's coarse parameter groups).
+
+    Early layers detect edges and textures that transfer as they are; with layer-wise
+    decay they barely move anyway, and skipping their backward pass at full resolution
+    makes each CPU step about 1.5x (2 stages) to 2x (3 stages) faster.
+    """
+    if stages <= 0:
+        return 0
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    frozen = 0
+    params = dict(model.named_parameters())
+    for group_id in sorted(groups)[: stages + 1]:
+        for name in groups[group_id]:
+            params[name].requires_grad_(False)
+            frozen += params[name].numel()
+    return frozen
+
+
 def freeze_batchnorm_statistics(model: torch.nn.Module) -> None:
     """Keep the pretrained BatchNorm running statistics (small batches of augmented crops
     estimate them poorly); the affine BN parameters still train."""
@@ -163,6 +183,9 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         linear_probe(model, make_loader(probe_set, cfg, False, seed, batch_size=64), device,
                      cfg.precision, cfg.balance, num_classes)
 
+    frozen = freeze_early_stages(model, cfg.freeze_stages)
+    if frozen:
+        log.info("frozen: stem and first %d stages (%.2fM parameters)", cfg.freeze_stages, frozen / 1e6)
     loader = make_loader(train_set, cfg, True, seed)
     val_loader = (make_loader(val_set, cfg, False, seed, batch_size=64)
                   if val_set and len(val_set) else None)
