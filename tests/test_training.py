@@ -118,12 +118,14 @@ def test_corrupt_photos_are_skipped_and_listed(tiny_folder, tmp_path):
     load_model(run.model_dir)
 
 
-def test_unreadable_photo_found_while_training_without_cache(tiny_folder, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_photo_found_while_training_without_cache(tiny_folder, tmp_path, workers):
     data = tmp_path / "photos"
     shutil.copytree(tiny_folder, data)
     bad = write_corrupt_jpeg(data / "blue" / "zz_broken.jpg")
     run = train(_config(data, tmp_path / "runs", "nocache", "train.cache_images=false",
-                        "train.epochs=1", "train.linear_probe=false"))
+                        "train.epochs=1", "train.linear_probe=false",
+                        f"train.num_workers={workers}"))
     assert str(bad) in run.skipped
     assert str(bad) in (run.output_dir / "skipped.txt").read_text()
 

@@ -24,6 +24,10 @@ class ImageError(FashionLensError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, reason) when it crosses from a DataLoader worker process.
+        return (type(self), (self.path, self.reason))
+
 
 class ModelError(FashionLensError):
     """A model artifact or checkpoint cannot be loaded."""

@@ -86,16 +86,22 @@ class PhotoDataset(Dataset):
         try:
             img = self.image(index)
         except ImageError as exc:
-            # Found unreadable only now (no preload): the collate function drops it.
+            # Found unreadable only now (no preload). Worker processes cannot update
+            # `skipped` in the main process, so the failure travels with the batch.
             log.warning("skipping %s", exc)
-            self.skipped[str(exc.path)] = exc.reason
-            return None
+            return exc
         return self.transform(img), self.class_to_index[self.samples[index].label], index
+
+    def record_skipped(self, errors: list[ImageError]) -> None:
+        for exc in errors:
+            self.skipped[exc.path] = exc.reason
 
 
 def collate_skipping(batch: list):
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    images, labels, indices = zip(*batch, strict=True)
-    return torch.stack(images), torch.tensor(labels), torch.tensor(indices)
+    """Stack the readable photos; hand back the unreadable ones' errors beside them."""
+    errors = [b for b in batch if isinstance(b, ImageError)]
+    good = [b for b in batch if not isinstance(b, ImageError)]
+    if not good:
+        return None, errors
+    images, labels, indices = zip(*good, strict=True)
+    return (torch.stack(images), torch.tensor(labels), torch.tensor(indices)), errors

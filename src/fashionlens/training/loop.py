@@ -86,7 +86,8 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     """Run the model over a loader; return (outputs, targets, dataset indices)."""
     model.eval()
     outs, targets, indices = [], [], []
-    for batch in track(loader, description):
+    for batch, errors in track(loader, description):
+        loader.dataset.record_skipped(errors)
         if batch is None:
             continue
         images, labels, idx = batch
@@ -221,7 +222,8 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         epoch_start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
-            for batch in loader:
+            for batch, errors in loader:
+                train_set.record_skipped(errors)
                 if batch is None:
                     continue
                 images, labels, _ = batch
