@@ -33,27 +33,33 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
 ) -> None:
     """Predict the garment type of photos."""
-    paths = collect_images(target or SAMPLE_PHOTOS)
+    root = Path(target or SAMPLE_PHOTOS)
+    paths = collect_images(root)
+
+    def shown(path: str) -> str:
+        # In the table, photos of a folder are named relative to it; JSON keeps full paths.
+        return str(Path(path).relative_to(root)) if root.is_dir() else path
     predictor = Predictor(model)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))
     table = None
     if not as_json:
-        table = Table(title=f"model: {predictor.model_dir}", title_justify="left")
-        table.add_column("photo")
+        table = Table(title=f"model: {predictor.info.name or predictor.model_dir}  "
+                            f"({len(predictor.classes)} classes)", title_justify="left")
+        table.add_column("photo", overflow="fold")
         table.add_column("prediction")
         table.add_column("probability", justify="right")
-        table.add_column(f"top {top_k}")
+        table.add_column(f"top {top_k}", overflow="fold")
     failed = 0
     for prediction in results:
         failed += prediction.error is not None
         if as_json:
             print(json.dumps(prediction.to_dict()), flush=True)
         elif prediction.error:
-            table.add_row(prediction.path, f"[red]error: {prediction.error}[/]", "", "")
+            table.add_row(shown(prediction.path), f"[red]error: {prediction.error}[/]", "", "")
         else:
             others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in prediction.top_k)
-            table.add_row(prediction.path, prediction.label, f"{prediction.probability:.3f}",
+            table.add_row(shown(prediction.path), prediction.label, f"{prediction.probability:.3f}",
                           others)
     if table is not None:
         out.print(table)

@@ -8,6 +8,7 @@ the training data is needed to predict.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -64,11 +65,17 @@ def save_model(model: torch.nn.Module, info: ModelInfo, directory: str | Path,
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
                  for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / META_FILE).write_text(json.dumps(info.to_dict(), indent=2))
+        # mkdtemp makes a private folder; give the artifact the user's usual permissions.
+        for name in (WEIGHTS_FILE, META_FILE):
+            os.chmod(tmp / name, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if directory.exists():
             for name in (WEIGHTS_FILE, META_FILE):
                 (tmp / name).replace(directory / name)
