@@ -40,3 +40,16 @@ def trained_run(tmp_path_factory, tiny_folder):
 @pytest.fixture(scope="session")
 def model_dir(trained_run) -> Path:
     return trained_run.model_dir
+
+
+@pytest.fixture(scope="session")
+def embedding_model_dir(tmp_path_factory) -> Path:
+    """An untrained tiny `test_efficientnet` saved as a model folder, for the catalog tests."""
+    from fashionlens.data.transforms import Preprocess
+    from fashionlens.models import ModelInfo, create_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("test_efficientnet", num_classes=3, pretrained="none")
+    info = ModelInfo(architecture="test_efficientnet", classes=["a", "b", "c"],
+                     preprocess=Preprocess(size=64), name="embed-test")
+    return save_model(model, info, tmp_path_factory.mktemp("embed") / "model")

@@ -79,3 +79,16 @@ def write_corrupt_jpeg(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def pattern_photo(seed: int, size: tuple[int, int] = (48, 48)) -> Image.Image:
+    """A random 4x4 patchwork of colours: photos that differ in layout, not just colour."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
+    return Image.fromarray(cells, "RGB").resize(size, Image.NEAREST)
+
+
+def write_pattern_photo(path: Path, seed: int, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pattern_photo(seed).save(path, format=fmt)
+    return path

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from ..errors import FashionLensError
+from .catalog import catalog_app
 from .common import err, setup_logging
 from .evaluate import evaluate
 from .predict import predict
+from .search import search
 from .train import train
 
 app = typer.Typer(
@@ -30,6 +32,8 @@ def _options(
 app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
+app.command()(search)
+app.add_typer(catalog_app, name="catalog")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ model runs batches under bf16 autocast where the CPU supports it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,33 @@ def collect_images(target: str | Path) -> list[Path]:
     return [path]
 
 
+def prepare_photo(source, transform, draft_size: int | None = None,
+                  name: str | None = None) -> torch.Tensor:
+    """A photo (path, bytes or PIL image) as the model's input tensor; ImageError if unreadable."""
+    img = (source if hasattr(source, "mode")
+           else load_image(source, draft_size=draft_size, name=name))
+    return transform(img)
+
+
+def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threads: int
+                    ) -> Iterator[tuple[list, list[torch.Tensor | ImageError]]]:
+    """Decode photos on a small thread pool, a batch at a time, in order.
+
+    Yields `(chunk, tensors)` where each entry of `tensors` is `prepare(source)`, or the
+    `ImageError` it raised: one unreadable photo never stops the others.
+    """
+    def safe(source):
+        try:
+            return prepare(source)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, len(sources), batch_size):
+            chunk = list(sources[start:start + batch_size])
+            yield chunk, list(pool.map(safe, chunk))
+
+
 class Predictor:
     """Loads a model folder once; predicts for paths, bytes or PIL images."""
 
@@ -86,8 +113,7 @@ class Predictor:
         return self.info
 
     def _prepare(self, source) -> torch.Tensor:
-        img = source if hasattr(source, "mode") else load_image(source, draft_size=self._draft)
-        return self.transform(img)
+        return prepare_photo(source, self.transform, self._draft)
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
@@ -127,24 +153,15 @@ class Predictor:
                     yield Prediction(path=str(path), error=exc.reason)
             return
 
-        def prepare(path):
-            try:
-                return self._prepare(path)
-            except ImageError as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            for start in range(0, len(paths), batch_size):
-                chunk = list(paths[start:start + batch_size])
-                tensors = list(pool.map(prepare, chunk))
-                good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
-                probs = self.probabilities(torch.stack([tensors[i] for i in good])) if good else []
-                by_pos = dict(zip(good, probs, strict=True))
-                for i, path in enumerate(chunk):
-                    if i in by_pos:
-                        yield self._result(str(path), by_pos[i], top_k)
-                    else:
-                        yield Prediction(path=str(path), error=tensors[i].reason)
+        for chunk, tensors in decoded_batches(paths, self._prepare, batch_size, self.threads):
+            good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
+            probs = self.probabilities(torch.stack([tensors[i] for i in good])) if good else []
+            by_pos = dict(zip(good, probs, strict=True))
+            for i, path in enumerate(chunk):
+                if i in by_pos:
+                    yield self._result(str(path), by_pos[i], top_k)
+                else:
+                    yield Prediction(path=str(path), error=tensors[i].reason)
 
 
 def tta_probabilities(model: torch.nn.Module, dataset, preprocess: Preprocess,

@@ -186,7 +186,8 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
 
     frozen = freeze_early_stages(model, cfg.freeze_stages)
     if frozen:
-        log.info("frozen: stem and first %d stages (%.2fM parameters)", cfg.freeze_stages, frozen / 1e6)
+        log.info("frozen: stem and first %d stages (%.2fM parameters)", cfg.freeze_stages,
+                 frozen / 1e6)
     loader = make_loader(train_set, cfg, True, seed)
     val_loader = (make_loader(val_set, cfg, False, seed, batch_size=64)
                   if val_set and len(val_set) else None)

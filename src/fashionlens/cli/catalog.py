@@ -1,0 +1,246 @@
+"""`fashionlens catalog ...`: build and maintain a catalog for visual search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import FashionLensError
+from ..progress import track
+from ..search.catalog import AddReport, Catalog, read_source
+from .common import err, out
+from .search import CatalogOption, item_table
+
+catalog_app = typer.Typer(
+    no_args_is_help=True,
+    help="Build and maintain a shop catalog for similar-item search.",
+)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="Model folder, or a backbone name (default: the bundled garment "
+                      "model). Only for a new catalog; later commands reuse its model."),
+]
+IdColumn = Annotated[str, typer.Option(help="CSV column with the item ids.")]
+ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
+ImageDir = Annotated[
+    str | None,
+    typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
+]
+ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids, e.g. .jpg")]
+ColumnMap = Annotated[
+    list[str] | None,
+    typer.Option("--column", help="Map a CSV column to an item field: FIELD=COLUMN, "
+                                  "e.g. category=garment_type (repeatable)."),
+]
+BatchSize = Annotated[int, typer.Option(min=1, help="Photos per batch (one transaction).")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="FIELD=VALUE: category, colour, size, price, status "
+                                     "or extra.NAME (repeatable)."),
+]
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip():
+            raise FashionLensError(f"{what} '{value}': expected NAME=VALUE")
+        result[name.strip()] = rest.strip()
+    return result
+
+
+def _ingest(cat: Catalog, source: Path, batch_size: int, **options) -> AddReport:
+    items = read_source(source, **options)
+    report = AddReport()
+    for problem in items.problems:
+        report.record(problem)
+    for outcome in track(cat.add_iter(items.records, batch_size=batch_size), "embedding",
+                         total=len(items.records)):
+        report.record(outcome)
+    if report.failed:
+        table = Table(title="not added", title_justify="left")
+        table.add_column("id")
+        table.add_column("source", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for failure in report.failed:
+            table.add_row(failure.id, failure.source, failure.error or "")
+        err.print(table)
+    out.print(f"added {len(report.added)}, already in the catalog {len(report.existing)}, "
+              f"not added {len(report.failed)}; the catalog now holds {len(cat)} items "
+              f"({cat.path})")
+    if report.failed and not report.added and not report.existing:
+        raise FashionLensError(f"{source}: no item could be added")
+    return report
+
+
+def _csv_options(id_column, image_column, image_dir, image_ext, column) -> dict:
+    return {"id_column": id_column, "image_column": image_column, "image_dir": image_dir,
+            "image_extension": image_ext, "columns": _pairs(column, "--column") or None}
+
+
+@catalog_app.command()
+def build(
+    source: Annotated[Path, typer.Argument(help="A CSV export, or a folder of photos "
+                                                "(one sub-folder per category).")],
+    catalog: CatalogOption,
+    model: ModelOption = None,
+    id_column: IdColumn = "id",
+    image_column: ImageColumn = "image",
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
+    column: ColumnMap = None,
+    batch_size: BatchSize = 32,
+) -> None:
+    """Create a catalog from a CSV export or a folder of photos; run again to resume.
+
+    Photos are copied into the catalog; ids already in it are skipped.
+    """
+    with Catalog(catalog, create=True, model=model) as cat:
+        _ingest(cat, source, batch_size,
+                **_csv_options(id_column, image_column, image_dir, image_ext, column))
+
+
+@catalog_app.command()
+def add(
+    source: Annotated[Path, typer.Argument(help="A photo, a CSV export or a folder of photos.")],
+    catalog: CatalogOption,
+    item_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Id of a single photo's item (default: its file name)."),
+    ] = None,
+    fields: SetOption = None,
+    id_column: IdColumn = "id",
+    image_column: ImageColumn = "image",
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
+    column: ColumnMap = None,
+    batch_size: BatchSize = 32,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The catalog's model, only if its folder has moved since the build."),
+    ] = None,
+) -> None:
+    """Add items to an existing catalog (no re-indexing of the others)."""
+    options = _csv_options(id_column, image_column, image_dir, image_ext, column)
+    if not source.is_dir() and source.suffix.lower() not in (".csv", ".tsv"):
+        options = {"item_id": item_id, "fields": _pairs(fields, "--set")}
+    elif item_id or fields:
+        raise FashionLensError("--id and --set apply to a single photo")
+    with Catalog(catalog, model=model) as cat:
+        _ingest(cat, source, batch_size, **options)
+
+
+@catalog_app.command()
+def update(
+    item_id: Annotated[str, typer.Argument(help="The item to change.")],
+    catalog: CatalogOption,
+    fields: SetOption = None,
+) -> None:
+    """Change an item's metadata, e.g. --set price=25 --set colour=red."""
+    values = _pairs(fields, "--set")
+    if not values:
+        raise FashionLensError("nothing to update: give --set FIELD=VALUE")
+    with Catalog(catalog) as cat:
+        item = cat.update(item_id, values)
+    out.print(item_table(f"updated {item_id}", [item]))
+
+
+@catalog_app.command()
+def sold(
+    item_ids: Annotated[list[str], typer.Argument(help="Items that were sold.")],
+    catalog: CatalogOption,
+) -> None:
+    """Mark items as sold (they stay searchable with --filter status=sold)."""
+    with Catalog(catalog) as cat:
+        for item_id in item_ids:
+            cat.get(item_id)  # every id is checked before any is changed
+        for item_id in item_ids:
+            cat.mark_sold(item_id)
+    out.print(f"marked sold: {', '.join(item_ids)}")
+
+
+@catalog_app.command()
+def remove(
+    item_ids: Annotated[list[str], typer.Argument(help="Items to delete.")],
+    catalog: CatalogOption,
+) -> None:
+    """Delete items, their vectors and their stored photos."""
+    with Catalog(catalog) as cat:
+        cat.remove(item_ids)
+        left = len(cat)
+    out.print(f"removed: {', '.join(item_ids)}; {left} items left")
+
+
+@catalog_app.command()
+def rebuild(catalog: CatalogOption) -> None:
+    """Re-create the search index from the stored vectors and drop unused photos."""
+    with Catalog(catalog) as cat:
+        result = cat.rebuild()
+    out.print(f"index rebuilt: {result['items']} items, {result['index'] or 'no'} index, "
+              f"{result['orphan_photos_removed']} unused photos removed")
+
+
+@catalog_app.command()
+def duplicates(
+    catalog: CatalogOption,
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two photos count "
+                                            "as near-identical."),
+    ] = 0.97,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the pairs as JSON.")] = False,
+) -> None:
+    """List pairs of items whose photos are near-identical (e.g. a listing posted twice)."""
+    with Catalog(catalog) as cat:
+        pairs = cat.near_duplicates(threshold)
+    if as_json:
+        print(json.dumps({"threshold": threshold, "pairs": [p.to_dict() for p in pairs]}))
+        return
+    table = Table(title=f"near-duplicate photos (similarity >= {threshold})",
+                  title_justify="left")
+    for name in ("item", "item", "similarity", "photo", "photo"):
+        table.add_column(name, justify="right" if name == "similarity" else "left",
+                         overflow="fold")
+    for pair in pairs:
+        table.add_row(pair.a.id, pair.b.id, f"{pair.similarity:.4f}", str(pair.a.image),
+                      str(pair.b.image))
+    out.print(table)
+    out.print(f"{len(pairs)} pairs")
+
+
+@catalog_app.command()
+def info(
+    catalog: CatalogOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Summarise a catalog: items by status and category, model, index."""
+    with Catalog(catalog) as cat:
+        summary = cat.info()
+        repaired = cat.repaired
+    if as_json:
+        print(json.dumps(summary))
+        return
+    if repaired:
+        err.print("[yellow]the index disagreed with the database and was rebuilt[/]")
+    table = Table(title=f"catalog {summary['path']}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    statuses = ", ".join(f"{n} {s}" for s, n in summary["statuses"].items())
+    categories = ", ".join(f"{c or '(none)'} {n}" for c, n in summary["categories"].items())
+    index = (f"{summary['index']}, {summary['index_vectors']} vectors"
+             + (f", {summary['tombstones']} removed" if summary["tombstones"] else "")
+             if summary["index"] else "none yet")
+    for name, value in (("items", f"{summary['items']}" + (f" ({statuses})" if statuses else "")),
+                        ("categories", categories or "-"),
+                        ("model", f"{summary['model']} ({summary['dimension']}-d)"
+                                  if summary["model"] else "not chosen yet"),
+                        ("index", index),
+                        ("created", summary["created_at"] or "")):
+        table.add_row(name, value)
+    out.print(table)

@@ -1,0 +1,87 @@
+"""`fashionlens search [IMAGE] [--item ID] --catalog DIR`: similar items from a catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import FashionLensError
+from ..search.catalog import Catalog, Item, Match
+from .common import out
+
+CatalogOption = Annotated[
+    Path,
+    typer.Option("--catalog", "-c", envvar="FASHIONLENS_CATALOG",
+                 help="Catalog folder (or set FASHIONLENS_CATALOG)."),
+]
+
+
+def _price(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def item_table(title: str, items: list[Item], matches: list[Match] | None = None) -> Table:
+    """Items (or search matches, with their distance) as a Rich table."""
+    table = Table(title=title, title_justify="left")
+    if matches is not None:
+        table.add_column("#", justify="right")
+        table.add_column("distance", justify="right")
+    for name in ("id", "category", "colour", "size"):
+        table.add_column(name)
+    table.add_column("price", justify="right")
+    table.add_column("status")
+    table.add_column("photo", overflow="fold")
+    for rank, item in enumerate(items, start=1):
+        status = item.status if item.status == "available" else f"[yellow]{item.status}[/]"
+        row = [item.id, item.category or "", item.colour or "", item.size or "",
+               _price(item.price), status, str(item.image)]
+        if matches is not None:
+            row = [str(rank), f"{matches[rank - 1].distance:.4f}", *row]
+        table.add_row(*row)
+    return table
+
+
+def search(
+    catalog: CatalogOption,
+    image: Annotated[
+        Path | None,
+        typer.Argument(help="A photo to find similar items for."),
+    ] = None,
+    item: Annotated[
+        str | None,
+        typer.Option("--item", help="Find items similar to this catalog item instead."),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="How many items.")] = 10,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f",
+                     help="Only items matching, e.g. 'category=Dress', 'price<30', "
+                          "'colour in (red,blue)', 'status=available' (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The catalog's model, only if its folder has moved since the build."),
+    ] = None,
+) -> None:
+    """Find the catalog items that look most like a photo, or like another item."""
+    if (image is None) == (item is None):
+        raise FashionLensError("give a photo to search with, or --item ID (one of them)")
+    with Catalog(catalog, model=model) as cat:
+        matches = cat.search(image, item=item, k=k, filters=filters)
+    if as_json:
+        query = {"image": str(image)} if image is not None else {"item": item}
+        results = [{"rank": rank, **m.to_dict()} for rank, m in enumerate(matches, start=1)]
+        print(json.dumps({"query": query, "k": k, "filters": list(filters or []),
+                          "results": results}))
+        return
+    what = f"items like {image}" if image is not None else f"items like item {item}"
+    if filters:
+        what += f" ({', '.join(filters)})"
+    out.print(item_table(what, [m.item for m in matches], matches))
+    if not matches:
+        out.print("no matching items")

@@ -1,0 +1,1007 @@
+"""A shop's catalog for "similar items", kept in one folder.
+
+    catalog/
+      catalog.sqlite   items: id, photo, category, colour, size, price, status, extra
+                       data, the photo's embedding and timestamps; the source of truth
+      index.faiss      the FAISS index over the embeddings, keyed by the SQLite rowid
+      images/          the catalog's own copy of every photo (the user's files are
+                       only ever read)
+
+Changes are incremental: adding a batch appends its vectors to the index, removing an
+item removes (or, in an HNSW index, tombstones) its vector, and metadata changes touch
+SQLite only. Each batch of additions is one SQLite transaction; the index file is
+replaced atomically after the database commits. If a crash leaves the two disagreeing,
+opening the catalog rebuilds the index from the embeddings stored in SQLite.
+
+Searches pre-filter the candidate items in SQL, then rank only those: exactly with
+numpy when they are few, otherwise with a FAISS ID selector, so a filter never returns
+fewer than k results when k items match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.images import is_image_file
+from ..data.sources import _resolve_image
+from ..errors import DataError, FashionLensError, ModelError
+from . import index as vector_index
+from .embeddings import Embedder
+from .filters import ALIASES, STATUSES, FilterError, canonical_field, parse_filters, to_sql
+from .index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+CATALOG_DB = "catalog.sqlite"
+INDEX_FILE = "index.faiss"
+IMAGES_DIR = "images"
+SCHEMA_VERSION = 1
+# Candidate sets (after filtering) up to this size are ranked exactly with numpy.
+EXACT_LIMIT = 4096
+# Stored embeddings are read this many rows at a time when scanning.
+SCAN_ROWS = 8192
+METADATA_FIELDS = ("category", "colour", "size", "price", "status")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    source TEXT,
+    category TEXT,
+    colour TEXT,
+    size TEXT,
+    price REAL,
+    status TEXT NOT NULL DEFAULT 'available',
+    extra TEXT NOT NULL DEFAULT '{}',
+    embedding BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_category ON items (category COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS items_status ON items (status);
+CREATE INDEX IF NOT EXISTS items_price ON items (price);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_ITEM_COLUMNS = ("key, id, image, source, category, colour, size, price, status, extra, "
+                 "created_at, updated_at")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- what goes in and what comes out ------------------------------------------------
+
+
+@dataclass
+class ItemRecord:
+    """One item to add: an id, its photo (path or bytes) and its metadata."""
+
+    id: str
+    image: str | Path | bytes
+    category: str | None = None
+    colour: str | None = None
+    size: str | None = None
+    price: float | None = None
+    status: str = "available"
+    extra: dict = field(default_factory=dict)
+    label: str = ""  # names the item in messages (e.g. "labels.csv, line 4")
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        return str(self.image) if isinstance(self.image, str | Path) else self.id
+
+
+@dataclass
+class Item:
+    """An item as stored in the catalog."""
+
+    id: str
+    image: Path
+    category: str | None = None
+    colour: str | None = None
+    size: str | None = None
+    price: float | None = None
+    status: str = "available"
+    extra: dict = field(default_factory=dict)
+    source: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    key: int = 0
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "image": str(self.image), "category": self.category,
+                "colour": self.colour, "size": self.size, "price": self.price,
+                "status": self.status, "extra": self.extra, "source": self.source,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+@dataclass
+class Match:
+    """A search result: the item and its cosine similarity to the query."""
+
+    item: Item
+    similarity: float
+
+    @property
+    def distance(self) -> float:
+        """Cosine distance, 1 - similarity (0 for the same photo)."""
+        return 1.0 - self.similarity
+
+    def to_dict(self) -> dict:
+        return {**self.item.to_dict(), "distance": round(self.distance, 6),
+                "similarity": round(self.similarity, 6)}
+
+
+@dataclass
+class AddOutcome:
+    """What happened to one record: `added`, `exists` (id already present) or `failed`."""
+
+    id: str
+    status: str
+    source: str = ""
+    error: str | None = None
+
+
+@dataclass
+class AddReport:
+    added: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    failed: list[AddOutcome] = field(default_factory=list)
+
+    def record(self, outcome: AddOutcome) -> AddOutcome:
+        if outcome.status == "added":
+            self.added.append(outcome.id)
+        elif outcome.status == "exists":
+            self.existing.append(outcome.id)
+        else:
+            self.failed.append(outcome)
+        return outcome
+
+
+@dataclass
+class DuplicatePair:
+    a: Item
+    b: Item
+    similarity: float
+
+    def to_dict(self) -> dict:
+        return {"a": self.a.id, "b": self.b.id, "similarity": round(self.similarity, 6),
+                "a_image": str(self.a.image), "b_image": str(self.b.image)}
+
+
+# --- reading sources: a CSV export, a folder of photos, one photo --------------------
+
+
+@dataclass
+class SourceItems:
+    """Records read from a source, plus the rows that could not become records."""
+
+    records: list[ItemRecord]
+    problems: list[AddOutcome] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.problems)
+
+
+def parse_price(value: Any) -> float | None:
+    """A price from a number or text such as '25', '12.50', '€ 12,50'; '' means none."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    text = re.sub(r"[\s€$£¥]|EUR|USD|GBP", "", str(value), flags=re.I)
+    if not text:
+        return None
+    if "," in text and "." not in text:
+        text = text.replace(",", ".")
+    try:
+        price = float(text)
+    except ValueError:
+        raise ValueError(f"price '{value}' is not a number") from None
+    if not np.isfinite(price):
+        raise ValueError(f"price '{value}' is not a number")
+    return price
+
+
+def check_status(value: Any) -> str:
+    status = str(value or "").strip().lower() or "available"
+    if status not in STATUSES:
+        raise ValueError(f"unknown status '{value}'; statuses are {', '.join(STATUSES)}")
+    return status
+
+
+def _column_map(columns: list[str], id_column: str, image_column: str,
+                mapping: Mapping[str, str] | None, where: str) -> dict[str, str]:
+    """CSV column -> item field, for the metadata columns (the rest go to `extra`)."""
+    result: dict[str, str] = {}
+    for column in columns:
+        name = ALIASES.get(column.strip().lower(), column.strip().lower())
+        if column not in (id_column, image_column) and name in METADATA_FIELDS:
+            result[column] = name
+    for field_name, column in (mapping or {}).items():
+        target = ALIASES.get(field_name.strip().lower(), field_name.strip().lower())
+        if target not in METADATA_FIELDS:
+            raise DataError(f"{where}: cannot map a column to '{field_name}'; fields are "
+                            f"{', '.join(METADATA_FIELDS)}")
+        if column not in columns:
+            raise DataError(f"{where}: no column '{column}' (mapped to {target}); "
+                            f"columns are: {', '.join(columns)}")
+        result = {c: f for c, f in result.items() if f != target}
+        result[column] = target
+    return result
+
+
+def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
+                     image_column: str = "image", image_dir: str | None = None,
+                     image_extension: str | None = None,
+                     columns: Mapping[str, str] | None = None) -> SourceItems:
+    """Items from a CSV export: one row per item.
+
+    The image column holds a path, or an id resolved against `image_dir` (relative to
+    the CSV) with `image_extension`, as for training data. Columns named like an item
+    field (category, colour/color, size, price, status) fill it, `columns` maps others
+    (`{"category": "garment_type"}`), and every other column is kept in `extra`.
+    """
+    csv_path = Path(csv_path).expanduser()
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: file not found")
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            delimiter = "\t" if csv_path.suffix.lower() == ".tsv" else ","
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot be read as a UTF-8 CSV file ({exc})") from exc
+    if not header:
+        raise DataError(f"{csv_path}: empty file, no header row")
+    for what, column in (("id column", id_column), ("image column", image_column)):
+        if column not in header:
+            raise DataError(f"{csv_path}: no column '{column}' (asked for as {what}); "
+                            f"columns are: {', '.join(header)}")
+    mapped = _column_map(header, id_column, image_column, columns, str(csv_path))
+    base = csv_path.parent / image_dir if image_dir else csv_path.parent
+    result = SourceItems(records=[])
+    for line_no, row in enumerate(rows, start=2):
+        where = f"{csv_path.name}, line {line_no}"
+        item_id = (row.get(id_column) or "").strip()
+        image = (row.get(image_column) or "").strip()
+        if not item_id or not image:
+            missing = id_column if not item_id else image_column
+            result.problems.append(AddOutcome(item_id or f"line {line_no}", "failed", where,
+                                              f"empty value in column '{missing}'"))
+            continue
+        fields: dict[str, Any] = {}
+        extra: dict[str, str] = {}
+        try:
+            for column, value in row.items():
+                if column in (id_column, image_column) or column is None:
+                    continue
+                value = (value or "").strip() if isinstance(value, str) else value
+                if column in mapped:
+                    target = mapped[column]
+                    if target == "price":
+                        fields["price"] = parse_price(value)
+                    elif target == "status":
+                        fields["status"] = check_status(value)
+                    else:
+                        fields[target] = value or None
+                elif value:
+                    extra[column] = value
+        except ValueError as exc:
+            result.problems.append(AddOutcome(item_id, "failed", where, str(exc)))
+            continue
+        path = _resolve_image(image, base, image_extension)
+        result.records.append(ItemRecord(id=item_id, image=path, extra=extra,
+                                         label=f"{where} ({path})", **fields))
+    return result
+
+
+def records_from_folder(root: str | Path) -> SourceItems:
+    """Every photo under a folder; the sub-folder a photo sits in is its category.
+
+    The id is the photo's path inside the folder without its extension (`Dress/d-12`).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    photos = sorted(p for p in root.rglob("*")
+                    if p.is_file() and is_image_file(p)
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not photos:
+        raise DataError(f"{root}: no image files in this folder")
+    records = []
+    for photo in photos:
+        rel = photo.relative_to(root)
+        category = rel.parts[0] if len(rel.parts) > 1 else None
+        records.append(ItemRecord(id=rel.with_suffix("").as_posix(), image=photo,
+                                  category=category, label=str(photo)))
+    return SourceItems(records=records)
+
+
+def read_source(source: str | Path, *, item_id: str | None = None,
+                fields: Mapping[str, Any] | None = None, **csv_options) -> SourceItems:
+    """Records from a CSV file, a folder of photos, or one photo (id: `item_id` or its
+    file name without extension; metadata: `fields`)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if item_id or fields:
+            raise DataError(f"{path}: --id/--set apply to a single photo, not a folder")
+        return records_from_folder(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        if item_id or fields:
+            raise DataError(f"{path}: --id/--set apply to a single photo, not a CSV file")
+        return records_from_csv(path, **csv_options)
+    if not is_image_file(path):
+        raise DataError(f"{path}: expected a CSV file, a folder of photos, or a photo")
+    record = ItemRecord(id=item_id or path.stem, image=path, label=str(path))
+    for name, value in (fields or {}).items():
+        _apply_field(record, name, value)
+    return SourceItems(records=[record])
+
+
+def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
+    """Set one metadata field (validated) on a record, or in an update dict."""
+    text = f"{name}={value}"
+    try:
+        field_name = canonical_field(name, text)
+    except FilterError as exc:
+        raise FashionLensError(str(exc).replace("filter", "field", 1)) from None
+    if field_name == "id":
+        raise FashionLensError(f"'{text}': the id of an item cannot be changed")
+    try:
+        if field_name == "price":
+            value = parse_price(value)
+        elif field_name == "status":
+            value = check_status(value)
+        elif isinstance(value, str):
+            value = value.strip() or None
+    except ValueError as exc:
+        raise FashionLensError(f"'{text}': {exc}") from None
+    if isinstance(target, dict):
+        target[field_name] = value
+    elif field_name.startswith("extra."):
+        key = field_name[len("extra."):]
+        if value is None:
+            target.extra.pop(key, None)
+        else:
+            target.extra[key] = value
+    else:
+        setattr(target, field_name, value)
+
+
+# --- the catalog ---------------------------------------------------------------------
+
+
+def _image_name(item_id: str, suffix: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._")[:80] or "item"
+    digest = hashlib.sha1(item_id.encode()).hexdigest()[:10]
+    return f"{slug}-{digest}{suffix.lower()}"
+
+
+def _suffix_of(record: ItemRecord) -> str:
+    if isinstance(record.image, bytes | bytearray):
+        from PIL import Image
+
+        with contextlib.suppress(Exception), Image.open(io.BytesIO(record.image)) as img:
+            fmt = (img.format or "").lower()
+            return {"jpeg": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}" if fmt else ".img")
+        return ".img"
+    return Path(record.image).suffix.lower() or ".img"
+
+
+class Catalog:
+    """A catalog folder: open an existing one, or `create=True` to start one.
+
+    `model` (a model folder, a backbone name, or None for the default) chooses the
+    embedder of a new catalog; an existing catalog reuses the one it was built with.
+    `embedder` passes a ready Embedder (it must be the model the catalog was built with).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False,
+                 model: str | Path | None = None, embedder: Embedder | None = None) -> None:
+        self.path = Path(path).expanduser()
+        db_path = self.path / CATALOG_DB
+        if not db_path.is_file():
+            if not create:
+                raise FashionLensError(f"{self.path}: not a catalog (no {CATALOG_DB}); "
+                                       "make one with `fashionlens catalog build`")
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise FashionLensError(f"{self.path}: exists and is not an empty folder; "
+                                       "choose a new folder for the catalog")
+            if embedder is None and model is not None:
+                embedder = Embedder(model)  # a bad model fails before any folder is made
+            self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / IMAGES_DIR).mkdir(exist_ok=True)
+        self._db = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.executescript(_SCHEMA)
+            self._setup(model, embedder)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise FashionLensError(f"{db_path}: not a readable catalog database ({exc})") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self, model: str | Path | None, embedder: Embedder | None) -> None:
+        db_path = self.path / CATALOG_DB
+        version = self._meta("schema_version")
+        if version is None:
+            self._set_meta({"schema_version": str(SCHEMA_VERSION), "created_at": _now()})
+        elif int(version) > SCHEMA_VERSION:
+            raise FashionLensError(f"{db_path}: made by a newer fashionlens "
+                                   f"(schema {version}); upgrade fashionlens")
+        self._model_request = model
+        self._embedder: Embedder | None = None
+        self._index: VectorIndex | None = None
+        self._stale = False  # the in-memory index missed a change: reload before use
+        self.repaired = False  # True when opening had to rebuild the index
+        if embedder is not None:
+            self._use_embedder(embedder)
+        elif model is not None and self._meta("model_fingerprint") is None:
+            self._use_embedder(Embedder(model))
+        self._open_index()
+
+    # -- plumbing
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def __contains__(self, item_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM items WHERE id = ?", (item_id,)).fetchone() \
+            is not None
+
+    @property
+    def index(self) -> VectorIndex | None:
+        """The FAISS index (None while the catalog is empty)."""
+        return self._current_index()
+
+    def _current_index(self) -> VectorIndex | None:
+        if self._stale:
+            self._stale = False
+            self._index = None
+            self._open_index()
+        return self._index
+
+    def _index_failed(self) -> None:
+        """An index update failed after the database changed: reload it before next use."""
+        self._stale = True
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / INDEX_FILE
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                           list(values.items()))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction: all of it is committed, or none of it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @property
+    def dim(self) -> int | None:
+        value = self._meta("dim")
+        return int(value) if value else None
+
+    @property
+    def model(self) -> str | None:
+        return self._meta("model")
+
+    def _use_embedder(self, embedder: Embedder) -> None:
+        fingerprint = self._meta("model_fingerprint")
+        if fingerprint is None:
+            self._set_meta({"model": embedder.spec, "model_fingerprint": embedder.fingerprint,
+                            "dim": str(embedder.dim)})
+        elif fingerprint != embedder.fingerprint or self.dim != embedder.dim:
+            raise FashionLensError(
+                f"{self.path}: the catalog was built with model {self._meta('model')} "
+                f"({fingerprint}, {self.dim}-d vectors), not {embedder.spec} "
+                f"({embedder.fingerprint}, {embedder.dim}-d); vectors of different models "
+                "cannot be compared: use the catalog's model, or build a new catalog")
+        self._embedder = embedder
+
+    def embedder(self) -> Embedder:
+        """The catalog's embedder, loaded on first use."""
+        if self._embedder is None:
+            spec = self._meta("model")
+            if spec is not None and self._model_request is None:
+                try:
+                    embedder = Embedder.from_spec(spec)
+                except ModelError as exc:
+                    raise ModelError(f"{exc} (the model this catalog was built with; if it "
+                                     "moved, pass its new location with --model)") from exc
+            else:
+                embedder = Embedder(self._model_request)
+            self._use_embedder(embedder)
+        return self._embedder
+
+    # -- the index and its agreement with the database
+
+    def _keys(self) -> np.ndarray:
+        rows = self._db.execute("SELECT key FROM items").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _open_index(self) -> None:
+        keys = self._keys()
+        path = self.index_path
+        reason = None
+        if not path.is_file():
+            if not len(keys):
+                return
+            reason = "the index file is missing"
+        else:
+            try:
+                index = VectorIndex.read(path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable index is rebuilt
+                reason = f"the index file cannot be read ({exc})"
+            else:
+                ids = index.ids()
+                missing = np.setdiff1d(keys, ids)
+                extra = np.setdiff1d(ids, keys)
+                if self.dim is not None and index.dim != self.dim:
+                    reason = f"the index holds {index.dim}-d vectors, the items {self.dim}-d"
+                elif len(missing) or (extra.size and index.kind == "flat") \
+                        or len(ids) != len(np.unique(ids)):
+                    reason = (f"the index and the database disagree ({len(keys)} items, "
+                              f"{len(ids)} vectors, {len(missing)} items not indexed)")
+                else:
+                    index.tombstones = {int(x) for x in extra}
+                    self._index = index
+                    return
+        log.warning("%s: %s; rebuilding the index from the %d stored embeddings",
+                    self.path, reason, len(keys))
+        self.repaired = True
+        # Photos are not cleaned here: another process may be half-way through a batch.
+        self.rebuild(clean_photos=False)
+
+    def _save_index(self) -> None:
+        if self._index is not None:
+            self._index.write(self.index_path)
+
+    def _scan(self, where: str = "1", params: Iterable = (), rows: int | None = None
+              ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(keys, vectors) of the stored embeddings matching `where`, a chunk at a time."""
+        rows = rows or SCAN_ROWS
+        dim = self.dim
+        cursor = self._db.execute(
+            f"SELECT key, embedding FROM items WHERE {where} ORDER BY key", list(params))
+        while chunk := cursor.fetchmany(rows):
+            keys = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
+            vectors = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32)
+            yield keys, vectors.reshape(len(chunk), dim)
+
+    def rebuild(self, clean_photos: bool = True) -> dict:
+        """Re-create the index from the stored embeddings (drops tombstones, picks the
+        index kind for the catalog's size) and delete photos no item uses any more
+        (left by a crash between copying a photo and committing its batch)."""
+        count = len(self)
+        dim = self.dim
+        if dim is None:
+            self._index = None
+            with contextlib.suppress(FileNotFoundError):
+                self.index_path.unlink()
+        else:
+            index = VectorIndex.empty(dim, VectorIndex.kind_for(count))
+            for keys, vectors in self._scan():
+                index.add(vectors, keys)
+            index.write(self.index_path)
+            self._index = index
+        self._stale = False
+        removed = 0
+        if clean_photos:
+            used = {r[0] for r in self._db.execute("SELECT image FROM items")}
+            for photo in (self.path / IMAGES_DIR).iterdir():
+                if f"{IMAGES_DIR}/{photo.name}" not in used and photo.is_file():
+                    photo.unlink()
+                    removed += 1
+        return {"items": count, "index": self._index.kind if self._index else None,
+                "orphan_photos_removed": removed}
+
+    # -- adding items
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            found.update(r[0] for r in self._db.execute(
+                f"SELECT id FROM items WHERE id IN ({marks})", part))
+        return found
+
+    def _store_photo(self, record: ItemRecord) -> str:
+        """Copy the photo into images/ (write to a temp file, then rename)."""
+        name = _image_name(record.id, _suffix_of(record))
+        target = self.path / IMAGES_DIR / name
+        tmp = target.with_name(f".{name}.tmp")
+        try:
+            if isinstance(record.image, bytes | bytearray):
+                tmp.write_bytes(record.image)
+            else:
+                shutil.copyfile(record.image, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise FashionLensError(f"{target}: cannot store the photo ({exc})") from exc
+        return f"{IMAGES_DIR}/{name}"
+
+    def _insert_row(self, db: sqlite3.Connection, record: ItemRecord, vector: np.ndarray,
+                    image: str, now: str) -> int:
+        source = None if isinstance(record.image, bytes | bytearray) else str(record.image)
+        cursor = db.execute(
+            "INSERT INTO items (id, image, source, category, colour, size, price, status, "
+            "extra, embedding, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.id, image, source, record.category, record.colour, record.size,
+             record.price, record.status or "available",
+             json.dumps(record.extra or {}, ensure_ascii=False, sort_keys=True),
+             np.ascontiguousarray(vector, dtype=np.float32).tobytes(), now, now))
+        return int(cursor.lastrowid)
+
+    def _add_batch(self, records: list[ItemRecord], seen: set[str], batch_size: int
+                   ) -> list[AddOutcome]:
+        outcomes: list[AddOutcome | None] = [None] * len(records)
+        present = self._existing([r.id for r in records])
+        todo: list[int] = []
+        for i, record in enumerate(records):
+            if not isinstance(record.id, str) or not record.id.strip():
+                outcomes[i] = AddOutcome(str(record.id), "failed", record.describe(), "empty id")
+            elif record.id in present:
+                outcomes[i] = AddOutcome(record.id, "exists", record.describe())
+            elif record.id in seen:
+                outcomes[i] = AddOutcome(record.id, "failed", record.describe(),
+                                         "id listed twice; only the first is added")
+            else:
+                try:
+                    record.price = parse_price(record.price)
+                    record.status = check_status(record.status)
+                except ValueError as exc:
+                    outcomes[i] = AddOutcome(record.id, "failed", record.describe(), str(exc))
+                    continue
+                seen.add(record.id)
+                todo.append(i)
+        if todo:
+            embedder = self.embedder()
+            results = embedder.embed([records[i].image for i in todo],
+                                     names=[records[i].describe() for i in todo],
+                                     batch_size=batch_size)
+            ready = []
+            for i, result in zip(todo, results, strict=True):
+                if result.ok:
+                    ready.append((i, result.vector))
+                else:
+                    outcomes[i] = AddOutcome(records[i].id, "failed", records[i].describe(),
+                                             result.error)
+            if ready:
+                images: list[str] = []
+                try:
+                    for i, _ in ready:
+                        images.append(self._store_photo(records[i]))
+                    now = _now()
+                    with self._transaction() as db:
+                        keys = [self._insert_row(db, records[i], vector, image, now)
+                                for (i, vector), image in zip(ready, images, strict=True)]
+                except BaseException:
+                    for image in images:  # new ids only: no stored item uses these files
+                        (self.path / image).unlink(missing_ok=True)
+                    raise
+                vectors = np.stack([vector for _, vector in ready])
+                try:
+                    index = self._current_index()
+                    if index is None:
+                        index = self._index = VectorIndex.empty(self.dim, "flat")
+                    index.add(vectors, keys)
+                except BaseException:
+                    self._index_failed()
+                    raise
+                for i, _ in ready:
+                    outcomes[i] = AddOutcome(records[i].id, "added", records[i].describe())
+        return outcomes  # type: ignore[return-value]
+
+    def add_iter(self, records: Iterable[ItemRecord], batch_size: int = 32
+                 ) -> Iterator[AddOutcome]:
+        """Add items a batch at a time, yielding one outcome per record, in order.
+
+        Ids already in the catalog are skipped (so re-running an interrupted build
+        resumes it); unreadable photos are reported and skipped. Each batch is one
+        SQLite transaction: an error or interruption mid-batch leaves the catalog as it
+        was before that batch. The index file is saved once at the end.
+        """
+        seen: set[str] = set()
+        changed = False
+        iterator = iter(records)
+        try:
+            while batch := list(itertools.islice(iterator, batch_size)):
+                outcomes = self._add_batch(batch, seen, batch_size)
+                changed = changed or any(o.status == "added" for o in outcomes)
+                yield from outcomes
+        finally:
+            if changed:
+                self._after_change()
+
+    def add(self, records: Iterable[ItemRecord], batch_size: int = 32) -> AddReport:
+        report = AddReport()
+        for outcome in self.add_iter(records, batch_size):
+            report.record(outcome)
+        return report
+
+    def add_source(self, source: str | Path, batch_size: int = 32, **options) -> AddReport:
+        """Add every item of a CSV export, a folder of photos or one photo (`read_source`)."""
+        items = read_source(source, **options)
+        report = AddReport()
+        for problem in items.problems:
+            report.record(problem)
+        for outcome in self.add_iter(items.records, batch_size):
+            report.record(outcome)
+        return report
+
+    def _after_change(self) -> None:
+        if self._stale or self._index is None:
+            return  # the index file is left as it was; the next open repairs it
+        size = len(self)
+        if self._index.kind == "flat" and size >= vector_index.HNSW_THRESHOLD:
+            log.info("%s: %d items, switching to an HNSW index", self.path, size)
+            self.rebuild()
+        elif self._index.needs_compaction():
+            self.rebuild()
+        else:
+            self._save_index()
+
+    # -- changing items
+
+    def _row(self, item_id: str) -> sqlite3.Row:
+        row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?",
+                               (item_id,)).fetchone()
+        if row is None:
+            raise FashionLensError(f"{self.path}: no item with id '{item_id}'")
+        return row
+
+    def _item(self, row: sqlite3.Row) -> Item:
+        return Item(id=row["id"], image=self.path / row["image"], category=row["category"],
+                    colour=row["colour"], size=row["size"], price=row["price"],
+                    status=row["status"], extra=json.loads(row["extra"] or "{}"),
+                    source=row["source"], created_at=row["created_at"],
+                    updated_at=row["updated_at"], key=row["key"])
+
+    def get(self, item_id: str) -> Item:
+        return self._item(self._row(item_id))
+
+    def items(self, filters=None) -> Iterator[Item]:
+        where, params = to_sql(parse_filters(filters))
+        for row in self._db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params):
+            yield self._item(row)
+
+    def update(self, item_id: str, values: Mapping[str, Any] | None = None, **fields) -> Item:
+        """Change metadata (category, colour, size, price, status, extra.NAME); the photo
+        and its vector are untouched, so the index is too. None or '' clears a field."""
+        changes: dict[str, Any] = {}
+        for name, value in {**(values or {}), **fields}.items():
+            _apply_field(changes, name, value)
+        if not changes:
+            raise FashionLensError("nothing to update")
+        row = self._row(item_id)
+        extra = json.loads(row["extra"] or "{}")
+        columns: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name.startswith("extra."):
+                key = name[len("extra."):]
+                if value is None:
+                    extra.pop(key, None)
+                else:
+                    extra[key] = value
+                columns["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
+            elif name == "status" and value is None:
+                columns["status"] = "available"
+            else:
+                columns[name] = value
+        columns["updated_at"] = _now()
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self._transaction() as db:
+            db.execute(f"UPDATE items SET {assignments} WHERE key = ?",
+                       [*columns.values(), row["key"]])
+        return self.get(item_id)
+
+    def mark_sold(self, item_id: str) -> Item:
+        return self.update(item_id, status="sold")
+
+    def remove(self, item_ids: str | Iterable[str]) -> list[str]:
+        """Delete items, their vectors and their stored photos (one transaction)."""
+        ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+        rows = [self._row(item_id) for item_id in ids]  # unknown ids fail before any change
+        keys = sorted({row["key"] for row in rows})
+        with self._transaction() as db:
+            db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in keys])
+        index = self._current_index()
+        if index is not None:
+            try:
+                index.remove(keys)
+            except BaseException:
+                self._index_failed()
+                raise
+        for row in rows:
+            with contextlib.suppress(OSError):
+                (self.path / row["image"]).unlink()
+        self._after_change()
+        return ids
+
+    # -- searching
+
+    def _stored_vector(self, item_id: str) -> tuple[int, np.ndarray]:
+        row = self._db.execute("SELECT key, embedding FROM items WHERE id = ?",
+                               (item_id,)).fetchone()
+        if row is None:
+            raise FashionLensError(f"{self.path}: no item with id '{item_id}'")
+        return int(row[0]), np.frombuffer(row[1], dtype=np.float32)
+
+    def _exact(self, query: np.ndarray, where: str, params: list, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the stored embeddings matching `where`."""
+        best_keys = np.empty(0, dtype=np.int64)
+        best_sims = np.empty(0, dtype=np.float32)
+        for keys, vectors in self._scan(where, params):
+            keys = np.concatenate([best_keys, keys])
+            sims = np.concatenate([best_sims, vectors @ query])
+            if len(sims) > k:
+                top = np.argpartition(-sims, k - 1)[:k]
+                keys, sims = keys[top], sims[top]
+            best_keys, best_sims = keys, sims
+        order = np.lexsort((best_keys, -best_sims))
+        return best_keys[order], best_sims[order]
+
+    def search(self, image: str | Path | bytes | Any = None, *, item: str | None = None,
+               k: int = 10, filters=None) -> list[Match]:
+        """The k items most similar to a photo (path, bytes, PIL image) or to an item
+        (which is left out of its own results), best first, among those matching
+        `filters` (strings such as 'price<30', a list of them, or a mapping)."""
+        if (image is None) == (item is None):
+            raise FashionLensError("search by a photo or by an item id (exactly one)")
+        if k < 1:
+            raise FashionLensError(f"k must be at least 1, not {k}")
+        conditions = parse_filters(filters)
+        where, params = to_sql(conditions)
+        excluded: list[int] = []
+        if item is not None:
+            key, query = self._stored_vector(item)
+            excluded = [key]
+            where, params = f"({where}) AND key != ?", [*params, key]
+        else:
+            label = str(image) if isinstance(image, str | Path) else "<query photo>"
+            query = self.embedder().embed_one(image, name=label)
+        index = self._current_index()
+        if index is None:
+            return []
+        count = self._db.execute(f"SELECT count(*) FROM items WHERE {where}",
+                                 params).fetchone()[0]
+        k = min(k, int(count))
+        if k <= 0:
+            return []
+        if conditions and count <= EXACT_LIMIT:
+            keys, sims = self._exact(query, where, params, k)
+        else:
+            allowed = None
+            if conditions:  # ids of the matching items, found by SQL, for a FAISS selector
+                allowed = np.fromiter((r[0] for r in self._db.execute(
+                    f"SELECT key FROM items WHERE {where}", params)), dtype=np.int64)
+            sims, keys = index.search(query, k, allowed=allowed, excluded=excluded)
+            sims, keys = sims[0][keys[0] >= 0], keys[0][keys[0] >= 0]
+            if len(keys) < k:  # an HNSW graph can miss items behind a selective filter
+                keys, sims = self._exact(query, where, params, k)
+        return self._matches(keys, sims)
+
+    def _matches(self, keys: np.ndarray, sims: np.ndarray) -> list[Match]:
+        items: dict[int, Item] = {}
+        key_list = [int(k) for k in keys]
+        for start in range(0, len(key_list), 500):
+            part = key_list[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            for row in self._db.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({marks})", part):
+                items[row["key"]] = self._item(row)
+        return [Match(items[k], float(np.clip(s, -1.0, 1.0)))
+                for k, s in zip(key_list, sims, strict=True) if k in items]
+
+    def near_duplicates(self, threshold: float = 0.97, neighbours: int = 10
+                        ) -> list[DuplicatePair]:
+        """Pairs of items whose photos are near-identical (cosine similarity >= threshold),
+        most similar first. Exact (FAISS range search) with a flat index; with HNSW each
+        item's `neighbours` nearest are checked."""
+        if not 0.0 < threshold <= 1.0:
+            raise FashionLensError(f"threshold must be in (0, 1], not {threshold}")
+        index = self._current_index()
+        if index is None or len(self) < 2:
+            return []
+        best: dict[tuple[int, int], float] = {}
+
+        def keep(a: int, b: int, sim: float) -> None:
+            if a != b and b >= 0 and sim >= threshold:
+                pair = (min(a, b), max(a, b))
+                best[pair] = max(best.get(pair, -1.0), sim)
+
+        for keys, vectors in self._scan(rows=1024):
+            if index.kind == "flat":
+                lims, sims, ids = index.range_search(vectors, threshold)
+                for q, key in enumerate(keys):
+                    for j in range(lims[q], lims[q + 1]):
+                        keep(int(key), int(ids[j]), float(sims[j]))
+            else:
+                sims, ids = index.search(vectors, neighbours + 1)  # tombstones skipped
+                for q, key in enumerate(keys):
+                    for sim, other in zip(sims[q], ids[q], strict=True):
+                        keep(int(key), int(other), float(sim))
+        if not best:
+            return []
+        involved = sorted({k for pair in best for k in pair})
+        items = {m.item.key: m.item for m in self._matches(np.array(involved),
+                                                           np.zeros(len(involved)))}
+        pairs = [DuplicatePair(items[a], items[b], min(sim, 1.0))
+                 for (a, b), sim in best.items() if a in items and b in items]
+        pairs = [p if p.a.id <= p.b.id else DuplicatePair(p.b, p.a, p.similarity)
+                 for p in pairs]
+        return sorted(pairs, key=lambda p: (-p.similarity, p.a.id, p.b.id))
+
+    # -- a summary
+
+    def info(self) -> dict:
+        statuses = dict(self._db.execute(
+            "SELECT status, count(*) FROM items GROUP BY status ORDER BY status").fetchall())
+        categories = dict(self._db.execute(
+            "SELECT coalesce(category, ''), count(*) FROM items GROUP BY 1 "
+            "ORDER BY 2 DESC, 1").fetchall())
+        index = self._current_index()
+        return {
+            "path": str(self.path),
+            "items": len(self),
+            "statuses": statuses,
+            "categories": categories,
+            "model": self._meta("model"),
+            "model_fingerprint": self._meta("model_fingerprint"),
+            "dimension": self.dim,
+            "index": index.kind if index else None,
+            "index_vectors": index.ntotal if index else 0,
+            "tombstones": len(index.tombstones) if index else 0,
+            "created_at": self._meta("created_at"),
+        }
+

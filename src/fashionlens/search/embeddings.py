@@ -1,0 +1,164 @@
+"""Photos as vectors: the pooled features of a backbone, L2-normalised.
+
+Two photos of the same garment land close together (cosine similarity near 1), so a
+nearest-neighbour search over these vectors finds visually similar items. The vectors
+come from the layer just before the classifier (`forward_head(..., pre_logits=True)`),
+of a saved fashionlens model, of the bundled garment model, or of a bare backbone.
+
+Decoding runs on a small thread pool and the model under bf16 autocast where the CPU
+supports it, exactly like `Predictor.predict_paths`; an unreadable photo is reported
+for that photo only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.transforms import eval_transform
+from ..errors import ImageError, ModelError
+from ..inference.predictor import (
+    DEFAULT_MODEL,
+    decoded_batches,
+    default_precision,
+    prepare_photo,
+)
+from ..models.artifact import META_FILE, WEIGHTS_FILE, load_model
+from ..models.registry import create_model, model_preprocess
+
+# The backbone used when no model is given and the bundled model is not installed.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass
+class Embedded:
+    """One photo's outcome: a unit vector, or why the photo could not be read."""
+
+    source: str
+    vector: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.vector is not None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), as contiguous float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class Embedder:
+    """Turns photos (paths, bytes or PIL images) into L2-normalised float32 vectors.
+
+    `model` is a saved model folder, a timm/fashionlens backbone name (loaded with
+    `pretrained` weights), or None: the bundled garment model, or when that is not
+    installed the `efficientnet_lite0` backbone with its embedded ImageNet weights.
+    """
+
+    def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
+                 device: str = "cpu", precision: str | None = None, threads: int = 2) -> None:
+        if model is None or str(model) == "default":
+            model = DEFAULT_MODEL if (DEFAULT_MODEL / META_FILE).is_file() else DEFAULT_BACKBONE
+        folder = Path(model).expanduser()
+        if folder.is_dir():
+            self.model, info = load_model(folder)
+            self.preprocess = info.preprocess
+            folder = folder.resolve()
+            # The bundled model is recorded by name, not by where the package is installed.
+            self.spec = "default" if folder == DEFAULT_MODEL.resolve() else str(folder)
+            weights = folder / WEIGHTS_FILE
+            self.fingerprint = f"{info.architecture}:{_file_digest(weights)}"
+        else:
+            name = str(model)
+            if any(sep in name for sep in ("/", "\\")) or name.endswith(".json"):
+                raise ModelError(f"{name}: no such model folder")
+            self.model = create_model(name, pretrained=pretrained)
+            self.preprocess = model_preprocess(self.model)
+            self.spec = name if pretrained == "embedded" else f"{name}@{pretrained}"
+            self.fingerprint = f"{name}:{pretrained}"
+        if not hasattr(self.model, "forward_head"):
+            raise ModelError(f"{self.spec}: the architecture has no forward_head; "
+                             "cannot take its pooled features")
+        self.model.eval()
+        self.device = torch.device(device)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.precision = precision or default_precision()
+        self.transform = eval_transform(self.preprocess)
+        self.threads = threads
+        self._draft = self.preprocess.resize_size
+        self.dim = self._probe_dim()
+
+    @classmethod
+    def from_spec(cls, spec: str, **kwargs) -> Embedder:
+        """Rebuild the embedder a catalog recorded (`Embedder.spec`)."""
+        name, _, pretrained = spec.partition("@")
+        if pretrained and not Path(spec).is_dir():
+            return cls(name, pretrained=pretrained, **kwargs)
+        return cls(spec, **kwargs)
+
+    def _probe_dim(self) -> int:
+        size = self.preprocess.size
+        return int(self.vectors(torch.zeros(1, 3, size, size)).shape[1])
+
+    @torch.no_grad()
+    def vectors(self, batch: torch.Tensor) -> np.ndarray:
+        """Unit vectors for a batch of pre-processed photos."""
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            features = self.model.forward_head(self.model.forward_features(batch),
+                                               pre_logits=True)
+        return normalise(features.float().flatten(1).cpu().numpy())
+
+    def _prepare(self, source, name: str | None = None) -> torch.Tensor:
+        return prepare_photo(source, self.transform, self._draft, name=name)
+
+    def embed_one(self, source, name: str | None = None) -> np.ndarray:
+        """One photo's vector; raises ImageError when the photo cannot be read."""
+        return self.vectors(self._prepare(source, name).unsqueeze(0))[0]
+
+    def embed(self, sources: Sequence, names: Sequence[str] | None = None,
+              batch_size: int = 32) -> Iterator[Embedded]:
+        """Yield one `Embedded` per source, in order; unreadable photos carry an error.
+
+        `names` label the sources in error messages (default: the path, or `<image N>`).
+        """
+        if names is None:
+            names = [str(s) if isinstance(s, str | Path) else f"<image {i}>"
+                     for i, s in enumerate(sources)]
+        if len(names) != len(sources):
+            raise ValueError("names and sources differ in length")
+        labelled = list(zip(sources, names, strict=True))
+        batches = decoded_batches(labelled, lambda pair: self._prepare(*pair), batch_size,
+                                  self.threads)
+        for chunk, tensors in batches:
+            good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
+            vecs = self.vectors(torch.stack([tensors[i] for i in good])) if good else []
+            by_pos = dict(zip(good, vecs, strict=True))
+            for i, (_, name) in enumerate(chunk):
+                if i in by_pos:
+                    yield Embedded(source=name, vector=by_pos[i])
+                else:
+                    error = tensors[i]
+                    reason = error.reason if isinstance(error, ImageError) else str(error)
+                    yield Embedded(source=name, error=reason)
+
+    def embed_paths(self, paths: Sequence[str | Path], batch_size: int = 32
+                    ) -> Iterator[Embedded]:
+        return self.embed(list(paths), batch_size=batch_size)

@@ -1,0 +1,462 @@
+"""The visual-search catalog: building, incremental changes, atomicity, repair, search."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashionlens.errors import DataError, FashionLensError, ImageError
+from fashionlens.search import Catalog, Embedder, FilterError, ItemRecord, parse_filters
+from fashionlens.search import catalog as catalog_module
+from fashionlens.search import index as index_module
+from fashionlens.search.index import VectorIndex
+
+from .helpers import pattern_photo, write_corrupt_jpeg, write_pattern_photo
+
+CATEGORIES = ["Dress", "Shirt", "Hat"]
+COLOUR_NAMES = ["red", "blue", "green"]
+CSV_OPTIONS = {"id_column": "sku", "image_column": "photo", "image_dir": "photos",
+               "image_extension": ".png"}
+
+
+def write_shop(root: Path, n: int = 12, start: int = 0, name: str = "export.csv") -> Path:
+    """root/photos/itemNN.png plus a CSV with sku, photo, category, Color, size, price,
+    brand: item i is CATEGORIES[i % 3], COLOUR_NAMES[(i // 3) % 3] and costs 5 + 5 i."""
+    rows = []
+    for i in range(start, start + n):
+        item_id = f"item{i:02d}"
+        write_pattern_photo(root / "photos" / f"{item_id}.png", seed=i, fmt="PNG")
+        rows.append({"sku": item_id, "photo": item_id, "category": CATEGORIES[i % 3],
+                     "Color": COLOUR_NAMES[(i // 3) % 3], "size": "SML"[i % 3],
+                     "price": f"{5 + 5 * i}", "brand": f"brand{i % 2}"})
+    path = root / name
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder(embedding_model_dir) -> Embedder:
+    return Embedder(embedding_model_dir, precision="fp32")
+
+
+@pytest.fixture
+def shop(tmp_path) -> Path:
+    return write_shop(tmp_path / "shop")
+
+
+@pytest.fixture
+def catalog(tmp_path, embedder, shop):
+    cat = Catalog(tmp_path / "catalog", create=True, embedder=embedder)
+    report = cat.add_source(shop, **CSV_OPTIONS)
+    assert len(report.added) == 12 and not report.failed
+    yield cat
+    cat.close()
+
+
+def _snapshot(cat: Catalog) -> dict:
+    return {"items": [item.to_dict() for item in cat.items()],
+            "photos": sorted(p.name for p in (cat.path / "images").iterdir()),
+            "index": cat.index_path.read_bytes() if cat.index_path.exists() else None}
+
+
+# --- the embedder -------------------------------------------------------------------
+
+
+def test_embedder_gives_unit_vectors_and_reports_bad_photos(embedder, tmp_path):
+    good = write_pattern_photo(tmp_path / "a.png", seed=1)
+    broken = write_corrupt_jpeg(tmp_path / "broken.jpg")
+    buffer = io.BytesIO()
+    pattern_photo(2).save(buffer, format="JPEG")
+    sources = [good, broken, buffer.getvalue(), pattern_photo(3), tmp_path / "missing.jpg"]
+    results = list(embedder.embed(sources, batch_size=2))
+    assert [r.ok for r in results] == [True, False, True, True, False]
+    assert "truncated" in results[1].error and "not found" in results[4].error
+    for r in results:
+        if r.ok:
+            assert r.vector.dtype == np.float32 and r.vector.shape == (embedder.dim,)
+            assert abs(float(np.linalg.norm(r.vector)) - 1.0) < 1e-5
+    np.testing.assert_allclose(embedder.embed_one(good), results[0].vector, atol=1e-5)
+    with pytest.raises(ImageError, match="truncated"):
+        embedder.embed_one(broken)
+
+
+# --- building ----------------------------------------------------------------------
+
+
+def test_build_from_csv_maps_columns_and_copies_photos(catalog, shop):
+    assert len(catalog) == 12
+    item = catalog.get("item04")
+    assert (item.category, item.colour, item.size, item.price, item.status) == (
+        "Shirt", "blue", "M", 25.0, "available")
+    assert item.extra == {"brand": "brand0"}
+    source = shop.parent / "photos" / "item04.png"
+    assert item.image.parent == catalog.path / "images"
+    assert item.image.read_bytes() == source.read_bytes() and item.source == str(source)
+    info = catalog.info()
+    assert info["items"] == 12 and info["index"] == "flat" and info["index_vectors"] == 12
+    assert info["categories"] == {"Dress": 4, "Hat": 4, "Shirt": 4}
+    assert info["dimension"] == catalog.dim and info["model_fingerprint"].startswith("test_eff")
+
+
+def test_build_from_folder_uses_subfolders_as_categories(tmp_path, embedder):
+    photos = tmp_path / "photos"
+    for i, category in enumerate(["Dress", "Dress", "Hat"]):
+        write_pattern_photo(photos / category / f"p{i}.jpg", seed=i)
+    write_pattern_photo(photos / "loose.png", seed=9)
+    before = {p: p.stat().st_mtime_ns for p in photos.rglob("*") if p.is_file()}
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        report = cat.add_source(photos)
+        assert sorted(report.added) == ["Dress/p0", "Dress/p1", "Hat/p2", "loose"]
+        assert cat.get("Hat/p2").category == "Hat" and cat.get("loose").category is None
+    assert before == {p: p.stat().st_mtime_ns for p in photos.rglob("*") if p.is_file()}
+
+
+def test_unreadable_and_missing_photos_are_reported_and_skipped(tmp_path, embedder):
+    shop = write_shop(tmp_path / "shop", n=4)
+    write_corrupt_jpeg(tmp_path / "shop" / "photos" / "item01.png")
+    with shop.open("a", newline="") as fh:
+        fh.write("ghost,ghost,Dress,red,M,10,b\n")
+        fh.write(",item02,Dress,red,M,10,b\n")
+        fh.write("cheap,item03,Dress,red,M,ten euros,b\n")
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        report = cat.add_source(shop, **CSV_OPTIONS)
+        assert sorted(report.added) == ["item00", "item02", "item03"]
+        reasons = {f.id: f.error for f in report.failed}
+        assert set(reasons) == {"item01", "ghost", "line 7", "cheap"}
+        assert "truncated" in reasons["item01"] and "not found" in reasons["ghost"]
+        assert "empty value in column 'sku'" in reasons["line 7"]
+        assert "not a number" in reasons["cheap"]
+        assert len(cat) == 3 and cat.index.ntotal == 3
+        assert len(list((cat.path / "images").iterdir())) == 3
+
+
+def test_bad_sources_and_folders_are_refused(tmp_path, embedder, shop):
+    with pytest.raises(FashionLensError, match="not a catalog"):
+        Catalog(tmp_path / "nowhere")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(FashionLensError, match="not an empty folder"):
+        Catalog(tmp_path / "busy", create=True, embedder=embedder)
+    with pytest.raises(FashionLensError, match="no such model folder"):
+        Catalog(tmp_path / "new", create=True, model=tmp_path / "no-model")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "catalog.sqlite").write_bytes(b"x" * 4096)
+    with pytest.raises(FashionLensError, match="not a readable catalog database"):
+        Catalog(tmp_path / "broken")
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        with pytest.raises(DataError, match="no column 'id'"):
+            cat.add_source(shop)
+        with pytest.raises(DataError, match="no column 'kind'"):
+            cat.add_source(shop, **CSV_OPTIONS, columns={"category": "kind"})
+
+
+def test_model_of_another_catalog_is_refused(catalog, tmp_path):
+    import torch
+
+    from fashionlens.data.transforms import Preprocess
+    from fashionlens.models import ModelInfo, create_model, save_model
+
+    torch.manual_seed(1)
+    other = save_model(create_model("test_efficientnet", num_classes=3, pretrained="none"),
+                       ModelInfo("test_efficientnet", ["a", "b", "c"], Preprocess(size=64)),
+                       tmp_path / "other")
+    with pytest.raises(FashionLensError, match="built with model"):
+        Catalog(catalog.path, embedder=Embedder(other, precision="fp32"))
+
+
+# --- incremental changes ------------------------------------------------------------
+
+
+def test_add_update_sold_remove_are_incremental(catalog, tmp_path, monkeypatch):
+    index = catalog.index
+    monkeypatch.setattr(Catalog, "rebuild", lambda *a, **k: pytest.fail("re-indexed"))
+    more = write_shop(tmp_path / "more", n=3, start=20)
+    report = catalog.add_source(more, **CSV_OPTIONS)
+    assert sorted(report.added) == ["item20", "item21", "item22"]
+    assert catalog.index is index and index.ntotal == 15
+
+    photo = io.BytesIO()
+    pattern_photo(77).save(photo, format="PNG")
+    catalog.add([ItemRecord("upload", photo.getvalue(), category="Hat", price="12,50")])
+    assert catalog.index is index and index.ntotal == 16
+    assert catalog.get("upload").price == 12.5 and catalog.get("upload").image.suffix == ".png"
+
+    item = catalog.update("item03", {"price": "25", "colour": "black", "extra.brand": ""})
+    assert (item.price, item.colour, item.extra) == (25.0, "black", {})
+    assert catalog.mark_sold("item05").status == "sold"
+    assert catalog.index is index and index.ntotal == 16
+
+    photo_file = catalog.get("item07").image
+    catalog.remove("item07")
+    assert catalog.index is index and index.ntotal == 15 and len(catalog) == 15
+    assert not photo_file.exists() and "item07" not in catalog
+    assert "item07" not in [m.item.id for m in catalog.search(item="item06", k=20)]
+
+    with pytest.raises(FashionLensError, match="no item with id 'nope'"):
+        catalog.remove(["item08", "nope"])
+    assert "item08" in catalog  # nothing removed when one id is unknown
+    for bad, message in (({"prize": 3}, "unknown field 'prize'"),
+                         ({"price": "cheap"}, "not a number"),
+                         ({"status": "gone"}, "unknown status"),
+                         ({"id": "x"}, "cannot be changed")):
+        with pytest.raises(FashionLensError, match=message):
+            catalog.update("item03", bad)
+
+
+def test_catalog_persists_across_reopen(catalog, embedder):
+    catalog.mark_sold("item02")
+    before = [m.item.id for m in catalog.search(item="item00", k=5)]
+    catalog.close()
+    with Catalog(catalog.path, embedder=embedder) as again:
+        assert not again.repaired and len(again) == 12 and again.index.ntotal == 12
+        assert again.get("item02").status == "sold"
+        assert [m.item.id for m in again.search(item="item00", k=5)] == before
+        assert again.model == str(embedder.spec)
+
+
+# --- atomicity and repair ----------------------------------------------------------
+
+
+def _failing_insert(monkeypatch, fail_at: int) -> None:
+    calls = {"n": 0}
+    original = Catalog._insert_row
+
+    def insert(self, *args):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise RuntimeError("power cut")
+        return original(self, *args)
+
+    monkeypatch.setattr(Catalog, "_insert_row", insert)
+
+
+def test_crash_mid_batch_leaves_catalog_unchanged_and_rerun_resumes(catalog, tmp_path,
+                                                                    monkeypatch, embedder):
+    before = _snapshot(catalog)
+    more = write_shop(tmp_path / "more", n=4, start=30)
+    _failing_insert(monkeypatch, fail_at=3)
+    with pytest.raises(RuntimeError, match="power cut"):
+        catalog.add_source(more, **CSV_OPTIONS)
+    assert _snapshot(catalog) == before
+    catalog.close()
+    monkeypatch.undo()
+    with Catalog(catalog.path, embedder=embedder) as again:
+        assert not again.repaired and _snapshot(again) == before
+        report = again.add_source(more, **CSV_OPTIONS)
+        assert sorted(report.added) == ["item30", "item31", "item32", "item33"]
+        assert len(again) == 16 and again.index.ntotal == 16
+
+
+def test_interrupted_multi_batch_build_keeps_whole_batches_and_resumes(tmp_path, embedder,
+                                                                       shop, monkeypatch):
+    _failing_insert(monkeypatch, fail_at=6)  # in the second batch of four
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat, \
+            pytest.raises(RuntimeError):
+        cat.add_source(shop, batch_size=4, **CSV_OPTIONS)
+    monkeypatch.undo()
+    with Catalog(tmp_path / "cat", embedder=embedder) as cat:
+        assert not cat.repaired
+        assert [item.id for item in cat.items()] == ["item00", "item01", "item02", "item03"]
+        assert cat.index.ntotal == 4 and len(list((cat.path / "images").iterdir())) == 4
+        report = cat.add_source(shop, batch_size=4, **CSV_OPTIONS)
+        assert len(report.existing) == 4 and len(report.added) == 8 and len(cat) == 12
+
+
+def test_index_behind_the_database_is_rebuilt_on_open(catalog, tmp_path, embedder,
+                                                      monkeypatch):
+    old_index = tmp_path / "old.faiss"
+    shutil.copy(catalog.index_path, old_index)
+    more = write_shop(tmp_path / "more", n=2, start=40)
+    # A crash after the database committed but before the index file was replaced.
+    def write(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "write", write)
+    with pytest.raises(OSError, match="disk full"):
+        catalog.add_source(more, **CSV_OPTIONS)
+    monkeypatch.undo()
+    assert catalog.index_path.read_bytes() == old_index.read_bytes()
+    catalog.close()
+    with Catalog(catalog.path, embedder=embedder) as again:
+        assert again.repaired and len(again) == 14 and again.index.ntotal == 14
+        assert VectorIndex.read(again.index_path).ntotal == 14  # the repair was saved
+        top = again.search(again.get("item41").image, k=1)
+        assert top[0].item.id == "item41" and top[0].distance < 1e-4
+    with Catalog(catalog.path, embedder=embedder) as third:
+        assert not third.repaired
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "stale-removal"])
+def test_missing_or_damaged_index_is_rebuilt(catalog, embedder, damage):
+    path = catalog.index_path
+    if damage == "delete":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_bytes(b"not a faiss index")
+    else:  # the database lost an item but the (flat) index still holds its vector
+        stale = path.read_bytes()
+        catalog.remove("item05")
+        path.write_bytes(stale)
+    catalog.close()
+    with Catalog(catalog.path, embedder=embedder) as again:
+        assert again.repaired
+        assert again.index.ntotal == len(again) == (11 if damage == "stale-removal" else 12)
+        assert len(again.search(item="item00", k=50)) == len(again) - 1
+
+
+# --- searching ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["exact", "faiss-selector"])
+def search_path(request, monkeypatch):
+    if request.param == "faiss-selector":
+        monkeypatch.setattr(catalog_module, "EXACT_LIMIT", 0)
+    return request.param
+
+
+def test_search_by_photo_and_by_item(catalog, shop):
+    photo = shop.parent / "photos" / "item07.png"
+    for query in (photo, photo.read_bytes(), Image.open(photo).convert("RGB")):
+        top = catalog.search(query, k=3)
+        assert len(top) == 3 and top[0].item.id == "item07" and top[0].distance < 1e-4
+        assert [m.similarity for m in top] == sorted((m.similarity for m in top), reverse=True)
+    by_item = catalog.search(item="item07", k=20)
+    assert len(by_item) == 11 and "item07" not in [m.item.id for m in by_item]
+    d = by_item[0].to_dict()
+    assert {"id", "distance", "similarity", "category", "price", "image"} <= set(d)
+    assert abs(d["distance"] + d["similarity"] - 1.0) < 1e-5
+    with pytest.raises(FashionLensError, match="exactly one"):
+        catalog.search(photo, item="item07")
+    with pytest.raises(FashionLensError, match="no item with id"):
+        catalog.search(item="nope")
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ("category=Dress", {"item00", "item03", "item06", "item09"}),
+    ("category=dress", {"item00", "item03", "item06", "item09"}),
+    ("colour in (blue, green)", {f"item{i:02d}" for i in range(3, 9)}),
+    ({"colour": ["blue", "green"]}, {f"item{i:02d}" for i in range(3, 9)}),
+    ("color!=red", {f"item{i:02d}" for i in range(3, 9)}),
+    ("price<30", {f"item{i:02d}" for i in range(5)}),
+    (["price>=10", "price<30"], {f"item{i:02d}" for i in range(1, 5)}),
+    ({"price<=": 25, "category": "Shirt"}, {"item01", "item04"}),
+    ("extra.brand=brand1", {f"item{i:02d}" for i in range(1, 12, 2)}),
+])
+def test_filters_return_k_matching_items(catalog, search_path, filters, expected):
+    for k in (1, 3, 50):
+        results = catalog.search(item="item11", k=k, filters=filters)
+        ids = {m.item.id for m in results}
+        assert ids <= expected - {"item11"}
+        assert len(results) == min(k, len(expected - {"item11"}))
+
+
+def test_status_filter(catalog, search_path):
+    for item_id in ("item01", "item02", "item03"):
+        catalog.mark_sold(item_id)
+    available = catalog.search(item="item00", k=8, filters="status=available")
+    assert len(available) == 8
+    assert all(m.item.status == "available" for m in available)
+    sold = catalog.search(item="item00", k=8, filters=["status=sold"])
+    assert sorted(m.item.id for m in sold) == ["item01", "item02", "item03"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("prize<30", "unknown field 'prize'"),
+    ("price<cheap", "price takes a number"),
+    ("category", "expected FIELD=VALUE"),
+    ("size<M", "compares numbers"),
+    ("status=gone", "unknown status 'gone'"),
+    ("colour in ()", "empty list"),
+    ("category=", "no value"),
+])
+def test_bad_filters_are_explained(text, message):
+    with pytest.raises(FilterError, match=message) as caught:
+        parse_filters([text])
+    assert isinstance(caught.value, FashionLensError)
+    assert text in str(caught.value)
+
+
+def test_near_duplicates_finds_a_copy(catalog):
+    photo = catalog.get("item03").image.read_bytes()
+    catalog.add([ItemRecord("item03-again", photo, category="Dress")])
+    pairs = catalog.near_duplicates(0.999)
+    assert [(p.a.id, p.b.id) for p in pairs] == [("item03", "item03-again")]
+    assert pairs[0].similarity > 0.9999
+    assert catalog.near_duplicates(0.3)[0].b.id == "item03-again"
+    with pytest.raises(FashionLensError, match="threshold"):
+        catalog.near_duplicates(1.5)
+
+
+# --- the HNSW index for big catalogs ------------------------------------------------
+
+
+def test_hnsw_index_with_tombstones_and_compaction(tmp_path, embedder, shop, monkeypatch,
+                                                   search_path):
+    monkeypatch.setattr(index_module, "HNSW_THRESHOLD", 6)
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        cat.add_source(shop, batch_size=4, **CSV_OPTIONS)
+        index = cat.index
+        assert index.kind == "hnsw" and index.ntotal == 12
+        photo = shop.parent / "photos" / "item05.png"
+        assert cat.search(photo, k=1)[0].item.id == "item05"
+
+        cat.remove("item05")
+        assert cat.index is index and index.ntotal == 12 and index.tombstones == {6}
+        assert "item05" not in [m.item.id for m in cat.search(photo, k=11)]
+        assert len(cat.search(photo, k=11)) == 11
+        dresses = cat.search(item="item00", k=3, filters="category=Dress")
+        assert sorted(m.item.id for m in dresses) == ["item03", "item06", "item09"]
+        cat.remove("item08")
+        assert index.tombstones == {6, 9}
+
+    with Catalog(tmp_path / "cat", embedder=embedder) as cat:
+        assert not cat.repaired and cat.index.kind == "hnsw"
+        assert cat.index.tombstones == {6, 9} and len(cat) == 10
+        index = cat.index
+        cat.add([ItemRecord("copy", cat.get("item01").image.read_bytes())])
+        assert cat.index is index and index.ntotal == 13
+        pairs = cat.near_duplicates(0.999)
+        assert [(p.a.id, p.b.id) for p in pairs] == [("copy", "item01")]
+        cat.remove("item10")  # 3 of 13 vectors are tombstones: past the 20 % limit
+        assert cat.index is not index and cat.index.ntotal == 10 and not cat.index.tombstones
+        result = cat.rebuild()
+        assert result == {"items": 10, "index": "hnsw", "orphan_photos_removed": 0}
+
+
+def test_hnsw_misses_are_filled_by_an_exact_search(tmp_path, embedder, shop, monkeypatch):
+    monkeypatch.setattr(index_module, "HNSW_THRESHOLD", 6)
+    monkeypatch.setattr(catalog_module, "EXACT_LIMIT", 0)
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        cat.add_source(shop, **CSV_OPTIONS)
+        expected = [m.item.id for m in cat.search(item="item00", k=4, filters="colour=red")]
+        # A graph search that finds too few items behind a selective filter.
+        monkeypatch.setattr(VectorIndex, "search", lambda self, q, k, **kw: (
+            np.full((1, k), 0.5, dtype=np.float32), np.full((1, k), -1, dtype=np.int64)))
+        again = cat.search(item="item00", k=4, filters="colour=red")
+        assert [m.item.id for m in again] == expected and len(expected) == 4
+
+
+def test_catalog_finds_its_model_or_is_told_where_it_moved(tmp_path, embedding_model_dir):
+    model = shutil.copytree(embedding_model_dir, tmp_path / "model")
+    photo = write_pattern_photo(tmp_path / "p.png", seed=3)
+    with Catalog(tmp_path / "cat", create=True, model=model) as cat:
+        cat.add([ItemRecord("p", photo)])
+    with Catalog(tmp_path / "cat") as cat:  # the recorded model is loaded on demand
+        assert cat.search(photo, k=1)[0].item.id == "p"
+    moved = model.rename(tmp_path / "moved")
+    with Catalog(tmp_path / "cat") as cat:
+        assert cat.search(item="p") == []  # searching by item needs no model
+        with pytest.raises(FashionLensError, match="pass its new location with --model"):
+            cat.search(photo)
+    with Catalog(tmp_path / "cat", model=moved) as cat:
+        assert cat.search(photo, k=1)[0].item.id == "p"

@@ -1,0 +1,124 @@
+"""`fashionlens catalog ...` and `fashionlens search` end to end through typer."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from fashionlens.cli.main import app, main
+from fashionlens.errors import FashionLensError
+from fashionlens.search import Catalog, FilterError
+
+from .helpers import write_corrupt_jpeg, write_pattern_photo
+from .test_catalog import write_shop
+
+runner = CliRunner()
+CSV_FLAGS = ["--id-column", "sku", "--image-column", "photo", "--image-dir", "photos",
+             "--image-ext", ".png"]
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture
+def built(tmp_path, embedding_model_dir):
+    """A catalog of 12 items built by the CLI from a CSV with one corrupt photo."""
+    shop = write_shop(tmp_path / "shop")
+    write_corrupt_jpeg(tmp_path / "shop" / "photos" / "item11.png")
+    catalog = tmp_path / "catalog"
+    result = _ok(_invoke("catalog", "build", shop, "--catalog", catalog,
+                         "--model", embedding_model_dir, *CSV_FLAGS))
+    assert "added 11, already in the catalog 0, not added 1" in result.stdout
+    assert "item11" in result.stderr and "truncated" in result.stderr
+    return catalog, shop
+
+
+def test_build_resumes_and_reports(built, embedding_model_dir):
+    catalog, shop = built
+    result = _ok(_invoke("catalog", "build", shop, "--catalog", catalog, *CSV_FLAGS))
+    assert "added 0, already in the catalog 11, not added 1" in result.stdout
+    info = json.loads(_ok(_invoke("catalog", "info", "--catalog", catalog, "--json")).stdout)
+    assert info["items"] == 11 and info["index"] == "flat" and info["index_vectors"] == 11
+    assert info["model"] == str(embedding_model_dir.resolve())
+    table = _ok(_invoke("catalog", "info", "--catalog", catalog)).stdout
+    assert "11 available" in table and "flat, 11 vectors" in table
+
+
+def test_search_by_photo_with_filters_and_json(built):
+    catalog, shop = built
+    photo = shop.parent / "photos" / "item04.png"
+    result = _ok(_invoke("search", photo, "--catalog", catalog, "-k", "3", "--json"))
+    data = json.loads(result.stdout)
+    assert data["query"] == {"image": str(photo)} and len(data["results"]) == 3
+    first = data["results"][0]
+    assert first["rank"] == 1 and first["id"] == "item04"
+    assert first["distance"] < 1e-3  # the CLI embeds in bf16 where the CPU has it
+    filtered = json.loads(_ok(_invoke(
+        "search", photo, "--catalog", catalog, "-k", "3", "--json",
+        "--filter", "category=Dress", "--filter", "price<50")).stdout)
+    assert [r["category"] for r in filtered["results"]] == ["Dress"] * 3
+    assert all(r["price"] < 50 for r in filtered["results"])
+    table = _ok(_invoke("search", photo, "--catalog", catalog, "-k", "2")).stdout
+    assert "item04" in table and "distance" in table
+
+
+def test_search_by_item_excludes_it(built):
+    catalog, _ = built
+    data = json.loads(_ok(_invoke("search", "--item", "item02", "--catalog", catalog,
+                                  "-k", "20", "--json")).stdout)
+    ids = [r["id"] for r in data["results"]]
+    assert len(ids) == 10 and "item02" not in ids
+
+
+def test_update_sold_remove_rebuild_duplicates(built, tmp_path):
+    catalog, shop = built
+    result = _ok(_invoke("catalog", "update", "item01", "--catalog", catalog,
+                         "--set", "price=25", "--set", "colour=black"))
+    assert "item01" in result.stdout and "25.00" in result.stdout
+    _ok(_invoke("catalog", "sold", "item02", "item03", "--catalog", catalog))
+    _ok(_invoke("catalog", "remove", "item04", "--catalog", catalog))
+    copy = write_pattern_photo(tmp_path / "upload.png", seed=5, fmt="PNG")
+    added = _ok(_invoke("catalog", "add", copy, "--catalog", catalog, "--id", "dup",
+                        "--set", "category=Hat", "--set", "price=9"))
+    assert "added 1" in added.stdout
+    with Catalog(catalog) as cat:
+        assert cat.get("item01").price == 25.0 and cat.get("item01").colour == "black"
+        assert cat.get("item02").status == "sold" and "item04" not in cat
+        assert cat.get("dup").category == "Hat" and cat.index.ntotal == 11
+    available = json.loads(_ok(_invoke("search", "--item", "item00", "--catalog", catalog,
+                                       "-k", "20", "--filter", "status=available",
+                                       "--json")).stdout)
+    assert {"item02", "item03", "item04"}.isdisjoint(r["id"] for r in available["results"])
+    pairs = json.loads(_ok(_invoke("catalog", "duplicates", "--catalog", catalog,
+                                   "--threshold", "0.999", "--json")).stdout)["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("dup", "item05")]
+    assert "dup" in _ok(_invoke("catalog", "duplicates", "--catalog", catalog)).stdout
+    rebuilt = _ok(_invoke("catalog", "rebuild", "--catalog", catalog)).stdout
+    assert "11 items" in rebuilt
+
+
+def test_cli_errors_are_readable(built, tmp_path, monkeypatch, capsys):
+    catalog, _ = built
+    result = _invoke("search", "--item", "item00", "--catalog", catalog, "--filter", "prize<3")
+    assert isinstance(result.exception, FilterError) and "prize" in str(result.exception)
+    result = _invoke("search", "--catalog", catalog)
+    assert isinstance(result.exception, FashionLensError)
+    result = _invoke("catalog", "update", "item00", "--catalog", catalog, "--set", "price")
+    assert "expected NAME=VALUE" in str(result.exception)
+    result = _invoke("catalog", "info", "--catalog", tmp_path / "none")
+    assert "not a catalog" in str(result.exception)
+    monkeypatch.setattr(sys, "argv", ["fashionlens", "search", "--item", "item00",
+                                      "--catalog", str(catalog), "--filter", "size<3"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert "compares numbers" in capsys.readouterr().err
