@@ -30,15 +30,17 @@ def item_table(title: str, items: list[Item], matches: list[Match] | None = None
     if matches is not None:
         table.add_column("#", justify="right")
         table.add_column("distance", justify="right")
-    for name in ("id", "category", "colour", "size"):
+    table.add_column("id", no_wrap=True)
+    for name in ("category", "colour", "size"):
         table.add_column(name)
     table.add_column("price", justify="right")
     table.add_column("status")
+    # The stored photo's file name; --json gives the full path.
     table.add_column("photo", overflow="fold")
     for rank, item in enumerate(items, start=1):
         status = item.status if item.status == "available" else f"[yellow]{item.status}[/]"
         row = [item.id, item.category or "", item.colour or "", item.size or "",
-               _price(item.price), status, str(item.image)]
+               _price(item.price), status, Path(item.image).name]
         if matches is not None:
             row = [str(rank), f"{matches[rank - 1].distance:.4f}", *row]
         table.add_row(*row)
