@@ -79,7 +79,7 @@ def load_folder(root: Path, exclude_labels: list[str] | None = None) -> Labelled
     return LabelledSet(samples=samples, classes=classes, source=str(root))
 
 
-def _resolve_image(value: str, base: Path, extension: str | None) -> Path:
+def resolve_image_path(value: str, base: Path, extension: str | None) -> Path:
     path = Path(value)
     if extension and not path.suffix:
         suffix = extension if extension.startswith(".") else f".{extension}"
@@ -87,18 +87,25 @@ def _resolve_image(value: str, base: Path, extension: str | None) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
+def read_csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a UTF-8 CSV (or .tsv) export, or a DataError naming the file."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: file not found")
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+            delimiter = "\t" if csv_path.suffix.lower() == ".tsv" else ","
+            reader = csv.DictReader(fh, delimiter=delimiter)
             columns = list(reader.fieldnames or [])
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot be read as a UTF-8 CSV file ({exc})") from exc
     if not columns:
         raise DataError(f"{csv_path}: empty file, no header row")
+    return columns, rows
+
+
+def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
+    columns, rows = read_csv_rows(csv_path)
     wanted = {
         "image_column": spec.image_column,
         "target_column": spec.target_column,
@@ -123,7 +130,7 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
                 f"{csv_path}, line {line_no}: empty value in column '{spec.image_column}'")
         if not label or label in excluded:
             continue
-        path = _resolve_image(image_value, base, spec.image_extension)
+        path = resolve_image_path(image_value, base, spec.image_extension)
         if not path.is_file():
             missing.append(path)
             continue

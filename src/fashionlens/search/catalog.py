@@ -21,7 +21,6 @@ fewer than k results when k items match.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import itertools
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import is_image_file
-from ..data.sources import _resolve_image
+from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError, FashionLensError, ModelError
 from . import index as vector_index
 from .embeddings import Embedder
@@ -261,18 +260,7 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
     (`{"category": "garment_type"}`), and every other column is kept in `extra`.
     """
     csv_path = Path(csv_path).expanduser()
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: file not found")
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            delimiter = "\t" if csv_path.suffix.lower() == ".tsv" else ","
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{csv_path}: cannot be read as a UTF-8 CSV file ({exc})") from exc
-    if not header:
-        raise DataError(f"{csv_path}: empty file, no header row")
+    header, rows = read_csv_rows(csv_path)
     for what, column in (("id column", id_column), ("image column", image_column)):
         if column not in header:
             raise DataError(f"{csv_path}: no column '{column}' (asked for as {what}); "
@@ -309,7 +297,7 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
         except ValueError as exc:
             result.problems.append(AddOutcome(item_id, "failed", where, str(exc)))
             continue
-        path = _resolve_image(image, base, image_extension)
+        path = resolve_image_path(image, base, image_extension)
         result.records.append(ItemRecord(id=item_id, image=path, extra=extra,
                                          label=f"{where} ({path})", **fields))
     return result
