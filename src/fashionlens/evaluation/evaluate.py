@@ -7,10 +7,16 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
+import torch
+
+from ..config import TrainConfig
+from ..data import DataSpec, PhotoDataset, Preprocess, eval_transform, load_labelled
 from ..errors import DataError
+from ..inference.predictor import default_precision, tta_probabilities
 from ..models import load_model
 from ..progress import track
+from ..training.loop import make_loader, predict_loader, resolve_device
+from .metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +58,6 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
     image_column, target_column, split_column, image_dir or image_extension.
     """
-    from ..inference.predictor import default_precision
-    from ..training.run import evaluate_dataset
-
     model, info = load_model(model_dir)
     spec = spec_for_model(data, info.config, **columns)
     labelled = load_labelled(spec)
@@ -85,3 +88,19 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     return EvaluationResult(metrics=metrics, model=str(model_dir), data=str(data),
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
                             missing=[str(p) for p in labelled.missing])
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset: PhotoDataset, classes: list[str],
+                     preprocess: Preprocess, precision: str = "bf16", device: str = "auto",
+                     tta: bool = False, batch_size: int = 64) -> dict:
+    """Score a model on a dataset whose labels use the model's class names."""
+    dev = resolve_device(device)
+    model.to(dev).to(memory_format=torch.channels_last)
+    if tta:
+        probs, targets = tta_probabilities(model, dataset, preprocess, dev, precision)
+    else:
+        loader = make_loader(dataset, TrainConfig(num_workers=0), False, 0, batch_size=batch_size)
+        probs, targets, _ = predict_loader(model, loader, dev, precision, "evaluate")
+    if len(targets) == 0:
+        raise DataError("no readable images to evaluate")
+    return classification_metrics(targets, probs, classes)

@@ -137,9 +137,7 @@ def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,
     return model
 
 
-def model_preprocess(model: torch.nn.Module, size: int | None = None) -> Preprocess:
-    """The input pipeline the backbone was pre-trained with (resolution, mean/std)."""
-    cfg = resolve_data_config({}, model=model)
+def _preprocess(cfg: dict, size: int | None) -> Preprocess:
     return Preprocess(
         size=int(size or cfg["input_size"][-1]),
         mean=tuple(float(x) for x in cfg["mean"]),
@@ -147,3 +145,16 @@ def model_preprocess(model: torch.nn.Module, size: int | None = None) -> Preproc
         interpolation=cfg.get("interpolation", "bicubic"),
         crop_pct=float(cfg.get("crop_pct", 0.875)),
     )
+
+
+def model_preprocess(model: torch.nn.Module, size: int | None = None) -> Preprocess:
+    """The input pipeline the backbone was pre-trained with (resolution, mean/std)."""
+    return _preprocess(resolve_data_config({}, model=model), size)
+
+
+def architecture_preprocess(name: str, size: int | None = None) -> Preprocess:
+    """The same, read from timm's registry without building the network."""
+    pretrained_cfg = timm.models.get_pretrained_cfg(resolve_architecture(name))
+    if pretrained_cfg is None:
+        return model_preprocess(create_model(name, pretrained="none"), size)
+    return _preprocess(resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict()), size)

@@ -19,18 +19,17 @@ from ..data import (
     DataSpec,
     LabelledSet,
     PhotoDataset,
-    Preprocess,
     eval_transform,
     load_labelled,
     split_train_val,
     train_transform,
 )
 from ..errors import DataError
-from ..evaluation.metrics import classification_metrics
+from ..evaluation.evaluate import evaluate_dataset
 from ..evaluation.plots import plot_confusion, plot_curves
-from ..models import ModelInfo, create_model, model_preprocess, save_model
+from ..models import ModelInfo, architecture_preprocess, create_model, save_model
 from ..progress import track
-from .loop import FitResult, fit, make_loader, predict_loader, resolve_device
+from .loop import FitResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +94,7 @@ def train(config: RunConfig) -> RunResult:
     started = time.perf_counter()
 
     model_cfg = config.model
-    probe_model = create_model(model_cfg.name, num_classes=1000, pretrained="none")
-    preprocess = model_preprocess(probe_model, model_cfg.image_size)
-    del probe_model
+    preprocess = architecture_preprocess(model_cfg.name, model_cfg.image_size)
     data, train_set, val_set, train_ds, val_ds = prepare_datasets(config.data, config,
                                                                    preprocess, config.seed)
     classes = train_set.classes
@@ -149,22 +146,3 @@ def train(config: RunConfig) -> RunResult:
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
                      skipped=skipped)
 
-
-def evaluate_dataset(model: torch.nn.Module, dataset: PhotoDataset, classes: list[str],
-                     preprocess: Preprocess, precision: str = "bf16", device: str = "auto",
-                     tta: bool = False, batch_size: int = 64) -> dict:
-    """Score a model on a dataset whose labels use the model's class names."""
-    dev = resolve_device(device)
-    model.to(dev).to(memory_format=torch.channels_last)
-    from ..config import TrainConfig
-
-    if tta:
-        from ..inference.predictor import tta_probabilities
-
-        probs, targets = tta_probabilities(model, dataset, preprocess, dev, precision)
-    else:
-        loader = make_loader(dataset, TrainConfig(num_workers=0), False, 0, batch_size=batch_size)
-        probs, targets, _ = predict_loader(model, loader, dev, precision, "evaluate")
-    if len(targets) == 0:
-        raise DataError("no readable images to evaluate")
-    return classification_metrics(targets, probs, classes)
