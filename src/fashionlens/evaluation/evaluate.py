@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,10 +38,8 @@ class EvaluationResult:
 
 def spec_for_model(data: str | Path, model_config: dict, **overrides) -> DataSpec:
     """Read the new data with the column names the model was trained with, unless told otherwise."""
-    known = {f.name for f in fields(DataSpec)}
-    trained = {k: v for k, v in (model_config.get("data") or {}).items()
-               if k in known and k in ("image_column", "target_column", "image_dir",
-                                       "image_extension", "exclude_labels")}
+    reused = ("image_column", "target_column", "image_dir", "image_extension", "exclude_labels")
+    trained = {k: v for k, v in (model_config.get("data") or {}).items() if k in reused}
     spec = DataSpec(**trained)
     spec.path = str(data)
     for key, value in overrides.items():
