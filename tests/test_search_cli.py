@@ -122,3 +122,26 @@ def test_cli_errors_are_readable(built, tmp_path, monkeypatch, capsys):
         main()
     assert stop.value.code == 2
     assert "compares numbers" in capsys.readouterr().err
+
+
+def test_directions_learned_listed_used_and_removed(built):
+    catalog, _ = built
+    result = _ok(_invoke("catalog", "directions", "--catalog", catalog, "--learn", "category",
+                         "--min-count", "3"))
+    assert "learned 3 directions from category (mean)" in result.stderr
+    assert "dress" in result.stdout and "shirt" in result.stdout
+    data = json.loads(_ok(_invoke("search", "--item", "item00", "--catalog", catalog,
+                                  "-k", "3", "--steer", "hat=0.5", "--steer", "+0.2 shirt",
+                                  "--json")).stdout)
+    assert data["steer"] == {"hat": 0.5, "shirt": 0.2} and len(data["results"]) == 3
+    table = _ok(_invoke("search", "--item", "item00", "--catalog", catalog, "--steer",
+                        "hat=1")).stdout
+    assert "steered +1 hat" in table
+    bad = _invoke("search", "--item", "item00", "--catalog", catalog, "--steer", "floral=1")
+    assert isinstance(bad.exception, FashionLensError)
+    assert "unknown steering direction(s): floral" in str(bad.exception)
+    listed = json.loads(_ok(_invoke("catalog", "directions", "--catalog", catalog,
+                                    "--remove", "hat", "--json")).stdout)
+    assert [d["name"] for d in listed["directions"]] == ["dress", "shirt"]
+    assert "probe" in _ok(_invoke("catalog", "directions", "--catalog", catalog, "--learn",
+                                  "category", "--method", "probe", "--min-count", "3")).stdout

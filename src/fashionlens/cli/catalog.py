@@ -241,6 +241,56 @@ def info(
                         ("model", f"{summary['model']} ({summary['dimension']}-d)"
                                   if summary["model"] else "not chosen yet"),
                         ("index", index),
+                        ("directions", ", ".join(summary["directions"]) or "-"),
                         ("created", summary["created_at"] or "")):
         table.add_row(name, value)
     out.print(table)
+
+
+@catalog_app.command()
+def directions(
+    catalog: CatalogOption,
+    learn: Annotated[
+        str | None,
+        typer.Option(help="Learn one direction per value of this field: category, colour, "
+                          "size, status or extra.NAME (e.g. extra.pattern)."),
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(help="mean: difference of class means; probe: a logistic-regression "
+                          "probe's normal."),
+    ] = "mean",
+    values: Annotated[
+        list[str] | None,
+        typer.Option("--value", help="Only these values of the field (repeatable)."),
+    ] = None,
+    min_count: Annotated[
+        int, typer.Option(min=1, help="Items needed with and without a value."),
+    ] = 5,
+    remove: Annotated[
+        list[str] | None,
+        typer.Option("--remove", help="Forget this direction (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List, learn or remove the steering directions used by `search --steer`."""
+    with Catalog(catalog) as cat:
+        if remove:
+            cat.remove_directions(remove)
+        if learn:
+            learned = cat.learn_directions(learn, method=method, values=values,
+                                           min_count=min_count)
+            err.print(f"learned {len(learned)} directions from {learn} ({method})")
+        rows = cat.direction_info()
+    if as_json:
+        print(json.dumps({"directions": rows}))
+        return
+    table = Table(title="steering directions", title_justify="left")
+    for name in ("name", "field", "method", "items with", "items without", "learned"):
+        table.add_column(name, justify="right" if name.startswith("items") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["field"], row["method"], str(row["positives"]),
+                      str(row["negatives"]), row["created_at"])
+    out.print(table)
+    if not rows:
+        out.print("no directions yet: learn some with --learn FIELD")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import FashionLensError
 from ..search.catalog import Catalog, Item, Match
+from ..search.steering import parse_steering
 from .common import out
 
 CatalogOption = Annotated[
@@ -64,6 +65,12 @@ def search(
                      help="Only items matching, e.g. 'category=Dress', 'price<30', "
                           "'colour in (red,blue)', 'status=available' (repeatable)."),
     ] = None,
+    steer: Annotated[
+        list[str] | None,
+        typer.Option("--steer", "-s",
+                     help="Move the query along a learned direction: 'striped=0.5', "
+                          "'solid=-0.3' (repeatable; see `catalog directions`)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     model: Annotated[
         str | None,
@@ -74,16 +81,19 @@ def search(
     if (image is None) == (item is None):
         raise FashionLensError("give a photo to search with, or --item ID (one of them)")
     with Catalog(catalog, model=model) as cat:
-        matches = cat.search(image, item=item, k=k, filters=filters)
+        weights = parse_steering(steer)
+        matches = cat.search(image, item=item, k=k, filters=filters, steer=weights)
     if as_json:
         query = {"image": str(image)} if image is not None else {"item": item}
         results = [{"rank": rank, **m.to_dict()} for rank, m in enumerate(matches, start=1)]
         print(json.dumps({"query": query, "k": k, "filters": list(filters or []),
-                          "results": results}))
+                          "steer": weights, "results": results}))
         return
     what = f"items like {image}" if image is not None else f"items like item {item}"
     if filters:
         what += f" ({', '.join(filters)})"
+    if weights:
+        what += " steered " + ", ".join(f"{w:+g} {n}" for n, w in weights.items())
     out.print(item_table(what, [m.item for m in matches], matches))
     if not matches:
         out.print("no matching items")

@@ -43,8 +43,17 @@ from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError, FashionLensError, ModelError
 from . import index as vector_index
 from .embeddings import Embedder
-from .filters import ALIASES, STATUSES, FilterError, canonical_field, parse_filters, to_sql
+from .filters import (
+    ALIASES,
+    STATUSES,
+    FilterError,
+    canonical_field,
+    column_sql,
+    parse_filters,
+    to_sql,
+)
 from .index import VectorIndex
+from .steering import Direction, learn_directions, parse_steering, steer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,16 @@ CREATE INDEX IF NOT EXISTS items_category ON items (category COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS items_status ON items (status);
 CREATE INDEX IF NOT EXISTS items_price ON items (price);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS directions (
+    name TEXT PRIMARY KEY,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    method TEXT NOT NULL,
+    positives INTEGER NOT NULL,
+    negatives INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 _ITEM_COLUMNS = ("key, id, image, source, category, colour, size, price, status, extra, "
                  "created_at, updated_at")
@@ -379,6 +398,9 @@ def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
 
 
 # --- the catalog ---------------------------------------------------------------------
+
+
+_steer_query = steer  # `search` has a parameter of the same name
 
 
 def _image_name(item_id: str, suffix: str) -> str:
@@ -880,15 +902,20 @@ class Catalog:
         return best_keys[order], best_sims[order]
 
     def search(self, image: str | Path | bytes | Any = None, *, item: str | None = None,
-               k: int = 10, filters=None) -> list[Match]:
+               k: int = 10, filters=None, steer: Mapping[str, float] | str | None = None
+               ) -> list[Match]:
         """The k items most similar to a photo (path, bytes, PIL image) or to an item
         (which is left out of its own results), best first, among those matching
-        `filters` (strings such as 'price<30', a list of them, or a mapping)."""
+        `filters` (strings such as 'price<30', a list of them, or a mapping), with the
+        query moved along learned directions (`steer={"striped": 0.5}` or
+        'striped=0.5, solid=-0.3'; see `learn_directions`)."""
         if (image is None) == (item is None):
             raise FashionLensError("search by a photo or by an item id (exactly one)")
         if k < 1:
             raise FashionLensError(f"k must be at least 1, not {k}")
         conditions = parse_filters(filters)
+        weights = parse_steering(steer)
+        directions = self._direction_vectors(weights) if weights else {}
         where, params = to_sql(conditions)
         excluded: list[int] = []
         if item is not None:
@@ -898,6 +925,8 @@ class Catalog:
         else:
             label = str(image) if isinstance(image, str | Path) else "<query photo>"
             query = self.embedder().embed_one(image, name=label)
+        if weights:
+            query = _steer_query(query, directions, weights)
         index = self._current_index()
         if index is None:
             return []
@@ -970,6 +999,70 @@ class Catalog:
                  for p in pairs]
         return sorted(pairs, key=lambda p: (-p.similarity, p.a.id, p.b.id))
 
+    # -- steering directions
+
+    def learn_directions(self, field: str, *, method: str = "mean",
+                         values: Iterable[str] | None = None, min_count: int = 5,
+                         filters=None) -> list[Direction]:
+        """Learn one direction per value of a metadata field (category, colour, size,
+        status or extra.NAME) from the catalog's own items, and keep them (replacing
+        directions of the same name). Returns the directions learned."""
+        name = canonical_field(field, field)
+        if name in ("id", "price"):
+            raise FashionLensError(f"cannot learn directions from '{name}': use a label "
+                                   "field (category, colour, size, status or extra.NAME)")
+        where, params = to_sql(parse_filters(filters))
+        labels, chunks = [], []
+        column = column_sql(name)
+        cursor = self._db.execute(
+            f"SELECT {column}, embedding FROM items WHERE {where} ORDER BY key", params)
+        while rows := cursor.fetchmany(SCAN_ROWS):
+            labels.extend(r[0] for r in rows)
+            chunks.append(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32))
+        if not labels:
+            raise FashionLensError(f"{self.path}: no items to learn directions from")
+        vectors = np.concatenate(chunks).reshape(len(labels), -1)
+        learned = learn_directions(vectors, labels, field=name, method=method,
+                                   values=list(values) if values else None,
+                                   min_count=min_count)
+        if not learned:
+            raise FashionLensError(
+                f"{self.path}: no value of {name} has {min_count} items carrying it and "
+                f"{min_count} labelled items without it")
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO directions (name, field, value, method, positives, "
+                "negatives, vector, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.name, d.field, d.value, d.method, d.positives, d.negatives,
+                  d.vector.astype(np.float32).tobytes(), now) for d in learned])
+        return learned
+
+    def directions(self) -> list[str]:
+        """Names of the learned steering directions, sorted."""
+        return [r[0] for r in self._db.execute("SELECT name FROM directions ORDER BY name")]
+
+    def direction_info(self) -> list[dict]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT name, field, value, method, positives, negatives, created_at "
+            "FROM directions ORDER BY name")]
+
+    def remove_directions(self, names: Iterable[str] | None = None) -> list[str]:
+        """Forget the named directions (all of them when `names` is None)."""
+        known = set(self.directions())
+        wanted = sorted(known) if names is None else list(names)
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise FashionLensError(f"{self.path}: no steering direction named "
+                                   f"{', '.join(unknown)}")
+        with self._transaction() as db:
+            db.executemany("DELETE FROM directions WHERE name = ?", [(n,) for n in wanted])
+        return wanted
+
+    def _direction_vectors(self, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
+        rows = self._db.execute("SELECT name, vector FROM directions").fetchall()
+        return {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in rows}
+
     # -- a summary
 
     def info(self) -> dict:
@@ -990,6 +1083,7 @@ class Catalog:
             "index": index.kind if index else None,
             "index_vectors": index.ntotal if index else 0,
             "tombstones": len(index.tombstones) if index else 0,
+            "directions": self.directions(),
             "created_at": self._meta("created_at"),
         }
 

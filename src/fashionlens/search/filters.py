@@ -161,7 +161,8 @@ def parse_filters(filters: None | str | Filter | Mapping | Iterable) -> list[Fil
     return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
 
 
-def _column(field: str) -> str:
+def column_sql(field: str) -> str:
+    """The SQL expression reading a canonical field."""
     if field.startswith("extra."):
         return f"json_extract(extra, '$.\"{field[len('extra.'):]}\"')"
     return "key" if field == "key" else field
@@ -171,7 +172,7 @@ def to_sql(filters: list[Filter]) -> tuple[str, list]:
     """A WHERE clause (without the keyword; `1` when empty) and its parameters."""
     clauses, params = [], []
     for f in filters:
-        column = _column(f.field)
+        column = column_sql(f.field)
         numeric = FIELDS.get(f.field) == "number"
         if f.is_extra and f.op in ("<", "<=", ">", ">="):
             column, numeric = f"CAST({column} AS REAL)", True
