@@ -13,6 +13,7 @@ from .common import err, setup_logging
 from .evaluate import evaluate
 from .predict import predict
 from .search import search
+from .serve import serve
 from .train import train
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 app.command()(search)
+app.command()(serve)
 app.add_typer(catalog_app, name="catalog")
 
 

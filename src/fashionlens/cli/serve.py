@@ -1,0 +1,102 @@
+"""`fashionlens serve`: the web service and web app, with uvicorn."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import FashionLensError
+from .common import err, out
+
+
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model folder to serve (repeatable; the first is "
+                                           "the default). Default: the bundled garment model."),
+    ] = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="Catalog folder for similar items and the catalog page."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service "
+                                           "to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Key for the write endpoints (or env FASHIONLENS_API_KEY). Without "
+                          "one, catalog changes and model selection are refused."),
+    ] = None,
+    protect_reads: Annotated[
+        bool, typer.Option(help="Require the API key for read endpoints too.")] = False,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(min=0.01, help="Largest request body accepted (default 10).")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow browser calls from this origin (repeatable; default: none)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML file of service settings; options given here win."),
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Build a catalog from the bundled sample photos (in --catalog if "
+                          "that folder is new or empty, else in a temporary folder) and make "
+                          "up an API key if none is given."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
+    import uvicorn
+
+    from ..service import ServiceSettings, create_app
+    from ..service.demo import build_demo_catalog
+
+    overrides = {"models": model or None, "catalog": str(catalog) if catalog else None,
+                 "api_key": api_key, "max_upload_mb": max_upload_mb,
+                 "cors_origins": cors_origin or None}
+    if config is not None:
+        settings = ServiceSettings.from_yaml(config, **overrides)
+    else:
+        settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    # Options on the command line win over the config file; host/port defaults do not.
+    settings = dataclasses.replace(settings, protect_reads=protect_reads or settings.protect_reads)
+    if config is None or host != "127.0.0.1":
+        settings = dataclasses.replace(settings, host=host)
+    if config is None or port != 8000:
+        settings = dataclasses.replace(settings, port=port)
+    settings = settings.with_environment()
+
+    temporary: Path | None = None
+    if demo:
+        if settings.catalog is None:
+            temporary = Path(tempfile.mkdtemp(prefix="fashionlens-demo-"))
+            settings = dataclasses.replace(settings, catalog=str(temporary / "catalog"))
+        err.print(f"building the demo catalog in {settings.catalog} ...")
+        build_demo_catalog(settings.catalog)
+        if not settings.api_key:
+            settings = dataclasses.replace(settings, api_key=secrets.token_urlsafe(18))
+            out.print(f"demo API key (for adding and changing items): {settings.api_key}")
+    settings.check()
+    try:
+        app = create_app(settings)
+        if settings.host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]listening on {settings.host}: reachable from other machines[/]")
+        out.print(f"fashionlens at http://{settings.host}:{settings.port}/  "
+                  f"(API docs at /docs)", highlight=False)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
+                    access_log=log_level == "debug")
+    except OSError as exc:
+        raise FashionLensError(f"cannot listen on {settings.host}:{settings.port} "
+                               f"({exc.strerror or exc})") from exc
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)

@@ -1,0 +1,345 @@
+"""The service's shared state: models loaded once, the catalog, and how work is scheduled.
+
+- Every served model is a `Predictor`, loaded at start-up. Its forward pass runs behind a
+  `MicroBatcher` on one inference thread, and yields both the class probabilities and
+  the pooled features, so a "classify" and a "similar items" request for the catalog's
+  own model share batches.
+- Photo decoding and pre-processing run on the request thread pool (Pillow releases the
+  GIL), never on the event loop.
+- The catalog (SQLite + FAISS) lives on a thread of its own: its SQLite connection
+  belongs to the thread that opened it, and one thread serialises writes for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.images import MAX_PIXELS, load_image
+from ..errors import FashionLensError, ImageError
+from ..inference.predictor import DEFAULT_MODEL, Predictor
+from ..search.catalog import Catalog
+from ..search.embeddings import Embedder, normalise
+from .batching import MicroBatcher
+from .errors import ApiError
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PLOTS = ("confusion", "curves")
+
+
+# --- photos --------------------------------------------------------------------------
+
+
+def decode_upload(data: bytes, name: str, max_side: int, draft_size: int | None
+                  ) -> Image.Image:
+    """An uploaded photo as RGB; ImageError (422) for anything that is not a usable photo.
+
+    The header is read first, so a photo with absurd dimensions is refused before a
+    single pixel is decoded.
+    """
+    if not data:
+        raise ImageError(name, "empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+        except Exception:  # noqa: BLE001 - load_image gives the precise reason below
+            width = height = 0
+    if max(width, height) > max_side:
+        raise ImageError(name, f"image is {width}x{height} pixels; the longest side accepted "
+                               f"is {max_side} pixels")
+    if width * height > MAX_PIXELS:
+        raise ImageError(name, f"image is {width}x{height} pixels, above the limit of "
+                               f"{MAX_PIXELS:,} (possible decompression bomb)")
+    return load_image(data, draft_size=draft_size, name=name)
+
+
+# --- models --------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """What one forward pass gives for one photo."""
+
+    probabilities: np.ndarray | None
+    vector: np.ndarray | None
+
+
+def _weights_digest(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    with (model_dir / "model.safetensors").open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _probe(size: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(2, 3, size, size, generator=generator) * 2 - 1
+
+
+class ServedModel:
+    """One model folder served over HTTP: predictor, metrics, plots, its batcher."""
+
+    def __init__(self, name: str, model_dir: Path, predictor: Predictor,
+                 executor: ThreadPoolExecutor, settings: ServiceSettings) -> None:
+        self.name = name
+        self.model_dir = model_dir
+        self.predictor = predictor
+        self.info = predictor.model_info
+        self.transform = predictor.transform
+        self.draft_size = self.info.preprocess.resize_size
+        self.digest = _weights_digest(model_dir)
+        self.shares_features = self._check_split_forward()
+        self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
+            self.forward, executor, max_batch=settings.max_batch,
+            max_wait_ms=settings.batch_wait_ms, name=f"model {name}")
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    def _split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.predictor.model
+        features = model.forward_head(model.forward_features(batch), pre_logits=True)
+        return features, model.get_classifier()(features)
+
+    def _check_split_forward(self) -> bool:
+        """Whether features + classifier reproduce the model's own output (so one pass
+        can serve both classify and search); checked once on a fixed random input."""
+        model = self.predictor.model
+        if not (hasattr(model, "forward_head") and hasattr(model, "get_classifier")):
+            return False
+        try:
+            with torch.no_grad():
+                x = _probe(self.info.preprocess.size)
+                _, logits = self._split(x)
+                same = torch.allclose(logits, model(x), atol=1e-4, rtol=1e-4)
+        except Exception:  # noqa: BLE001 - any architecture quirk: fall back to model(x)
+            return False
+        return bool(same)
+
+    @torch.no_grad()
+    def forward(self, tensors: list[torch.Tensor]) -> list[Output]:
+        """One pass over a micro-batch (runs on the inference thread)."""
+        predictor = self.predictor
+        batch = torch.stack(tensors).to(predictor.device).contiguous(
+            memory_format=torch.channels_last)
+        with torch.autocast(predictor.device.type, dtype=torch.bfloat16,
+                            enabled=predictor.precision == "bf16"):
+            if self.shares_features:
+                features, logits = self._split(batch)
+            else:
+                features, logits = None, predictor.model(batch)
+        probs = logits.float().softmax(-1).cpu().numpy()
+        vectors = (normalise(features.float().flatten(1).cpu().numpy())
+                   if features is not None else [None] * len(tensors))
+        return [Output(p, v) for p, v in zip(probs, vectors, strict=True)]
+
+    def plot(self, which: str) -> Path | None:
+        """The run's confusion matrix or curves image, next to the model or in its run."""
+        for folder in (self.model_dir, self.model_dir.parent):
+            path = folder / f"{which}.png"
+            if path.is_file():
+                return path
+        return None
+
+    def metrics(self) -> dict:
+        """Validation metrics from the artifact, else from the run's metrics.json."""
+        if self.info.metrics:
+            return self.info.metrics
+        path = self.model_dir.parent / "metrics.json"
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                return data
+        return {}
+
+
+class QueryEncoder:
+    """Turns a decoded photo into the catalog's query vector, batched.
+
+    Uses a served model's features when it is the catalog's own model (checked on a
+    probe input), otherwise the catalog's embedder behind a batcher of its own.
+    """
+
+    def __init__(self, embedder: Embedder, models: Sequence[ServedModel],
+                 executor: ThreadPoolExecutor, settings: ServiceSettings) -> None:
+        self.embedder = embedder
+        self.model: ServedModel | None = None
+        for served in models:
+            if served.shares_features and self._same_vectors(served):
+                self.model = served
+                break
+        self.transform = self.model.transform if self.model else embedder.transform
+        self.draft_size = (self.model.draft_size if self.model
+                           else embedder.preprocess.resize_size)
+        self.batcher: MicroBatcher[torch.Tensor, np.ndarray] | None = None
+        if self.model is None:
+            self.batcher = MicroBatcher(self._vectors, executor, max_batch=settings.max_batch,
+                                        max_wait_ms=settings.batch_wait_ms,
+                                        name="catalog embedder")
+
+    def _same_vectors(self, served: ServedModel) -> bool:
+        if served.info.preprocess.to_dict() != self.embedder.preprocess.to_dict():
+            return False
+        x = _probe(served.info.preprocess.size)
+        ours = served.forward(list(x))
+        theirs = self.embedder.vectors(x)
+        return all(o.vector is not None and o.vector.shape == t.shape
+                   and float(o.vector @ t) > 0.999 for o, t in zip(ours, theirs, strict=True))
+
+    def _vectors(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
+        return list(self.embedder.vectors(torch.stack(tensors)))
+
+    async def encode(self, tensor: torch.Tensor) -> np.ndarray:
+        if self.model is not None:
+            output = await self.model.batcher.submit(tensor)
+            assert output.vector is not None
+            return output.vector
+        assert self.batcher is not None
+        return await self.batcher.submit(tensor)
+
+
+class _VectorQueryEmbedder(Embedder):
+    """The catalog's embedder, which also takes an already computed query vector.
+
+    The service computes query vectors in micro-batches; handing the vector to
+    `Catalog.search` through its embedder keeps filtering and steering in the library.
+    """
+
+    def __init__(self, base: Embedder) -> None:  # adopts a loaded embedder; loads nothing
+        self.__dict__.update(base.__dict__)
+
+    def embed_one(self, source, name: str | None = None) -> np.ndarray:
+        if isinstance(source, np.ndarray):
+            return source
+        return super().embed_one(source, name)
+
+
+class CatalogService:
+    """A catalog opened on, and only ever used from, its own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
+        self.catalog: Catalog = self.executor.submit(self._open).result()
+        self.images_dir = (self.path / "images").resolve()
+
+    def _open(self) -> Catalog:
+        first = Catalog(self.path)
+        try:
+            embedder = first.embedder()
+        finally:
+            first.close()
+        return Catalog(self.path, embedder=_VectorQueryEmbedder(embedder))
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.catalog.embedder()
+
+    def call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self.executor.submit(fn, *args, **kwargs).result()
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args)` on the catalog thread without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    @property
+    def supports_steering(self) -> bool:
+        return hasattr(self.catalog, "directions")
+
+    def directions(self) -> list[str]:
+        return list(self.catalog.directions()) if self.supports_steering else []
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.executor.submit(self.catalog.close).result()
+        self.executor.shutdown(wait=True)
+
+
+# --- the whole engine ----------------------------------------------------------------
+
+
+def _model_name(model_dir: Path, info_name: str) -> str:
+    if info_name:
+        return info_name
+    if model_dir.name == "model":  # a training run's folder: runs/NAME/model
+        return model_dir.parent.name
+    return model_dir.name
+
+
+class Engine:
+    """Models, catalog and executors of one running service."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        # One inference thread: a forward pass already uses every core.
+        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.models: dict[str, ServedModel] = {}
+        self.catalog: CatalogService | None = None
+        self.query: QueryEncoder | None = None
+        try:
+            for spec in settings.models or [str(DEFAULT_MODEL)]:
+                self._load_model(spec)
+            self.default_model = next(iter(self.models))
+            if settings.catalog:
+                self.catalog = CatalogService(Path(settings.catalog).expanduser())
+                self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
+                                          self.inference, settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_model(self, spec: str) -> None:
+        model_dir = Path(spec).expanduser()
+        if spec == "default":
+            model_dir = DEFAULT_MODEL
+        if not model_dir.is_dir():
+            raise FashionLensError(f"{spec}: no such model folder")
+        predictor = Predictor(model_dir)
+        name = base = _model_name(model_dir, predictor.model_info.name)
+        n = 2
+        while name in self.models:
+            name, n = f"{base}-{n}", n + 1
+        self.models[name] = ServedModel(name, model_dir.resolve(), predictor, self.inference,
+                                        self.settings)
+        log.info("serving model %s from %s", name, model_dir)
+
+    def model(self, name: str | None) -> ServedModel:
+        if not name:
+            return self.models[self.default_model]
+        if name not in self.models:
+            raise ApiError(404, "unknown_model", f"unknown model '{name}'; served models: "
+                                                 f"{', '.join(self.models)}")
+        return self.models[name]
+
+    def require_catalog(self) -> CatalogService:
+        if self.catalog is None:
+            raise ApiError(404, "no_catalog", "no catalog is served; start the service with "
+                                              "--catalog FOLDER (or --demo)")
+        return self.catalog
+
+    def close(self) -> None:
+        if self.catalog is not None:
+            self.catalog.close()
+        self.inference.shutdown(wait=False, cancel_futures=True)

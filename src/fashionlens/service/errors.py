@@ -1,0 +1,100 @@
+"""Every failure as a small JSON body with a status code, never a bare 500.
+
+Clients (and the web app) read `{"error": {"status", "code", "message"}}`: a stable
+machine-readable code plus a sentence a person can act on. Library errors are mapped
+here: an unreadable photo is 422, an unknown item 404, a bad filter 400, and so on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import FashionLensError, ImageError, ModelError
+from ..search.filters import FilterError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API reports as-is: HTTP status, short code, readable message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_body(status: int, code: str, message: str) -> dict:
+    return {"error": {"status": status, "code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None
+                   ) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+
+
+_NOT_FOUND = re.compile(r"no item with id")
+
+
+def from_library(exc: FashionLensError) -> ApiError:
+    """Map a library error to an API error; messages keep no server paths."""
+    if isinstance(exc, ImageError):
+        return ApiError(422, "unreadable_image", f"{exc.path}: {exc.reason}")
+    if isinstance(exc, FilterError):
+        return ApiError(400, "bad_filter", str(exc))
+    message = str(exc)
+    if _NOT_FOUND.search(message):
+        # "<catalog path>: no item with id 'x'" -> without the server's folder
+        return ApiError(404, "unknown_item", message[message.find("no item with id"):])
+    if isinstance(exc, ModelError):
+        return ApiError(500, "model_error", message)
+    return ApiError(400, "bad_request", message)
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers on an app."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(FashionLensError)
+    async def _library_error(_: Request, exc: FashionLensError) -> JSONResponse:
+        api = from_library(exc)
+        return error_response(api.status, api.code, api.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_parameter", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log the traceback, tell the client without internals.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error",
+                              f"internal error ({type(exc).__name__}); see the server log")

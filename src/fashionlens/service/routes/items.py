@@ -1,0 +1,158 @@
+"""The catalog over HTTP: browse and filter items, add one with its photo, change,
+mark sold, delete, and fetch an item's photo from the catalog's own store."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import mimetypes
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...search.catalog import Catalog, ItemRecord
+from ...search.filters import parse_filters
+from ..engine import decode_upload
+from ..errors import ApiError
+from ..security import require_write
+from ..uploads import check_upload_type
+from .common import get_engine, item_json
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/catalog", summary="Catalog summary: items, categories, steering directions")
+async def catalog_info(request: Request) -> dict:
+    engine = get_engine(request)
+    catalog = engine.require_catalog()
+    info = await catalog.call(catalog.catalog.info)
+    directions = await catalog.call(catalog.directions)
+    query = engine.query
+    return {"items": info["items"], "statuses": info["statuses"],
+            "categories": info["categories"], "dimension": info["dimension"],
+            "index": info["index"], "created_at": info["created_at"],
+            "steering": catalog.supports_steering, "directions": directions,
+            "query_model": query.model.name if query and query.model else None}
+
+
+def _page(cat: Catalog, filters: list[str], limit: int, offset: int) -> tuple[list, bool]:
+    found = list(itertools.islice(cat.items(filters or None), offset, offset + limit + 1))
+    return found[:limit], len(found) > limit
+
+
+@router.get("/items", summary="List items, filtered and paginated")
+async def list_items(
+    request: Request,
+    filters: Annotated[list[str] | None,
+                       Query(alias="filter", description="FIELD=VALUE, price<30, ... "
+                                                         "(repeatable)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    catalog = get_engine(request).require_catalog()
+    filters = filters or []
+    parse_filters(filters)
+    items, more = await catalog.call(_page, catalog.catalog, filters, limit, offset)
+    return {"items": [item_json(i) for i in items], "limit": limit, "offset": offset,
+            "next_offset": offset + limit if more else None, "filters": filters}
+
+
+@router.get("/items/{item_id:path}/photo", summary="An item's photo",
+            response_class=FileResponse)
+async def item_photo(request: Request, item_id: str) -> FileResponse:
+    catalog = get_engine(request).require_catalog()
+    item = await catalog.call(catalog.catalog.get, item_id)
+    path = item.image.resolve()
+    # Only files inside the catalog's own images/ folder are ever served.
+    if not path.is_relative_to(catalog.images_dir) or not path.is_file():
+        raise ApiError(404, "no_photo", f"item '{item_id}' has no stored photo")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if not media_type.startswith("image/"):
+        media_type = "application/octet-stream"
+    return FileResponse(path, media_type=media_type,
+                        headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/items/{item_id:path}", summary="One item")
+async def get_item(request: Request, item_id: str) -> dict:
+    catalog = get_engine(request).require_catalog()
+    return item_json(await catalog.call(catalog.catalog.get, item_id))
+
+
+def _extra(value: str | None) -> dict:
+    if not value:
+        return {}
+    try:
+        extra = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_extra", f"extra: not valid JSON ({exc.msg})") from None
+    if not isinstance(extra, dict):
+        raise ApiError(400, "bad_extra", "extra: expected a JSON object")
+    return extra
+
+
+@router.post("/items", status_code=201, summary="Add an item with its photo",
+             dependencies=[Depends(require_write)])
+async def add_item(
+    request: Request,
+    image: Annotated[UploadFile, File(description="The item's photo.")],
+    id: Annotated[str, Form(min_length=1, max_length=200, description="The item's id.")],
+    category: Annotated[str | None, Form()] = None,
+    colour: Annotated[str | None, Form()] = None,
+    size: Annotated[str | None, Form()] = None,
+    price: Annotated[str | None, Form(description="A number, e.g. 12.50")] = None,
+    status: Annotated[str | None, Form(description="available, reserved or sold")] = None,
+    extra: Annotated[str | None, Form(description="Other fields as a JSON object")] = None,
+) -> JSONResponse:
+    engine = get_engine(request)
+    catalog = engine.require_catalog()
+    check_upload_type(image, "image")
+    data = await image.read()
+    name = image.filename or "image"
+    # Refuse unusable photos (empty, corrupt, bombs, absurd sizes) before touching the store.
+    await run_in_threadpool(decode_upload, data, name, engine.settings.max_image_side, 512)
+    record = ItemRecord(id=id.strip(), image=data, category=category or None,
+                        colour=colour or None, size=size or None, price=price or None,
+                        status=status or "available", extra=_extra(extra), label=name)
+    report = await catalog.call(catalog.catalog.add, [record])
+    if report.existing:
+        raise ApiError(409, "item_exists", f"an item with id '{record.id}' already exists")
+    if report.failed:
+        raise ApiError(422, "item_not_added", f"item '{record.id}' was not added: "
+                                              f"{report.failed[0].error}")
+    item = await catalog.call(catalog.catalog.get, record.id)
+    return JSONResponse(item_json(item), status_code=201)
+
+
+@router.patch("/items/{item_id:path}", summary="Change an item's metadata",
+              dependencies=[Depends(require_write)])
+async def update_item(request: Request, item_id: str,
+                      values: Annotated[dict[str, Any],
+                                        Body(examples=[{"price": 12, "colour": "red"}])]
+                      ) -> dict:
+    catalog = get_engine(request).require_catalog()
+    if not values:
+        raise ApiError(400, "nothing_to_update", "nothing to update: send a JSON object of "
+                                                 "fields, e.g. {\"price\": 12}")
+    for name, value in values.items():
+        if not isinstance(value, str | int | float | type(None)) or isinstance(value, bool):
+            raise ApiError(400, "bad_value", f"{name}: expected text, a number or null")
+    return item_json(await catalog.call(catalog.catalog.update, item_id, values))
+
+
+@router.post("/items/{item_id:path}/sold", summary="Mark an item as sold",
+             dependencies=[Depends(require_write)])
+async def mark_sold(request: Request, item_id: str) -> dict:
+    catalog = get_engine(request).require_catalog()
+    return item_json(await catalog.call(catalog.catalog.mark_sold, item_id))
+
+
+@router.delete("/items/{item_id:path}", summary="Delete an item, its vector and its photo",
+               dependencies=[Depends(require_write)])
+async def delete_item(request: Request, item_id: str) -> dict:
+    catalog = get_engine(request).require_catalog()
+    removed = await catalog.call(catalog.catalog.remove, [item_id])
+    left = await catalog.call(len, catalog.catalog)
+    return {"removed": removed, "items": left}

@@ -1,0 +1,62 @@
+"""Similar items: for an uploaded photo or for an item of the catalog.
+
+Filters (`filter=price<30`, repeatable) select candidates before the vector search;
+steering weights (`steer=striped:0.5`, repeatable) move the query along the catalog's
+learned attribute directions where the catalog has them.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from ...search.filters import parse_filters
+from ..engine import CatalogService
+from ..uploads import IMAGE_BODY_OPENAPI, read_image
+from .common import get_engine, item_json, parse_steer
+
+router = APIRouter(tags=["similar items"])
+
+K = Query(10, ge=1, le=200, description="How many items to return.")
+FILTERS = Query([], alias="filter", description="FIELD=VALUE, price<30, colour in (red, "
+                                               "blue), status=available ... (repeatable)")
+STEER = Query([], description="NAME:WEIGHT along a learned direction, e.g. striped:0.5 "
+                              "(repeatable; see GET /api/v1/catalog for the names)")
+
+
+async def _search(catalog: CatalogService, query: dict, k: int, filters: list[str],
+                  steer: dict[str, float], **target) -> dict:
+    options: dict = {"k": k, "filters": filters or None}
+    if steer:
+        options["steer"] = steer
+    matches = await catalog.call(catalog.catalog.search, **target, **options)
+    results = [{**item_json(m.item), "distance": round(m.distance, 6),
+                "similarity": round(m.similarity, 6)} for m in matches]
+    return {"query": query, "k": k, "filters": filters, "steer": steer, "matches": results}
+
+
+@router.post("/similar", summary="Items similar to an uploaded photo",
+             openapi_extra=IMAGE_BODY_OPENAPI)
+async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FILTERS,
+                           steer: list[str] = STEER) -> dict:
+    engine = get_engine(request)
+    catalog = engine.require_catalog()
+    parse_filters(filters)  # a bad filter is reported before the upload is processed
+    weights = parse_steer(steer, catalog)
+    assert engine.query is not None
+    img = await read_image(request, engine.settings.max_image_side, engine.query.draft_size)
+    tensor = await run_in_threadpool(engine.query.transform, img)
+    vector = await engine.query.encode(tensor)
+    return await _search(catalog, {"image": {"width": img.width, "height": img.height}}, k,
+                         filters, weights, image=vector)
+
+
+@router.get("/similar", summary="Items similar to an item of the catalog")
+async def similar_to_item(request: Request,
+                          item: str = Query(..., min_length=1, description="The item's id."),
+                          k: int = K, filters: list[str] = FILTERS,
+                          steer: list[str] = STEER) -> dict:
+    catalog = get_engine(request).require_catalog()
+    parse_filters(filters)
+    weights = parse_steer(steer, catalog)
+    return await _search(catalog, {"item": item}, k, filters, weights, item=item)

@@ -1,0 +1,164 @@
+"""API keys, the request size limit and browser security headers.
+
+- Write endpoints (catalog changes, model selection) need the API key; with no key
+  configured they are refused altogether, so a forgotten key never means "open".
+  Reads need it too when `protect_reads` is set. The key comes in `X-API-Key` or as
+  `Authorization: Bearer KEY` and is compared in constant time.
+- Bodies over the limit get 413 before they are read when Content-Length says so, or as
+  soon as the streamed body passes the limit.
+- The web app's pages may load nothing but this server's own files (Content-Security-
+  Policy), which also enforces the "works offline, no CDN" rule in the browser.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ApiError, error_body
+
+API_KEY_HEADER = "X-API-Key"
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                               description="The service's API key (needed for writes).")
+
+
+def _supplied_key(request: Request, header_value: str | None) -> str | None:
+    if header_value:
+        return header_value
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _check_key(request: Request, supplied: str | None, what: str) -> None:
+    expected = request.app.state.settings.api_key
+    if not expected:
+        raise ApiError(403, "writes_disabled",
+                       f"{what} are disabled: this service has no API key; start it with "
+                       "--api-key or FASHIONLENS_API_KEY")
+    if not supplied:
+        raise ApiError(401, "missing_api_key",
+                       f"{what} need an API key in the {API_KEY_HEADER} header")
+    if not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise ApiError(401, "invalid_api_key", "the API key is not valid")
+
+
+async def require_write(request: Request,
+                        key: str | None = Security(_api_key_header)) -> None:
+    """Dependency of every endpoint that changes something."""
+    _check_key(request, _supplied_key(request, key), "changes")
+
+
+async def require_read(request: Request,
+                       key: str | None = Security(_api_key_header)) -> None:
+    """Dependency of every API endpoint; a no-op unless reads are protected."""
+    if request.app.state.settings.protect_reads:
+        _check_key(request, _supplied_key(request, key), "requests")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside `receive`; an HTTPException so FastAPI's body parsing passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {_mb(limit)}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
+
+
+async def _send_json(send: Send, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body over `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_json(send, 400, error_body(400, "bad_request",
+                                                           "invalid Content-Length header"))
+                    return
+                if declared > self.max_bytes:
+                    await _send_json(send, 413, error_body(
+                        413, "too_large", f"request body is {_mb(declared)}, above the limit "
+                                          f"of {_mb(self.max_bytes)}"))
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await _send_json(send, 413, error_body(413, "too_large", str(exc.detail)))
+
+
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+       "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """ASGI middleware adding nosniff, no-referrer and (outside /docs) a strict CSP."""
+
+    def __init__(self, app: ASGIApp, docs_paths: tuple[str, ...] = ("/docs",)) -> None:
+        self.app = app
+        self.docs_paths = docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"].startswith(self.docs_paths)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"no-referrer"))
+                if not docs:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

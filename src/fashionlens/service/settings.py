@@ -1,0 +1,96 @@
+"""What a running service is configured with: models, catalog, limits and security.
+
+One dataclass, filled from `fashionlens serve` options, the `FASHIONLENS_API_KEY`
+environment variable, or a YAML file (`serve --config service.yaml`), so the same checks
+apply whichever way a deployment is set up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+API_KEY_ENV = "FASHIONLENS_API_KEY"
+DEFAULT_MAX_UPLOAD_MB = 10.0
+
+
+@dataclass
+class ServiceSettings:
+    """Everything `create_app` needs; defaults are the safe choices (loopback, no CORS)."""
+
+    # Model folders to serve; empty means the bundled garment model. The first is the default.
+    models: list[str] = field(default_factory=list)
+    catalog: str | None = None
+    # Write endpoints need this key; without one they are refused altogether.
+    api_key: str | None = None
+    # Also require the key for every read endpoint (not for /healthz, /readyz or the web app).
+    protect_reads: bool = False
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    # Origins allowed to call the API from another site; empty means CORS stays off.
+    cors_origins: list[str] = field(default_factory=list)
+    # Micro-batching: how long the first request of a batch waits for others, and the cap.
+    batch_wait_ms: float = 4.0
+    max_batch: int = 16
+    # Photos whose width or height exceeds this are refused before decoding.
+    max_image_side: int = 20_000
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def check(self) -> ServiceSettings:
+        """Raise ConfigError for values the service cannot run with."""
+        if not self.max_upload_mb > 0:
+            raise ConfigError(f"max_upload_mb must be positive, not {self.max_upload_mb}")
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, not {self.max_batch}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"batch_wait_ms cannot be negative, not {self.batch_wait_ms}")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ConfigError("the API key must be at least 8 characters long")
+        if self.protect_reads and not self.api_key:
+            raise ConfigError("protect_reads needs an API key")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, not {self.port}")
+        return self
+
+    def with_environment(self) -> ServiceSettings:
+        """Take the API key from FASHIONLENS_API_KEY when none was given explicitly."""
+        if not self.api_key and os.environ.get(API_KEY_ENV):
+            return dataclasses.replace(self, api_key=os.environ[API_KEY_ENV])
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> ServiceSettings:
+        """Read a YAML mapping of these fields; `overrides` (non-None values) win."""
+        path = Path(path).expanduser()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of service settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown service setting(s) {', '.join(unknown)}; "
+                              f"settings are {', '.join(sorted(known))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("models", "cors_origins"):
+            if isinstance(data.get(name), str):
+                data[name] = [data[name]]
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
