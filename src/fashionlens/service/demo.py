@@ -23,6 +23,8 @@ def build_demo_catalog(folder: str | Path, source: str | Path = SAMPLE_PHOTOS,
     """Create (or complete) a catalog of the sample photos in `folder`; returns it.
 
     `limit` keeps only the first N photos of each category (tests use a tiny catalog).
+    Steering directions are learned from the categories ("more like a hat"), so the
+    steering sliders have something to move.
     """
     folder = Path(folder).expanduser()
     records = records_from_folder(source).records
@@ -39,4 +41,8 @@ def build_demo_catalog(folder: str | Path, source: str | Path = SAMPLE_PHOTOS,
     create = not (folder / CATALOG_DB).is_file()
     with Catalog(folder, create=create) as catalog:
         catalog.add(records)
+        if hasattr(catalog, "learn_directions") and not catalog.directions():
+            per_category = min(sum(r.category == c for r in records)
+                               for c in {r.category for r in records})
+            catalog.learn_directions("category", min_count=max(1, min(3, per_category)))
     return folder

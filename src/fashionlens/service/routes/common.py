@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from urllib.parse import quote
 
 from fastapi import Request
 
 from ...search.catalog import Item
+from ...search.steering import parse_steering
 from ..engine import CatalogService, Engine
 from ..errors import ApiError
 
@@ -31,31 +31,19 @@ def item_json(item: Item) -> dict:
     return data
 
 
-def parse_steer(values: list[str], catalog: CatalogService) -> dict[str, float]:
-    """`name:weight` (or `name=weight`) pairs, checked against the catalog's directions."""
+async def parse_steer(values: list[str], catalog: CatalogService) -> dict[str, float]:
+    """Steering weights (`striped=0.5`, `striped:0.5` or `+0.5 striped`, repeatable),
+    checked against the catalog's learned directions before any photo is processed."""
     if not values:
         return {}
     if not catalog.supports_steering:
         raise ApiError(400, "steering_unavailable",
                        "steering is not available in this version of the catalog")
-    known = catalog.directions()
-    steer: dict[str, float] = {}
-    for value in values:
-        name, sep, weight = value.replace("=", ":").rpartition(":")
-        name = name.strip()
-        if not sep or not name:
-            raise ApiError(400, "bad_steer", f"steer '{value}': expected NAME:WEIGHT, "
-                                             "e.g. striped:0.5")
-        try:
-            number = float(weight)
-        except ValueError:
-            raise ApiError(400, "bad_steer",
-                           f"steer '{value}': the weight '{weight}' is not a number") from None
-        if not math.isfinite(number):
-            raise ApiError(400, "bad_steer", f"steer '{value}': the weight must be finite")
-        if name not in known:
-            listed = ", ".join(known) if known else "none: this catalog has no learned directions"
-            raise ApiError(400, "unknown_direction",
-                           f"steer '{value}': unknown direction '{name}'; directions: {listed}")
-        steer[name] = number
-    return steer
+    weights = parse_steering(values)  # syntax errors: FashionLensError, reported as 400
+    known = await catalog.call(catalog.directions)
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "none (this catalog has no learned directions)"
+        raise ApiError(400, "unknown_direction", f"unknown steering direction(s) "
+                                                 f"{', '.join(unknown)}; directions: {listed}")
+    return weights

@@ -42,7 +42,7 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
     engine = get_engine(request)
     catalog = engine.require_catalog()
     parse_filters(filters)  # a bad filter is reported before the upload is processed
-    weights = parse_steer(steer, catalog)
+    weights = await parse_steer(steer, catalog)
     assert engine.query is not None
     img = await read_image(request, engine.settings.max_image_side, engine.query.draft_size)
     tensor = await run_in_threadpool(engine.query.transform, img)
@@ -58,5 +58,5 @@ async def similar_to_item(request: Request,
                           steer: list[str] = STEER) -> dict:
     catalog = get_engine(request).require_catalog()
     parse_filters(filters)
-    weights = parse_steer(steer, catalog)
+    weights = await parse_steer(steer, catalog)
     return await _search(catalog, {"item": item}, k, filters, weights, item=item)
