@@ -48,14 +48,17 @@ def _swagger_assets() -> Path | None:
 
 def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None = None
                ) -> FastAPI:
-    """Build the app; loads the models and the catalog unless an `engine` is given."""
+    """Build the app; loads the models and the catalog unless an `engine` is given (a
+    given engine stays open when the app shuts down: whoever made it closes it)."""
     settings = (settings or ServiceSettings()).check()
+    owned = engine is None
     engine = engine or Engine(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        engine.close()
+        if owned:
+            engine.close()
 
     app = FastAPI(title="fashionlens", version=__version__, description=DESCRIPTION,
                   docs_url=None, redoc_url=None, lifespan=lifespan)
