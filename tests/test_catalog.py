@@ -397,53 +397,213 @@ def test_near_duplicates_finds_a_copy(catalog):
         catalog.near_duplicates(1.5)
 
 
-# --- the HNSW index for big catalogs ------------------------------------------------
+# --- the IVF index for big catalogs -------------------------------------------------
 
 
-def test_hnsw_index_with_tombstones_and_compaction(tmp_path, embedder, shop, monkeypatch,
-                                                   search_path):
-    monkeypatch.setattr(index_module, "HNSW_THRESHOLD", 6)
+@pytest.fixture
+def small_switch(monkeypatch):
+    """Make catalogs switch to IVF from 6 items (and back to flat below 3)."""
+    monkeypatch.setattr(index_module, "IVF_MIN_ITEMS", 6)
+    monkeypatch.setattr(index_module, "EXACT_SCAN_VALUES", 0)
+
+
+def test_ivf_index_takes_incremental_changes(tmp_path, embedder, shop, small_switch,
+                                             search_path, monkeypatch):
     with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
         cat.add_source(shop, batch_size=4, **CSV_OPTIONS)
         index = cat.index
-        assert index.kind == "hnsw" and index.ntotal == 12
+        assert index.kind == "ivf" and index.ntotal == 12 and cat.info()["index"] == "ivf"
         photo = shop.parent / "photos" / "item05.png"
-        assert cat.search(photo, k=1)[0].item.id == "item05"
-
+        top = cat.search(photo, k=1)[0]
+        assert top.item.id == "item05" and top.distance < 1e-4  # re-ranked: exact similarity
+        rebuilds = []
+        rebuild = Catalog.rebuild
+        monkeypatch.setattr(Catalog, "rebuild", lambda *a, **k: rebuilds.append(1))
         cat.remove("item05")
-        assert cat.index is index and index.ntotal == 12 and index.tombstones == {6}
+        assert cat.index is index and index.ntotal == 11 and 6 not in set(index.ids())
         assert "item05" not in [m.item.id for m in cat.search(photo, k=11)]
         assert len(cat.search(photo, k=11)) == 11
         dresses = cat.search(item="item00", k=3, filters="category=Dress")
         assert sorted(m.item.id for m in dresses) == ["item03", "item06", "item09"]
-        cat.remove("item08")
-        assert index.tombstones == {6, 9}
+        cat.update("item06", category="Hat")
+        assert "item06" not in [m.item.id for m in cat.search(item="item00", k=3,
+                                                              filters="category=Dress")]
+        assert not rebuilds
+        monkeypatch.setattr(Catalog, "rebuild", rebuild)
 
     with Catalog(tmp_path / "cat", embedder=embedder) as cat:
-        assert not cat.repaired and cat.index.kind == "hnsw"
-        assert cat.index.tombstones == {6, 9} and len(cat) == 10
+        assert not cat.repaired and cat.index.kind == "ivf" and len(cat) == 11
         index = cat.index
         cat.add([ItemRecord("copy", cat.get("item01").image.read_bytes())])
-        assert cat.index is index and index.ntotal == 13
-        pairs = cat.near_duplicates(0.999)
-        assert [(p.a.id, p.b.id) for p in pairs] == [("copy", "item01")]
-        cat.remove("item10")  # 3 of 13 vectors are tombstones: past the 20 % limit
-        assert cat.index is not index and cat.index.ntotal == 10 and not cat.index.tombstones
+        assert cat.index is index and index.ntotal == 12
+        assert [(p.a.id, p.b.id) for p in cat.near_duplicates(0.99)] == [("copy", "item01")]
+        cat.remove([f"item{i:02d}" for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)])  # 3 left: still IVF
+        assert cat.index is index and index.kind == "ivf"
+        cat.remove("item10")  # 2 left, below half the switch size: back to exact search
+        assert cat.index.kind == "flat" and cat.index.ntotal == 2
         result = cat.rebuild()
-        assert result == {"items": 10, "index": "hnsw", "orphan_photos_removed": 0}
+        assert result == {"items": 2, "index": "flat", "orphan_photos_removed": 0}
 
 
-def test_hnsw_misses_are_filled_by_an_exact_search(tmp_path, embedder, shop, monkeypatch):
-    monkeypatch.setattr(index_module, "HNSW_THRESHOLD", 6)
+def test_index_misses_are_completed_exactly(tmp_path, embedder, shop, small_switch,
+                                            monkeypatch):
     monkeypatch.setattr(catalog_module, "EXACT_LIMIT", 0)
     with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
         cat.add_source(shop, **CSV_OPTIONS)
-        expected = [m.item.id for m in cat.search(item="item00", k=4, filters="colour=red")]
-        # A graph search that finds too few items behind a selective filter.
-        monkeypatch.setattr(VectorIndex, "search", lambda self, q, k, **kw: (
-            np.full((1, k), 0.5, dtype=np.float32), np.full((1, k), -1, dtype=np.int64)))
-        again = cat.search(item="item00", k=4, filters="colour=red")
-        assert [m.item.id for m in again] == expected and len(expected) == 4
+        assert cat.index.kind == "ivf"
+        expected = [(m.item.id, round(m.similarity, 5))
+                    for m in cat.search(item="item00", k=4, filters="colour=red")]
+        calls = []
+
+        def blind(self, queries, k, **options):  # an index that finds nothing
+            calls.append(options.get("exhaustive", False))
+            return (np.full((1, k), -np.inf, dtype=np.float32),
+                    np.full((1, k), -1, dtype=np.int64))
+
+        monkeypatch.setattr(VectorIndex, "search", blind)
+        again = [(m.item.id, round(m.similarity, 5))
+                 for m in cat.search(item="item00", k=4, filters="colour=red")]
+        assert again == expected and len(expected) == 4
+        assert calls == [False, True]  # probed lists, then all lists, then exact
+        assert len(cat.search(item="item00", k=20)) == 11  # unfiltered too
+
+
+# --- bulk loading precomputed vectors -----------------------------------------------
+
+
+def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 8) -> np.ndarray:
+    """Unit vectors around a few centres, so nearest neighbours mean something."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(0, clusters, n)] + 0.4 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def vector_records(n: int, start: int = 0) -> list[ItemRecord]:
+    return [ItemRecord(f"v{i:04d}", None, category=CATEGORIES[i % 3],
+                       colour=[None, "Red", "red", "BLUE"][i % 4], size="SML"[i % 3],
+                       price=None if i % 7 == 0 else float(i % 50),
+                       status=["available", "sold", "reserved", "available"][i % 4],
+                       extra={"brand": f"b{i % 5}"})
+            for i in range(start, start + n)]
+
+
+def test_add_vectors_bulk_loads_without_photos(tmp_path, monkeypatch, search_path):
+    monkeypatch.setattr(index_module, "IVF_MIN_ITEMS", 200)
+    monkeypatch.setattr(index_module, "EXACT_SCAN_VALUES", 0)
+    vectors = clustered_vectors(600, 16)
+    records = vector_records(600)
+    with Catalog(tmp_path / "cat", create=True, dim=16) as cat:
+        seen = []
+        report = cat.add_vectors(records[:150], vectors[:150] * 3.0, batch_rows=64,
+                                 progress=seen.append)
+        assert len(report.added) == 150 and seen == [64, 64, 22]
+        assert cat.index.kind == "flat" and cat.index.ntotal == 150
+        report = cat.add_vectors(records, vectors, batch_rows=100)  # grows past the switch
+        assert len(report.existing) == 150 and len(report.added) == 450
+        assert cat.index.kind == "ivf" and cat.index.ntotal == 600 and cat.index.nlist > 1
+        assert cat.last_rebuild["train_s"] >= 0 and cat.index_path.is_file()
+        top = cat.search(vector=vectors[42], k=3)
+        assert top[0].item.id == "v0042" and top[0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert top[0].item.image is None and top[0].to_dict()["image"] is None
+        exact = np.argsort(-(vectors @ vectors[42]))[:10]
+        found = [int(m.item.id[1:]) for m in cat.search(vector=vectors[42], k=10)]
+        assert len(set(found) & set(exact.tolist())) >= 9
+        red = cat.search(vector=vectors[0], k=500, filters=["colour=red", "price<20"])
+        expected = {r.id for r in records if (r.colour or "").lower() == "red"
+                    and r.price is not None and r.price < 20}
+        assert {m.item.id for m in red} == expected
+        for k in (1, 5, 40):
+            got = cat.search(item="v0001", k=k, filters="extra.brand=b2")
+            assert len(got) == k and all(m.item.extra["brand"] == "b2" for m in got)
+
+        bad = [ItemRecord("", None), ItemRecord("p", None, price="lots"),
+               ItemRecord("z", None), ItemRecord("q", None), ItemRecord("q", None)]
+        rows = np.ones((5, 16), dtype=np.float32)
+        rows[2] = 0
+        report = cat.add_vectors(bad, rows)
+        assert report.added == ["q"] and len(report.failed) == 4
+        assert {f.id: f.error for f in report.failed}["z"] == "the vector is zero or not finite"
+        with pytest.raises(FashionLensError, match="dimension 16"):
+            cat.add_vectors([ItemRecord("w", None)], np.ones((1, 8)))
+        with pytest.raises(FashionLensError, match="16-d vectors"):
+            cat.search(vector=np.ones(8))
+    with pytest.raises(FashionLensError, match="holds 16-d vectors"):
+        Catalog(tmp_path / "cat", dim=32)
+
+
+def test_interrupted_bulk_load_keeps_whole_batches_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "IVF_MIN_ITEMS", 100)
+    monkeypatch.setattr(index_module, "EXACT_SCAN_VALUES", 0)
+    vectors = clustered_vectors(400, 8, seed=1)
+    records = vector_records(400)
+    calls = {"n": 0}
+    original = Catalog._add_vector_batch
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("power cut")
+        return original(self, *args)
+
+    with Catalog(tmp_path / "cat", create=True, dim=8) as cat:
+        monkeypatch.setattr(Catalog, "_add_vector_batch", failing)
+        with pytest.raises(RuntimeError, match="power cut"):
+            cat.add_vectors(records, vectors, batch_rows=100)
+        monkeypatch.setattr(Catalog, "_add_vector_batch", original)
+        assert len(cat) == 200
+    with Catalog(tmp_path / "cat") as cat:  # the index never took those 200: repaired
+        assert cat.repaired and cat.index.ntotal == 200 and cat.index.kind == "ivf"
+        report = cat.add_vectors(records, vectors, batch_rows=100)
+        assert len(report.existing) == 200 and len(report.added) == 200
+        assert len(cat) == cat.index.ntotal == 400
+        assert cat.search(vector=vectors[399], k=1)[0].item.id == "v0399"
+
+
+def test_filter_columns_agree_with_sql(tmp_path):
+    from fashionlens.search.filters import to_sql
+
+    rng = np.random.default_rng(3)
+    n = 300
+    records = [ItemRecord(f"x{i}", None,
+                          category=[None, "Dress", "dress", "DRESS", "Hat", "Été"][i % 6],
+                          colour=rng.choice(["red", "Red", "blue", "été", "ÉTÉ"]).item()
+                          if i % 5 else None,
+                          size=[None, "M", "m", "XL"][i % 4],
+                          price=None if i % 9 == 0 else float(rng.integers(0, 100)),
+                          status=STATUS_CYCLE[i % 3])
+               for i in range(n)]
+    filters = ["category=dress", "category!=DRESS", "category in (hat, Été)",
+               "category not in (Dress)", "colour=ÉTÉ", "colour!=red", "size=m",
+               "size in (xl, nope)", "size not in (nope)", "category=nope", "colour!=nope",
+               "price<30", "price<=30", "price>70", "price>=70", "price=50", "price!=50",
+               "price in (10, 20)", "price not in (10, 20)", "status=sold",
+               "status in (available, reserved)", "status!=available"]
+    with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
+        cat.add_vectors(records, clustered_vectors(n, 4))
+        other = Catalog(tmp_path / "cat")  # a second connection, as another process
+
+        def check() -> None:
+            for text in [*filters, ["category=dress", "price<50", "status!=sold"]]:
+                conditions = parse_filters(text)
+                where, params = to_sql(conditions)
+                expected = sorted(r[0] for r in cat._db.execute(
+                    f"SELECT key FROM items WHERE {where}", params))
+                assert np.flatnonzero(cat._filter_mask(conditions)).tolist() == expected, text
+
+        check()
+        cat.update("x1", category="Hat", price=None)
+        cat.remove(["x2", "x3"])
+        cat.add_vectors([ItemRecord("late", None, category="dress", price=5.0)],
+                        np.ones((1, 4)))
+        check()
+        other.update("x4", colour="red", status="sold")  # seen through data_version
+        other.remove("x5")
+        check()
+        other.close()
+
+
+STATUS_CYCLE = ["available", "sold", "reserved"]
 
 
 def test_catalog_finds_its_model_or_is_told_where_it_moved(tmp_path, embedding_model_dir):

@@ -8,14 +8,20 @@
                        only ever read)
 
 Changes are incremental: adding a batch appends its vectors to the index, removing an
-item removes (or, in an HNSW index, tombstones) its vector, and metadata changes touch
-SQLite only. Each batch of additions is one SQLite transaction; the index file is
+item removes its vector, and metadata changes touch SQLite (and the in-memory filter
+columns) only. Each batch of additions is one SQLite transaction; the index file is
 replaced atomically after the database commits. If a crash leaves the two disagreeing,
 opening the catalog rebuilds the index from the embeddings stored in SQLite.
 
-Searches pre-filter the candidate items in SQL, then rank only those: exactly with
-numpy when they are few, otherwise with a FAISS ID selector, so a filter never returns
-fewer than k results when k items match.
+The index is exact (flat) while that is fast enough and an IVF index with 8-bit codes
+past the size measured in `index.py`. Items with precomputed vectors and no photo can be
+bulk-loaded with `add_vectors` (big transactions, one index build at the end).
+
+Searches pre-filter the candidate items on an in-memory copy of the metadata columns
+(`FilterColumns`; SQL only for `id` and `extra.*` filters), then rank only those:
+exactly with numpy over the stored float vectors when they are few, otherwise with a
+FAISS bitmap selector; a search that finds fewer than k is completed exhaustively, so a
+filter never returns fewer than k results when k items match.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +48,13 @@ import numpy as np
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError, FashionLensError, ModelError
-from . import index as vector_index
-from .embeddings import Embedder
+from .embeddings import Embedder, normalise
 from .filters import (
     ALIASES,
+    COLUMN_FIELDS,
     STATUSES,
+    Filter,
+    FilterColumns,
     FilterError,
     canonical_field,
     column_sql,
@@ -61,10 +70,21 @@ CATALOG_DB = "catalog.sqlite"
 INDEX_FILE = "index.faiss"
 IMAGES_DIR = "images"
 SCHEMA_VERSION = 1
-# Candidate sets (after filtering) up to this size are ranked exactly with numpy.
-EXACT_LIMIT = 4096
+# Candidate sets (after filtering) up to this size are ranked exactly with numpy over
+# their stored float vectors (read from SQLite: about 2 ms per 1,000 at 1280-d).
+EXACT_LIMIT = 2048
+# An IVF search returns max(RERANK_MIN, RERANK_FACTOR * k) candidates ranked by their 8-bit
+# codes, which the catalog re-ranks with the stored float vectors (see results-scale.json:
+# 8-bit similarities alone cap recall@10 near 0.96 on a dense catalog).
+RERANK_FACTOR = 4
+RERANK_MIN = 40
 # Stored embeddings are read this many rows at a time when scanning.
 SCAN_ROWS = 8192
+# `add_vectors` commits this many items per SQLite transaction.
+VECTOR_BATCH_ROWS = 50_000
+# Training vectors for an IVF index are a random sample of the catalog, drawn with this seed
+# (so a rebuild of the same catalog gives the same index).
+TRAIN_SEED = 0
 METADATA_FIELDS = ("category", "colour", "size", "price", "status")
 
 _SCHEMA = """
@@ -86,6 +106,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_category ON items (category COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS items_status ON items (status);
 CREATE INDEX IF NOT EXISTS items_price ON items (price);
+CREATE INDEX IF NOT EXISTS items_filter ON items (category, colour, size, price, status);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS directions (
     name TEXT PRIMARY KEY,
@@ -111,10 +132,13 @@ def _now() -> str:
 
 @dataclass
 class ItemRecord:
-    """One item to add: an id, its photo (path or bytes) and its metadata."""
+    """One item to add: an id, its photo (path or bytes) and its metadata.
+
+    Items added with `Catalog.add_vectors` may have no photo (`image=None`).
+    """
 
     id: str
-    image: str | Path | bytes
+    image: str | Path | bytes | None = None
     category: str | None = None
     colour: str | None = None
     size: str | None = None
@@ -131,10 +155,11 @@ class ItemRecord:
 
 @dataclass
 class Item:
-    """An item as stored in the catalog."""
+    """An item as stored in the catalog (`image` is None for an item added as a vector
+    without a photo)."""
 
     id: str
-    image: Path
+    image: Path | None
     category: str | None = None
     colour: str | None = None
     size: str | None = None
@@ -147,7 +172,8 @@ class Item:
     key: int = 0
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "image": str(self.image), "category": self.category,
+        return {"id": self.id, "image": None if self.image is None else str(self.image),
+                "category": self.category,
                 "colour": self.colour, "size": self.size, "price": self.price,
                 "status": self.status, "extra": self.extra, "source": self.source,
                 "created_at": self.created_at, "updated_at": self.updated_at}
@@ -204,7 +230,8 @@ class DuplicatePair:
 
     def to_dict(self) -> dict:
         return {"a": self.a.id, "b": self.b.id, "similarity": round(self.similarity, 6),
-                "a_image": str(self.a.image), "b_image": str(self.b.image)}
+                "a_image": None if self.a.image is None else str(self.a.image),
+                "b_image": None if self.b.image is None else str(self.b.image)}
 
 
 # --- reading sources: a CSV export, a folder of photos, one photo --------------------
@@ -420,16 +447,25 @@ def _suffix_of(record: ItemRecord) -> str:
     return Path(record.image).suffix.lower() or ".img"
 
 
+def _source_of(record: ItemRecord) -> str | None:
+    """Where an item's photo was copied from (None for bytes or no photo)."""
+    return str(record.image) if isinstance(record.image, str | Path) and record.image else None
+
+
 class Catalog:
     """A catalog folder: open an existing one, or `create=True` to start one.
 
     `model` (a model folder, a backbone name, or None for the default) chooses the
     embedder of a new catalog; an existing catalog reuses the one it was built with.
     `embedder` passes a ready Embedder (it must be the model the catalog was built with).
+    `dim` makes a new catalog of precomputed vectors of that size without loading any
+    model (`add_vectors`; search by vector or item; a photo search then needs a model
+    giving vectors of that size).
     """
 
     def __init__(self, path: str | Path, *, create: bool = False,
-                 model: str | Path | None = None, embedder: Embedder | None = None) -> None:
+                 model: str | Path | None = None, embedder: Embedder | None = None,
+                 dim: int | None = None) -> None:
         self.path = Path(path).expanduser()
         db_path = self.path / CATALOG_DB
         if not db_path.is_file():
@@ -447,7 +483,7 @@ class Catalog:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.executescript(_SCHEMA)
-            self._setup(model, embedder)
+            self._setup(model, embedder, dim)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise FashionLensError(f"{db_path}: not a readable catalog database ({exc})") from exc
@@ -455,7 +491,8 @@ class Catalog:
             self._db.close()
             raise
 
-    def _setup(self, model: str | Path | None, embedder: Embedder | None) -> None:
+    def _setup(self, model: str | Path | None, embedder: Embedder | None,
+               dim: int | None) -> None:
         db_path = self.path / CATALOG_DB
         version = self._meta("schema_version")
         if version is None:
@@ -468,6 +505,15 @@ class Catalog:
         self._index: VectorIndex | None = None
         self._stale = False  # the in-memory index missed a change: reload before use
         self.repaired = False  # True when opening had to rebuild the index
+        self._columns: FilterColumns | None = None  # built on the first filtered search
+        self._columns_version = -1
+        self.last_rebuild: dict[str, float] = {}  # seconds spent in the last rebuild
+        if dim is not None:
+            if self.dim is None:
+                self._set_meta({"dim": str(int(dim))})
+            elif self.dim != dim:
+                raise FashionLensError(f"{self.path}: the catalog holds {self.dim}-d vectors, "
+                                       f"not {dim}-d")
         if embedder is not None:
             self._use_embedder(embedder)
         elif model is not None and self._meta("model_fingerprint") is None:
@@ -543,6 +589,11 @@ class Catalog:
 
     def _use_embedder(self, embedder: Embedder) -> None:
         fingerprint = self._meta("model_fingerprint")
+        if fingerprint is None and self.dim not in (None, embedder.dim):
+            raise FashionLensError(
+                f"{self.path}: the catalog holds {self.dim}-d vectors and {embedder.spec} "
+                f"gives {embedder.dim}-d ones; search it by vector or item, or pass a "
+                "model giving vectors of that size")
         if fingerprint is None:
             self._set_meta({"model": embedder.spec, "model_fingerprint": embedder.fingerprint,
                             "dim": str(embedder.dim)})
@@ -594,12 +645,10 @@ class Catalog:
                 extra = np.setdiff1d(ids, keys)
                 if self.dim is not None and index.dim != self.dim:
                     reason = f"the index holds {index.dim}-d vectors, the items {self.dim}-d"
-                elif len(missing) or (extra.size and index.kind == "flat") \
-                        or len(ids) != len(np.unique(ids)):
+                elif len(missing) or len(extra) or len(ids) != len(np.unique(ids)):
                     reason = (f"the index and the database disagree ({len(keys)} items, "
                               f"{len(ids)} vectors, {len(missing)} items not indexed)")
                 else:
-                    index.tombstones = {int(x) for x in extra}
                     self._index = index
                     return
         log.warning("%s: %s; rebuilding the index from the %d stored embeddings",
@@ -624,22 +673,49 @@ class Catalog:
             vectors = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32)
             yield keys, vectors.reshape(len(chunk), dim)
 
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        """The stored float vectors of `keys`, in that order."""
+        keys = np.asarray(keys, dtype=np.int64)
+        found: dict[int, bytes] = {}
+        for start in range(0, len(keys), 500):
+            part = [int(k) for k in keys[start:start + 500]]
+            marks = ", ".join("?" * len(part))
+            found.update(self._db.execute(
+                f"SELECT key, embedding FROM items WHERE key IN ({marks})", part).fetchall())
+        blob = b"".join(found[int(k)] for k in keys)
+        return np.frombuffer(blob, dtype=np.float32).reshape(len(keys), self.dim or 0)
+
     def rebuild(self, clean_photos: bool = True) -> dict:
-        """Re-create the index from the stored embeddings (drops tombstones, picks the
-        index kind for the catalog's size) and delete photos no item uses any more
-        (left by a crash between copying a photo and committing its batch)."""
-        count = len(self)
+        """Re-create the index from the stored embeddings (picks the index kind for the
+        catalog's size; an IVF index is trained on a random sample of the items) and
+        delete photos no item uses any more (left by a crash between copying a photo and
+        committing its batch)."""
+        keys = self._keys()
+        count = len(keys)
         dim = self.dim
-        if dim is None:
-            self._index = None
+        self._index = None  # free the old one before building the new one
+        timings: dict[str, float] = {}
+        if dim is None or not count:
             with contextlib.suppress(FileNotFoundError):
                 self.index_path.unlink()
         else:
-            index = VectorIndex.empty(dim, VectorIndex.kind_for(count))
-            for keys, vectors in self._scan():
-                index.add(vectors, keys)
+            kind = VectorIndex.kind_for(count, dim)
+            index = VectorIndex.empty(dim, kind, count)
+            start = time.perf_counter()
+            if kind == "ivf":
+                rng = np.random.default_rng(TRAIN_SEED)
+                sample = np.sort(rng.choice(keys, min(count, index.train_size), replace=False))
+                index.train(self._vectors_for(sample))
+            timings["train_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for chunk_keys, vectors in self._scan():
+                index.add(vectors, chunk_keys)
+            timings["add_s"] = time.perf_counter() - start
+            start = time.perf_counter()
             index.write(self.index_path)
+            timings["write_s"] = time.perf_counter() - start
             self._index = index
+        self.last_rebuild = timings
         self._stale = False
         removed = 0
         if clean_photos:
@@ -680,7 +756,7 @@ class Catalog:
 
     def _insert_row(self, db: sqlite3.Connection, record: ItemRecord, vector: np.ndarray,
                     image: str, now: str) -> int:
-        source = None if isinstance(record.image, bytes | bytearray) else str(record.image)
+        source = _source_of(record)
         cursor = db.execute(
             "INSERT INTO items (id, image, source, category, colour, size, price, status, "
             "extra, embedding, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -738,6 +814,7 @@ class Catalog:
                         (self.path / image).unlink(missing_ok=True)
                     raise
                 vectors = np.stack([vector for _, vector in ready])
+                self._columns_changed(keys)
                 try:
                     index = self._current_index()
                     if index is None:
@@ -787,17 +864,197 @@ class Catalog:
             report.record(outcome)
         return report
 
+    # -- the in-memory filter columns
+
+    def _filter_columns(self) -> FilterColumns:
+        """The metadata columns in memory, (re)read when another connection committed."""
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        if self._columns is None or version != self._columns_version:
+            columns = FilterColumns()
+            cursor = self._db.execute(f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items")
+            while rows := cursor.fetchmany(100_000):
+                columns.set_rows(rows)
+            self._columns, self._columns_version = columns, version
+        return self._columns
+
+    def _columns_changed(self, keys: Iterable[int]) -> None:
+        """Re-read the metadata of `keys` into the columns (when they are in memory)."""
+        if self._columns is None:
+            return
+        keys = [int(k) for k in keys]
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            marks = ", ".join("?" * len(part))
+            self._columns.set_rows(self._db.execute(
+                f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items WHERE key IN ({marks})",
+                part).fetchall())
+
+    def _filter_mask(self, conditions: list[Filter]) -> np.ndarray:
+        """Boolean array over keys: the items matching every condition."""
+        mask = self._filter_columns().mask(conditions)
+        rest = [f for f in conditions if not FilterColumns.handles(f)]
+        if rest:  # `id` and `extra.*` filters: SQL
+            where, params = to_sql(rest)
+            keys = np.fromiter((r[0] for r in self._db.execute(
+                f"SELECT key FROM items WHERE {where}", params)), dtype=np.int64)
+            matched = np.zeros(len(mask), dtype=bool)
+            matched[keys[keys < len(mask)]] = True
+            mask &= matched
+        return mask
+
     def _after_change(self) -> None:
         if self._stale or self._index is None:
             return  # the index file is left as it was; the next open repairs it
-        size = len(self)
-        if self._index.kind == "flat" and size >= vector_index.HNSW_THRESHOLD:
-            log.info("%s: %d items, switching to an HNSW index", self.path, size)
-            self.rebuild()
-        elif self._index.needs_compaction():
-            self.rebuild()
+        size = self._index.ntotal
+        if self._index.needs_rebuild(size):
+            log.info("%s: %d items, rebuilding the index (%s)", self.path, size,
+                     VectorIndex.kind_for(size, self._index.dim, self._index.kind))
+            self.rebuild(clean_photos=False)
         else:
             self._save_index()
+
+    # -- adding precomputed vectors
+
+    def _check_vector_record(self, record: ItemRecord, seen: set[str]) -> str | None:
+        """Why a record cannot be added (None when it can); normalises price/status."""
+        if not isinstance(record.id, str) or not record.id.strip():
+            return "empty id"
+        if record.id in seen:
+            return "id listed twice; only the first is added"
+        try:
+            record.price = parse_price(record.price)
+            record.status = check_status(record.status)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def add_vectors(self, records: Sequence[ItemRecord], vectors: np.ndarray,
+                    batch_rows: int = VECTOR_BATCH_ROWS,
+                    progress: Callable[[int], None] | None = None) -> AddReport:
+        """Add items whose vectors are already computed (`vectors[i]` for `records[i]`,
+        in this catalog's embedding space). See `add_vector_batches`."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or len(vectors) != len(records):
+            raise FashionLensError(f"expected {len(records)} vectors (one row per record), "
+                                   f"got an array of shape {vectors.shape}")
+        batches = ((records[i:i + batch_rows], vectors[i:i + batch_rows])
+                   for i in range(0, len(records), batch_rows))
+        return self.add_vector_batches(batches, progress=progress)
+
+    def add_vector_batches(self, batches: Iterable[tuple[Sequence[ItemRecord], np.ndarray]],
+                           progress: Callable[[int], None] | None = None) -> AddReport:
+        """Bulk-add items with precomputed vectors, a (records, vectors) batch at a time.
+
+        Each batch is one SQLite transaction (an interruption keeps whole batches; ids
+        already present are skipped, so re-running resumes). Vectors are L2-normalised;
+        a photo (`record.image`) is copied when given, else the item has none. The index
+        takes each batch while its kind still suits the catalog's size; once the catalog
+        outgrows it, the index is built once at the end from the stored vectors (which
+        also trains an IVF index on a sample of the whole catalog). `progress` is called
+        with the number of records handled after each batch.
+        """
+        dim = self.dim
+        if dim is None:
+            dim = self.embedder().dim  # a new catalog: the vectors must be the model's
+        report = AddReport()
+        seen: set[str] = set()
+        deferred = False  # the index is to be rebuilt from SQLite at the end
+        changed = False
+        try:
+            for records, vectors in batches:
+                vectors = np.asarray(vectors, dtype=np.float32)
+                if vectors.ndim != 2 or vectors.shape != (len(records), dim):
+                    raise FashionLensError(
+                        f"expected {len(records)} vectors of dimension {dim}, got an array "
+                        f"of shape {vectors.shape}")
+                keys, added = self._add_vector_batch(list(records), vectors, seen, report)
+                if len(keys):
+                    changed = True
+                    self._columns_changed(keys)
+                    deferred = deferred or self._index_takes(added, keys)
+                if progress is not None:
+                    progress(len(records))
+        except BaseException:
+            if deferred:
+                self._index_failed()  # reopening finds the index behind and rebuilds it
+            raise
+        if deferred:
+            self.rebuild(clean_photos=False)
+        elif changed:
+            self._after_change()
+        return report
+
+    def _index_takes(self, vectors: np.ndarray, keys: np.ndarray) -> bool:
+        """Add a batch to the in-memory index; False when the index should rather be
+        rebuilt at the end (it is then dropped, to free its memory)."""
+        index = self._current_index()
+        size = (index.ntotal if index is not None else 0) + len(keys)
+        if self._index is None and VectorIndex.kind_for(size, self.dim) == "flat":
+            index = self._index = VectorIndex.empty(self.dim, "flat")
+        if index is None or index.needs_rebuild(size):
+            self._index = None
+            return True
+        try:
+            index.add(vectors, keys)
+        except BaseException:
+            self._index_failed()
+            raise
+        return False
+
+    def _add_vector_batch(self, records: list[ItemRecord], vectors: np.ndarray,
+                          seen: set[str], report: AddReport) -> tuple[np.ndarray, np.ndarray]:
+        """Insert one batch in one transaction; returns (keys, vectors) of the added."""
+        present = self._existing([r.id for r in records if isinstance(r.id, str)])
+        norms = np.linalg.norm(vectors, axis=1)
+        todo: list[int] = []
+        for i, record in enumerate(records):
+            problem = self._check_vector_record(record, seen)
+            if problem is None and (not np.isfinite(norms[i]) or norms[i] == 0):
+                problem = "the vector is zero or not finite"
+            if problem is None and record.id in present:
+                report.record(AddOutcome(record.id, "exists", record.describe()))
+                continue
+            if problem is not None:
+                report.record(AddOutcome(str(record.id), "failed", record.describe(), problem))
+                continue
+            seen.add(record.id)
+            todo.append(i)
+        if not todo:
+            return np.empty(0, dtype=np.int64), np.empty((0, vectors.shape[1]), np.float32)
+        unit = normalise(vectors[todo])
+        images: list[str | None] = []
+        try:
+            for i in todo:
+                has_photo = records[i].image is not None and records[i].image != ""
+                images.append(self._store_photo(records[i]) if has_photo else None)
+            now = _now()
+            with self._transaction() as db:
+                row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'"
+                                 ).fetchone()
+                last = int(row[0]) if row else 0
+                db.executemany(
+                    "INSERT INTO items (id, image, source, category, colour, size, price, "
+                    "status, extra, embedding, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ((records[i].id, image or "", _source_of(records[i]), records[i].category,
+                      records[i].colour, records[i].size, records[i].price, records[i].status,
+                      json.dumps(records[i].extra or {}, ensure_ascii=False, sort_keys=True),
+                      unit[j].tobytes(), now, now)
+                     for j, (i, image) in enumerate(zip(todo, images, strict=True))))
+                rows = db.execute("SELECT key, id FROM items WHERE key > ? ORDER BY key",
+                                  (last,)).fetchall()
+                if [r[1] for r in rows] != [records[i].id for i in todo]:
+                    raise FashionLensError(f"{self.path}: another writer changed the catalog "
+                                           "during a bulk insert; run it again to resume")
+        except BaseException:
+            for image in images:
+                if image:
+                    (self.path / image).unlink(missing_ok=True)
+            raise
+        for i in todo:
+            report.record(AddOutcome(records[i].id, "added", records[i].describe()))
+        keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return keys, unit
 
     # -- changing items
 
@@ -809,7 +1066,8 @@ class Catalog:
         return row
 
     def _item(self, row: sqlite3.Row) -> Item:
-        return Item(id=row["id"], image=self.path / row["image"], category=row["category"],
+        image = self.path / row["image"] if row["image"] else None
+        return Item(id=row["id"], image=image, category=row["category"],
                     colour=row["colour"], size=row["size"], price=row["price"],
                     status=row["status"], extra=json.loads(row["extra"] or "{}"),
                     source=row["source"], created_at=row["created_at"],
@@ -852,6 +1110,7 @@ class Catalog:
         with self._transaction() as db:
             db.execute(f"UPDATE items SET {assignments} WHERE key = ?",
                        [*columns.values(), row["key"]])
+        self._columns_changed([row["key"]])
         return self.get(item_id)
 
     def mark_sold(self, item_id: str) -> Item:
@@ -864,6 +1123,8 @@ class Catalog:
         keys = sorted({row["key"] for row in rows})
         with self._transaction() as db:
             db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in keys])
+        if self._columns is not None:
+            self._columns.drop(keys)
         index = self._current_index()
         if index is not None:
             try:
@@ -886,42 +1147,53 @@ class Catalog:
             raise FashionLensError(f"{self.path}: no item with id '{item_id}'")
         return int(row[0]), np.frombuffer(row[1], dtype=np.float32)
 
-    def _exact(self, query: np.ndarray, where: str, params: list, k: int
+    def _exact(self, query: np.ndarray, keys: np.ndarray, k: int
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the stored embeddings matching `where`."""
+        """Exact top-k (keys, similarities) over the stored float vectors of `keys`."""
         best_keys = np.empty(0, dtype=np.int64)
         best_sims = np.empty(0, dtype=np.float32)
-        for keys, vectors in self._scan(where, params):
-            keys = np.concatenate([best_keys, keys])
-            sims = np.concatenate([best_sims, vectors @ query])
+        for start in range(0, len(keys), SCAN_ROWS):
+            part = keys[start:start + SCAN_ROWS]
+            part_keys = np.concatenate([best_keys, part])
+            sims = np.concatenate([best_sims, self._vectors_for(part) @ query])
             if len(sims) > k:
                 top = np.argpartition(-sims, k - 1)[:k]
-                keys, sims = keys[top], sims[top]
-            best_keys, best_sims = keys, sims
+                part_keys, sims = part_keys[top], sims[top]
+            best_keys, best_sims = part_keys, sims
         order = np.lexsort((best_keys, -best_sims))
         return best_keys[order], best_sims[order]
 
+    def _query_vector(self, vector: Any) -> np.ndarray:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.dim is not None and query.shape != (self.dim,):
+            raise FashionLensError(f"the query vector has {query.size} values; this "
+                                   f"catalog holds {self.dim}-d vectors")
+        if not np.all(np.isfinite(query)) or not np.any(query):
+            raise FashionLensError("the query vector is zero or not finite")
+        return normalise(query)
+
     def search(self, image: str | Path | bytes | Any = None, *, item: str | None = None,
-               k: int = 10, filters=None, steer: Mapping[str, float] | str | None = None
-               ) -> list[Match]:
-        """The k items most similar to a photo (path, bytes, PIL image) or to an item
-        (which is left out of its own results), best first, among those matching
-        `filters` (strings such as 'price<30', a list of them, or a mapping), with the
-        query moved along learned directions (`steer={"striped": 0.5}` or
-        'striped=0.5, solid=-0.3'; see `learn_directions`)."""
-        if (image is None) == (item is None):
-            raise FashionLensError("search by a photo or by an item id (exactly one)")
+               vector: np.ndarray | None = None, k: int = 10, filters=None,
+               steer: Mapping[str, float] | str | None = None) -> list[Match]:
+        """The k items most similar to a photo (path, bytes, PIL image), to an item
+        (which is left out of its own results) or to a precomputed `vector`, best
+        first, among those matching `filters` (strings such as 'price<30', a list of
+        them, or a mapping), with the query moved along learned directions
+        (`steer={"striped": 0.5}` or 'striped=0.5, solid=-0.3'; see `learn_directions`).
+        Similarities are exact (float vectors), also when an IVF index found them."""
+        if sum(x is not None for x in (image, item, vector)) != 1:
+            raise FashionLensError("search by a photo, an item id or a vector (exactly one)")
         if k < 1:
             raise FashionLensError(f"k must be at least 1, not {k}")
         conditions = parse_filters(filters)
         weights = parse_steering(steer)
         directions = self._direction_vectors(weights) if weights else {}
-        where, params = to_sql(conditions)
         excluded: list[int] = []
         if item is not None:
             key, query = self._stored_vector(item)
             excluded = [key]
-            where, params = f"({where}) AND key != ?", [*params, key]
+        elif vector is not None:
+            query = self._query_vector(vector)
         else:
             label = str(image) if isinstance(image, str | Path) else "<query photo>"
             query = self.embedder().embed_one(image, name=label)
@@ -930,23 +1202,44 @@ class Catalog:
         index = self._current_index()
         if index is None:
             return []
-        count = self._db.execute(f"SELECT count(*) FROM items WHERE {where}",
-                                 params).fetchone()[0]
-        k = min(k, int(count))
-        if k <= 0:
-            return []
-        if conditions and count <= EXACT_LIMIT:
-            keys, sims = self._exact(query, where, params, k)
-        else:
-            allowed = None
-            if conditions:  # ids of the matching items, found by SQL, for a FAISS selector
-                allowed = np.fromiter((r[0] for r in self._db.execute(
-                    f"SELECT key FROM items WHERE {where}", params)), dtype=np.int64)
-            sims, keys = index.search(query, k, allowed=allowed, excluded=excluded)
-            sims, keys = sims[0][keys[0] >= 0], keys[0][keys[0] >= 0]
-            if len(keys) < k:  # an HNSW graph can miss items behind a selective filter
-                keys, sims = self._exact(query, where, params, k)
+        keys, sims = self._rank(index, query, k, conditions, excluded)
         return self._matches(keys, sims)
+
+    def _rank(self, index: VectorIndex, query: np.ndarray, k: int,
+              conditions: list[Filter], excluded: list[int]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (keys, exact similarities) among the items matching `conditions`."""
+        mask = None
+        if conditions:
+            mask = self._filter_mask(conditions)
+            for key in excluded:
+                if key < len(mask):
+                    mask[key] = False
+            count = int(np.count_nonzero(mask))
+        else:
+            count = index.ntotal - len(excluded)
+        k = min(k, count)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        if mask is not None and count <= EXACT_LIMIT:
+            return self._exact(query, np.flatnonzero(mask), k)
+        share = count / max(1, index.ntotal)
+        # An IVF index ranks by 8-bit codes: take a longer shortlist, re-rank it exactly.
+        fetch = k if index.kind == "flat" else max(RERANK_MIN, RERANK_FACTOR * k)
+        sims, keys = index.search(query, fetch, mask=mask, excluded=excluded, share=share)
+        sims, keys = sims[0][keys[0] >= 0], keys[0][keys[0] >= 0]
+        if len(keys) < min(fetch, count) and index.kind == "ivf":
+            # The probed lists held too few matching items: probe them all.
+            sims, keys = index.search(query, fetch, mask=mask, excluded=excluded,
+                                      exhaustive=True)
+            sims, keys = sims[0][keys[0] >= 0], keys[0][keys[0] >= 0]
+        if len(keys) < k:  # only if the index misses items: rank every match exactly
+            candidates = (np.flatnonzero(mask) if mask is not None
+                          else np.setdiff1d(self._keys(), excluded))
+            return self._exact(query, candidates, k)
+        if index.kind != "flat":
+            keys, sims = self._exact(query, keys, k)
+        return keys[:k], sims[:k]
 
     def _matches(self, keys: np.ndarray, sims: np.ndarray) -> list[Match]:
         items: dict[int, Item] = {}
@@ -963,8 +1256,8 @@ class Catalog:
     def near_duplicates(self, threshold: float = 0.97, neighbours: int = 10
                         ) -> list[DuplicatePair]:
         """Pairs of items whose photos are near-identical (cosine similarity >= threshold),
-        most similar first. Exact (FAISS range search) with a flat index; with HNSW each
-        item's `neighbours` nearest are checked."""
+        most similar first. Exact (FAISS range search) with a flat index; with IVF each
+        item's `neighbours` nearest are checked (similarities from 8-bit codes)."""
         if not 0.0 < threshold <= 1.0:
             raise FashionLensError(f"threshold must be in (0, 1], not {threshold}")
         index = self._current_index()
@@ -984,7 +1277,7 @@ class Catalog:
                     for j in range(lims[q], lims[q + 1]):
                         keep(int(key), int(ids[j]), float(sims[j]))
             else:
-                sims, ids = index.search(vectors, neighbours + 1)  # tombstones skipped
+                sims, ids = index.search(vectors, neighbours + 1)
                 for q, key in enumerate(keys):
                     for sim, other in zip(sims[q], ids[q], strict=True):
                         keep(int(key), int(other), float(sim))
@@ -1082,7 +1375,8 @@ class Catalog:
             "dimension": self.dim,
             "index": index.kind if index else None,
             "index_vectors": index.ntotal if index else 0,
-            "tombstones": len(index.tombstones) if index else 0,
+            "index_details": index.describe() if index else None,
+            "tombstones": 0,  # removals delete vectors at once (kept for older readers)
             "directions": self.directions(),
             "created_at": self._meta("created_at"),
         }
