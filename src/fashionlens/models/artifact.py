@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..data.transforms import Preprocess
 from ..errors import ModelError
+from .embedding import EmbeddingSpec, attach_embedding_head
 from .registry import create_model
 
 FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ class ModelInfo:
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     name: str = ""
+    embedding: dict | None = None  # an EmbeddingSpec when the model has an embedding head
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +48,7 @@ class ModelInfo:
             "preprocess": self.preprocess.to_dict(),
             "config": self.config,
             "metrics": self.metrics,
+            **({"embedding": self.embedding} if self.embedding else {}),
         }
 
     @classmethod
@@ -54,7 +57,8 @@ class ModelInfo:
             return cls(architecture=d["architecture"], classes=list(d["classes"]),
                        preprocess=Preprocess.from_dict(d["preprocess"]),
                        task=d.get("task", "classification"), config=d.get("config", {}),
-                       metrics=d.get("metrics", {}), name=d.get("name", ""))
+                       metrics=d.get("metrics", {}), name=d.get("name", ""),
+                       embedding=d.get("embedding"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
 
@@ -108,6 +112,8 @@ def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
     if not weights.is_file():
         raise ModelError(f"{directory}: weights file {WEIGHTS_FILE} is missing")
     model = create_model(info.architecture, num_classes=len(info.classes), pretrained="none")
+    if info.embedding:
+        attach_embedding_head(model, EmbeddingSpec.from_dict(info.embedding))
     try:
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in load_file(str(weights)).items()}

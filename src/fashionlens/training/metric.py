@@ -1,0 +1,465 @@
+"""Metric learning: an embedding in which photos of one item land together, and photos
+of one category near each other.
+
+Positives come from an item-id column (several photos per item) or, when every item has
+one photo, from simulated re-shot views of it (`data.reshoot`: new background, angle,
+crop, light). The loss is a triplet loss with semi-hard or batch-hard mining, or a
+supervised contrastive loss (pytorch-metric-learning), on the item ids; a second term of
+the same kind on the category labels keeps "same style" close too.
+
+Two ways to train:
+- `head` (default; minutes on a CPU): the backbone stays frozen; its pooled features for
+  each photo and a handful of re-shot views are computed once, and only the embedding
+  head (a linear projection, initialised by PCA, or a small MLP) trains on them.
+- `full`: the backbone trains too (its first stages frozen, BatchNorm statistics kept),
+  with fresh views every epoch; slower, for a GPU or a long CPU run.
+
+The result is the base model plus `embedding_head`, saved like any fashionlens model,
+so one artifact classifies and embeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from pytorch_metric_learning import distances, losses, miners
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import DataSpec, eval_transform, load_labelled
+from ..data.images import load_image, resize_short_side
+from ..data.reshoot import STRONG, TRAINING, reshoot
+from ..data.sources import LabelledSet
+from ..data.splits import split_train_val
+from ..errors import ConfigError, DataError, ImageError
+from ..evaluation.retrieval import pair_accuracy, precision_at_k
+from ..inference.predictor import DEFAULT_MODEL, default_precision
+from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
+from ..models.embedding import EmbeddingSpec, attach_embedding_head, pooled_features
+from ..progress import track
+from .loop import autocast, freeze_batchnorm_statistics, freeze_early_stages, resolve_device
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("triplet", "supcon")
+MINING = ("semihard", "hard", "all")
+MODES = ("head", "full")
+
+
+@dataclass
+class MetricConfig:
+    """Everything a metric-learning run needs besides the data; saved as config.yaml."""
+
+    base: str = "default"  # a model folder, "default" (bundled), or a backbone name
+    pretrained: str = "embedded"  # weights of a backbone-name base: embedded, timm, none, file
+    mode: str = "head"
+    dim: int = 256
+    hidden: int = 0
+    loss: str = "triplet"
+    mining: str = "semihard"
+    margin: float = 0.2
+    temperature: float = 0.1
+    category_weight: float = 0.5
+    item_column: str | None = None
+    views: int = 6  # head mode: re-shot views computed per photo
+    epochs: int = 40
+    batch_items: int = 64
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    freeze_stages: int = 2
+    seed: int = 0
+    precision: str | None = None
+    device: str = "auto"
+    threads: int = 2
+    eval_views_seed: int = 0
+
+    def check(self) -> None:
+        for name, value, allowed in (("mode", self.mode, MODES), ("loss", self.loss, LOSSES),
+                                     ("mining", self.mining, MINING)):
+            if value not in allowed:
+                raise ConfigError(f"metric.{name}: '{value}' is not one of "
+                                  f"{', '.join(allowed)}")
+        for name in ("dim", "views", "epochs", "batch_items"):
+            if int(getattr(self, name)) < (2 if name in ("dim", "batch_items") else 1):
+                raise ConfigError(f"metric.{name} is too small: {getattr(self, name)}")
+        if self.margin <= 0 or self.temperature <= 0:
+            raise ConfigError("metric.margin and metric.temperature must be positive")
+        if self.category_weight < 0:
+            raise ConfigError("metric.category_weight cannot be negative")
+
+
+@dataclass
+class MetricResult:
+    run_dir: Path
+    model_dir: Path
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def make_loss(cfg: MetricConfig) -> tuple[nn.Module, nn.Module | None]:
+    """The loss and its miner (None for SupCon, which weighs every pair itself)."""
+    if cfg.loss == "supcon":
+        return losses.SupConLoss(temperature=cfg.temperature), None
+    distance = distances.CosineSimilarity()
+    loss = losses.TripletMarginLoss(margin=cfg.margin, distance=distance)
+    if cfg.mining == "hard":
+        return loss, miners.BatchHardMiner(distance=distance)
+    return loss, miners.TripletMarginMiner(margin=cfg.margin, distance=distance,
+                                           type_of_triplets=cfg.mining)
+
+
+def combined_loss(embeddings: torch.Tensor, items: torch.Tensor, categories: torch.Tensor,
+                  cfg: MetricConfig, loss: nn.Module, miner: nn.Module | None
+                  ) -> torch.Tensor:
+    def term(labels: torch.Tensor) -> torch.Tensor:
+        tuples = miner(embeddings, labels) if miner is not None else None
+        return loss(embeddings, labels, tuples)
+
+    total = term(items)
+    if cfg.category_weight > 0:
+        total = total + cfg.category_weight * term(categories)
+    return total
+
+
+# --- the base model ---------------------------------------------------------------------
+
+def load_base(base: str, pretrained: str = "embedded") -> tuple[nn.Module, ModelInfo]:
+    """A saved model (with its classes) or a bare pretrained backbone."""
+    folder = DEFAULT_MODEL if base == "default" else Path(base).expanduser()
+    if folder.is_dir():
+        model, info = load_model(folder)
+        info.embedding = None
+        if hasattr(model, "embedding_head"):
+            del model.embedding_head
+        return model, info
+    if any(sep in base for sep in ("/", "\\")):
+        raise ConfigError(f"metric.base: {base}: no such model folder")
+    model = create_model(base, num_classes=0, pretrained=pretrained)
+    info = ModelInfo(architecture=base, classes=[], preprocess=model_preprocess(model),
+                     task="embedding")
+    return model, info
+
+
+# --- photos and items -------------------------------------------------------------------
+
+def _items(data: LabelledSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Item index and category index per photo (each photo its own item without ids)."""
+    if all(s.group for s in data.samples):
+        names = sorted({s.group for s in data.samples})
+        lookup = {n: i for i, n in enumerate(names)}
+        items = np.array([lookup[s.group] for s in data.samples])
+    else:
+        items = np.arange(len(data.samples))
+    categories = np.array([data.classes.index(s.label) for s in data.samples])
+    return items, categories, data.classes
+
+
+class ViewSet(Dataset):
+    """Photo i as tensors: its plain view, then re-shot views drawn from (seed, i, view)."""
+
+    def __init__(self, images: list, transform, views: int, seed: int, strong: bool = False
+                 ) -> None:
+        self.images, self.transform, self.views, self.seed = images, transform, views, seed
+        self.config = STRONG if strong else TRAINING
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.images[i]
+        out = [] if self.views < 0 else [self.transform(img)]
+        for v in range(abs(self.views)):
+            rng = np.random.default_rng([self.seed, self.epoch, i, v])
+            out.append(self.transform(reshoot(img, rng, self.config)))
+        return torch.stack(out)
+
+
+def read_photos(data: LabelledSet, short_side: int, threads: int
+                ) -> tuple[list, list[int], dict[str, str]]:
+    """Decode every photo once at working size; unreadable ones are skipped and listed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(sample):
+        try:
+            return resize_short_side(load_image(sample.path, draft_size=short_side),
+                                     short_side)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        loaded = list(track(pool.map(read, data.samples), total=len(data.samples),
+                            description="reading photos"))
+    kept = [i for i, r in enumerate(loaded) if not isinstance(r, ImageError)]
+    skipped = {str(data.samples[i].path): loaded[i].reason for i in range(len(loaded))
+               if isinstance(loaded[i], ImageError)}
+    return [loaded[i] for i in kept], kept, skipped
+
+
+@torch.no_grad()
+def view_features(model: nn.Module, dataset: ViewSet, device: torch.device, precision: str,
+                  threads: int, description: str, head: nn.Module | None = None
+                  ) -> np.ndarray:
+    """Features (or head embeddings) of every photo's views: [photos, views, dim]."""
+    loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(dataset.views) + 1)),
+                        num_workers=threads if threads > 1 else 0,
+                        persistent_workers=False)
+    model.eval()
+    outs = []
+    for batch in track(loader, total=len(loader), description=description):
+        n, v = batch.shape[:2]
+        flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            feats = pooled_features(model, flat)
+            if head is not None:
+                feats = head(feats)
+        outs.append(feats.float().cpu().reshape(n, v, -1))
+    return torch.cat(outs).numpy()
+
+
+# --- training ---------------------------------------------------------------------------
+
+def _pca_init(head, features: np.ndarray) -> None:
+    """Start a linear head as the top principal components (a strong baseline)."""
+    layer = head.project
+    if not isinstance(layer, nn.Linear) or layer.out_features > min(features.shape):
+        return
+    mean = features.mean(0)
+    _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
+    components = torch.as_tensor(vt[:layer.out_features], dtype=torch.float32)
+    with torch.no_grad():
+        layer.weight.copy_(components)
+        layer.bias.copy_(-components @ torch.as_tensor(mean, dtype=torch.float32))
+
+
+def _schedule(optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup,
+                                 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
+
+
+def _batches(items: np.ndarray, batch_items: int, rng: np.random.Generator):
+    """Groups of item ids, shuffled, `batch_items` at a time (the last may be smaller)."""
+    unique = rng.permutation(np.unique(items))
+    for start in range(0, len(unique), batch_items):
+        chunk = unique[start:start + batch_items]
+        if len(chunk) >= 2:
+            yield chunk
+
+
+def _retrieval_scores(val_plain, val_views, val_cats, gallery, gallery_cats) -> dict:
+    pairs = pair_accuracy(val_plain, val_views)
+    precision = precision_at_k(val_plain, val_cats, gallery, gallery_cats, k=10)
+    return {"pairs_top1": pairs["top1"], "pairs_top5": pairs["top5"],
+            "pairs_top10": pairs["top10"], "precision@10": precision["precision@10"]}
+
+
+def train_head(features: np.ndarray, items: np.ndarray, categories: np.ndarray,
+               head: nn.Module, cfg: MetricConfig, evaluate=None) -> list[dict]:
+    """Train the head on cached features [photos, views, dim] (view 0 = the plain photo).
+
+    Each step takes `batch_items` items and two of their views (two photos of the item
+    when it has several, else two of its views).
+    """
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    loss, miner = make_loss(cfg)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(np.unique(items)) / cfg.batch_items))
+    scheduler = _schedule(optimizer, cfg.epochs * steps_per_epoch)
+    photos_of = {}
+    for photo, item in enumerate(items):
+        photos_of.setdefault(int(item), []).append(photo)
+    feats = torch.as_tensor(features, dtype=torch.float32)
+    n_views = features.shape[1]
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        head.train()
+        total, count, started = 0.0, 0, time.perf_counter()
+        for chunk in _batches(items, cfg.batch_items, rng):
+            rows, views, labels, cats = [], [], [], []
+            for item in chunk:
+                photos = photos_of[int(item)]
+                for _ in range(2):
+                    photo = photos[rng.integers(len(photos))]
+                    rows.append(photo)
+                    views.append(rng.integers(n_views))
+                    labels.append(int(item))
+                    cats.append(int(categories[photo]))
+            embeddings = head(feats[rows, views])
+            value = combined_loss(embeddings, torch.tensor(labels), torch.tensor(cats), cfg,
+                                  loss, miner)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            total, count = total + float(value.detach()), count + 1
+        record = {"epoch": epoch, "loss": total / max(1, count),
+                  "seconds": time.perf_counter() - started}
+        if evaluate is not None and (epoch == cfg.epochs or epoch % 10 == 0):
+            record.update(evaluate())
+        history.append(record)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
+    return history
+
+
+def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarray,
+               categories: np.ndarray, transform, cfg: MetricConfig, device: torch.device,
+               precision: str, evaluate=None) -> list[dict]:
+    """Train backbone and head together on fresh re-shot views each epoch."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    freeze_early_stages(model, cfg.freeze_stages)
+    loss, miner = make_loss(cfg)
+    own = {id(p) for p in head.parameters()}
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": cfg.backbone_lr},
+                                   {"params": head.parameters(), "lr": cfg.lr}],
+                                  weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(np.unique(items)) / cfg.batch_items))
+    scheduler = _schedule(optimizer, cfg.epochs * steps_per_epoch)
+    dataset = ViewSet(images, transform, views=-2, seed=cfg.seed)  # two re-shot views
+    photos_of: dict[int, list[int]] = {}
+    for photo, item in enumerate(items):
+        photos_of.setdefault(int(item), []).append(photo)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        dataset.epoch = epoch
+        model.train()
+        freeze_batchnorm_statistics(model)
+        order = [photos_of[int(i)][rng.integers(len(photos_of[int(i)]))]
+                 for chunk in _batches(items, cfg.batch_items, rng) for i in chunk]
+        batches = [order[s:s + cfg.batch_items] for s in range(0, len(order), cfg.batch_items)]
+        loader = DataLoader(dataset, batch_sampler=[b for b in batches if len(b) >= 2],
+                            num_workers=cfg.threads if cfg.threads > 1 else 0)
+        total, count, started = 0.0, 0, time.perf_counter()
+        for photos, batch in zip(track([b for b in batches if len(b) >= 2],
+                                       description=f"epoch {epoch}"), loader, strict=True):
+            n = batch.shape[0]
+            flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                embeddings = head(pooled_features(model, flat))
+            labels = torch.as_tensor(items[photos]).repeat_interleave(2)
+            cats = torch.as_tensor(categories[photos]).repeat_interleave(2)
+            value = combined_loss(embeddings.float(), labels, cats, cfg, loss, miner)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            total, count = total + float(value.detach()) * n, count + n
+        record = {"epoch": epoch, "loss": total / max(1, count),
+                  "seconds": time.perf_counter() - started}
+        if evaluate is not None:
+            record.update(evaluate())
+        history.append(record)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
+    return history
+
+
+def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
+                    name: str = "embedding") -> MetricResult:
+    """Train an embedding head on `data` and save run folder + model; see module doc."""
+    cfg.check()
+    started = time.perf_counter()
+    run_dir = Path(output)
+    if cfg.item_column:
+        data.group_column = cfg.item_column
+    labelled = load_labelled(data)
+    train_set, val_set = split_train_val(labelled, data, cfg.seed)
+    device = resolve_device(cfg.device)
+    precision = cfg.precision or default_precision()
+    torch.set_num_threads(max(1, cfg.threads))
+    model, info = load_base(cfg.base, cfg.pretrained)
+    model.to(device).to(memory_format=torch.channels_last)
+    transform = eval_transform(info.preprocess)
+    short_side = int(info.preprocess.resize_size * 1.15)
+
+    train_images, kept, skipped = read_photos(train_set, short_side, cfg.threads)
+    train_set = train_set.subset([train_set.samples[i] for i in kept])
+    val_images, kept, val_skipped = read_photos(val_set, short_side, cfg.threads)
+    val_set = val_set.subset([val_set.samples[i] for i in kept])
+    skipped.update(val_skipped)
+    if len(train_images) < 4:
+        raise DataError(f"{labelled.source}: metric learning needs at least 4 readable "
+                        f"training photos, found {len(train_images)}")
+    items, categories, _ = _items(train_set)
+    val_cats = [s.label for s in val_set.samples]
+    train_cats = [s.label for s in train_set.samples]
+
+    in_features = int(pooled_features(model.eval(), torch.zeros(
+        1, 3, info.preprocess.size, info.preprocess.size, device=device)).shape[1])
+    spec = EmbeddingSpec(dim=cfg.dim, hidden=cfg.hidden, in_features=in_features)
+    head = attach_embedding_head(model, spec).to(device)
+
+    val_plain_set = ViewSet(val_images, transform, views=0, seed=cfg.eval_views_seed)
+    val_view_set = ViewSet(val_images, transform, views=-1, seed=cfg.eval_views_seed,
+                           strong=True)
+    history: list[dict]
+    if cfg.mode == "head":
+        cached = ViewSet(train_images, transform, views=cfg.views, seed=cfg.seed)
+        features = view_features(model, cached, device, precision, cfg.threads,
+                                 "features of training views")
+        val_plain = view_features(model, val_plain_set, device, precision, cfg.threads,
+                                  "features of validation photos")[:, 0]
+        val_views = view_features(model, val_view_set, device, precision, cfg.threads,
+                                  "features of re-shot validation views")[:, 0]
+        head.cpu()
+        if cfg.hidden == 0:
+            _pca_init(head, features[:, 0])
+        baseline = _retrieval_scores(val_plain, val_views, val_cats, features[:, 0],
+                                     train_cats) if len(val_images) > 1 else {}
+
+        @torch.no_grad()
+        def evaluate() -> dict:
+            if len(val_images) < 2:
+                return {}
+            head.eval()
+            emb = [head(torch.as_tensor(x)).numpy()
+                   for x in (val_plain, val_views, features[:, 0])]
+            return _retrieval_scores(emb[0], emb[1], val_cats, emb[2], train_cats)
+
+        history = train_head(features, items, categories, head, cfg, evaluate)
+        head.to(device)
+    else:
+        train_plain_set = ViewSet(train_images, transform, views=0, seed=cfg.seed)
+
+        @torch.no_grad()
+        def evaluate() -> dict:
+            if len(val_images) < 2:
+                return {}
+            outs = [view_features(model, ds, device, precision, cfg.threads, "evaluating",
+                                  head=head)[:, 0]
+                    for ds in (val_plain_set, val_view_set, train_plain_set)]
+            return _retrieval_scores(outs[0], outs[1], val_cats, outs[2], train_cats)
+
+        baseline = {}
+        history = train_full(model, head, train_images, items, categories, transform, cfg,
+                             device, precision, evaluate)
+    model.eval()
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "seconds")}
+    metrics = {"validation": final, "before_training": baseline,
+               "train_photos": len(train_images), "val_photos": len(val_images),
+               "items": int(len(np.unique(items))), "epochs": cfg.epochs,
+               "train_minutes": (time.perf_counter() - started) / 60}
+    info.embedding = spec.to_dict()
+    info.name = name
+    info.metrics = {**info.metrics, "retrieval": metrics}
+    info.config = {**info.config, "metric": asdict(cfg)}
+    model.cpu()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = save_model(model, info, run_dir / "model")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"metric": asdict(cfg), "data": asdict(data)}, sort_keys=False))
+    (run_dir / "metrics.json").write_text(json.dumps(
+        {**metrics, "history": history, "skipped": skipped}, indent=2))
+    return MetricResult(run_dir, model_dir, metrics, history)

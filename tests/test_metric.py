@@ -1,0 +1,89 @@
+"""Metric learning: losses, the head on cached features, full training, saved models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlens.data import DataSpec
+from fashionlens.errors import ConfigError
+from fashionlens.evaluation.retrieval import pair_accuracy, precision_at_k
+from fashionlens.models import load_model
+from fashionlens.models.embedding import EmbeddingHead, EmbeddingSpec
+from fashionlens.search import Embedder
+from fashionlens.training.metric import MetricConfig, train_embedding, train_head
+
+
+def clustered_features(items: int = 40, views: int = 4, dim: int = 32, seed: int = 0):
+    """Per item a centre; its views are the centre plus noise that is large along the
+    first 8 axes (a nuisance, like background) and small elsewhere."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(items, dim))
+    noise = rng.normal(size=(items, views, dim)) * 0.3
+    noise[..., :8] *= 12
+    categories = np.arange(items) % 4
+    centres[:, 8:12] += 3 * np.eye(4)[categories]
+    return (centres[:, None] + noise).astype(np.float32), np.arange(items), categories
+
+
+@pytest.mark.parametrize("loss, mining", [("triplet", "semihard"), ("triplet", "hard"),
+                                          ("supcon", "all")])
+def test_head_learns_to_ignore_the_nuisance(loss, mining):
+    features, items, categories = clustered_features()
+    cfg = MetricConfig(dim=8, loss=loss, mining=mining, epochs=60, batch_items=16, lr=3e-3)
+    head = EmbeddingHead(EmbeddingSpec(dim=8, in_features=32))
+
+    def pairs(module):
+        with torch.no_grad():
+            a = module(torch.as_tensor(features[:, 0])).numpy()
+            b = module(torch.as_tensor(features[:, 1])).numpy()
+        return pair_accuracy(a, b)["top1"]
+
+    before = pairs(head)
+    history = train_head(features, items, categories, head, cfg)
+    after = pairs(head)
+    assert after > before + 0.3 and after >= 0.6, (before, after)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_pair_accuracy_and_precision_count_ranks():
+    first = np.eye(4, dtype=np.float32)
+    second = first.copy()
+    second[3] = [1, 0, 0, 0.5]  # item 3's second photo looks like item 0
+    result = pair_accuracy(first, second, ks=(1, 2, 3))
+    # Only the query 3' misses: item 0's two photos rank above its pair.
+    assert result["top1"] == result["top2"] == pytest.approx(7 / 8)
+    assert result["top3"] == 1.0 and result["mean_rank"] == pytest.approx(10 / 8)
+    labels = ["a", "a", "b", "b"]
+    p = precision_at_k(second, labels, first, labels, k=1)
+    assert p["precision@1"] == pytest.approx(0.75) and p["per_label"] == {"a": 1.0, "b": 0.5}
+
+
+def test_bad_metric_config_is_refused():
+    with pytest.raises(ConfigError, match="metric.loss: 'arcfce'"):
+        MetricConfig(loss="arcfce").check()
+    with pytest.raises(ConfigError, match="metric.dim is too small"):
+        MetricConfig(dim=1).check()
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_train_embedding_saves_a_model_that_embeds(tmp_path, tiny_folder, mode):
+    cfg = MetricConfig(base="test_efficientnet", pretrained="none", mode=mode, dim=16,
+                       views=2, epochs=2, batch_items=8, threads=1, precision="fp32",
+                       device="cpu")
+    result = train_embedding(cfg, DataSpec(path=str(tiny_folder), val_fraction=0.25),
+                             tmp_path / "run")
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and "pairs_top10" in metrics["validation"]
+    assert 0 <= metrics["validation"]["precision@10"] <= 1
+    model, info = load_model(result.model_dir)
+    assert info.embedding["dim"] == 16 and hasattr(model, "embedding_head")
+    embedder = Embedder(result.model_dir, precision="fp32")
+    assert embedder.dim == 16
+    photo = next(p for p in tiny_folder.rglob("*") if p.is_file())
+    vector = embedder.embed_one(photo)
+    assert vector.shape == (16,) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
+    assert (result.run_dir / "config.yaml").read_text().startswith("metric:")
