@@ -87,3 +87,29 @@ def test_train_embedding_saves_a_model_that_embeds(tmp_path, tiny_folder, mode):
     vector = embedder.embed_one(photo)
     assert vector.shape == (16,) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
     assert (result.run_dir / "config.yaml").read_text().startswith("metric:")
+
+
+def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, model_dir):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["train-embedding", str(tiny_folder), "--base", str(model_dir),
+                                 "--dim", "8", "--views", "1", "--epochs", "2", "--device",
+                                 "cpu", "--output", str(tmp_path), "--name", "emb"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "pairs_top10" in result.stdout and "model saved to" in result.stdout
+    model = tmp_path / "emb" / "model"
+    result = runner.invoke(app, ["evaluate-search", str(tiny_folder), "--model", str(model),
+                                 "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    data = json.loads(result.stdout)
+    assert data["dimension"] == 8
+    assert set(data["pairs"]) >= {"top1", "top5", "top10"} and 0 <= data["pairs"]["top10"] <= 1
+    assert 0 <= data["category"]["precision@10"] <= 1
+    bad = runner.invoke(app, ["evaluate-search", str(tiny_folder), "--model", str(model),
+                              "--protocol", "speed"])
+    assert "unknown protocol speed" in str(bad.exception)
+    bad = runner.invoke(app, ["train-embedding", str(tiny_folder), "--loss", "arcfce"])
+    assert "metric.loss: 'arcfce'" in str(bad.exception)

@@ -10,6 +10,7 @@ import typer
 from ..errors import FashionLensError
 from .catalog import catalog_app
 from .common import err, setup_logging
+from .embed import evaluate_search_command, train_embedding_command
 from .evaluate import evaluate
 from .predict import predict
 from .search import search
@@ -34,6 +35,8 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 app.command()(search)
+app.command("train-embedding")(train_embedding_command)
+app.command("evaluate-search")(evaluate_search_command)
 app.command()(serve)
 app.add_typer(catalog_app, name="catalog")
 
