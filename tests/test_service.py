@@ -106,6 +106,8 @@ def test_health_and_readiness(client):
     body = ready.json()
     assert body["status"] == "ready" and body["catalog"] == {"items": 10}
     assert body["default_model"] == "clothing10"
+    stats = body["batching"]["model clothing10"]
+    assert set(stats) == {"requests", "batches", "mean_batch"}
 
 
 def test_web_app_pages_and_assets_are_served_locally(client):

@@ -333,6 +333,14 @@ class Engine:
                                                  f"{', '.join(self.models)}")
         return self.models[name]
 
+    def batching_stats(self) -> dict[str, dict]:
+        """Requests and forward passes per batcher: how well micro-batching groups work."""
+        batchers = [(f"model {name}", m.batcher) for name, m in self.models.items()]
+        if self.query is not None and self.query.batcher is not None:
+            batchers.append(("catalog embedder", self.query.batcher))
+        return {name: {"requests": b.items, "batches": b.batches,
+                       "mean_batch": round(b.mean_batch, 2)} for name, b in batchers}
+
     def require_catalog(self) -> CatalogService:
         if self.catalog is None:
             raise ApiError(404, "no_catalog", "no catalog is served; start the service with "

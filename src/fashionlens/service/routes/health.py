@@ -21,7 +21,8 @@ async def healthz() -> dict:
 async def readyz(request: Request) -> JSONResponse:
     engine = get_engine(request)
     body: dict = {"status": "ready", "models": list(engine.models),
-                  "default_model": engine.default_model, "catalog": None}
+                  "default_model": engine.default_model, "catalog": None,
+                  "batching": engine.batching_stats()}
     if engine.catalog is not None:
         try:
             items = await asyncio.wait_for(engine.catalog.call(len, engine.catalog.catalog), 5)

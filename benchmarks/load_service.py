@@ -1,0 +1,238 @@
+"""Load test of the web service: N concurrent clients on loopback for a bounded time.
+
+Each client loops over the bundled sample photos and, for each photo, sends one
+`POST /api/v1/classify` and then one `POST /api/v1/similar` (k=10), the way the web app's
+"Try it" page does. Prints one JSON object: throughput, p50/p95/p99 latency per endpoint
+and for the classify+similar pair, errors, the server's resident memory (RSS) at the
+start and end with its trend, and how well requests were micro-batched.
+
+By default the script starts its own server (`fashionlens serve --demo` on a free
+loopback port, the bundled model, a catalog of the 40 sample photos) and stops it at the
+end. `--url` targets a running server instead (`--pid` then names its process for RSS).
+
+    python benchmarks/load_service.py --clients 4 --duration 60
+    python benchmarks/load_service.py --clients 4 --duration 300   # memory over 5 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from fashionlens.inference import SAMPLE_PHOTOS
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (Linux /proc), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class MemorySampler(threading.Thread):
+    """Samples a process's RSS every `every` seconds until stopped."""
+
+    def __init__(self, pid: int, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.samples: list[tuple[float, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self._halt.is_set():
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.samples.append((time.monotonic() - start, value))
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    arr = np.asarray(values) * 1000
+    return {"count": len(values), "mean": round(float(arr.mean()), 1),
+            "p50": round(float(np.percentile(arr, 50)), 1),
+            "p95": round(float(np.percentile(arr, 95)), 1),
+            "p99": round(float(np.percentile(arr, 99)), 1),
+            "max": round(float(arr.max()), 1)}
+
+
+def start_server(port: int, workdir: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "fashionlens.cli.main", "-q", "serve", "--demo",
+               "--catalog", str(workdir / "catalog"), "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "FASHIONLENS_PROGRESS": "0"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / "server.log", "w"))  # noqa: SIM115
+
+
+async def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode}")
+            try:
+                response = await client.get(url + "/readyz")
+                if response.status_code == 200:
+                    return response.json()
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"{url} was not ready within {timeout:.0f} s")
+
+
+async def client_loop(client: httpx.AsyncClient, photos: list[bytes], offset: int,
+                      stop_at: float, stats: dict, k: int) -> None:
+    i = offset
+    while time.monotonic() < stop_at:
+        photo = photos[i % len(photos)]
+        i += 1
+        pair_start = time.perf_counter()
+        ok = True
+        for name, path, params in (("classify", "/api/v1/classify", {"top_k": 5}),
+                                   ("similar", "/api/v1/similar", {"k": k})):
+            start = time.perf_counter()
+            try:
+                response = await client.post(path, params=params, content=photo,
+                                             headers={"Content-Type": "image/jpeg"})
+                elapsed = time.perf_counter() - start
+                if response.status_code != 200:
+                    ok = False
+                    stats["errors"].append(f"{name}: HTTP {response.status_code} "
+                                           f"{response.text[:200]}")
+                else:
+                    stats[name].append(elapsed)
+            except httpx.HTTPError as exc:
+                ok = False
+                stats["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
+        if ok:
+            stats["pair"].append(time.perf_counter() - pair_start)
+
+
+async def run_load(url: str, clients: int, duration: float, warmup: float, k: int) -> dict:
+    photos = [p.read_bytes() for p in sorted(SAMPLE_PHOTOS.rglob("*.jpg"))]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        if warmup > 0:
+            scratch = {"classify": [], "similar": [], "pair": [], "errors": []}
+            stop_at = time.monotonic() + warmup
+            await asyncio.gather(*(client_loop(client, photos, 7 * c, stop_at, scratch, k)
+                                   for c in range(clients)))
+        stats: dict[str, list] = {"classify": [], "similar": [], "pair": [], "errors": []}
+        started = time.monotonic()
+        stop_at = started + duration
+        await asyncio.gather(*(client_loop(client, photos, 11 * c, stop_at, stats, k)
+                               for c in range(clients)))
+        stats["elapsed"] = time.monotonic() - started
+    return stats
+
+
+def memory_summary(samples: list[tuple[float, float]], measured_from: float) -> dict:
+    if not samples:
+        return {}
+    during = [(t, v) for t, v in samples if t >= measured_from] or samples
+    times = np.array([t for t, _ in during])
+    values = np.array([v for _, v in during])
+    slope = float(np.polyfit(times, values, 1)[0]) * 60 if len(during) > 2 else 0.0
+    return {"start": round(float(values[0]), 1), "end": round(float(values[-1]), 1),
+            "max": round(float(values.max()), 1), "min": round(float(values.min()), 1),
+            "trend_mb_per_min": round(slope, 2), "samples": len(during)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--duration", type=float, default=60, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds first")
+    parser.add_argument("-k", type=int, default=10, help="similar items per request")
+    parser.add_argument("--url", help="a running server (loopback only), e.g. "
+                                      "http://127.0.0.1:8000; default: start one")
+    parser.add_argument("--pid", type=int, help="the running server's process id (for RSS)")
+    args = parser.parse_args()
+    if args.clients < 1 or args.duration <= 0 or args.duration > 3600:
+        parser.error("need --clients >= 1 and 0 < --duration <= 3600")
+
+    proc = None
+    workdir = Path(tempfile.mkdtemp(prefix="fashionlens-load-"))
+    if args.url:
+        url = args.url.rstrip("/")
+        if httpx.URL(url).host not in ("127.0.0.1", "localhost", "::1"):
+            parser.error("the load test only targets a server on this machine (loopback)")
+        pid = args.pid
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
+        proc = start_server(int(url.rsplit(":", 1)[1]), workdir)
+        pid = proc.pid
+    try:
+        startup = time.monotonic()
+        asyncio.run(wait_ready(url, proc))
+        startup_s = time.monotonic() - startup
+        sampler = MemorySampler(pid) if pid else None
+        if sampler:
+            sampler.start()
+        load_before = os.getloadavg()
+        stats = asyncio.run(run_load(url, args.clients, args.duration, args.warmup, args.k))
+        load_after = os.getloadavg()
+        if sampler:
+            sampler.stop()
+        ready = httpx.get(url + "/readyz", timeout=10).json()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    requests = len(stats["classify"]) + len(stats["similar"]) + len(stats["errors"])
+    result = {
+        "clients": args.clients,
+        "duration_s": round(stats["elapsed"], 1),
+        "warmup_s": args.warmup,
+        "server": "started by this script (serve --demo)" if proc else url,
+        "server_startup_s": round(startup_s, 1) if proc else None,
+        "requests": requests,
+        "throughput_rps": round(requests / stats["elapsed"], 1),
+        "photos_per_s": round(len(stats["pair"]) / stats["elapsed"], 1),
+        "errors": len(stats["errors"]),
+        "error_samples": stats["errors"][:5],
+        "latency_ms": {"classify": percentiles(stats["classify"]),
+                       "similar": percentiles(stats["similar"]),
+                       "classify+similar": percentiles(stats["pair"])},
+        "rss_mb": memory_summary(sampler.samples, args.warmup) if sampler else None,
+        "batching": ready.get("batching"),
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
