@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import sqlite3
 import struct
 import threading
@@ -587,6 +588,26 @@ def test_several_models_are_served(catalog_dir, engine, model_dir):
 # --- limits, CORS, settings, CLI -------------------------------------------------------------
 
 
+def test_catalog_of_another_model_uses_its_own_embedder(tmp_path, embedding_model_dir):
+    """Query photos are embedded with the catalog's model, not with the served classifier."""
+    from fashionlens.search import Catalog
+
+    folder = tmp_path / "other-model-catalog"
+    with Catalog(folder, create=True, model=embedding_model_dir) as catalog:
+        catalog.add_source(SAMPLE_PHOTOS / "Hat")
+    other = Engine(ServiceSettings(catalog=str(folder)))
+    try:
+        assert other.query is not None and other.query.model is None
+        with TestClient(create_app(ServiceSettings(api_key=KEY), engine=other)) as c:
+            assert c.get("/api/v1/catalog").json()["query_model"] is None
+            photo = SAMPLE_PHOTOS / "Hat" / "hat-3.jpg"
+            matches = post_image(c, "/api/v1/similar", jpeg_bytes(photo), k=2).json()["matches"]
+            assert matches[0]["id"] == "hat-3" and matches[0]["similarity"] > 0.99
+            assert c.get("/readyz").json()["batching"]["catalog embedder"]["requests"] >= 1
+    finally:
+        other.close()
+
+
 def test_request_size_limit(engine):
     big = jpeg_bytes(HAT)  # about 19 KB
     assert len(big) > 10 * 1024
@@ -663,14 +684,26 @@ def test_serve_command_wiring(monkeypatch, catalog_dir, tmp_path):
     assert settings.catalog == str(catalog_dir)
     call["app"].state.engine.close()
 
-    built: list[str] = []
-    monkeypatch.setattr(demo, "build_demo_catalog",
-                        lambda folder: built.append(folder) or Path(folder))
+    # --demo never adds the sample photos to an existing catalog, only to a new folder.
+    built: list[Path] = []
+
+    def fake_build(folder):
+        built.append(Path(folder))
+        shutil.copytree(catalog_dir, folder)
+        return Path(folder)
+
+    monkeypatch.setattr(demo, "build_demo_catalog", fake_build)
     result = runner.invoke(cli_app, ["serve", "--demo", "--catalog", str(catalog_dir)])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert built == [str(catalog_dir)] and "demo API key" in result.output
+    assert built == [] and "demo API key" in result.output
     assert len(calls[1]["app"].state.settings.api_key) >= 16
     calls[1]["app"].state.engine.close()
+    fresh = tmp_path / "demo-catalog"
+    result = runner.invoke(cli_app, ["serve", "--demo", "--catalog", str(fresh),
+                                     "--api-key", KEY])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert built == [fresh] and calls[2]["app"].state.settings.api_key == KEY
+    calls[2]["app"].state.engine.close()
 
     bad = runner.invoke(cli_app, ["serve", "--port", "0"])
     assert bad.exit_code == 2

@@ -49,8 +49,8 @@ def serve(
     demo: Annotated[
         bool,
         typer.Option(help="Build a catalog from the bundled sample photos (in --catalog if "
-                          "that folder is new or empty, else in a temporary folder) and make "
-                          "up an API key if none is given."),
+                          "that folder is new or empty; without --catalog in a temporary "
+                          "folder) and make up an API key if none is given."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -80,8 +80,14 @@ def serve(
         if settings.catalog is None:
             temporary = Path(tempfile.mkdtemp(prefix="fashionlens-demo-"))
             settings = dataclasses.replace(settings, catalog=str(temporary / "catalog"))
-        err.print(f"building the demo catalog in {settings.catalog} ...")
-        build_demo_catalog(settings.catalog)
+        folder = Path(settings.catalog).expanduser()
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            # Never add the sample photos to a shop's real catalog.
+            err.print(f"using the existing catalog in {folder} as it is (--demo builds "
+                      "only into a new or empty folder)")
+        else:
+            err.print(f"building the demo catalog in {folder} ...")
+            build_demo_catalog(folder)
         if not settings.api_key:
             settings = dataclasses.replace(settings, api_key=secrets.token_urlsafe(18))
             out.print(f"demo API key (for adding and changing items): {settings.api_key}")
