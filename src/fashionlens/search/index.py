@@ -290,7 +290,7 @@ class VectorIndex:
             params = faiss.SearchParameters()
         if mask is not None:
             bitmap = bitmap_of(mask)
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n: bytes
             keep += [bitmap, selector]
             params.sel = selector
         sims, ids = self.index.search(queries, fetch, params=params)
