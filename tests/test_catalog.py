@@ -620,3 +620,35 @@ def test_catalog_finds_its_model_or_is_told_where_it_moved(tmp_path, embedding_m
             cat.search(photo)
     with Catalog(tmp_path / "cat", model=moved) as cat:
         assert cat.search(photo, k=1)[0].item.id == "p"
+
+
+def test_import_vectors_command(tmp_path, embedder):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+
+    vectors = clustered_vectors(30, embedder.dim, seed=4)
+    np.save(tmp_path / "vectors.npy", vectors)
+    lines = ["sku,category,price,brand"] + [
+        f"s{i},{CATEGORIES[i % 3]},{'cheap' if i == 7 else i},b{i % 2}" for i in range(30)]
+    (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
+    catalog = tmp_path / "cat"
+    args = ["catalog", "import-vectors", tmp_path / "vectors.npy", tmp_path / "meta.csv",
+            "--catalog", catalog, "--id-column", "sku"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "added 29, already in the catalog 0, not added 1" in result.output
+    with Catalog(catalog) as cat:
+        top = cat.search(vector=vectors[8], k=2, filters="category=Hat")
+        assert top[0].item.id == "s8" and top[0].item.extra == {"brand": "b0"}
+        assert cat.get("s9").price == 9.0 and "s7" not in cat
+        with pytest.raises(FashionLensError, match="no model is recorded"):
+            cat.search(write_pattern_photo(tmp_path / "q.png", seed=1))
+    with Catalog(catalog, model=embedder.spec) as cat:  # the model the vectors came from
+        assert len(cat.search(write_pattern_photo(tmp_path / "q.png", seed=1), k=3)) == 3
+    result = CliRunner().invoke(app, [str(a) for a in args])  # again: all there already
+    assert "added 0, already in the catalog 29" in result.output
+    np.save(tmp_path / "short.npy", vectors[:5])
+    args[2] = tmp_path / "short.npy"
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0 and "must match row for row" in str(result.exception)

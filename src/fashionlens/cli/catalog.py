@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import FashionLensError
-from ..progress import track
+from ..progress import StepBar, track
 from ..search.catalog import AddReport, Catalog, read_source
 from .common import err, out
 from .search import CatalogOption, item_table
@@ -294,3 +294,57 @@ def directions(
     out.print(table)
     if not rows:
         out.print("no directions yet: learn some with --learn FIELD")
+
+
+@catalog_app.command("import-vectors")
+def import_vectors(
+    vectors: Annotated[Path, typer.Argument(help="A .npy file: one embedding per row.")],
+    metadata: Annotated[Path, typer.Argument(help="A CSV: data row i describes vector i.")],
+    catalog: CatalogOption,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model the vectors were computed with (needed to search by "
+                          "photo; without it the catalog is searched by item or vector)."),
+    ] = None,
+    id_column: IdColumn = "id",
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="CSV column with photos to copy in (default: items have none)."),
+    ] = None,
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
+    column: ColumnMap = None,
+) -> None:
+    """Bulk-add items whose embeddings are already computed (creates the catalog if
+    needed); ids already in it are skipped, so running it again resumes."""
+    import numpy as np
+
+    from ..search.catalog import records_from_csv
+
+    try:
+        array = np.load(vectors, mmap_mode="r")  # rows are read a batch at a time
+    except (OSError, ValueError) as exc:
+        raise FashionLensError(f"{vectors}: not a readable .npy file ({exc})") from exc
+    if array.ndim != 2:
+        raise FashionLensError(f"{vectors}: expected a 2-d array, found shape {array.shape}")
+    items = records_from_csv(metadata, **_csv_options(id_column, image_column, image_dir,
+                                                      image_ext, column))
+    if len(items) != len(array):
+        raise FashionLensError(f"{metadata} has {len(items)} data rows and {vectors} "
+                               f"{len(array)} vectors; they must match row for row")
+    rows = np.asarray(items.rows, dtype=np.int64)
+    exists = (catalog / "catalog.sqlite").is_file()
+    with Catalog(catalog, create=not exists, model=model,
+                 dim=None if exists or model else int(array.shape[1])) as cat:
+        batch = 50_000
+        batches = ((items.records[i:i + batch], np.asarray(array[rows[i:i + batch]]))
+                   for i in range(0, len(rows), batch))
+        with StepBar("importing", total=-(-len(rows) // batch)) as bar:
+            report = cat.add_vector_batches(batches, progress=lambda _: bar.advance())
+        for problem in items.problems:
+            report.record(problem)
+        for failure in report.failed:
+            err.print(f"not added: {failure.id} ({failure.source}): {failure.error}")
+        out.print(f"added {len(report.added)}, already in the catalog {len(report.existing)}, "
+                  f"not added {len(report.failed)}; the catalog now holds {len(cat)} items, "
+                  f"{cat.index.kind if cat.index else 'no'} index ({cat.path})")

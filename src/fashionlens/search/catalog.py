@@ -243,6 +243,7 @@ class SourceItems:
 
     records: list[ItemRecord]
     problems: list[AddOutcome] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # each record's data row (CSV only)
 
     def __len__(self) -> int:
         return len(self.records) + len(self.problems)
@@ -273,7 +274,7 @@ def check_status(value: Any) -> str:
     return status
 
 
-def _column_map(columns: list[str], id_column: str, image_column: str,
+def _column_map(columns: list[str], id_column: str, image_column: str | None,
                 mapping: Mapping[str, str] | None, where: str) -> dict[str, str]:
     """CSV column -> item field, for the metadata columns (the rest go to `extra`)."""
     result: dict[str, str] = {}
@@ -295,7 +296,7 @@ def _column_map(columns: list[str], id_column: str, image_column: str,
 
 
 def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
-                     image_column: str = "image", image_dir: str | None = None,
+                     image_column: str | None = "image", image_dir: str | None = None,
                      image_extension: str | None = None,
                      columns: Mapping[str, str] | None = None) -> SourceItems:
     """Items from a CSV export: one row per item.
@@ -304,11 +305,12 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
     the CSV) with `image_extension`, as for training data. Columns named like an item
     field (category, colour/color, size, price, status) fill it, `columns` maps others
     (`{"category": "garment_type"}`), and every other column is kept in `extra`.
+    `image_column=None` reads items without photos (for `Catalog.add_vectors`).
     """
     csv_path = Path(csv_path).expanduser()
     header, rows = read_csv_rows(csv_path)
     for what, column in (("id column", id_column), ("image column", image_column)):
-        if column not in header:
+        if column is not None and column not in header:
             raise DataError(f"{csv_path}: no column '{column}' (asked for as {what}); "
                             f"columns are: {', '.join(header)}")
     mapped = _column_map(header, id_column, image_column, columns, str(csv_path))
@@ -317,8 +319,8 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
     for line_no, row in enumerate(rows, start=2):
         where = f"{csv_path.name}, line {line_no}"
         item_id = (row.get(id_column) or "").strip()
-        image = (row.get(image_column) or "").strip()
-        if not item_id or not image:
+        image = (row.get(image_column) or "").strip() if image_column else None
+        if not item_id or image == "":
             missing = id_column if not item_id else image_column
             result.problems.append(AddOutcome(item_id or f"line {line_no}", "failed", where,
                                               f"empty value in column '{missing}'"))
@@ -343,9 +345,11 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
         except ValueError as exc:
             result.problems.append(AddOutcome(item_id, "failed", where, str(exc)))
             continue
-        path = resolve_image_path(image, base, image_extension)
+        path = resolve_image_path(image, base, image_extension) if image else None
         result.records.append(ItemRecord(id=item_id, image=path, extra=extra,
-                                         label=f"{where} ({path})", **fields))
+                                         label=f"{where} ({path})" if path else where,
+                                         **fields))
+        result.rows.append(line_no - 2)
     return result
 
 
@@ -510,7 +514,7 @@ class Catalog:
         self.last_rebuild: dict[str, float] = {}  # seconds spent in the last rebuild
         if dim is not None:
             if self.dim is None:
-                self._set_meta({"dim": str(int(dim))})
+                self._set_meta({"dim": str(int(dim)), "vectors_only": "1"})
             elif self.dim != dim:
                 raise FashionLensError(f"{self.path}: the catalog holds {self.dim}-d vectors, "
                                        f"not {dim}-d")
@@ -609,6 +613,11 @@ class Catalog:
         """The catalog's embedder, loaded on first use."""
         if self._embedder is None:
             spec = self._meta("model")
+            if spec is None and self._model_request is None and self._meta("vectors_only"):
+                raise FashionLensError(
+                    f"{self.path}: this catalog holds imported vectors and no model is "
+                    "recorded for them; search it by item or vector, or pass the model the "
+                    "vectors were computed with (--model)")
             if spec is not None and self._model_request is None:
                 try:
                     embedder = Embedder.from_spec(spec)
