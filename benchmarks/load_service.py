@@ -84,10 +84,12 @@ def percentiles(values: list[float]) -> dict:
             "max": round(float(arr.max()), 1)}
 
 
-def start_server(port: int, workdir: Path) -> subprocess.Popen:
+def start_server(port: int, workdir: Path, cache_entries: int | None) -> subprocess.Popen:
     command = [sys.executable, "-m", "fashionlens.cli.main", "-q", "serve", "--demo",
                "--catalog", str(workdir / "catalog"), "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]
+    if cache_entries is not None:
+        command += ["--cache-entries", str(cache_entries)]
     env = {**os.environ, "FASHIONLENS_PROGRESS": "0"}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(workdir / "server.log", "w"))  # noqa: SIM115
@@ -162,9 +164,15 @@ def memory_summary(samples: list[tuple[float, float]], measured_from: float) -> 
     times = np.array([t for t, _ in during])
     values = np.array([v for _, v in during])
     slope = float(np.polyfit(times, values, 1)[0]) * 60 if len(during) > 2 else 0.0
+    timeline, next_mark = [], times[0]
+    for t, v in zip(times, values, strict=True):
+        if t >= next_mark:
+            timeline.append(round(float(v), 1))
+            next_mark += 30
     return {"start": round(float(values[0]), 1), "end": round(float(values[-1]), 1),
             "max": round(float(values.max()), 1), "min": round(float(values.min()), 1),
-            "trend_mb_per_min": round(slope, 2), "samples": len(during)}
+            "trend_mb_per_min": round(slope, 2), "every_30s": timeline,
+            "samples": len(during)}
 
 
 def main() -> None:
@@ -176,6 +184,9 @@ def main() -> None:
     parser.add_argument("--url", help="a running server (loopback only), e.g. "
                                       "http://127.0.0.1:8000; default: start one")
     parser.add_argument("--pid", type=int, help="the running server's process id (for RSS)")
+    parser.add_argument("--cache-entries", type=int,
+                        help="serve --cache-entries for the server this script starts; 0 "
+                             "makes every similar request decode and run the model again")
     args = parser.parse_args()
     if args.clients < 1 or args.duration <= 0 or args.duration > 3600:
         parser.error("need --clients >= 1 and 0 < --duration <= 3600")
@@ -189,7 +200,7 @@ def main() -> None:
         pid = args.pid
     else:
         url = f"http://127.0.0.1:{free_port()}"
-        proc = start_server(int(url.rsplit(":", 1)[1]), workdir)
+        proc = start_server(int(url.rsplit(":", 1)[1]), workdir, args.cache_entries)
         pid = proc.pid
     try:
         startup = time.monotonic()
@@ -217,6 +228,7 @@ def main() -> None:
         "duration_s": round(stats["elapsed"], 1),
         "warmup_s": args.warmup,
         "server": "started by this script (serve --demo)" if proc else url,
+        "cache_entries": args.cache_entries if proc else None,
         "server_startup_s": round(startup_s, 1) if proc else None,
         "requests": requests,
         "throughput_rps": round(requests / stats["elapsed"], 1),

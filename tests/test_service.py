@@ -259,7 +259,9 @@ def test_micro_batcher_groups_requests_and_reports_errors():
     asyncio.run(scenario())
 
 
-def test_concurrent_requests_are_batched_and_keep_their_own_results(client, engine):
+def test_concurrent_requests_are_batched_and_keep_their_own_results(client, engine,
+                                                                   monkeypatch):
+    monkeypatch.setattr(engine.cache, "capacity", 0)  # every request runs the model
     photos = {"Hat": jpeg_bytes(HAT), "Dress": jpeg_bytes(DRESS),
               "Shoes": jpeg_bytes(SAMPLE_PHOTOS / "Shoes" / "shoes-1.jpg")}
     alone = {name: post_image(client, "/api/v1/classify", data).json()["tasks"][0]
@@ -282,6 +284,26 @@ def test_concurrent_requests_are_batched_and_keep_their_own_results(client, engi
             assert abs(got["probability"] - ref["probability"]) < 0.02  # bf16 batch noise
     assert batcher.items - before_items == len(jobs)
     assert batcher.batches - before_batches < len(jobs)  # some requests shared a pass
+
+
+def test_classify_then_similar_of_one_photo_runs_the_model_once(client, engine):
+    photo = jpeg_bytes(SAMPLE_PHOTOS / "Shirt" / "shirt-2.jpg")
+    batcher = engine.model(None).batcher
+    hits, items = engine.cache.hits, batcher.items
+    first = post_image(client, "/api/v1/classify", photo).json()
+    similar = post_image(client, "/api/v1/similar", photo, k=3).json()
+    again = post_image(client, "/api/v1/classify", photo, top_k=2).json()
+    assert batcher.items - items == 1 and engine.cache.hits - hits == 2
+    assert again["tasks"][0]["classes"] == first["tasks"][0]["classes"][:2]
+    assert similar["query"]["image"] == first["image"]
+    # The cached answer is the one the model gives without the cache.
+    engine.cache.capacity, capacity = 0, engine.cache.capacity
+    try:
+        fresh = post_image(client, "/api/v1/similar", photo, k=3).json()
+    finally:
+        engine.cache.capacity = capacity
+    assert [m["id"] for m in fresh["matches"]] == [m["id"] for m in similar["matches"]]
+    assert client.get("/readyz").json()["batching"]["output cache"]["hits"] >= 2
 
 
 # --- similar items ---------------------------------------------------------------------------

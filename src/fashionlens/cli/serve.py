@@ -42,6 +42,12 @@ def serve(
         list[str] | None,
         typer.Option(help="Allow browser calls from this origin (repeatable; default: none)."),
     ] = None,
+    cache_entries: Annotated[
+        int | None,
+        typer.Option(min=0, help="Recent photos whose model output is kept, so classify and "
+                                 "then similar of one photo run the model once (default "
+                                 "256; 0 turns it off)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="YAML file of service settings; options given here win."),
@@ -62,7 +68,7 @@ def serve(
 
     overrides = {"models": model or None, "catalog": str(catalog) if catalog else None,
                  "api_key": api_key, "max_upload_mb": max_upload_mb,
-                 "cors_origins": cors_origin or None}
+                 "cors_origins": cors_origin or None, "cache_entries": cache_entries}
     if config is not None:
         settings = ServiceSettings.from_yaml(config, **overrides)
     else:

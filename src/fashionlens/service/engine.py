@@ -19,7 +19,8 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError
@@ -210,13 +212,61 @@ class QueryEncoder:
     def _vectors(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
         return list(self.embedder.vectors(torch.stack(tensors)))
 
-    async def encode(self, tensor: torch.Tensor) -> np.ndarray:
+    @property
+    def key(self) -> str:
+        """Names the forward pass that makes query vectors (for the output cache)."""
+        return self.model.name if self.model is not None else "catalog embedder"
+
+    async def submit(self, tensor: torch.Tensor) -> Output:
         if self.model is not None:
-            output = await self.model.batcher.submit(tensor)
-            assert output.vector is not None
-            return output.vector
+            return await self.model.batcher.submit(tensor)
         assert self.batcher is not None
-        return await self.batcher.submit(tensor)
+        return Output(None, await self.batcher.submit(tensor))
+
+
+@dataclass
+class PhotoResult:
+    """A photo's forward-pass output and its size, as cached."""
+
+    output: Output
+    width: int
+    height: int
+
+
+class OutputCache:
+    """The last few photos' outputs, by (forward pass, digest of the uploaded bytes).
+
+    The web app (and a shop's listing flow) sends the same photo to classify and then to
+    similar; with the catalog's own model one forward pass gives both answers, so the
+    second request skips decoding and the model. Only used from the event loop.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._entries: OrderedDict[tuple[str, bytes], PhotoResult] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, bytes], need_vector: bool = False) -> PhotoResult | None:
+        found = self._entries.get(key) if self.capacity else None
+        if found is None or (need_vector and found.output.vector is None):
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: tuple[str, bytes], value: PhotoResult) -> None:
+        if not self.capacity:
+            return
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+def photo_digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class _VectorQueryEmbedder(Embedder):
@@ -298,6 +348,7 @@ class Engine:
         self.models: dict[str, ServedModel] = {}
         self.catalog: CatalogService | None = None
         self.query: QueryEncoder | None = None
+        self.cache = OutputCache(settings.cache_entries)
         try:
             for spec in settings.models or [str(DEFAULT_MODEL)]:
                 self._load_model(spec)
@@ -333,13 +384,34 @@ class Engine:
                                                  f"{', '.join(self.models)}")
         return self.models[name]
 
+    async def photo_output(self, data: bytes, name: str, key: str, draft_size: int | None,
+                           transform: Callable[[Image.Image], torch.Tensor],
+                           submit: Callable[[torch.Tensor], Awaitable[Output]],
+                           need_vector: bool = False) -> PhotoResult:
+        """Decode, pre-process and run one uploaded photo through a batched forward pass,
+        or take the result from the cache when the same bytes went through it lately."""
+        digest = (photo_digest(data) if len(data) < (1 << 18)
+                  else await run_in_threadpool(photo_digest, data))
+        cached = self.cache.get((key, digest), need_vector)
+        if cached is not None:
+            return cached
+        img = await run_in_threadpool(decode_upload, data, name, self.settings.max_image_side,
+                                      draft_size)
+        tensor = await run_in_threadpool(transform, img)
+        result = PhotoResult(await submit(tensor), img.width, img.height)
+        self.cache.put((key, digest), result)
+        return result
+
     def batching_stats(self) -> dict[str, dict]:
         """Requests and forward passes per batcher: how well micro-batching groups work."""
         batchers = [(f"model {name}", m.batcher) for name, m in self.models.items()]
         if self.query is not None and self.query.batcher is not None:
             batchers.append(("catalog embedder", self.query.batcher))
-        return {name: {"requests": b.items, "batches": b.batches,
-                       "mean_batch": round(b.mean_batch, 2)} for name, b in batchers}
+        stats = {name: {"requests": b.items, "batches": b.batches,
+                        "mean_batch": round(b.mean_batch, 2)} for name, b in batchers}
+        stats["output cache"] = {"capacity": self.cache.capacity, "hits": self.cache.hits,
+                                 "misses": self.cache.misses}
+        return stats
 
     def require_catalog(self) -> CatalogService:
         if self.catalog is None:

@@ -38,6 +38,9 @@ class ServiceSettings:
     # Micro-batching: how long the first request of a batch waits for others, and the cap.
     batch_wait_ms: float = 4.0
     max_batch: int = 16
+    # Recent photos' model outputs kept so classify-then-similar of one photo runs the
+    # model once (0 turns the cache off).
+    cache_entries: int = 256
     # Photos whose width or height exceeds this are refused before decoding.
     max_image_side: int = 20_000
     host: str = "127.0.0.1"
@@ -53,6 +56,8 @@ class ServiceSettings:
             raise ConfigError(f"max_upload_mb must be positive, not {self.max_upload_mb}")
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, not {self.max_batch}")
+        if self.cache_entries < 0:
+            raise ConfigError(f"cache_entries cannot be negative, not {self.cache_entries}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"batch_wait_ms cannot be negative, not {self.batch_wait_ms}")
         if self.api_key is not None and len(self.api_key) < 8:

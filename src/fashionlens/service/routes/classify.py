@@ -12,11 +12,10 @@ import asyncio
 import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from ...data.transforms import tta_views
 from ..engine import ServedModel
-from ..uploads import IMAGE_BODY_OPENAPI, read_image
+from ..uploads import IMAGE_BODY_OPENAPI, read_image, read_image_bytes
 from .common import get_engine
 
 router = APIRouter(tags=["classify"])
@@ -56,14 +55,16 @@ async def classify(
 ) -> dict:
     engine = get_engine(request)
     served = engine.model(model)  # an unknown model fails before the upload is read
-    img = await read_image(request, engine.settings.max_image_side,
-                           None if tta else served.draft_size)
-    size = {"width": img.width, "height": img.height}
     if tta:
+        img = await read_image(request, engine.settings.max_image_side, None)
+        size = {"width": img.width, "height": img.height}
         loop = asyncio.get_running_loop()
         probs = await loop.run_in_executor(engine.inference, _tta_probabilities, served, img)
     else:
-        tensor = await run_in_threadpool(served.transform, img)
-        probs = (await served.batcher.submit(tensor)).probabilities
+        data, name = await read_image_bytes(request)
+        result = await engine.photo_output(data, name, served.name, served.draft_size,
+                                           served.transform, served.batcher.submit)
+        size = {"width": result.width, "height": result.height}
+        probs = result.output.probabilities
     return {"model": served.name, "image": size, "top_k": top_k, "threshold": threshold,
             "tta": tta, "tasks": [classification_task(served, probs, top_k, threshold)]}

@@ -8,11 +8,10 @@ learned attribute directions where the catalog has them.
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from ...search.filters import parse_filters
 from ..engine import CatalogService
-from ..uploads import IMAGE_BODY_OPENAPI, read_image
+from ..uploads import IMAGE_BODY_OPENAPI, read_image_bytes
 from .common import get_engine, item_json, parse_steer
 
 router = APIRouter(tags=["similar items"])
@@ -43,12 +42,13 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
     catalog = engine.require_catalog()
     parse_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
-    assert engine.query is not None
-    img = await read_image(request, engine.settings.max_image_side, engine.query.draft_size)
-    tensor = await run_in_threadpool(engine.query.transform, img)
-    vector = await engine.query.encode(tensor)
-    return await _search(catalog, {"image": {"width": img.width, "height": img.height}}, k,
-                         filters, weights, image=vector)
+    query = engine.query
+    assert query is not None
+    data, name = await read_image_bytes(request)
+    result = await engine.photo_output(data, name, query.key, query.draft_size,
+                                       query.transform, query.submit, need_vector=True)
+    return await _search(catalog, {"image": {"width": result.width, "height": result.height}},
+                         k, filters, weights, image=result.output.vector)
 
 
 @router.get("/similar", summary="Items similar to an item of the catalog")
