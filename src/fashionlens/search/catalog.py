@@ -1211,13 +1211,11 @@ class Catalog:
         index = self._current_index()
         if index is None:
             return []
-        keys, sims = self._rank(index, query, k, conditions, excluded)
-        return self._matches(keys, sims)
+        return self._rank(index, query, k, conditions, excluded)
 
     def _rank(self, index: VectorIndex, query: np.ndarray, k: int,
-              conditions: list[Filter], excluded: list[int]
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (keys, exact similarities) among the items matching `conditions`."""
+              conditions: list[Filter], excluded: list[int]) -> list[Match]:
+        """Top-k matches (exact similarities) among the items matching `conditions`."""
         mask = None
         if conditions:
             mask = self._filter_mask(conditions)
@@ -1229,9 +1227,9 @@ class Catalog:
             count = index.ntotal - len(excluded)
         k = min(k, count)
         if k <= 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+            return []
         if mask is not None and count <= EXACT_LIMIT:
-            return self._exact(query, np.flatnonzero(mask), k)
+            return self._matches(*self._exact(query, np.flatnonzero(mask), k))
         share = count / max(1, index.ntotal)
         # An IVF index ranks by 8-bit codes: take a longer shortlist, re-rank it exactly.
         fetch = k if index.kind == "flat" else max(RERANK_MIN, RERANK_FACTOR * k)
@@ -1245,10 +1243,21 @@ class Catalog:
         if len(keys) < k:  # only if the index misses items: rank every match exactly
             candidates = (np.flatnonzero(mask) if mask is not None
                           else np.setdiff1d(self._keys(), excluded))
-            return self._exact(query, candidates, k)
-        if index.kind != "flat":
-            keys, sims = self._exact(query, keys, k)
-        return keys[:k], sims[:k]
+            return self._matches(*self._exact(query, candidates, k))
+        if index.kind == "flat":
+            return self._matches(keys[:k], sims[:k])
+        return self._reranked(query, keys, k)
+
+    def _reranked(self, query: np.ndarray, keys: np.ndarray, k: int) -> list[Match]:
+        """The best k of a shortlist by exact similarity, reading each shortlisted row
+        (metadata and vector) in one query."""
+        marks = ", ".join("?" * len(keys))
+        rows = self._db.execute(f"SELECT {_ITEM_COLUMNS}, embedding FROM items "
+                                f"WHERE key IN ({marks})", [int(x) for x in keys]).fetchall()
+        vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
+        sims = vectors.reshape(len(rows), -1) @ query
+        order = np.lexsort((np.array([r["key"] for r in rows]), -sims))[:k]
+        return [Match(self._item(rows[i]), float(np.clip(sims[i], -1.0, 1.0))) for i in order]
 
     def _matches(self, keys: np.ndarray, sims: np.ndarray) -> list[Match]:
         items: dict[int, Item] = {}

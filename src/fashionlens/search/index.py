@@ -29,13 +29,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-# Exact (flat) search costs one pass over n x dim float32 values per query. Measured on
-# the 2-core reference machine (benchmarks/results-scale.json, `flat_scan`), a single
-# query takes about 1 ms per 2.2 million stored values (e.g. 1280-d: 3.9 ms at 10k items,
-# 18 ms at 50k; 256-d: 9 ms at 100k), so p50 <= 10 ms holds up to about 22 million values.
-# A catalog switches to IVF at that size and back to flat below half of it (hysteresis,
-# so a catalog at the boundary does not flip with every write).
-EXACT_SCAN_VALUES = 22_000_000
+# Exact (flat) search costs one pass over n x dim float32 values per query, on one core.
+# Measured on the 2-core reference machine with realistic 1280-d vectors (load average
+# about 2.5; benchmarks/scale_catalog.py, `flat_scan`): p50 2.6 ms at 10k items, 5.0 ms at
+# 20k, 11.8 ms at 50k, 26 ms at 100k, 64 ms at 200k, i.e. about 5 million values per ms
+# while the vectors fit in cache-friendly sizes. Under heavier load (other jobs, load
+# average 6) the same scans took 20 / 22 / 36 / 65 / 224 ms. The switch is set where a
+# quiet machine needs about 6 ms, leaving room for the catalog's own work (filter mask,
+# SQLite rows) and for load: 32 million values = 25,000 items at 1280-d, 125,000 at
+# 256-d. A catalog switches to IVF at that size and back to flat below half of it
+# (hysteresis, so a catalog at the boundary does not flip with every write).
+EXACT_SCAN_VALUES = 32_000_000
 # Never use IVF below this many items: too few to train a useful coarse quantizer.
 IVF_MIN_ITEMS = 2_000
 # Lists probed per query, as measured for recall@10 >= 0.95 on the synthetic 1M catalog.
@@ -216,7 +220,7 @@ class VectorIndex:
             return {"kind": "flat", "type": "IndexIDMap2(IndexFlatIP)", "vectors": self.ntotal,
                     "bytes_per_vector": 4 * self.dim + 8}
         return {"kind": "ivf", "type": "IndexIVFScalarQuantizer(QT_8bit, inner product)",
-                "vectors": self.ntotal, "nlist": self.nlist, "nprobe": int(self._ivf.nprobe),
+                "vectors": self.ntotal, "nlist": self.nlist, "nprobe": min(IVF_NPROBE, self.nlist),
                 "bytes_per_vector": int(self._ivf.code_size) + 8}
 
     def ids(self) -> np.ndarray:
@@ -280,7 +284,7 @@ class VectorIndex:
         keep = []  # the selector and its bitmap must outlive the search call
         if self.kind == "ivf":
             params = faiss.SearchParametersIVF()
-            nprobe = min(int(self._ivf.nprobe), self.nlist)
+            nprobe = min(IVF_NPROBE, self.nlist)  # the constant, not the value in the file
             if mask is not None and share is None:
                 share = float(np.count_nonzero(mask)) / max(1, self.ntotal)
             if share is not None and share < 1.0:
