@@ -630,6 +630,32 @@ def test_catalog_of_another_model_uses_its_own_embedder(tmp_path, embedding_mode
         other.close()
 
 
+def test_catalog_of_imported_vectors_is_searchable_by_item(tmp_path):
+    """Vectors without their model or photos: item search works, photo search says why not."""
+    import numpy as np
+
+    from fashionlens.search import Catalog, ItemRecord
+
+    folder = tmp_path / "vectors-only"
+    vectors = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32)
+    with Catalog(folder, create=True, dim=16) as catalog:
+        catalog.add_vectors([ItemRecord(id=f"v{i}", image=None, category="Shirt")
+                             for i in range(6)], vectors)
+    only = Engine(ServiceSettings(catalog=str(folder)))
+    try:
+        assert only.query is None
+        with TestClient(create_app(ServiceSettings(api_key=KEY), engine=only)) as c:
+            found = c.get("/api/v1/similar", params={"item": "v0", "k": 3}).json()["matches"]
+            assert len(found) == 3 and "v0" not in [m["id"] for m in found]
+            assert found[0]["photo_url"] is None
+            error_of(c.get("/api/v1/items/v1/photo"), 404, "no_photo")
+            error_of(post_image(c, "/api/v1/similar", jpeg_bytes()), 409, "no_photo_search")
+            error_of(_add(c, "v9"), 409, "no_photo_search")
+            assert post_image(c, "/api/v1/classify", jpeg_bytes()).status_code == 200
+    finally:
+        only.close()
+
+
 def test_request_size_limit(engine):
     big = jpeg_bytes(HAT)  # about 19 KB
     assert len(big) > 10 * 1024

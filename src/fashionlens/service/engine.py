@@ -8,6 +8,7 @@
   GIL), never on the event loop.
 - The catalog (SQLite + FAISS) lives on a thread of its own: its SQLite connection
   belongs to the thread that opened it, and one thread serialises writes for free.
+  Query photos are embedded in the same micro-batches and searched by vector.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..data.images import MAX_PIXELS, load_image
-from ..errors import FashionLensError, ImageError
+from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import DEFAULT_MODEL, Predictor
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder, normalise
@@ -269,42 +270,28 @@ def photo_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-class _VectorQueryEmbedder(Embedder):
-    """The catalog's embedder, which also takes an already computed query vector.
-
-    The service computes query vectors in micro-batches; handing the vector to
-    `Catalog.search` through its embedder keeps filtering and steering in the library.
-    """
-
-    def __init__(self, base: Embedder) -> None:  # adopts a loaded embedder; loads nothing
-        self.__dict__.update(base.__dict__)
-
-    def embed_one(self, source, name: str | None = None) -> np.ndarray:
-        if isinstance(source, np.ndarray):
-            return source
-        return super().embed_one(source, name)
-
-
 class CatalogService:
     """A catalog opened on, and only ever used from, its own thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
-        self.catalog: Catalog = self.executor.submit(self._open).result()
+        self.catalog: Catalog
+        self.embedder: Embedder | None
+        self.catalog, self.embedder = self.executor.submit(self._open).result()
         self.images_dir = (self.path / "images").resolve()
 
-    def _open(self) -> Catalog:
-        first = Catalog(self.path)
+    def _open(self) -> tuple[Catalog, Embedder | None]:
+        catalog = Catalog(self.path)
         try:
-            embedder = first.embedder()
-        finally:
-            first.close()
-        return Catalog(self.path, embedder=_VectorQueryEmbedder(embedder))
-
-    @property
-    def embedder(self) -> Embedder:
-        return self.catalog.embedder()
+            return catalog, catalog.embedder()
+        except ModelError:
+            catalog.close()
+            raise
+        except FashionLensError as exc:
+            # A catalog of imported vectors without their model: searchable by item only.
+            log.warning("%s", exc)
+            return catalog, None
 
     def call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self.executor.submit(fn, *args, **kwargs).result()
@@ -355,8 +342,9 @@ class Engine:
             self.default_model = next(iter(self.models))
             if settings.catalog:
                 self.catalog = CatalogService(Path(settings.catalog).expanduser())
-                self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
-                                          self.inference, settings)
+                if self.catalog.embedder is not None:
+                    self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
+                                              self.inference, settings)
         except BaseException:
             self.close()
             raise
@@ -418,6 +406,13 @@ class Engine:
             raise ApiError(404, "no_catalog", "no catalog is served; start the service with "
                                               "--catalog FOLDER (or --demo)")
         return self.catalog
+
+    def require_query(self) -> QueryEncoder:
+        if self.query is None:
+            raise ApiError(409, "no_photo_search",
+                           "this catalog holds imported vectors without their model, so it "
+                           "cannot embed photos; search by item instead")
+        return self.query
 
     def close(self) -> None:
         if self.catalog is not None:

@@ -27,7 +27,7 @@ def item_json(item: Item) -> dict:
     data = item.to_dict()
     data.pop("image", None)
     data.pop("source", None)
-    data["photo_url"] = photo_url(item.id)
+    data["photo_url"] = photo_url(item.id) if item.image is not None else None
     return data
 
 

@@ -64,9 +64,9 @@ async def list_items(
 async def item_photo(request: Request, item_id: str) -> FileResponse:
     catalog = get_engine(request).require_catalog()
     item = await catalog.call(catalog.catalog.get, item_id)
-    path = item.image.resolve()
+    path = item.image.resolve() if item.image is not None else None
     # Only files inside the catalog's own images/ folder are ever served.
-    if not path.is_relative_to(catalog.images_dir) or not path.is_file():
+    if path is None or not path.is_relative_to(catalog.images_dir) or not path.is_file():
         raise ApiError(404, "no_photo", f"item '{item_id}' has no stored photo")
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if not media_type.startswith("image/"):
@@ -108,6 +108,7 @@ async def add_item(
 ) -> JSONResponse:
     engine = get_engine(request)
     catalog = engine.require_catalog()
+    engine.require_query()  # items are added with their photo's vector
     check_upload_type(image, "image")
     data = await image.read()
     name = image.filename or "image"

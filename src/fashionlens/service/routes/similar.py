@@ -42,13 +42,12 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
     catalog = engine.require_catalog()
     parse_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
-    query = engine.query
-    assert query is not None
+    query = engine.require_query()
     data, name = await read_image_bytes(request)
     result = await engine.photo_output(data, name, query.key, query.draft_size,
                                        query.transform, query.submit, need_vector=True)
     return await _search(catalog, {"image": {"width": result.width, "height": result.height}},
-                         k, filters, weights, image=result.output.vector)
+                         k, filters, weights, vector=result.output.vector)
 
 
 @router.get("/similar", summary="Items similar to an item of the catalog")

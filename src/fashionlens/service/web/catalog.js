@@ -52,7 +52,8 @@ async function loadNeighbours() {
 function renderDetail(item) {
   page.current = item;
   document.getElementById("detail-title").textContent = item.id;
-  document.getElementById("detail-photo").replaceChildren(apiImage(item.photo_url, "Photo of " + item.id));
+  document.getElementById("detail-photo").replaceChildren(item.photo_url
+    ? apiImage(item.photo_url, "Photo of " + item.id) : el("p", { class: "muted", text: "No photo stored for this item." }));
   const meta = document.getElementById("detail-meta");
   meta.replaceChildren();
   const rows = [["category", item.category], ["colour", item.colour], ["size", item.size],

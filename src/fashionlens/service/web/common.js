@@ -106,7 +106,7 @@ function itemCard(item, onOpen) {
   const facts = [item.category, item.colour, item.size, item.price !== null && item.price !== undefined ? money(item.price) : null]
     .filter((v) => v !== null && v !== undefined && v !== "");
   const parts = [
-    apiImage(item.photo_url, "Photo of " + item.id),
+    item.photo_url ? apiImage(item.photo_url, "Photo of " + item.id) : el("span", { class: "meta", text: "(no photo)" }),
     el("span", { class: "id", text: item.id }),
     el("span", { class: "meta", text: facts.join(" · ") || "no details" }),
   ];
