@@ -318,6 +318,7 @@ def serve(workdir: Path, price: float, count: int) -> dict:
     truth = np.load(workdir / "truth.npy")
     truth_filtered = np.load(workdir / "truth-filtered.npy")
     queries = np.load(workdir / "queries.npy")[:max(count, len(truth))]
+    truth, truth_filtered = truth[:len(queries)], truth_filtered[:len(queries)]
     rss_before = peak_rss_mb()
     start = time.perf_counter()
     cat = Catalog(workdir)
