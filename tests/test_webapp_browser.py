@@ -1,9 +1,10 @@
 """The web app in a real browser: headless Debian Chromium driven by Playwright against a
 live uvicorn server on a free loopback port.
 
-It uploads a photo, sees the prediction and similar items, moves the threshold and a
-steering slider, opens an item with the keyboard, reads an error message, and saves
-screenshots in the test's tmp folder (their paths are printed). Every request the pages
+It uploads a photo, takes one with a (synthetic) camera, sees the prediction and similar
+items, moves the threshold and a steering slider, opens an item with the keyboard, reads
+an error message, and saves screenshots in the test's tmp folder (their paths are
+printed). Every request the pages
 make must go to the server itself: anything else is blocked and fails the test.
 """
 
@@ -23,7 +24,9 @@ from fashionlens.service.demo import build_demo_catalog
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+        "--disable-component-update", "--no-first-run", "--disable-sync",
+        # A synthetic camera, granted without a prompt, for the getUserMedia test.
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 KEY = "browser-test-key-123"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium") is None,
@@ -125,6 +128,19 @@ def test_try_it_page(page, live_server, tmp_path):
                                            "buffer": b"these are not pixels"}])
     page.wait_for_selector("#error:not([hidden])")
     assert "not an image" in page.locator("#error").inner_text()
+
+
+def test_take_a_photo_with_the_camera(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#camera-start")
+    page.wait_for_function("() => { const v = document.getElementById('camera');"
+                           " return !v.hidden && v.videoWidth > 0; }")
+    assert page.locator("#camera-shoot").is_visible()
+    page.click("#camera-shoot")
+    page.wait_for_selector("#prediction .bar")
+    page.wait_for_selector("#similar .item")
+    assert page.locator("#camera").is_hidden() and page.locator("#preview").is_visible()
+    assert page.locator("#prediction .bar").count() == 10
 
 
 def test_catalog_page_with_steering(page, live_server, tmp_path):

@@ -1,7 +1,9 @@
 // "Try it": a photo (file, drop or camera) -> prediction bars and similar items.
 "use strict";
 
-const state = { blob: null, result: null, stream: null, catalog: false };
+// `ready` settles once the models and the catalog have been looked up: a photo chosen
+// before that waits for it instead of assuming there is no catalog.
+const state = { blob: null, result: null, stream: null, catalog: false, ready: null };
 
 function filtersFromText(text) {
   return text.split(";").map((f) => f.trim()).filter(Boolean);
@@ -80,6 +82,7 @@ async function analyse(blob) {
   setStatus("status", "Analysing…");
   const started = performance.now();
   try {
+    await state.ready;
     await Promise.all([classify(), similar()]);
     setStatus("status", "Done in " + Math.round(performance.now() - started) + " ms.");
   } catch (error) {
@@ -161,7 +164,7 @@ async function loadModels() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
+document.addEventListener("DOMContentLoaded", () => {
   setupPhotoInput();
   setupCamera();
   document.getElementById("threshold").addEventListener("input", renderPrediction);
@@ -169,9 +172,5 @@ document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById(id).addEventListener("change", () => { if (state.blob) analyse(state.blob); });
   }
   document.getElementById("filter").addEventListener("change", () => { if (state.blob) similar(); });
-  try {
-    await loadModels();
-  } catch (error) {
-    showError("error", error);
-  }
+  state.ready = loadModels().catch((error) => showError("error", error));
 });
