@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -206,6 +207,7 @@ def main() -> None:
         parser.error("need --clients >= 1 and 0 < --duration <= 3600")
 
     proc = None
+    finished = False
     workdir = Path(tempfile.mkdtemp(prefix="fashionlens-load-"))
     if args.url:
         url = args.url.rstrip("/")
@@ -229,6 +231,7 @@ def main() -> None:
         if sampler:
             sampler.stop()
         ready = httpx.get(url + "/readyz", timeout=10).json()
+        finished = True
     finally:
         if proc is not None:
             proc.terminate()
@@ -236,6 +239,10 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)  # the demo catalog and the server log
+        else:
+            print(f"server log: {workdir / 'server.log'}", file=sys.stderr)
     requests = len(stats["classify"]) + len(stats["similar"]) + len(stats["errors"])
     result = {
         "clients": args.clients,
