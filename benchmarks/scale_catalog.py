@@ -155,10 +155,13 @@ class Generator:
         return vectors, meta
 
     def queries(self, count: int) -> np.ndarray:
-        """Perturbed held-out photos: like a new photo of an item not in the catalog."""
-        rng = np.random.default_rng([self.seed, 10**6])
-        picked = rng.choice(self.held, count)
-        return self._finish(self.base[picked].copy(), rng)
+        """Perturbed held-out photos: like a new photo of an item not in the catalog.
+        Query i is the same whatever the count (each has its own random stream)."""
+        rows = []
+        for i in range(count):
+            rng = np.random.default_rng([self.seed, 10**6, i])
+            rows.append(self._finish(self.base[rng.choice(self.held, 1)].copy(), rng))
+        return np.concatenate(rows) if rows else np.empty((0, self.dim), np.float32)
 
 
 CHUNK = 50_000
@@ -310,6 +313,20 @@ def build(args, gen: Generator, workdir: Path, price: float, queries: np.ndarray
             "peak_rss_mb_build_process": peak_rss_mb(), "load_after": load()}
 
 
+def ground_truth(gen: Generator, n: int, price: float, queries: np.ndarray, workdir: Path
+                 ) -> None:
+    """Exact top-10s of `queries` over the n generated vectors (for a reused catalog)."""
+    truth, truth_filtered = TopK(queries), TopK(queries)
+    for c in range(0, n, CHUNK):
+        vectors, meta = gen.chunk(c // CHUNK, min(CHUNK, n - c))
+        ids = np.arange(c, c + len(vectors))
+        mask = filter_mask(meta, price)
+        truth.update(vectors, ids)
+        truth_filtered.update(vectors[mask], ids[mask])
+    np.save(workdir / "truth.npy", truth.result())
+    np.save(workdir / "truth-filtered.npy", truth_filtered.result())
+
+
 def serve(workdir: Path, price: float, count: int) -> dict:
     """Open the catalog in this (fresh) process and measure searches; prints JSON."""
     from fashionlens.search import Catalog
@@ -328,7 +345,8 @@ def serve(workdir: Path, price: float, count: int) -> dict:
     start = time.perf_counter()
     mask = cat._filter_mask(parse_filters(filters))
     columns_s = time.perf_counter() - start
-    out: dict = {"open_s": round(opened, 2), "filter_columns_first_use_s": round(columns_s, 2),
+    out: dict = {"index": index.describe(), "open_s": round(opened, 2),
+                 "filter_columns_first_use_s": round(columns_s, 2),
                  "filter_columns_mb": round(cat._filter_columns().nbytes / 2**20, 1),
                  "repaired_on_open": cat.repaired}
     n_truth = len(truth)
@@ -477,6 +495,7 @@ def main() -> None:
     saved = workdir / "build.json"
     if args.reuse and saved.is_file():
         result["build"] = {**json.loads(saved.read_text()), "reused_from_earlier_run": True}
+        ground_truth(gen, args.n, price, queries[:args.recall_queries], workdir)
     else:
         result["build"] = build(args, gen, workdir, price, queries[:args.recall_queries])
         saved.write_text(json.dumps(result["build"]))

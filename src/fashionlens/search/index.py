@@ -30,15 +30,15 @@ import faiss
 import numpy as np
 
 # Exact (flat) search costs one pass over n x dim float32 values per query, on one core.
-# Measured on the 2-core reference machine with realistic 1280-d vectors (load average
-# about 2.5; benchmarks/scale_catalog.py, `flat_scan`): p50 2.6 ms at 10k items, 5.0 ms at
-# 20k, 11.8 ms at 50k, 26 ms at 100k, 64 ms at 200k, i.e. about 5 million values per ms
-# while the vectors fit in cache-friendly sizes. Under heavier load (other jobs, load
-# average 6) the same scans took 20 / 22 / 36 / 65 / 224 ms. The switch is set where a
-# quiet machine needs about 6 ms, leaving room for the catalog's own work (filter mask,
-# SQLite rows) and for load: 32 million values = 25,000 items at 1280-d, 125,000 at
-# 256-d. A catalog switches to IVF at that size and back to flat below half of it
-# (hysteresis, so a catalog at the boundary does not flip with every write).
+# Measured on the 2-core reference machine with realistic 1280-d vectors
+# (benchmarks/results-scale.json, `flat_scan`, load average 1.1-1.5): p50 2.5 ms at 10k
+# items, 4.8 ms at 20k, 11.8 ms at 50k, 23.6 ms at 100k, 46 ms at 200k, i.e. about 5
+# million values per ms. Under heavy load from other jobs (load average 5-6) the same
+# scans took 20-24 ms already at 10k. The switch is set where a quiet machine needs about
+# 6 ms, leaving room for the catalog's own work (filter mask, SQLite rows) and for load:
+# 32 million values = 25,000 items at 1280-d, 125,000 at 256-d. A catalog switches to IVF
+# at that size and back to flat below half of it (hysteresis, so a catalog at the
+# boundary does not flip with every write).
 EXACT_SCAN_VALUES = 32_000_000
 # Never use IVF below this many items: too few to train a useful coarse quantizer.
 IVF_MIN_ITEMS = 2_000
