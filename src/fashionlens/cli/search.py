@@ -41,7 +41,7 @@ def item_table(title: str, items: list[Item], matches: list[Match] | None = None
     for rank, item in enumerate(items, start=1):
         status = item.status if item.status == "available" else f"[yellow]{item.status}[/]"
         row = [item.id, item.category or "", item.colour or "", item.size or "",
-               _price(item.price), status, Path(item.image).name]
+               _price(item.price), status, Path(item.image).name if item.image else ""]
         if matches is not None:
             row = [str(rank), f"{matches[rank - 1].distance:.4f}", *row]
         table.add_row(*row)
