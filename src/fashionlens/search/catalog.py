@@ -48,6 +48,7 @@ import numpy as np
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError, FashionLensError, ModelError
+from . import steering
 from .embeddings import Embedder, normalise
 from .filters import (
     ALIASES,
@@ -62,7 +63,7 @@ from .filters import (
     to_sql,
 )
 from .index import VectorIndex
-from .steering import Direction, learn_directions, parse_steering, steer
+from .steering import Direction, learn_directions, parse_steering
 
 log = logging.getLogger(__name__)
 
@@ -430,9 +431,6 @@ def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
 
 
 # --- the catalog ---------------------------------------------------------------------
-
-
-_steer_query = steer  # `search` has a parameter of the same name
 
 
 def _image_name(item_id: str, suffix: str) -> str:
@@ -1208,7 +1206,7 @@ class Catalog:
             label = str(image) if isinstance(image, str | Path) else "<query photo>"
             query = self.embedder().embed_one(image, name=label)
         if weights:
-            query = _steer_query(query, directions, weights)
+            query = steering.steer(query, directions, weights)
         index = self._current_index()
         if index is None:
             return []

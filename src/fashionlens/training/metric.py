@@ -248,6 +248,13 @@ def _schedule(optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
                                  0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))))
 
 
+def _photos_by_item(items: np.ndarray) -> dict[int, list[int]]:
+    photos_of: dict[int, list[int]] = {}
+    for photo, item in enumerate(items):
+        photos_of.setdefault(int(item), []).append(photo)
+    return photos_of
+
+
 def _batches(items: np.ndarray, batch_items: int, rng: np.random.Generator):
     """Groups of item ids, shuffled, `batch_items` at a time (the last may be smaller)."""
     unique = rng.permutation(np.unique(items))
@@ -277,9 +284,7 @@ def train_head(features: np.ndarray, items: np.ndarray, categories: np.ndarray,
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(np.unique(items)) / cfg.batch_items))
     scheduler = _schedule(optimizer, cfg.epochs * steps_per_epoch)
-    photos_of = {}
-    for photo, item in enumerate(items):
-        photos_of.setdefault(int(item), []).append(photo)
+    photos_of = _photos_by_item(items)
     feats = torch.as_tensor(features, dtype=torch.float32)
     n_views = features.shape[1]
     history = []
@@ -329,9 +334,7 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
     steps_per_epoch = max(1, math.ceil(len(np.unique(items)) / cfg.batch_items))
     scheduler = _schedule(optimizer, cfg.epochs * steps_per_epoch)
     dataset = ViewSet(images, transform, views=-2, seed=cfg.seed)  # two re-shot views
-    photos_of: dict[int, list[int]] = {}
-    for photo, item in enumerate(items):
-        photos_of.setdefault(int(item), []).append(photo)
+    photos_of = _photos_by_item(items)
     history = []
     for epoch in range(1, cfg.epochs + 1):
         dataset.epoch = epoch
@@ -340,11 +343,12 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
         order = [photos_of[int(i)][rng.integers(len(photos_of[int(i)]))]
                  for chunk in _batches(items, cfg.batch_items, rng) for i in chunk]
         batches = [order[s:s + cfg.batch_items] for s in range(0, len(order), cfg.batch_items)]
-        loader = DataLoader(dataset, batch_sampler=[b for b in batches if len(b) >= 2],
+        batches = [b for b in batches if len(b) >= 2]
+        loader = DataLoader(dataset, batch_sampler=batches,
                             num_workers=cfg.threads if cfg.threads > 1 else 0)
         total, count, started = 0.0, 0, time.perf_counter()
-        for photos, batch in zip(track([b for b in batches if len(b) >= 2],
-                                       description=f"epoch {epoch}"), loader, strict=True):
+        for photos, batch in zip(track(batches, description=f"epoch {epoch}"), loader,
+                                 strict=True):
             n = batch.shape[0]
             flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
