@@ -16,10 +16,11 @@ runs/scale-cache/, keyed by the model's fingerprint). 10 % of those photos are h
 for queries. Each catalog vector is `w * a + (1 - w) * b + noise`, where `a` is a random
 source photo, `b` another photo of the same category, `w ~ U(0.55, 1)`, and the noise is
 Gaussian with, per dimension, `--noise` (0.5) times the real vectors' standard deviation;
-negative values are clipped to 0 (pooled features are non-negative) and the result is
-L2-normalised. A query is a held-out photo plus the same noise: a new photo of an item
-the catalog has not seen. With `--dim` other than the model's, the real vectors are first
-mapped by a random Gaussian projection (which keeps their geometry) and not clipped.
+when the real vectors are non-negative (pooled features), negative values are clipped to
+0; the result is L2-normalised. A query is a held-out photo plus the same noise: a new
+photo of an item the catalog has not seen. With `--dim` other than the model's, the real
+vectors are first mapped by a random Gaussian projection (which keeps their geometry) and
+not clipped.
 
 Metadata: the category of photo `a`, its colour (products) or a random one (clothing),
 a random size, a log-normal price and a status (80 % available). The filtered searches
@@ -110,6 +111,9 @@ class Generator:
         rng = np.random.default_rng(seed)
         base = real.astype(np.float32)
         self.projected = dim != base.shape[1]
+        # Pooled features are non-negative and the synthetic ones stay so; the vectors of an
+        # embedding head are signed.
+        self.non_negative = not self.projected and bool((base >= 0).all())
         if self.projected:  # a random Gaussian projection keeps the geometry (JL)
             proj = rng.normal(size=(base.shape[1], dim)).astype(np.float32)
             base = base @ proj / np.float32(np.sqrt(dim))
@@ -131,7 +135,7 @@ class Generator:
 
     def _finish(self, mixed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mixed += rng.standard_normal(mixed.shape, dtype=np.float32) * (self.noise * self.spread)
-        if not self.projected:  # pooled features are non-negative; keep them so
+        if self.non_negative:
             np.maximum(mixed, 0, out=mixed)
         mixed /= np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
         return mixed

@@ -9,10 +9,15 @@ import pytest
 import torch
 
 from fashionlens.data import DataSpec
-from fashionlens.errors import ConfigError
+from fashionlens.errors import ConfigError, ModelError
 from fashionlens.evaluation.retrieval import pair_accuracy, precision_at_k
-from fashionlens.models import load_model
-from fashionlens.models.embedding import EmbeddingHead, EmbeddingSpec
+from fashionlens.models import create_model, load_model
+from fashionlens.models.embedding import (
+    EmbeddingHead,
+    EmbeddingSpec,
+    backbone_features,
+    stage_taps,
+)
 from fashionlens.search import Embedder
 from fashionlens.training.metric import MetricConfig, train_embedding, train_head
 
@@ -62,6 +67,41 @@ def test_pair_accuracy_and_precision_count_ranks():
     assert p["precision@1"] == pytest.approx(0.75) and p["per_label"] == {"a": 1.0, "b": 0.5}
 
 
+def test_posterior_weight_mixes_item_and_class_similarity():
+    torch.manual_seed(0)
+    spec = EmbeddingSpec(dim=6, in_features=12, posterior_weight=0.25, classes=3)
+    head = EmbeddingHead(spec)
+    features, logits = torch.randn(2, 12), torch.randn(2, 3)
+    with torch.no_grad():
+        vectors, item = head.search_vector(features, logits), head(features)
+    assert vectors.shape == (2, spec.output_dim) == (2, 9)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(2), atol=1e-5)
+    posterior = torch.nn.functional.normalize(logits.softmax(-1), dim=-1)
+    expected = (item[0] @ item[1] + 0.25 * posterior[0] @ posterior[1]) / 1.25
+    assert float(vectors[0] @ vectors[1]) == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(ModelError, match="logits needed"):
+        head.search_vector(features, None)
+    with pytest.raises(ModelError, match="at least 2 classes"):
+        EmbeddingSpec.from_dict({"dim": 4, "in_features": 8, "posterior_weight": 0.2})
+
+
+def test_a_bare_backbone_has_no_posterior_to_append(tmp_path, tiny_folder):
+    cfg = MetricConfig(base="test_efficientnet", pretrained="none", posterior_weight=0.2,
+                       epochs=1, device="cpu")
+    with pytest.raises(ConfigError, match="does not classify"):
+        train_embedding(cfg, DataSpec(path=str(tiny_folder)), tmp_path / "run")
+
+
+def test_stage_taps_need_a_backbone_that_exposes_its_stages():
+    model = create_model("test_efficientnet", num_classes=0, pretrained="none")
+    stages, channels = stage_taps(model, 2)
+    assert stages == [len(model.feature_info) - 2, len(model.feature_info) - 1]
+    assert channels == [model.feature_info[i]["num_chs"] for i in stages]
+    assert stage_taps(torch.nn.Linear(3, 3), 0) == ([], [])
+    with pytest.raises(ModelError, match="does not expose its stages"):
+        stage_taps(torch.nn.Linear(3, 3), 2)
+
+
 def test_bad_metric_config_is_refused():
     with pytest.raises(ConfigError, match="metric.loss: 'arcfce'"):
         MetricConfig(loss="arcfce").check()
@@ -81,6 +121,11 @@ def test_train_embedding_saves_a_model_that_embeds(tmp_path, tiny_folder, mode):
     assert 0 <= metrics["validation"]["precision@10"] <= 1
     model, info = load_model(result.model_dir)
     assert info.embedding["dim"] == 16 and hasattr(model, "embedding_head")
+    # The head reads the pooled features and the last two stages' pooled outputs.
+    assert len(info.embedding["taps"]) == 2
+    with torch.no_grad():
+        features = backbone_features(model, torch.zeros(1, 3, 64, 64))
+    assert features.shape[1] == info.embedding["in_features"]
     embedder = Embedder(result.model_dir, precision="fp32")
     assert embedder.dim == 16
     photo = next(p for p in tiny_folder.rglob("*") if p.is_file())
@@ -97,7 +142,8 @@ def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, mod
     runner = CliRunner()
     result = runner.invoke(app, ["train-embedding", str(tiny_folder), "--base", str(model_dir),
                                  "--dim", "8", "--views", "1", "--epochs", "2", "--device",
-                                 "cpu", "--output", str(tmp_path), "--name", "emb"])
+                                 "cpu", "--posterior-weight", "0.2", "--output",
+                                 str(tmp_path), "--name", "emb"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "pairs_top10" in result.stdout and "model saved to" in result.stdout
     model = tmp_path / "emb" / "model"
@@ -105,7 +151,8 @@ def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, mod
                                  "--json"])
     assert result.exit_code == 0, (result.output, result.exception)
     data = json.loads(result.stdout)
-    assert data["dimension"] == 8
+    _, info = load_model(model)
+    assert data["dimension"] == 8 + len(info.classes)  # the class posterior is appended
     assert set(data["pairs"]) >= {"top1", "top5", "top10"} and 0 <= data["pairs"]["top10"] <= 1
     assert 0 <= data["category"]["precision@10"] <= 1
     bad = runner.invoke(app, ["evaluate-search", str(tiny_folder), "--model", str(model),

@@ -54,12 +54,21 @@ def train_embedding_command(
     margin: Annotated[float, typer.Option(help="Triplet margin (cosine).")] = 0.2,
     category_weight: Annotated[
         float, typer.Option(help="Weight of the same-category term (0: items only)."),
-    ] = 0.5,
+    ] = 0.2,
+    posterior_weight: Annotated[
+        float | None, typer.Option(help="Weight of the base classifier's class posterior "
+                                        "appended to the search vector (0: off; default "
+                                        "0.25 when the base classifies).")
+    ] = None,
+    stage_taps: Annotated[
+        int, typer.Option(help="The backbone's last N stages feed the head besides its "
+                               "pooled features (0: pooled features only).")
+    ] = 2,
     item_column: Annotated[
         str | None, typer.Option(help="CSV column with item ids (several photos per item); "
                                       "without it, re-shot views of each photo are the pairs."),
     ] = None,
-    views: Annotated[int, typer.Option(help="Head mode: re-shot views per photo.")] = 6,
+    views: Annotated[int, typer.Option(help="Head mode: re-shot views per photo.")] = 4,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 40 head, 5 full).")] = None,
     image_column: ImageColumn = "image",
     target_column: TargetColumn = "label",
@@ -75,6 +84,7 @@ def train_embedding_command(
     classifies (if the base did) and embeds, e.g. for `catalog build --model`."""
     cfg = MetricConfig(base=base, mode=mode, dim=dim, hidden=hidden, loss=loss, mining=mining,
                        margin=margin, category_weight=category_weight,
+                       posterior_weight=posterior_weight, stage_taps=stage_taps,
                        item_column=item_column, views=views,
                        epochs=epochs or (40 if mode == "head" else 5), seed=seed, device=device)
     spec = _spec(data, image_column, target_column, split_column, image_dir, image_ext)

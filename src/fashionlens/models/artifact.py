@@ -113,7 +113,11 @@ def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
         raise ModelError(f"{directory}: weights file {WEIGHTS_FILE} is missing")
     model = create_model(info.architecture, num_classes=len(info.classes), pretrained="none")
     if info.embedding:
-        attach_embedding_head(model, EmbeddingSpec.from_dict(info.embedding))
+        spec = EmbeddingSpec.from_dict(info.embedding)
+        if spec.posterior_weight > 0 and spec.classes != len(info.classes):
+            raise ModelError(f"{directory / META_FILE}: the embedding appends a posterior of "
+                             f"{spec.classes} classes but the model has {len(info.classes)}")
+        attach_embedding_head(model, spec)
     try:
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in load_file(str(weights)).items()}

@@ -2,10 +2,10 @@
 
 Two photos of the same garment land close together (cosine similarity near 1), so a
 nearest-neighbour search over these vectors finds visually similar items. The vectors
-come from the model's embedding head (trained for search by `training.metric`) when it
-has one, else from the layer just before the classifier (`forward_head(...,
-pre_logits=True)`): of a saved fashionlens model, the bundled garment model, or a bare
-backbone.
+come from the model's embedding head (trained for search by `training.metric`; with the
+class posterior appended when the head says so) when it has one, else from the layer
+just before the classifier (`forward_head(..., pre_logits=True)`): of a saved
+fashionlens model, the bundled garment model, or a bare backbone.
 
 Decoding runs on a small thread pool and the model under bf16 autocast where the CPU
 supports it, exactly like `Predictor.predict_paths`; an unreadable photo is reported
@@ -31,7 +31,7 @@ from ..inference.predictor import (
     prepare_photo,
 )
 from ..models.artifact import META_FILE, WEIGHTS_FILE, load_model
-from ..models.embedding import embedding_head, pooled_features
+from ..models.embedding import backbone_features, search_vectors
 from ..models.registry import create_model, model_preprocess
 
 # The backbone used when no model is given and the bundled model is not installed.
@@ -125,11 +125,8 @@ class Embedder:
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            features = pooled_features(self.model, batch)
-            head = embedding_head(self.model)
-            if head is not None:
-                features = head(features)
-        return normalise(features.float().cpu().numpy())
+            vectors = search_vectors(self.model, backbone_features(self.model, batch))
+        return normalise(vectors.float().cpu().numpy())
 
     def _prepare(self, source, name: str | None = None) -> torch.Tensor:
         return prepare_photo(source, self.transform, self._draft, name=name)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import DEFAULT_MODEL, Predictor
+from ..models.embedding import backbone_features, classifier_logits, search_vectors
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder, normalise
 from .batching import MicroBatcher
@@ -122,8 +123,8 @@ class ServedModel:
 
     def _split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.predictor.model
-        features = model.forward_head(model.forward_features(batch), pre_logits=True)
-        return features, model.get_classifier()(features)
+        features = backbone_features(model, batch)
+        return features, classifier_logits(model, features)
 
     def _check_split_forward(self) -> bool:
         """Whether features + classifier reproduce the model's own output (so one pass
@@ -152,9 +153,10 @@ class ServedModel:
                 features, logits = self._split(batch)
             else:
                 features, logits = None, predictor.model(batch)
+            vectors = (normalise(search_vectors(predictor.model, features, logits)
+                                 .float().cpu().numpy())
+                       if features is not None else [None] * len(tensors))
         probs = logits.float().softmax(-1).cpu().numpy()
-        vectors = (normalise(features.float().flatten(1).cpu().numpy())
-                   if features is not None else [None] * len(tensors))
         return [Output(p, v) for p, v in zip(probs, vectors, strict=True)]
 
     def plot(self, which: str) -> Path | None:

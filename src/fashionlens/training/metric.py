@@ -39,11 +39,18 @@ from ..data.images import load_image, resize_short_side
 from ..data.reshoot import STRONG, TRAINING, reshoot
 from ..data.sources import LabelledSet
 from ..data.splits import split_train_val
-from ..errors import ConfigError, DataError, ImageError
+from ..errors import ConfigError, DataError, ImageError, ModelError
 from ..evaluation.retrieval import pair_accuracy, precision_at_k
 from ..inference.predictor import DEFAULT_MODEL, default_precision
 from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
-from ..models.embedding import EmbeddingSpec, attach_embedding_head, pooled_features
+from ..models.embedding import (
+    EmbeddingSpec,
+    attach_embedding_head,
+    backbone_features,
+    pooled_features,
+    search_vectors,
+    stage_taps,
+)
 from ..progress import track
 from .loop import autocast, freeze_batchnorm_statistics, freeze_early_stages, resolve_device
 
@@ -52,6 +59,8 @@ log = logging.getLogger(__name__)
 LOSSES = ("triplet", "supcon")
 MINING = ("semihard", "hard", "all")
 MODES = ("head", "full")
+# Chosen on the clothing validation split (pairs top-10 vs category precision@10; README).
+DEFAULT_POSTERIOR_WEIGHT = 0.25
 
 
 @dataclass
@@ -67,9 +76,12 @@ class MetricConfig:
     mining: str = "semihard"
     margin: float = 0.2
     temperature: float = 0.1
-    category_weight: float = 0.5
+    category_weight: float = 0.2
+    # Class posterior appended to the search vector; None: 0.25 when the base classifies.
+    posterior_weight: float | None = None
+    stage_taps: int = 2  # the backbone's last N stages feed the head too (0: pooled only)
     item_column: str | None = None
-    views: int = 6  # head mode: re-shot views computed per photo
+    views: int = 4  # head mode: re-shot views computed per photo
     epochs: int = 40
     batch_items: int = 64
     lr: float = 1e-3
@@ -93,8 +105,11 @@ class MetricConfig:
                 raise ConfigError(f"metric.{name} is too small: {getattr(self, name)}")
         if self.margin <= 0 or self.temperature <= 0:
             raise ConfigError("metric.margin and metric.temperature must be positive")
-        if self.category_weight < 0:
-            raise ConfigError("metric.category_weight cannot be negative")
+        if self.category_weight < 0 or (self.posterior_weight or 0) < 0:
+            raise ConfigError("metric.category_weight and metric.posterior_weight cannot be "
+                              "negative")
+        if self.stage_taps < 0:
+            raise ConfigError(f"metric.stage_taps cannot be negative: {self.stage_taps}")
 
 
 @dataclass
@@ -207,9 +222,9 @@ def read_photos(data: LabelledSet, short_side: int, threads: int
 
 @torch.no_grad()
 def view_features(model: nn.Module, dataset: ViewSet, device: torch.device, precision: str,
-                  threads: int, description: str, head: nn.Module | None = None
-                  ) -> np.ndarray:
-    """Features (or head embeddings) of every photo's views: [photos, views, dim]."""
+                  threads: int, description: str, search: bool = False) -> np.ndarray:
+    """Pooled features (or, with `search`, search vectors) of every photo's views:
+    [photos, views, dim]."""
     loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(dataset.views) + 1)),
                         num_workers=threads if threads > 1 else 0,
                         persistent_workers=False)
@@ -219,9 +234,9 @@ def view_features(model: nn.Module, dataset: ViewSet, device: torch.device, prec
         n, v = batch.shape[:2]
         flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            feats = pooled_features(model, flat)
-            if head is not None:
-                feats = head(feats)
+            feats = backbone_features(model, flat)
+            if search:
+                feats = search_vectors(model, feats)
         outs.append(feats.float().cpu().reshape(n, v, -1))
     return torch.cat(outs).numpy()
 
@@ -233,6 +248,8 @@ def _pca_init(head, features: np.ndarray) -> None:
     layer = head.project
     if not isinstance(layer, nn.Linear) or layer.out_features > min(features.shape):
         return
+    with torch.no_grad():
+        features = head.prepare(torch.as_tensor(features)).numpy()
     mean = features.mean(0)
     _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
     components = torch.as_tensor(vt[:layer.out_features], dtype=torch.float32)
@@ -352,7 +369,7 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
             n = batch.shape[0]
             flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                embeddings = head(pooled_features(model, flat))
+                embeddings = head(backbone_features(model, flat))
             labels = torch.as_tensor(items[photos]).repeat_interleave(2)
             cats = torch.as_tensor(categories[photos]).repeat_interleave(2)
             value = combined_loss(embeddings.float(), labels, cats, cfg, loss, miner)
@@ -375,6 +392,7 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     """Train an embedding head on `data` and save run folder + model; see module doc."""
     cfg.check()
     started = time.perf_counter()
+
     run_dir = Path(output)
     if cfg.item_column:
         data.group_column = cfg.item_column
@@ -384,6 +402,16 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     precision = cfg.precision or default_precision()
     torch.set_num_threads(max(1, cfg.threads))
     model, info = load_base(cfg.base, cfg.pretrained)
+    classifies = len(info.classes) >= 2
+    if cfg.posterior_weight is None:
+        cfg.posterior_weight = DEFAULT_POSTERIOR_WEIGHT if classifies else 0.0
+    if cfg.posterior_weight > 0 and not classifies:
+        raise ConfigError(f"metric.posterior_weight: the base '{cfg.base}' does not classify, "
+                          "so it has no class posterior to append; use 0")
+    try:
+        taps, tap_channels = stage_taps(model, cfg.stage_taps)
+    except ModelError as exc:
+        raise ConfigError(f"metric.stage_taps: {exc}") from exc
     model.to(device).to(memory_format=torch.channels_last)
     transform = eval_transform(info.preprocess)
     short_side = int(info.preprocess.resize_size * 1.15)
@@ -400,9 +428,12 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     val_cats = [s.label for s in val_set.samples]
     train_cats = [s.label for s in train_set.samples]
 
-    in_features = int(pooled_features(model.eval(), torch.zeros(
+    pooled = int(pooled_features(model.eval(), torch.zeros(
         1, 3, info.preprocess.size, info.preprocess.size, device=device)).shape[1])
-    spec = EmbeddingSpec(dim=cfg.dim, hidden=cfg.hidden, in_features=in_features)
+    spec = EmbeddingSpec(dim=cfg.dim, hidden=cfg.hidden,
+                         in_features=pooled + sum(tap_channels),
+                         posterior_weight=cfg.posterior_weight, classes=len(info.classes),
+                         taps=taps, tap_channels=tap_channels)
     head = attach_embedding_head(model, spec).to(device)
 
     val_plain_set = ViewSet(val_images, transform, views=0, seed=cfg.eval_views_seed)
@@ -417,7 +448,7 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
                                   "features of validation photos")[:, 0]
         val_views = view_features(model, val_view_set, device, precision, cfg.threads,
                                   "features of re-shot validation views")[:, 0]
-        head.cpu()
+        model.cpu()  # the backbone's work is done; the head and the classifier stay
         if cfg.hidden == 0:
             _pca_init(head, features[:, 0])
         baseline = _retrieval_scores(val_plain, val_views, val_cats, features[:, 0],
@@ -428,12 +459,12 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
             if len(val_images) < 2:
                 return {}
             head.eval()
-            emb = [head(torch.as_tensor(x)).numpy()
+            emb = [search_vectors(model, torch.as_tensor(x)).numpy()
                    for x in (val_plain, val_views, features[:, 0])]
             return _retrieval_scores(emb[0], emb[1], val_cats, emb[2], train_cats)
 
         history = train_head(features, items, categories, head, cfg, evaluate)
-        head.to(device)
+        model.to(device)
     else:
         train_plain_set = ViewSet(train_images, transform, views=0, seed=cfg.seed)
 
@@ -442,7 +473,7 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
             if len(val_images) < 2:
                 return {}
             outs = [view_features(model, ds, device, precision, cfg.threads, "evaluating",
-                                  head=head)[:, 0]
+                                  search=True)[:, 0]
                     for ds in (val_plain_set, val_view_set, train_plain_set)]
             return _retrieval_scores(outs[0], outs[1], val_cats, outs[2], train_cats)
 
