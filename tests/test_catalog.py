@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionlens.errors import DataError, FashionLensError, ImageError
+from fashionlens.errors import DataError, FashionLensError, ImageError, UnknownItemError
 from fashionlens.search import Catalog, Embedder, FilterError, ItemRecord, parse_filters
 from fashionlens.search import catalog as catalog_module
 from fashionlens.search import index as index_module
@@ -202,7 +202,7 @@ def test_add_update_sold_remove_are_incremental(catalog, tmp_path, monkeypatch):
     assert not photo_file.exists() and "item07" not in catalog
     assert "item07" not in [m.item.id for m in catalog.search(item="item06", k=20)]
 
-    with pytest.raises(FashionLensError, match="no item with id 'nope'"):
+    with pytest.raises(UnknownItemError, match="no item with id 'nope'"):
         catalog.remove(["item08", "nope"])
     assert "item08" in catalog  # nothing removed when one id is unknown
     for bad, message in (({"prize": 3}, "unknown field 'prize'"),

@@ -134,6 +134,24 @@ def test_train_embedding_saves_a_model_that_embeds(tmp_path, tiny_folder, mode):
     assert (result.run_dir / "config.yaml").read_text().startswith("metric:")
 
 
+def test_items_with_several_photos_come_from_the_item_column(tmp_path, tiny_folder):
+    """Two photos per item: the item is the positive pair, and the split keeps an
+    item's photos together."""
+    photos = sorted(p for p in tiny_folder.rglob("*") if p.is_file())
+    rows = ["image,label,item"] + [f"{p},{p.parent.name},{p.parent.name}-{i // 2}"
+                                   for i, p in enumerate(photos)]
+    table = tmp_path / "items.csv"
+    table.write_text("\n".join(rows) + "\n")
+    cfg = MetricConfig(base="test_efficientnet", pretrained="none", dim=8, views=1,
+                       epochs=1, batch_items=4, threads=1, precision="fp32", device="cpu",
+                       item_column="item")
+    result = train_embedding(cfg, DataSpec(path=str(table), val_fraction=0.25),
+                             tmp_path / "run")
+    metrics = result.metrics
+    assert metrics["items"] * 2 == metrics["train_photos"]
+    assert metrics["train_photos"] + metrics["val_photos"] == len(photos)
+
+
 def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, model_dir):
     from typer.testing import CliRunner
 

@@ -29,5 +29,16 @@ class ImageError(FashionLensError):
         return (type(self), (self.path, self.reason))
 
 
+class UnknownItemError(FashionLensError):
+    """A catalog has no item with the id asked for."""
+
+    def __init__(self, catalog: object, item_id: str) -> None:
+        self.item_id = item_id
+        super().__init__(f"{catalog}: no item with id '{item_id}'")
+
+    def __reduce__(self):
+        return (type(self), (str(self).rsplit(": no item with id", 1)[0], self.item_id))
+
+
 class ModelError(FashionLensError):
     """A model artifact or checkpoint cannot be loaded."""

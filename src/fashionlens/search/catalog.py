@@ -47,7 +47,7 @@ import numpy as np
 
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows, resolve_image_path
-from ..errors import DataError, FashionLensError, ModelError
+from ..errors import DataError, FashionLensError, ModelError, UnknownItemError
 from . import steering
 from .embeddings import Embedder, normalise
 from .filters import (
@@ -1070,7 +1070,7 @@ class Catalog:
         row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?",
                                (item_id,)).fetchone()
         if row is None:
-            raise FashionLensError(f"{self.path}: no item with id '{item_id}'")
+            raise UnknownItemError(self.path, item_id)
         return row
 
     def _item(self, row: sqlite3.Row) -> Item:
@@ -1152,7 +1152,7 @@ class Catalog:
         row = self._db.execute("SELECT key, embedding FROM items WHERE id = ?",
                                (item_id,)).fetchone()
         if row is None:
-            raise FashionLensError(f"{self.path}: no item with id '{item_id}'")
+            raise UnknownItemError(self.path, item_id)
         return int(row[0]), np.frombuffer(row[1], dtype=np.float32)
 
     def _exact(self, query: np.ndarray, keys: np.ndarray, k: int

@@ -14,7 +14,7 @@ Two kinds:
 
 Why IVF and not HNSW: on this project's 2-core reference machine, building an HNSW graph
 over 1M vectors of 1280 dimensions takes far longer than k-means plus one assignment pass
-(see benchmarks/results-scale.json, `candidates`), and an HNSW search behind a 10 % filter
+(see benchmarks/results-scale-1280.json, `candidates`), and an HNSW search behind a 10 % filter
 walks a graph whose neighbours are mostly filtered out, whereas IVF simply probes more
 lists. With unit vectors the inner product is the cosine similarity.
 """
@@ -31,12 +31,13 @@ import numpy as np
 
 # Exact (flat) search costs one pass over n x dim float32 values per query, on one core.
 # Measured on the 2-core reference machine with realistic 1280-d vectors
-# (benchmarks/results-scale.json, `flat_scan`, load average 1.1-1.5): p50 2.5 ms at 10k
+# (benchmarks/results-scale-1280.json, `flat_scan`, load average 1.1-1.5): p50 2.5 ms at 10k
 # items, 4.8 ms at 20k, 11.8 ms at 50k, 23.6 ms at 100k, 46 ms at 200k, i.e. about 5
 # million values per ms. Under heavy load from other jobs (load average 5-6) the same
 # scans took 20-24 ms already at 10k. The switch is set where a quiet machine needs about
 # 6 ms, leaving room for the catalog's own work (filter mask, SQLite rows) and for load:
-# 32 million values = 25,000 items at 1280-d, 125,000 at 256-d. A catalog switches to IVF
+# 32 million values = 25,000 items at 1280-d, 120,000 at the bundled model's 266-d (where
+# 100k items measured p50 6.5 ms: benchmarks/results-scale.json). A catalog switches to IVF
 # at that size and back to flat below half of it (hysteresis, so a catalog at the
 # boundary does not flip with every write).
 EXACT_SCAN_VALUES = 32_000_000

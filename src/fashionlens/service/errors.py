@@ -8,14 +8,13 @@ here: an unreadable photo is 422, an unknown item 404, a bad filter 400, and so 
 from __future__ import annotations
 
 import logging
-import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import FashionLensError, ImageError, ModelError
+from ..errors import FashionLensError, ImageError, ModelError, UnknownItemError
 from ..search.filters import FilterError
 
 log = logging.getLogger(__name__)
@@ -40,19 +39,15 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
-_NOT_FOUND = re.compile(r"no item with id")
-
-
 def from_library(exc: FashionLensError) -> ApiError:
     """Map a library error to an API error; messages keep no server paths."""
     if isinstance(exc, ImageError):
         return ApiError(422, "unreadable_image", f"{exc.path}: {exc.reason}")
     if isinstance(exc, FilterError):
         return ApiError(400, "bad_filter", str(exc))
+    if isinstance(exc, UnknownItemError):  # the message without the server's folder
+        return ApiError(404, "unknown_item", f"no item with id '{exc.item_id}'")
     message = str(exc)
-    if _NOT_FOUND.search(message):
-        # "<catalog path>: no item with id 'x'" -> without the server's folder
-        return ApiError(404, "unknown_item", message[message.find("no item with id"):])
     if isinstance(exc, ModelError):
         return ApiError(500, "model_error", message)
     return ApiError(400, "bad_request", message)
