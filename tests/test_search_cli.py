@@ -145,3 +145,21 @@ def test_directions_learned_listed_used_and_removed(built):
     assert [d["name"] for d in listed["directions"]] == ["dress", "shirt"]
     assert "probe" in _ok(_invoke("catalog", "directions", "--catalog", catalog, "--learn",
                                   "category", "--method", "probe", "--min-count", "3")).stdout
+
+
+def test_item_table_leaves_out_columns_no_item_fills():
+    from rich.console import Console
+
+    from fashionlens.cli.search import item_table
+    from fashionlens.search.catalog import Item
+
+    def header(items):
+        console = Console(width=200, record=True)
+        console.print(item_table("t", items))
+        return console.export_text().splitlines()[2]
+
+    bare = [Item(id="a", image=None, category="Hat"), Item(id="b", image=None)]
+    assert "category" in header(bare) and "status" in header(bare)
+    assert not any(name in header(bare) for name in ("colour", "size", "price", "photo"))
+    priced = [*bare, Item(id="c", image=None, price=12.5, colour="red")]
+    assert "price" in header(priced) and "colour" in header(priced)

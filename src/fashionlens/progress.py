@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -27,14 +26,14 @@ def enabled() -> bool:
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    if not enabled():
+    if not enabled() or not console.is_terminal:  # no live bar to draw: no blank lines
         yield from items
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as progress:
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:
             yield item

@@ -26,22 +26,33 @@ def _price(value: float | None) -> str:
 
 
 def item_table(title: str, items: list[Item], matches: list[Match] | None = None) -> Table:
-    """Items (or search matches, with their distance) as a Rich table."""
+    """Items (or search matches, with their distance) as a Rich table; metadata columns
+    that no listed item fills are left out."""
     table = Table(title=title, title_justify="left")
     if matches is not None:
-        table.add_column("#", justify="right")
-        table.add_column("distance", justify="right")
+        table.add_column("#", justify="right", no_wrap=True)
+        table.add_column("distance", justify="right", no_wrap=True)
     table.add_column("id", no_wrap=True)
-    for name in ("category", "colour", "size"):
-        table.add_column(name)
-    table.add_column("price", justify="right")
-    table.add_column("status")
-    # The stored photo's file name; --json gives the full path.
-    table.add_column("photo", overflow="fold")
+    cells = {
+        "category": [item.category or "" for item in items],
+        "colour": [item.colour or "" for item in items],
+        "size": [item.size or "" for item in items],
+        "price": [_price(item.price) for item in items],
+        "status": [item.status if item.status == "available" else f"[yellow]{item.status}[/]"
+                   for item in items],
+        # The stored photo's file name; --json gives the full path.
+        "photo": [Path(item.image).name if item.image else "" for item in items],
+    }
+    shown = [name for name, values in cells.items()
+             if name in ("category", "status") or any(values)]
+    for name in shown:
+        if name == "photo":  # the least useful column gives way first
+            table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=28)
+        else:
+            table.add_column(name, justify="right" if name == "price" else "left",
+                             no_wrap=name in ("price", "status"))
     for rank, item in enumerate(items, start=1):
-        status = item.status if item.status == "available" else f"[yellow]{item.status}[/]"
-        row = [item.id, item.category or "", item.colour or "", item.size or "",
-               _price(item.price), status, Path(item.image).name if item.image else ""]
+        row = [item.id, *(cells[name][rank - 1] for name in shown)]
         if matches is not None:
             row = [str(rank), f"{matches[rank - 1].distance:.4f}", *row]
         table.add_row(*row)
