@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import FashionLensError
 from ..progress import StepBar, track
-from ..search.catalog import AddReport, Catalog, read_source
+from ..search.catalog import DUPLICATE_THRESHOLD, AddReport, Catalog, read_source
 from .common import err, out
 from .search import CatalogOption, item_table
 
@@ -192,8 +192,9 @@ def duplicates(
     threshold: Annotated[
         float,
         typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two photos count "
-                                            "as near-identical."),
-    ] = 0.97,
+                                            "as near-identical (0.93 measured for the "
+                                            "bundled model; other models may need another)."),
+    ] = DUPLICATE_THRESHOLD,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pairs as JSON.")] = False,
 ) -> None:
     """List pairs of items whose photos are near-identical (e.g. a listing posted twice)."""
