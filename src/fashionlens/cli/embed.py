@@ -58,7 +58,7 @@ def train_embedding_command(
     posterior_weight: Annotated[
         float | None, typer.Option(help="Weight of the base classifier's class posterior "
                                         "appended to the search vector (0: off; default "
-                                        "0.25 when the base classifies).")
+                                        "0.25 when the base classifies, in head mode).")
     ] = None,
     stage_taps: Annotated[
         int, typer.Option(help="The backbone's last N stages feed the head besides its "

@@ -77,7 +77,8 @@ class MetricConfig:
     margin: float = 0.2
     temperature: float = 0.1
     category_weight: float = 0.2
-    # Class posterior appended to the search vector; None: 0.25 when the base classifies.
+    # Class posterior appended to the search vector; None: 0.25 when the base classifies
+    # and its backbone stays frozen (head mode), else 0.
     posterior_weight: float | None = None
     stage_taps: int = 2  # the backbone's last N stages feed the head too (0: pooled only)
     item_column: str | None = None
@@ -403,8 +404,9 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     torch.set_num_threads(max(1, cfg.threads))
     model, info = load_base(cfg.base, cfg.pretrained)
     classifies = len(info.classes) >= 2
-    if cfg.posterior_weight is None:
-        cfg.posterior_weight = DEFAULT_POSTERIOR_WEIGHT if classifies else 0.0
+    if cfg.posterior_weight is None:  # full mode moves the backbone under the classifier
+        cfg.posterior_weight = (DEFAULT_POSTERIOR_WEIGHT if classifies and cfg.mode == "head"
+                                else 0.0)
     if cfg.posterior_weight > 0 and not classifies:
         raise ConfigError(f"metric.posterior_weight: the base '{cfg.base}' does not classify, "
                           "so it has no class posterior to append; use 0")
