@@ -652,3 +652,59 @@ def test_import_vectors_command(tmp_path, embedder):
     args[2] = tmp_path / "short.npy"
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code != 0 and "must match row for row" in str(result.exception)
+
+
+def test_reembed_swaps_in_another_models_vectors_and_directions(catalog, model_dir):
+    catalog.learn_directions("category", min_count=3)
+    before_dirs = catalog.directions()
+    old_vector = catalog._stored_vector("item03")[1].copy()
+    result = catalog.reembed(model_dir)
+    assert result["items"] == 12 and result["resumed"] == 0
+    assert result["directions"] == before_dirs and catalog.directions() == before_dirs
+    assert catalog.model == str(Path(model_dir).resolve()) and result["index"] == "flat"
+    new_vector = catalog._stored_vector("item03")[1]
+    assert not np.allclose(old_vector, new_vector)
+    assert np.allclose(new_vector, Embedder(model_dir).embed_one(
+        catalog.path / catalog.get("item03").image), atol=1e-3)
+    # The photo search now uses the new model, and the item finds itself first.
+    photo = catalog.path / catalog.get("item03").image
+    assert catalog.search(photo, k=1)[0].item.id == "item03"
+    assert catalog._meta("reembed_target") is None  # the staging is gone
+    assert not catalog._db.execute(
+        "SELECT name FROM sqlite_master WHERE name = 'reembed'").fetchall()
+    reopened = Catalog(catalog.path)
+    assert reopened.model == catalog.model and not reopened.repaired
+    reopened.close()
+
+
+def test_interrupted_reembed_leaves_the_catalog_as_it_was_and_resumes(catalog, model_dir):
+    old_model = catalog.model
+    calls = []
+
+    def stop_after_first_chunk(n):
+        calls.append(n)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        catalog.reembed(model_dir, chunk=5, progress=stop_after_first_chunk)
+    assert catalog.model == old_model and calls == [5]
+    photo = catalog.path / catalog.get("item04").image
+    assert catalog.search(photo, k=1)[0].item.id == "item04"  # old vectors, old index
+    result = catalog.reembed(model_dir, chunk=5)
+    assert result["resumed"] == 5 and result["items"] == 12
+    assert catalog.model != old_model
+
+
+def test_reembed_refuses_unreadable_photos_and_vector_only_items(catalog, model_dir, tmp_path):
+    old_model = catalog.model
+    (catalog.path / catalog.get("item07").image).write_bytes(b"not a photo")
+    with pytest.raises(FashionLensError, match="item07"):
+        catalog.reembed(model_dir)
+    assert catalog.model == old_model and len(catalog) == 12
+
+    vectors_only = Catalog(tmp_path / "vectors", create=True, dim=4)
+    vectors_only.add_vectors([ItemRecord(id="v1", image=None)],
+                             np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(FashionLensError, match="without a photo"):
+        vectors_only.reembed(model_dir)
+    vectors_only.close()

@@ -147,6 +147,18 @@ def test_directions_learned_listed_used_and_removed(built):
                                   "category", "--method", "probe", "--min-count", "3")).stdout
 
 
+def test_reembed_command_switches_the_catalog_to_another_model(built, model_dir):
+    catalog, shop = built
+    result = _ok(_invoke("catalog", "reembed", "--catalog", catalog, "--model", model_dir))
+    assert "re-embedded 11 items with" in result.stdout and "index: flat" in result.stdout
+    info = json.loads(_ok(_invoke("catalog", "info", "--catalog", catalog, "--json")).stdout)
+    assert info["model"] == str(model_dir.resolve()) and info["index_vectors"] == 11
+    photo = shop.parent / "photos" / "item04.png"
+    found = json.loads(_ok(_invoke("search", photo, "--catalog", catalog, "-k", "1",
+                                   "--json")).stdout)
+    assert found["results"][0]["id"] == "item04"
+
+
 def test_item_table_leaves_out_columns_no_item_fills():
     from rich.console import Console
 

@@ -53,9 +53,9 @@ class StepBar:
             self._progress.start()
             self._task = self._progress.add_task(description, total=total, info="")
 
-    def advance(self, info: str = "") -> None:
+    def advance(self, info: str = "", steps: int = 1) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, info=info)
+            self._progress.update(self._task, advance=steps, info=info)
 
     def close(self) -> None:
         if self._progress is not None:

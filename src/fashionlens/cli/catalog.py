@@ -187,6 +187,29 @@ def rebuild(catalog: CatalogOption) -> None:
 
 
 @catalog_app.command()
+def reembed(
+    catalog: CatalogOption,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model folder or backbone name for the new vectors (default: "
+                          "the bundled garment model)."),
+    ] = None,
+    batch_size: BatchSize = 32,
+) -> None:
+    """Recompute every item's vector with another model, from the catalog's copies of
+    the photos (resumable; the catalog changes in one step at the end)."""
+    with Catalog(catalog) as cat:
+        total = len(cat)
+        with StepBar("re-embedding", total) as bar:
+            result = cat.reembed(model, batch_size=batch_size,
+                                 progress=lambda n: bar.advance(steps=n))
+    out.print(f"re-embedded {result['items']} items with {result['model']} "
+              f"({result['dim']}-d vectors; {result['resumed']} from an interrupted run); "
+              f"index: {result['index'] or 'none'}; steering directions re-learned: "
+              f"{', '.join(result['directions']) or 'none'}")
+
+
+@catalog_app.command()
 def duplicates(
     catalog: CatalogOption,
     threshold: Annotated[

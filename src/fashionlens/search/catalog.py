@@ -742,6 +742,109 @@ class Catalog:
         return {"items": count, "index": self._index.kind if self._index else None,
                 "orphan_photos_removed": removed}
 
+    # -- changing the model
+
+    def reembed(self, model: str | Path | None = None, *, batch_size: int = 32,
+                chunk: int = 512, progress: Callable[[int], None] | None = None) -> dict:
+        """Recompute every item's vector with another model (None: the bundled one)
+        from the catalog's own copies of the photos, e.g. after training a better
+        embedding or upgrading fashionlens.
+
+        Resumable and atomic: new vectors are staged a chunk at a time in a side table
+        (an interrupted run continues where it stopped), then one transaction swaps them
+        in, records the new model and re-learns the steering directions in the new
+        space; the index is rebuilt last. Until the swap the catalog stays as it was; an
+        unreadable photo stops the run before the swap, naming the item.
+        """
+        embedder = Embedder(model)
+        vectorless = [r[0] for r in self._db.execute(
+            "SELECT id FROM items WHERE image = '' ORDER BY key LIMIT 6")]
+        if vectorless:
+            raise FashionLensError(
+                f"{self.path}: items without a photo (imported vectors, e.g. "
+                f"{', '.join(vectorless[:5])}) cannot be re-embedded; remove them first")
+        target = f"{embedder.fingerprint}:{embedder.dim}"
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS reembed "
+                       "(key INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
+            if self._meta("reembed_target") != target:  # a run for another model: restart
+                db.execute("DELETE FROM reembed")
+                db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                           ("reembed_target", target))
+        resumed = int(self._db.execute("SELECT count(*) FROM reembed").fetchone()[0])
+        failed: list[str] = []
+        todo = self._db.execute(
+            "SELECT key, id, image FROM items WHERE key NOT IN (SELECT key FROM reembed) "
+            "ORDER BY key").fetchall()
+        for start in range(0, len(todo), chunk):
+            rows = todo[start:start + chunk]
+            results = embedder.embed([self.path / r["image"] for r in rows],
+                                     names=[r["id"] for r in rows], batch_size=batch_size)
+            staged = []
+            for row, result in zip(rows, results, strict=True):
+                if result.ok:
+                    staged.append((row["key"], result.vector.astype(np.float32).tobytes()))
+                else:
+                    failed.append(f"{row['id']} ({result.error})")
+            with self._transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO reembed (key, embedding) VALUES (?, ?)",
+                               staged)
+            if progress is not None:
+                progress(len(rows))
+        if failed:
+            raise FashionLensError(
+                f"{self.path}: {len(failed)} stored photo(s) could not be read, so nothing "
+                f"was changed: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
+                "remove those items (or fix their photos) and run again to resume")
+        directions = self._relearned_directions(embedder.dim)
+        # The index goes first: a crash before the swap then rebuilds it from the old
+        # vectors, and one after the swap from the new ones (never a mix).
+        self._index = None
+        self.index_path.unlink(missing_ok=True)
+        with self._transaction() as db:
+            db.execute("UPDATE items SET embedding = (SELECT embedding FROM reembed "
+                       "WHERE reembed.key = items.key)")
+            db.execute("DELETE FROM directions")
+            now = _now()
+            db.executemany(
+                "INSERT INTO directions (name, field, value, method, positives, negatives, "
+                "vector, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.name, d.field, d.value, d.method, d.positives, d.negatives,
+                  d.vector.astype(np.float32).tobytes(), now) for d in directions])
+            for name, value in (("model", embedder.spec),
+                                ("model_fingerprint", embedder.fingerprint),
+                                ("dim", str(embedder.dim))):
+                db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                           (name, value))
+            db.execute("DELETE FROM meta WHERE name IN ('reembed_target', 'vectors_only')")
+            db.execute("DROP TABLE reembed")
+        self._embedder = embedder
+        self._columns = None
+        rebuilt = self.rebuild(clean_photos=False)
+        return {"items": len(todo) + resumed, "resumed": resumed, "model": embedder.spec,
+                "dim": embedder.dim, "index": rebuilt["index"],
+                "directions": sorted(d.name for d in directions)}
+
+    def _relearned_directions(self, dim: int) -> list[Direction]:
+        """The stored directions learned again (same field, method and values) from the
+        staged vectors; a value that no longer has enough items is dropped."""
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for row in self._db.execute("SELECT field, value, method FROM directions"):
+            wanted.setdefault((row["field"], row["method"]), []).append(row["value"])
+        learned: list[Direction] = []
+        for (name, method), values in sorted(wanted.items()):
+            rows = self._db.execute(
+                f"SELECT {column_sql(name)}, reembed.embedding FROM items "
+                "JOIN reembed ON reembed.key = items.key ORDER BY items.key").fetchall()
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            with contextlib.suppress(FashionLensError):
+                # The labels are the ones the directions were learned from, which already
+                # passed the caller's min_count: keep every value that still has items.
+                learned.extend(learn_directions(vectors.reshape(len(rows), dim),
+                                                [r[0] for r in rows], field=name,
+                                                method=method, values=values, min_count=1))
+        return learned
+
     # -- adding items
 
     def _existing(self, ids: list[str]) -> set[str]:
