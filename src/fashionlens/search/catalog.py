@@ -462,6 +462,16 @@ def _source_of(record: ItemRecord) -> str | None:
     return str(record.image) if isinstance(record.image, str | Path) and record.image else None
 
 
+def _store_directions(db: sqlite3.Connection, directions: Iterable[Direction]) -> None:
+    """Write directions (replacing those of the same name) inside the caller's transaction."""
+    now = _now()
+    db.executemany(
+        "INSERT OR REPLACE INTO directions (name, field, value, method, positives, "
+        "negatives, vector, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(d.name, d.field, d.value, d.method, d.positives, d.negatives,
+          d.vector.astype(np.float32).tobytes(), now) for d in directions])
+
+
 class Catalog:
     """A catalog folder: open an existing one, or `create=True` to start one.
 
@@ -805,12 +815,7 @@ class Catalog:
             db.execute("UPDATE items SET embedding = (SELECT embedding FROM reembed "
                        "WHERE reembed.key = items.key)")
             db.execute("DELETE FROM directions")
-            now = _now()
-            db.executemany(
-                "INSERT INTO directions (name, field, value, method, positives, negatives, "
-                "vector, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(d.name, d.field, d.value, d.method, d.positives, d.negatives,
-                  d.vector.astype(np.float32).tobytes(), now) for d in directions])
+            _store_directions(db, directions)
             for name, value in (("model", embedder.spec),
                                 ("model_fingerprint", embedder.fingerprint),
                                 ("dim", str(embedder.dim))):
@@ -1449,13 +1454,8 @@ class Catalog:
             raise FashionLensError(
                 f"{self.path}: no value of {name} has {min_count} items carrying it and "
                 f"{min_count} labelled items without it")
-        now = _now()
         with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO directions (name, field, value, method, positives, "
-                "negatives, vector, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(d.name, d.field, d.value, d.method, d.positives, d.negatives,
-                  d.vector.astype(np.float32).tobytes(), now) for d in learned])
+            _store_directions(db, learned)
         return learned
 
     def directions(self) -> list[str]:
