@@ -173,6 +173,14 @@ def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, mod
     assert data["dimension"] == 8 + len(info.classes)  # the class posterior is appended
     assert set(data["pairs"]) >= {"top1", "top5", "top10"} and 0 <= data["pairs"]["top10"] <= 1
     assert 0 <= data["category"]["precision@10"] <= 1
+    # The head's settings are part of the model's identity: after changing the posterior
+    # weight the vectors differ (same size), so a catalog must not take them as its own.
+    before = Embedder(model, precision="fp32")
+    meta = json.loads((model / "model.json").read_text())
+    meta["embedding"]["posterior_weight"] = 0.1
+    (model / "model.json").write_text(json.dumps(meta))
+    after = Embedder(model, precision="fp32")
+    assert after.dim == before.dim and after.fingerprint != before.fingerprint
     bad = runner.invoke(app, ["evaluate-search", str(tiny_folder), "--model", str(model),
                               "--protocol", "speed"])
     assert "unknown protocol speed" in str(bad.exception)

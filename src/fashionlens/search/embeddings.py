@@ -15,6 +15,7 @@ for that photo only.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,9 @@ class Embedder:
             self.spec = "default" if folder == DEFAULT_MODEL.resolve() else str(folder)
             weights = folder / WEIGHTS_FILE
             self.fingerprint = f"{info.architecture}:{_file_digest(weights)}"
+            if info.embedding:  # its settings (e.g. the posterior weight) shape the vectors
+                settings = json.dumps(info.embedding, sort_keys=True).encode()
+                self.fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
         else:
             name = str(model)
             if any(sep in name for sep in ("/", "\\")) or name.endswith(".json"):
