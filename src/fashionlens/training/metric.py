@@ -8,9 +8,10 @@ supervised contrastive loss (pytorch-metric-learning), on the item ids; a second
 the same kind on the category labels keeps "same style" close too.
 
 Two ways to train:
-- `head` (default; minutes on a CPU): the backbone stays frozen; its pooled features for
-  each photo and a handful of re-shot views are computed once, and only the embedding
-  head (a linear projection, initialised by PCA, or a small MLP) trains on them.
+- `head` (default; minutes on a CPU): the backbone stays frozen; what the head reads
+  (pooled features plus the last stages' pooled outputs, `models.embedding`) for each
+  photo and a handful of re-shot views is computed once, and only the embedding head (a
+  linear projection, initialised by PCA, or a small MLP) trains on it.
 - `full`: the backbone trains too (its first stages frozen, BatchNorm statistics kept),
   with fresh views every epoch; slower, for a GPU or a long CPU run.
 
@@ -24,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +225,8 @@ def read_photos(data: LabelledSet, short_side: int, threads: int
 @torch.no_grad()
 def view_features(model: nn.Module, dataset: ViewSet, device: torch.device, precision: str,
                   threads: int, description: str, search: bool = False) -> np.ndarray:
-    """Pooled features (or, with `search`, search vectors) of every photo's views:
-    [photos, views, dim]."""
+    """What the embedding head reads (or, with `search`, the search vectors) for every
+    photo's views: [photos, views, dim]."""
     loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(dataset.views) + 1)),
                         num_workers=threads if threads > 1 else 0,
                         persistent_workers=False)
@@ -393,7 +394,6 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     """Train an embedding head on `data` and save run folder + model; see module doc."""
     cfg.check()
     started = time.perf_counter()
-
     run_dir = Path(output)
     if cfg.item_column:
         data.group_column = cfg.item_column
@@ -405,8 +405,8 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     model, info = load_base(cfg.base, cfg.pretrained)
     classifies = len(info.classes) >= 2
     if cfg.posterior_weight is None:  # full mode moves the backbone under the classifier
-        cfg.posterior_weight = (DEFAULT_POSTERIOR_WEIGHT if classifies and cfg.mode == "head"
-                                else 0.0)
+        cfg = replace(cfg, posterior_weight=DEFAULT_POSTERIOR_WEIGHT
+                      if classifies and cfg.mode == "head" else 0.0)
     if cfg.posterior_weight > 0 and not classifies:
         raise ConfigError(f"metric.posterior_weight: the base '{cfg.base}' does not classify, "
                           "so it has no class posterior to append; use 0")
