@@ -7,6 +7,7 @@ the training data is needed to predict.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,15 @@ def save_model(model: torch.nn.Module, info: ModelInfo, directory: str | Path,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def weights_digest(directory: str | Path) -> str:
+    """A short SHA-256 of the model's weights file: which weights a result came from."""
+    h = hashlib.sha256()
+    with (Path(directory) / WEIGHTS_FILE).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def read_info(directory: str | Path) -> ModelInfo:

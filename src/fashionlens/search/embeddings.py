@@ -31,7 +31,7 @@ from ..inference.predictor import (
     default_precision,
     prepare_photo,
 )
-from ..models.artifact import META_FILE, WEIGHTS_FILE, load_model
+from ..models.artifact import META_FILE, load_model, weights_digest
 from ..models.embedding import backbone_features, search_vectors
 from ..models.registry import create_model, model_preprocess
 
@@ -50,14 +50,6 @@ class Embedded:
     @property
     def ok(self) -> bool:
         return self.vector is not None
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -86,8 +78,7 @@ class Embedder:
             folder = folder.resolve()
             # The bundled model is recorded by name, not by where the package is installed.
             self.spec = "default" if folder == DEFAULT_MODEL.resolve() else str(folder)
-            weights = folder / WEIGHTS_FILE
-            self.fingerprint = f"{info.architecture}:{_file_digest(weights)}"
+            self.fingerprint = f"{info.architecture}:{weights_digest(folder)}"
             if info.embedding:  # its settings (e.g. the posterior weight) shape the vectors
                 settings = json.dumps(info.embedding, sort_keys=True).encode()
                 self.fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import DEFAULT_MODEL, Predictor
+from ..models.artifact import weights_digest
 from ..models.embedding import backbone_features, classifier_logits, search_vectors
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder, normalise
@@ -87,14 +88,6 @@ class Output:
     vector: np.ndarray | None
 
 
-def _weights_digest(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    with (model_dir / "model.safetensors").open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _probe(size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.rand(2, 3, size, size, generator=generator) * 2 - 1
@@ -111,7 +104,7 @@ class ServedModel:
         self.info = predictor.model_info
         self.transform = predictor.transform
         self.draft_size = self.info.preprocess.resize_size
-        self.digest = _weights_digest(model_dir)
+        self.digest = weights_digest(model_dir)
         self.shares_features = self._check_split_forward()
         self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from ..config import TrainConfig
 from ..data.dataset import PhotoDataset, collate_skipping
 from ..evaluation.metrics import classification_metrics
+from ..models.embedding import pooled_features
 from ..progress import StepBar, track
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,7 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
         images, labels, idx = batch
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            if features:
-                out = model.forward_head(model.forward_features(images), pre_logits=True)
-            else:
-                out = model(images).softmax(-1)
+            out = pooled_features(model, images) if features else model(images).softmax(-1)
         outs.append(out.float().cpu())
         targets.append(labels)
         indices.append(idx)
