@@ -23,9 +23,9 @@ from pathlib import Path
 os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 from fashionlens.evaluation.retrieval import (  # noqa: E402
+    category_protocol,
     embed_photos,
     pairs_protocol,
-    precision_at_k,
     steering_curve,
 )
 from fashionlens.search import Embedder  # noqa: E402
@@ -56,10 +56,7 @@ def measure(model: str) -> dict:
     train, val = clothing("train"), clothing("validation")
     result: dict = {"model": embedder.spec, "dimension": embedder.dim}
     result["pairs"] = pairs_protocol(embedder, [p for p, _ in val], seed=0)
-    gallery, kept = embed_photos(embedder, [p for p, _ in train])
-    queries, kept_q = embed_photos(embedder, [p for p, _ in val])
-    category = precision_at_k(queries, [val[i][1] for i in kept_q], gallery,
-                              [train[i][1] for i in kept], k=10)
+    category = category_protocol(embedder, val, train, k=10)
     result["category"] = {k: v for k, v in category.items() if k != "per_label"}
     result["category"]["per_label"] = {k: round(v, 4) for k, v in category["per_label"].items()}
     shop = products()

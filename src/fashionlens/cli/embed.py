@@ -14,7 +14,7 @@ from ..data import DataSpec
 from ..data.sources import load_labelled
 from ..data.splits import split_train_val
 from ..errors import FashionLensError
-from ..evaluation.retrieval import embed_photos, pairs_protocol, precision_at_k
+from ..evaluation.retrieval import category_protocol, pairs_protocol
 from ..search.embeddings import Embedder
 from ..training.metric import MetricConfig, train_embedding
 from .common import err, out
@@ -135,13 +135,9 @@ def evaluate_search_command(
         results["pairs"] = pairs_protocol(embedder, [s.path for s in val_set.samples],
                                           seed=seed)
     if "category" in protocols:
-        gallery, kept = embed_photos(embedder, [s.path for s in train_set.samples],
-                                     "embedding the gallery")
-        queries, kept_q = embed_photos(embedder, [s.path for s in val_set.samples],
-                                       "embedding the queries")
-        results["category"] = precision_at_k(
-            queries, [val_set.samples[i].label for i in kept_q], gallery,
-            [train_set.samples[i].label for i in kept], k=10)
+        results["category"] = category_protocol(
+            embedder, [(s.path, s.label) for s in val_set.samples],
+            [(s.path, s.label) for s in train_set.samples], k=10)
     if as_json:
         print(json.dumps(results))
         return

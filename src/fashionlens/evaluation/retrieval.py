@@ -151,3 +151,14 @@ def pairs_protocol(embedder: Embedder, paths: Sequence[Path], *, seed: int = 0,
     first, _ = embed_photos(embedder, originals, "embedding photos")
     second, _ = embed_photos(embedder, views, "embedding re-shot views")
     return pair_accuracy(first, second)
+
+
+def category_protocol(embedder: Embedder, queries: Sequence[tuple[Path, str]],
+                      gallery: Sequence[tuple[Path, str]], k: int = 10) -> dict:
+    """Same-category precision@k of (photo, label) queries against a labelled gallery."""
+    gallery_vectors, kept = embed_photos(embedder, [p for p, _ in gallery],
+                                         "embedding the gallery")
+    query_vectors, kept_q = embed_photos(embedder, [p for p, _ in queries],
+                                         "embedding the queries")
+    return precision_at_k(query_vectors, [queries[i][1] for i in kept_q], gallery_vectors,
+                          [gallery[i][1] for i in kept], k=k)
