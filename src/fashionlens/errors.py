@@ -42,3 +42,34 @@ class UnknownItemError(FashionLensError):
 
 class ModelError(FashionLensError):
     """A model artifact or checkpoint cannot be loaded."""
+
+
+def _ids_text(item_ids: list[str]) -> str:
+    shown = ", ".join(f"'{i}'" for i in item_ids[:5]) + (" ..." if len(item_ids) > 5 else "")
+    return f"item id {shown} already exists" if len(item_ids) == 1 else \
+        f"item ids {shown} already exist"
+
+
+class ItemExistsError(FashionLensError):
+    """An item id is already taken (e.g. another process added it first)."""
+
+    def __init__(self, catalog: object, item_ids: list[str] | str) -> None:
+        self.catalog = str(catalog)
+        self.item_ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+        super().__init__(f"{self.catalog}: {_ids_text(self.item_ids)}")
+
+    def __reduce__(self):
+        return (type(self), (self.catalog, self.item_ids))
+
+
+class CatalogBusyError(FashionLensError):
+    """Another process held a catalog's write lock for longer than we were willing to wait."""
+
+    def __init__(self, catalog: object, waited_s: float) -> None:
+        self.catalog = str(catalog)
+        self.waited_s = float(waited_s)
+        super().__init__(f"{self.catalog}: catalog is busy: another process has been writing "
+                         f"to it for over {self.waited_s:g} s; try again later")
+
+    def __reduce__(self):
+        return (type(self), (self.catalog, self.waited_s))

@@ -27,27 +27,37 @@ filter never returns fewer than k results when k items match.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import itertools
 import json
 import logging
+import math
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows, resolve_image_path
-from ..errors import DataError, FashionLensError, ModelError, UnknownItemError
+from ..errors import (
+    CatalogBusyError,
+    DataError,
+    FashionLensError,
+    ItemExistsError,
+    ModelError,
+    UnknownItemError,
+)
 from . import steering
 from .embeddings import Embedder, normalise
 from .filters import (
@@ -95,6 +105,21 @@ VECTOR_BATCH_ROWS = 50_000
 # (so a rebuild of the same catalog gives the same index).
 TRAIN_SEED = 0
 METADATA_FIELDS = ("category", "colour", "size", "price", "status")
+# What one item may carry. Every entry point (CLI, HTTP API, Python) goes through these
+# checks, so one request cannot make the catalog re-serialise megabytes per field or hold
+# its write lock for minutes; ids are ones any HTTP client can send back in a URL.
+MAX_ID_CHARS = 200
+MAX_EXTRA_FIELDS = 64
+MAX_FIELD_NAME_CHARS = 64
+MAX_VALUE_CHARS = 1000
+# Several processes may open one catalog (a server and CLI commands). Every write holds
+# this lock file (SQLite commit, photo files, index file), waiting at most
+# LOCK_TIMEOUT_S for another writer; readers never take it.
+LOCK_FILE = "write.lock"
+LOCK_TIMEOUT_S = 120.0
+# While a writer creates or deletes photos it lists them here; the next writer to take the
+# lock after a crash deletes the listed photos that no item references.
+PENDING_FILE = "pending-photos.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -258,22 +283,125 @@ class SourceItems:
         return len(self.records) + len(self.problems)
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as quoted in an error message, cut short (messages name, not echo, it)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse_price(value: Any) -> float | None:
-    """A price from a number or text such as '25', '12.50', '€ 12,50'; '' means none."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
-    text = re.sub(r"[\s€$£¥]|EUR|USD|GBP", "", str(value), flags=re.I)
-    if not text:
+    """A price from a number or text such as '25', '12.50', '€ 12,50'; '' means none.
+
+    Negative, infinite and NaN prices are refused (JSON bodies may carry -Infinity)."""
+    if value is None:
         return None
-    if "," in text and "." not in text:
-        text = text.replace(",", ".")
-    try:
-        price = float(text)
-    except ValueError:
-        raise ValueError(f"price '{value}' is not a number") from None
-    if not np.isfinite(price):
+    if isinstance(value, bool):
         raise ValueError(f"price '{value}' is not a number")
-    return price
+    if isinstance(value, int | float):
+        try:
+            price = float(value)
+        except OverflowError:
+            raise ValueError(f"price '{_shown(value)}' is not a finite number") from None
+    else:
+        text = re.sub(r"[\s€$£¥]|EUR|USD|GBP", "", str(value), flags=re.I)
+        if not text:
+            return None
+        if "," in text and "." not in text:
+            text = text.replace(",", ".")
+        try:
+            price = float(text)
+        except ValueError:
+            raise ValueError(f"price '{_shown(value)}' is not a number") from None
+    if not math.isfinite(price):
+        raise ValueError(f"price '{_shown(value)}' is not a finite number")
+    if price < 0:
+        raise ValueError(f"price '{_shown(value)}' is negative; a price is 0 or more")
+    return price + 0.0  # no -0.0
+
+
+def check_item_id(item_id: Any) -> str:
+    """The id, or a ValueError saying why no client could use it in a URL: empty, too
+    long, control characters (line breaks, tabs), or '.', '..' or empty parts between
+    '/' (ids such as 'Hat/hat-1' from folder builds are fine)."""
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise ValueError("empty id")
+    if len(item_id) > MAX_ID_CHARS:
+        raise ValueError(f"id '{_shown(item_id)}' is too long; an id has at most "
+                         f"{MAX_ID_CHARS} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in item_id):
+        raise ValueError(f"id {_shown(ascii(item_id), 80)} contains control characters "
+                         "(line breaks, tabs, ...)")
+    if any(part in ("", ".", "..") for part in item_id.split("/")):
+        raise ValueError(f"id '{_shown(item_id)}': '.', '..' and empty parts between '/' "
+                         "are not allowed (clients cannot send them back in a URL)")
+    return item_id
+
+
+def check_value(field_name: str, value: Any) -> None:
+    """Refuse a metadata value longer than MAX_VALUE_CHARS (text, or its JSON form)."""
+    if value is None or isinstance(value, bool | int | float):
+        return
+    size = len(value) if isinstance(value, str) else len(
+        json.dumps(value, ensure_ascii=False, default=str))
+    if size > MAX_VALUE_CHARS:
+        raise ValueError(f"{field_name}: the value has {size} characters; at most "
+                         f"{MAX_VALUE_CHARS}")
+
+
+def check_field_name(name: Any) -> None:
+    """Refuse an extra field name that is empty, too long or holds control characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("extra: a field name is empty")
+    if len(name) > MAX_FIELD_NAME_CHARS:
+        raise ValueError(f"extra.{_shown(name)}: the field name is too long; at most "
+                         f"{MAX_FIELD_NAME_CHARS} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
+        raise ValueError(f"extra.{_shown(ascii(name))}: the field name contains control "
+                         "characters")
+
+
+def check_extra(extra: Any) -> None:
+    """Refuse extra data with too many fields, or a bad name or value."""
+    if not isinstance(extra, Mapping):
+        raise ValueError("extra: expected a mapping of field names to values")
+    if len(extra) > MAX_EXTRA_FIELDS:
+        raise ValueError(f"extra: {len(extra)} fields; an item has at most "
+                         f"{MAX_EXTRA_FIELDS} extra fields")
+    for name, value in extra.items():
+        check_field_name(name)
+        check_value(f"extra.{name}", value)
+
+
+def check_record(record: ItemRecord, image_root: str | Path | None = None) -> None:
+    """Check and normalise a record's metadata (price, status, sizes; its photo under
+    `image_root` when given). Raises ValueError naming the field."""
+    record.price = parse_price(record.price)
+    record.status = check_status(record.status)
+    for name in ("category", "colour", "size"):
+        check_value(name, getattr(record, name))
+    check_extra(record.extra if record.extra is not None else {})
+    if image_root is not None and isinstance(record.image, str | Path) and record.image:
+        check_under_root(record.image, image_root)
+
+
+def check_under_root(photo: str | Path, image_root: str | Path) -> Path:
+    """The photo's resolved path (symlinks followed); a ValueError when it lies outside
+    `image_root`, so an imported CSV cannot make the catalog copy any file of the host."""
+    root = Path(image_root).expanduser().resolve()
+    resolved = Path(photo).expanduser().resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"photo '{photo}' is outside the image root {root} "
+                         "(--image-root)")
+    return resolved
+
+
+def _image_root(image_root: str | Path | None) -> Path | None:
+    if image_root is None:
+        return None
+    root = Path(image_root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: the image root (--image-root) is not a folder")
+    return root
 
 
 def check_status(value: Any) -> str:
@@ -307,7 +435,8 @@ def _column_map(columns: list[str], id_column: str, image_column: str | None,
 def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
                      image_column: str | None = "image", image_dir: str | None = None,
                      image_extension: str | None = None,
-                     columns: Mapping[str, str] | None = None) -> SourceItems:
+                     columns: Mapping[str, str] | None = None,
+                     image_root: str | Path | None = None) -> SourceItems:
     """Items from a CSV export: one row per item.
 
     The image column holds a path, or an id resolved against `image_dir` (relative to
@@ -315,8 +444,12 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
     field (category, colour/color, size, price, status) fill it, `columns` maps others
     (`{"category": "garment_type"}`), and every other column is kept in `extra`.
     `image_column=None` reads items without photos (for `Catalog.add_vectors`).
+    With `image_root`, a row whose photo resolves (symlinks followed) outside that
+    folder is refused, naming the row: a CSV from elsewhere cannot copy any file of the
+    host into the catalog.
     """
     csv_path = Path(csv_path).expanduser()
+    root = _image_root(image_root)
     header, rows = read_csv_rows(csv_path)
     for what, column in (("id column", id_column), ("image column", image_column)):
         if column is not None and column not in header:
@@ -355,6 +488,12 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
             result.problems.append(AddOutcome(item_id, "failed", where, str(exc)))
             continue
         path = resolve_image_path(image, base, image_extension) if image else None
+        if path is not None and root is not None:
+            try:
+                check_under_root(path, root)
+            except ValueError as exc:
+                result.problems.append(AddOutcome(item_id, "failed", where, f"{where}: {exc}"))
+                continue
         result.records.append(ItemRecord(id=item_id, image=path, extra=extra,
                                          label=f"{where} ({path})" if path else where,
                                          **fields))
@@ -362,11 +501,14 @@ def records_from_csv(csv_path: str | Path, *, id_column: str = "id",
     return result
 
 
-def records_from_folder(root: str | Path) -> SourceItems:
+def records_from_folder(root: str | Path, image_root: str | Path | None = None
+                        ) -> SourceItems:
     """Every photo under a folder; the sub-folder a photo sits in is its category.
 
     The id is the photo's path inside the folder without its extension (`Dress/d-12`).
+    With `image_root`, photos resolving outside it (symlinks) are refused.
     """
+    confine = _image_root(image_root)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -375,32 +517,47 @@ def records_from_folder(root: str | Path) -> SourceItems:
                     and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not photos:
         raise DataError(f"{root}: no image files in this folder")
-    records = []
+    result = SourceItems(records=[])
     for photo in photos:
         rel = photo.relative_to(root)
         category = rel.parts[0] if len(rel.parts) > 1 else None
-        records.append(ItemRecord(id=rel.with_suffix("").as_posix(), image=photo,
-                                  category=category, label=str(photo)))
-    return SourceItems(records=records)
+        record = ItemRecord(id=rel.with_suffix("").as_posix(), image=photo,
+                            category=category, label=str(photo))
+        try:
+            if confine is not None:
+                check_under_root(photo, confine)
+        except ValueError as exc:
+            result.problems.append(AddOutcome(record.id, "failed", str(photo), str(exc)))
+        else:
+            result.records.append(record)
+    return result
 
 
 def read_source(source: str | Path, *, item_id: str | None = None,
-                fields: Mapping[str, Any] | None = None, **csv_options) -> SourceItems:
+                fields: Mapping[str, Any] | None = None,
+                image_root: str | Path | None = None, **csv_options) -> SourceItems:
     """Records from a CSV file, a folder of photos, or one photo (id: `item_id` or its
-    file name without extension; metadata: `fields`)."""
+    file name without extension; metadata: `fields`). With `image_root`, photos must
+    resolve inside that folder (see `records_from_csv`)."""
     path = Path(source).expanduser()
     if path.is_dir():
         if item_id or fields:
             raise DataError(f"{path}: --id/--set apply to a single photo, not a folder")
-        return records_from_folder(path)
+        return records_from_folder(path, image_root=image_root)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix.lower() in (".csv", ".tsv"):
         if item_id or fields:
             raise DataError(f"{path}: --id/--set apply to a single photo, not a CSV file")
-        return records_from_csv(path, **csv_options)
+        return records_from_csv(path, image_root=image_root, **csv_options)
     if not is_image_file(path):
         raise DataError(f"{path}: expected a CSV file, a folder of photos, or a photo")
+    root = _image_root(image_root)
+    if root is not None:
+        try:
+            check_under_root(path, root)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     record = ItemRecord(id=item_id or path.stem, image=path, label=str(path))
     for name, value in (fields or {}).items():
         _apply_field(record, name, value)
@@ -409,7 +566,12 @@ def read_source(source: str | Path, *, item_id: str | None = None,
 
 def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
     """Set one metadata field (validated) on a record, or in an update dict."""
-    text = f"{name}={value}"
+    if not isinstance(name, str):
+        raise FashionLensError(f"field names are text, not {type(name).__name__}")
+    text = _shown(f"{name}={value}", 80)
+    if len(name) > MAX_FIELD_NAME_CHARS + len("extra."):
+        raise FashionLensError(f"field '{_shown(name)}': the name is too long; at most "
+                               f"{MAX_FIELD_NAME_CHARS} characters")
     try:
         field_name = canonical_field(name, text)
     except FilterError as exc:
@@ -417,12 +579,15 @@ def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
     if field_name == "id":
         raise FashionLensError(f"'{text}': the id of an item cannot be changed")
     try:
+        if field_name.startswith("extra."):
+            check_field_name(field_name[len("extra."):])
         if field_name == "price":
             value = parse_price(value)
         elif field_name == "status":
             value = check_status(value)
         elif isinstance(value, str):
             value = value.strip() or None
+        check_value(field_name, value)
     except ValueError as exc:
         raise FashionLensError(f"'{text}': {exc}") from None
     if isinstance(target, dict):
@@ -441,9 +606,10 @@ def _apply_field(target: ItemRecord | dict, name: str, value: Any) -> None:
 
 
 def _image_name(item_id: str, suffix: str) -> str:
+    """A file name for a photo, unique to this write (random part): a writer that loses
+    a race for an id, or rolls back, only ever deletes files it created itself."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("._")[:80] or "item"
-    digest = hashlib.sha1(item_id.encode()).hexdigest()[:10]
-    return f"{slug}-{digest}{suffix.lower()}"
+    return f"{slug}-{secrets.token_hex(5)}{suffix.lower()}"
 
 
 def _suffix_of(record: ItemRecord) -> str:
@@ -485,8 +651,12 @@ class Catalog:
 
     def __init__(self, path: str | Path, *, create: bool = False,
                  model: str | Path | None = None, embedder: Embedder | None = None,
-                 dim: int | None = None) -> None:
+                 dim: int | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path).expanduser()
+        self.lock_timeout = float(lock_timeout)
+        self._lock = filelock.FileLock(self.path / LOCK_FILE, thread_local=False,
+                                       preserve_lock_file=True)
+        self._lock_depth = 0
         db_path = self.path / CATALOG_DB
         if not db_path.is_file():
             if not create:
@@ -499,9 +669,12 @@ class Catalog:
                 embedder = Embedder(model)  # a bad model fails before any folder is made
             self.path.mkdir(parents=True, exist_ok=True)
         (self.path / IMAGES_DIR).mkdir(exist_ok=True)
-        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
         try:
             self._db.row_factory = sqlite3.Row
+            # WAL: readers (a server's searches) and the one writer never block each other.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             self._setup(model, embedder, dim)
         except sqlite3.DatabaseError as exc:
@@ -513,6 +686,18 @@ class Catalog:
 
     def _setup(self, model: str | Path | None, embedder: Embedder | None,
                dim: int | None) -> None:
+        self._model_request = model
+        self._embedder: Embedder | None = None
+        self._index: VectorIndex | None = None
+        self._stale = False  # the in-memory index missed a change: reload before use
+        self._deferred = False  # a bulk load rebuilds the index at its end
+        self.repaired = False  # True when opening had to rebuild the index
+        self._columns: FilterColumns | None = None  # built on the first filtered search
+        self.last_rebuild: dict[str, float] = {}  # seconds spent in the last rebuild
+        # What this object's in-memory state reflects (see `_refresh`); read before the
+        # index so that a commit made meanwhile is noticed at the next use.
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        self._generation, self._vectors_generation = self._generations()
         db_path = self.path / CATALOG_DB
         version = self._meta("schema_version")
         if version is None:
@@ -520,14 +705,6 @@ class Catalog:
         elif int(version) > SCHEMA_VERSION:
             raise FashionLensError(f"{db_path}: made by a newer fashionlens "
                                    f"(schema {version}); upgrade fashionlens")
-        self._model_request = model
-        self._embedder: Embedder | None = None
-        self._index: VectorIndex | None = None
-        self._stale = False  # the in-memory index missed a change: reload before use
-        self.repaired = False  # True when opening had to rebuild the index
-        self._columns: FilterColumns | None = None  # built on the first filtered search
-        self._columns_version = -1
-        self.last_rebuild: dict[str, float] = {}  # seconds spent in the last rebuild
         if dim is not None:
             if self.dim is None:
                 self._set_meta({"dim": str(int(dim)), "vectors_only": "1"})
@@ -539,11 +716,16 @@ class Catalog:
         elif model is not None and self._meta("model_fingerprint") is None:
             self._use_embedder(Embedder(model))
         self._open_index()
+        if (self.path / PENDING_FILE).exists():  # a writer crashed: clean up if we can
+            with self._writing(wait=False):
+                pass
 
     # -- plumbing
 
     def close(self) -> None:
         self._db.close()
+        if self._lock.is_locked:
+            self._lock.release(force=True)
 
     def __enter__(self) -> Catalog:
         return self
@@ -564,6 +746,7 @@ class Catalog:
         return self._current_index()
 
     def _current_index(self) -> VectorIndex | None:
+        self._refresh()
         if self._stale:
             self._stale = False
             self._index = None
@@ -588,15 +771,182 @@ class Catalog:
                            list(values.items()))
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One SQLite transaction: all of it is committed, or none of it."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, changes_items: bool = True) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction under the write lock: all of it is committed, or none.
+
+        It bumps the catalog's generation (unless `changes_items` is False, e.g. for
+        staged vectors), which tells other open Catalog objects to catch up."""
+        with self._writing():
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # only a writer ignoring the lock file
+                raise CatalogBusyError(self.path, 30.0) from exc
+            try:
+                yield self._db
+                if changes_items:
+                    self._db.execute(
+                        "INSERT INTO meta (name, value) VALUES ('generation', '1') "
+                        "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            if changes_items:
+                self._generation = self._meta("generation")
+
+    # -- several processes: the write lock, and catching up with other writers
+
+    def _acquire(self, wait: bool) -> bool:
+        """Take the write lock; False when `wait` is False and another process holds it."""
         try:
-            yield self._db
+            self._lock.acquire(timeout=0)
+            return True
+        except filelock.Timeout:
+            if not wait:
+                return False
+        except OSError as exc:  # e.g. a read-only catalog folder
+            if not wait:
+                return False
+            raise FashionLensError(f"{self.path}: cannot take the catalog's write lock "
+                                   f"({exc})") from exc
+        log.warning("%s: catalog is busy (another process is writing); waiting...", self.path)
+        try:
+            self._lock.acquire(timeout=self.lock_timeout)
+        except filelock.Timeout:
+            raise CatalogBusyError(self.path, self.lock_timeout) from None
+        return True
+
+    @contextlib.contextmanager
+    def _writing(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the write lock (re-entrant) for a whole change: the SQLite commit, the
+        photo files and the index file. On taking it, a crashed writer's photos are
+        cleaned up and this object catches up with what others committed, so the index
+        it writes reflects the database. Yields False when `wait` is False and the lock
+        is held elsewhere (then nothing may be written)."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield True
+            finally:
+                self._lock_depth -= 1
+            return
+        if not self._acquire(wait):
+            yield False
+            return
+        self._lock_depth = 1
+        try:
+            self._recover_pending()
+            self._refresh()
+            yield True
+        finally:
+            self._lock_depth = 0
+            self._lock.release()
+
+    def _generations(self) -> tuple[str | None, str | None]:
+        rows = dict(self._db.execute(
+            "SELECT name, value FROM meta WHERE name IN ('generation', 'vectors_generation')"
+        ).fetchall())
+        return rows.get("generation"), rows.get("vectors_generation")
+
+    def _refresh(self) -> None:
+        """Catch up with commits made by another process (or another Catalog object):
+        one PRAGMA per call, and one small SELECT when something was committed. The
+        in-memory index takes the added and removed vectors from SQLite; after a
+        re-embedding elsewhere the index and the embedder are loaded afresh."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        self._data_version = version
+        generation, vectors = self._generations()
+        if generation == self._generation:
+            return  # e.g. staged vectors of a re-embedding: no item changed
+        self._generation = generation
+        self._columns = None
+        if vectors != self._vectors_generation:
+            self._vectors_generation = vectors
+            if self._embedder is not None and \
+                    self._embedder.fingerprint != self._meta("model_fingerprint"):
+                self._embedder = None
+            self._index, self._stale = None, False
+            self._open_index()
+        else:
+            self._sync_index()
+
+    def _sync_index(self) -> None:
+        """Bring the in-memory index into agreement with the items in SQLite."""
+        if self._deferred:
+            return
+        index = self._index
+        if index is None or self._stale:
+            self._index, self._stale = None, False
+            self._open_index()
+            return
+        keys = self._keys()
+        ids = index.ids()
+        missing = np.setdiff1d(keys, ids)
+        extra = np.setdiff1d(ids, keys)
+        if not len(missing) and not len(extra):
+            return
+        if index.needs_rebuild(len(keys)):
+            self._index = None
+            self._open_index()
+            return
+        try:
+            index.remove(extra)
+            if len(missing):
+                index.add(self._vectors_for(missing), missing)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._index_failed()
             raise
-        self._db.execute("COMMIT")
+
+    def _pending_path(self) -> Path:
+        return self.path / PENDING_FILE
+
+    def _write_pending(self, names: list[str]) -> None:
+        """List photos about to be created or deleted (under the lock), before touching
+        them: if this process dies half-way, the next writer knows what to check."""
+        if not names:
+            return
+        path = self._pending_path()
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"photos": names}))
+        os.replace(tmp, path)
+
+    def _clear_pending(self) -> None:
+        self._pending_path().unlink(missing_ok=True)
+
+    def _recover_pending(self) -> int:
+        """Delete the photos a crashed writer listed that no item references (we hold the
+        lock, so no live writer is between copying them and committing)."""
+        path = self._pending_path()
+        if not path.exists():
+            return 0
+        try:
+            names = json.loads(path.read_text())["photos"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        names = [n for n in names if isinstance(n, str) and n and "/" not in n
+                 and "\\" not in n and not n.startswith(".")]
+        used: set[str] = set()
+        for start in range(0, len(names), 500):
+            part = [f"{IMAGES_DIR}/{n}" for n in names[start:start + 500]]
+            marks = ", ".join("?" * len(part))
+            used.update(r[0] for r in self._db.execute(
+                f"SELECT image FROM items WHERE image IN ({marks})", part))
+        removed = 0
+        folder = self.path / IMAGES_DIR
+        for name in names:
+            if f"{IMAGES_DIR}/{name}" in used:
+                continue
+            for candidate in (folder / name, folder / f".{name}.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+                    removed += 1
+        path.unlink(missing_ok=True)
+        if removed:
+            log.info("%s: removed %d photo file(s) left by an interrupted write",
+                     self.path, removed)
+        return removed
 
     @property
     def dim(self) -> int | None:
@@ -627,6 +977,7 @@ class Catalog:
 
     def embedder(self) -> Embedder:
         """The catalog's embedder, loaded on first use."""
+        self._refresh()  # another process may have re-embedded the catalog
         if self._embedder is None:
             spec = self._meta("model")
             if spec is None and self._model_request is None and self._meta("vectors_only"):
@@ -652,9 +1003,17 @@ class Catalog:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def _open_index(self) -> None:
+        """Read the index file and bring it into agreement with the database.
+
+        A file behind the database (another process is between batches, or one crashed
+        before saving) takes the missing and removed vectors from SQLite; a missing,
+        unreadable or mismatched one is rebuilt. A repaired index is saved when no other
+        process is writing (that writer saves its own, up to date, when it is done)."""
         keys = self._keys()
+        self._index = None
         path = self.index_path
         reason = None
+        index = None
         if not path.is_file():
             if not len(keys):
                 return
@@ -666,25 +1025,42 @@ class Catalog:
                 reason = f"the index file cannot be read ({exc})"
             else:
                 ids = index.ids()
-                missing = np.setdiff1d(keys, ids)
-                extra = np.setdiff1d(ids, keys)
                 if self.dim is not None and index.dim != self.dim:
                     reason = f"the index holds {index.dim}-d vectors, the items {self.dim}-d"
-                elif len(missing) or len(extra) or len(ids) != len(np.unique(ids)):
-                    reason = (f"the index and the database disagree ({len(keys)} items, "
-                              f"{len(ids)} vectors, {len(missing)} items not indexed)")
-                else:
-                    self._index = index
-                    return
-        log.warning("%s: %s; rebuilding the index from the %d stored embeddings",
-                    self.path, reason, len(keys))
+                elif len(ids) != len(np.unique(ids)):
+                    reason = "the index holds some vectors twice"
+                elif index.needs_rebuild(len(keys)):
+                    reason = f"the index does not suit {len(keys)} items"
+                if reason is not None:
+                    index = None
+        if index is not None:
+            missing = np.setdiff1d(keys, ids)
+            extra = np.setdiff1d(ids, keys)
+            if not len(missing) and not len(extra):
+                self._index = index
+                return
+            log.info("%s: the index file is behind the database (%d items not indexed, %d "
+                     "removed); catching up from the stored embeddings", self.path,
+                     len(missing), len(extra))
+            index.remove(extra)
+            if len(missing):
+                index.add(self._vectors_for(missing), missing)
+            self._index = index
+        else:
+            log.warning("%s: %s; rebuilding the index from the %d stored embeddings",
+                        self.path, reason, len(keys))
+            self._index = self._build_index(keys)
         self.repaired = True
-        # Photos are not cleaned here: another process may be half-way through a batch.
-        self.rebuild(clean_photos=False)
+        with self._writing(wait=False) as locked:
+            if locked:  # taking the lock caught up with any commit made meanwhile
+                self._save_index()
 
     def _save_index(self) -> None:
+        """Write the index file (the caller holds the write lock)."""
         if self._index is not None:
             self._index.write(self.index_path)
+        elif not len(self):
+            self.index_path.unlink(missing_ok=True)
 
     def _scan(self, where: str = "1", params: Iterable = (), rows: int | None = None
               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -710,46 +1086,53 @@ class Catalog:
         blob = b"".join(found[int(k)] for k in keys)
         return np.frombuffer(blob, dtype=np.float32).reshape(len(keys), self.dim or 0)
 
+    def _build_index(self, keys: np.ndarray) -> VectorIndex | None:
+        """A new index over the stored embeddings of `keys` (the index kind suits their
+        number; an IVF index is trained on a random sample of them)."""
+        count = len(keys)
+        dim = self.dim
+        self._index = None  # free the old one before building the new one
+        timings: dict[str, float] = {}
+        self.last_rebuild = timings
+        if dim is None or not count:
+            return None
+        kind = VectorIndex.kind_for(count, dim)
+        index = VectorIndex.empty(dim, kind, count)
+        start = time.perf_counter()
+        if kind == "ivf":
+            rng = np.random.default_rng(TRAIN_SEED)
+            sample = np.sort(rng.choice(keys, min(count, index.train_size), replace=False))
+            index.train(self._vectors_for(sample))
+        timings["train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for chunk_keys, vectors in self._scan():
+            index.add(vectors, chunk_keys)
+        timings["add_s"] = time.perf_counter() - start
+        return index
+
     def rebuild(self, clean_photos: bool = True) -> dict:
         """Re-create the index from the stored embeddings (picks the index kind for the
         catalog's size; an IVF index is trained on a random sample of the items) and
         delete photos no item uses any more (left by a crash between copying a photo and
         committing its batch)."""
-        keys = self._keys()
-        count = len(keys)
-        dim = self.dim
-        self._index = None  # free the old one before building the new one
-        timings: dict[str, float] = {}
-        if dim is None or not count:
-            with contextlib.suppress(FileNotFoundError):
-                self.index_path.unlink()
-        else:
-            kind = VectorIndex.kind_for(count, dim)
-            index = VectorIndex.empty(dim, kind, count)
+        with self._writing():
+            keys = self._keys()
+            self._index = self._build_index(keys)
+            self._stale = False
             start = time.perf_counter()
-            if kind == "ivf":
-                rng = np.random.default_rng(TRAIN_SEED)
-                sample = np.sort(rng.choice(keys, min(count, index.train_size), replace=False))
-                index.train(self._vectors_for(sample))
-            timings["train_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            for chunk_keys, vectors in self._scan():
-                index.add(vectors, chunk_keys)
-            timings["add_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            index.write(self.index_path)
-            timings["write_s"] = time.perf_counter() - start
-            self._index = index
-        self.last_rebuild = timings
-        self._stale = False
-        removed = 0
-        if clean_photos:
-            used = {r[0] for r in self._db.execute("SELECT image FROM items")}
-            for photo in (self.path / IMAGES_DIR).iterdir():
-                if f"{IMAGES_DIR}/{photo.name}" not in used and photo.is_file():
-                    photo.unlink()
-                    removed += 1
-        return {"items": count, "index": self._index.kind if self._index else None,
+            if self._index is None:
+                self.index_path.unlink(missing_ok=True)
+            else:
+                self._index.write(self.index_path)
+                self.last_rebuild["write_s"] = time.perf_counter() - start
+            removed = 0
+            if clean_photos:  # under the lock: no writer is between copy and commit
+                used = {r[0] for r in self._db.execute("SELECT image FROM items")}
+                for photo in (self.path / IMAGES_DIR).iterdir():
+                    if f"{IMAGES_DIR}/{photo.name}" not in used and photo.is_file():
+                        photo.unlink()
+                        removed += 1
+        return {"items": len(keys), "index": self._index.kind if self._index else None,
                 "orphan_photos_removed": removed}
 
     # -- changing the model
@@ -774,7 +1157,7 @@ class Catalog:
                 f"{self.path}: items without a photo (imported vectors, e.g. "
                 f"{', '.join(vectorless[:5])}) cannot be re-embedded; remove them first")
         target = f"{embedder.fingerprint}:{embedder.dim}"
-        with self._transaction() as db:
+        with self._transaction(changes_items=False) as db:
             db.execute("CREATE TABLE IF NOT EXISTS reembed "
                        "(key INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
             if self._meta("reembed_target") != target:  # a run for another model: restart
@@ -782,30 +1165,54 @@ class Catalog:
                 db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
                            ("reembed_target", target))
         resumed = int(self._db.execute("SELECT count(*) FROM reembed").fetchone()[0])
+        todo_sql = ("SELECT key, id, image FROM items WHERE key NOT IN "
+                    "(SELECT key FROM reembed) ORDER BY key")
+        todo = self._db.execute(todo_sql).fetchall()
+        done = 0
+        while True:
+            self._stage_vectors(embedder, todo, batch_size, chunk, progress)
+            done += len(todo)
+            with self._writing():
+                # Items another process added meanwhile are embedded before the swap.
+                todo = self._db.execute(todo_sql).fetchall()
+                if todo:
+                    continue
+                self._swap_vectors(embedder)
+                rebuilt = self.rebuild(clean_photos=False)
+                break
+        return {"items": done + resumed, "resumed": resumed, "model": embedder.spec,
+                "dim": embedder.dim, "index": rebuilt["index"],
+                "directions": self.directions()}
+
+    def _stage_vectors(self, embedder: Embedder, rows: list[sqlite3.Row], batch_size: int,
+                       chunk: int, progress: Callable[[int], None] | None) -> None:
+        """Embed the stored photos of `rows` into the `reembed` table, a chunk per
+        transaction; raise (changing nothing else) if any photo cannot be read."""
         failed: list[str] = []
-        todo = self._db.execute(
-            "SELECT key, id, image FROM items WHERE key NOT IN (SELECT key FROM reembed) "
-            "ORDER BY key").fetchall()
-        for start in range(0, len(todo), chunk):
-            rows = todo[start:start + chunk]
-            results = embedder.embed([self.path / r["image"] for r in rows],
-                                     names=[r["id"] for r in rows], batch_size=batch_size)
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            results = embedder.embed([self.path / r["image"] for r in part],
+                                     names=[r["id"] for r in part], batch_size=batch_size)
             staged = []
-            for row, result in zip(rows, results, strict=True):
+            for row, result in zip(part, results, strict=True):
                 if result.ok:
                     staged.append((row["key"], result.vector.astype(np.float32).tobytes()))
                 else:
                     failed.append(f"{row['id']} ({result.error})")
-            with self._transaction() as db:
+            with self._transaction(changes_items=False) as db:
                 db.executemany("INSERT OR REPLACE INTO reembed (key, embedding) VALUES (?, ?)",
                                staged)
             if progress is not None:
-                progress(len(rows))
+                progress(len(part))
         if failed:
             raise FashionLensError(
                 f"{self.path}: {len(failed)} stored photo(s) could not be read, so nothing "
                 f"was changed: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
                 "remove those items (or fix their photos) and run again to resume")
+
+    def _swap_vectors(self, embedder: Embedder) -> None:
+        """Swap the staged vectors in (the caller holds the write lock and has staged
+        every item), record the model and re-learn the steering directions."""
         directions = self._relearned_directions(embedder.dim)
         # The index goes first: a crash before the swap then rebuilds it from the old
         # vectors, and one after the swap from the new ones (never a mix).
@@ -816,19 +1223,18 @@ class Catalog:
                        "WHERE reembed.key = items.key)")
             db.execute("DELETE FROM directions")
             _store_directions(db, directions)
+            vectors_generation = secrets.token_hex(8)  # tells other readers to reload
             for name, value in (("model", embedder.spec),
                                 ("model_fingerprint", embedder.fingerprint),
-                                ("dim", str(embedder.dim))):
+                                ("dim", str(embedder.dim)),
+                                ("vectors_generation", vectors_generation)):
                 db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
                            (name, value))
             db.execute("DELETE FROM meta WHERE name IN ('reembed_target', 'vectors_only')")
             db.execute("DROP TABLE reembed")
+        self._vectors_generation = vectors_generation
         self._embedder = embedder
         self._columns = None
-        rebuilt = self.rebuild(clean_photos=False)
-        return {"items": len(todo) + resumed, "resumed": resumed, "model": embedder.spec,
-                "dim": embedder.dim, "index": rebuilt["index"],
-                "directions": sorted(d.name for d in directions)}
 
     def _relearned_directions(self, dim: int) -> list[Direction]:
         """The stored directions learned again (same field, method and values) from the
@@ -861,9 +1267,8 @@ class Catalog:
                 f"SELECT id FROM items WHERE id IN ({marks})", part))
         return found
 
-    def _store_photo(self, record: ItemRecord) -> str:
-        """Copy the photo into images/ (write to a temp file, then rename)."""
-        name = _image_name(record.id, _suffix_of(record))
+    def _store_photo(self, record: ItemRecord, name: str) -> None:
+        """Copy the photo into images/NAME (write to a temp file, then rename)."""
         target = self.path / IMAGES_DIR / name
         tmp = target.with_name(f".{name}.tmp")
         try:
@@ -875,7 +1280,45 @@ class Catalog:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise FashionLensError(f"{target}: cannot store the photo ({exc})") from exc
-        return f"{IMAGES_DIR}/{name}"
+
+    @contextlib.contextmanager
+    def _new_photos(self, records: Sequence[ItemRecord]) -> Iterator[list[str | None]]:
+        """Copy the records' photos in (None for a record without one) under names new
+        to this write, listed in the pending file first; on failure exactly the files
+        this write created are deleted. The caller holds the write lock and commits
+        inside the block."""
+        folder = self.path / IMAGES_DIR
+        names: list[str | None] = []
+        for record in records:
+            name = None
+            if record.image is not None and not (isinstance(record.image, str)
+                                                 and record.image == ""):
+                name = _image_name(record.id, _suffix_of(record))
+                while (folder / name).exists() or name in names:
+                    name = _image_name(record.id, _suffix_of(record))
+            names.append(name)
+        listed = [n for n in names if n]
+        self._write_pending(listed)
+        created: list[str] = []
+        try:
+            for record, name in zip(records, names, strict=True):
+                if name:
+                    created.append(name)
+                    self._store_photo(record, name)
+            yield [f"{IMAGES_DIR}/{n}" if n else None for n in names]
+        except BaseException:
+            for name in created:
+                (folder / name).unlink(missing_ok=True)
+            raise
+        finally:
+            self._clear_pending()
+
+    def _taken(self, exc: sqlite3.IntegrityError, ids: list[str]) -> ItemExistsError:
+        """The error for an insert that hit the UNIQUE id constraint (only possible when
+        a writer ignores the lock file): which ids exist now."""
+        if "items.id" not in str(exc):
+            raise exc
+        return ItemExistsError(self.path, sorted(self._existing(ids)) or ids)
 
     def _insert_row(self, db: sqlite3.Connection, record: ItemRecord, vector: np.ndarray,
                     image: str, now: str) -> int:
@@ -889,28 +1332,37 @@ class Catalog:
              np.ascontiguousarray(vector, dtype=np.float32).tobytes(), now, now))
         return int(cursor.lastrowid)
 
-    def _add_batch(self, records: list[ItemRecord], seen: set[str], batch_size: int
-                   ) -> list[AddOutcome]:
+    def _record_problem(self, record: ItemRecord, present: set[str], seen: set[str],
+                        image_root: str | Path | None) -> tuple[str, str | None]:
+        """('add', None), ('exists', None) or ('failed', why) for one record; normalises
+        its price and status."""
+        try:
+            check_item_id(record.id)
+        except ValueError as exc:
+            return "failed", str(exc)
+        if record.id in present:
+            return "exists", None
+        if record.id in seen:
+            return "failed", "id listed twice; only the first is added"
+        try:
+            check_record(record, image_root)
+        except ValueError as exc:
+            return "failed", str(exc)
+        return "add", None
+
+    def _add_batch(self, records: list[ItemRecord], seen: set[str], batch_size: int,
+                   image_root: str | Path | None = None) -> list[AddOutcome]:
         outcomes: list[AddOutcome | None] = [None] * len(records)
-        present = self._existing([r.id for r in records])
+        # A first look outside the lock, so that known ids are not embedded again.
+        present = self._existing([r.id for r in records if isinstance(r.id, str)])
         todo: list[int] = []
         for i, record in enumerate(records):
-            if not isinstance(record.id, str) or not record.id.strip():
-                outcomes[i] = AddOutcome(str(record.id), "failed", record.describe(), "empty id")
-            elif record.id in present:
-                outcomes[i] = AddOutcome(record.id, "exists", record.describe())
-            elif record.id in seen:
-                outcomes[i] = AddOutcome(record.id, "failed", record.describe(),
-                                         "id listed twice; only the first is added")
-            else:
-                try:
-                    record.price = parse_price(record.price)
-                    record.status = check_status(record.status)
-                except ValueError as exc:
-                    outcomes[i] = AddOutcome(record.id, "failed", record.describe(), str(exc))
-                    continue
+            status, problem = self._record_problem(record, present, seen, image_root)
+            if status == "add":
                 seen.add(record.id)
                 todo.append(i)
+            else:
+                outcomes[i] = AddOutcome(str(record.id), status, record.describe(), problem)
         if todo:
             embedder = self.embedder()
             results = embedder.embed([records[i].image for i in todo],
@@ -924,80 +1376,99 @@ class Catalog:
                     outcomes[i] = AddOutcome(records[i].id, "failed", records[i].describe(),
                                              result.error)
             if ready:
-                images: list[str] = []
-                try:
+                with self._writing():
+                    # Another process may have added some of these ids since the first
+                    # look: like ids present from the start, they are left as they are.
+                    taken = self._existing([records[i].id for i, _ in ready])
                     for i, _ in ready:
-                        images.append(self._store_photo(records[i]))
-                    now = _now()
-                    with self._transaction() as db:
-                        keys = [self._insert_row(db, records[i], vector, image, now)
-                                for (i, vector), image in zip(ready, images, strict=True)]
-                except BaseException:
-                    for image in images:  # new ids only: no stored item uses these files
-                        (self.path / image).unlink(missing_ok=True)
-                    raise
-                vectors = np.stack([vector for _, vector in ready])
-                self._columns_changed(keys)
-                try:
-                    index = self._current_index()
-                    if index is None:
-                        index = self._index = VectorIndex.empty(self.dim, "flat")
-                    index.add(vectors, keys)
-                except BaseException:
-                    self._index_failed()
-                    raise
+                        if records[i].id in taken:
+                            outcomes[i] = AddOutcome(records[i].id, "exists",
+                                                     records[i].describe())
+                    ready = [(i, v) for i, v in ready if records[i].id not in taken]
+                    if ready:
+                        self._commit_batch(records, ready)
                 for i, _ in ready:
                     outcomes[i] = AddOutcome(records[i].id, "added", records[i].describe())
         return outcomes  # type: ignore[return-value]
 
-    def add_iter(self, records: Iterable[ItemRecord], batch_size: int = 32
-                 ) -> Iterator[AddOutcome]:
+    def _commit_batch(self, records: list[ItemRecord],
+                      ready: list[tuple[int, np.ndarray]]) -> None:
+        """Store the photos, insert the rows (one transaction) and index the vectors;
+        the caller holds the write lock."""
+        chosen = [records[i] for i, _ in ready]
+        with self._new_photos(chosen) as images:
+            now = _now()
+            try:
+                with self._transaction() as db:
+                    keys = [self._insert_row(db, record, vector, image, now)
+                            for record, (_, vector), image in zip(chosen, ready, images,
+                                                                  strict=True)]
+            except sqlite3.IntegrityError as exc:
+                raise self._taken(exc, [r.id for r in chosen]) from None
+        vectors = np.stack([vector for _, vector in ready])
+        self._columns_changed(keys)
+        try:
+            index = self._current_index()
+            if index is None:
+                index = self._index = VectorIndex.empty(self.dim, "flat")
+            index.add(vectors, keys)
+        except BaseException:
+            self._index_failed()
+            raise
+
+    def add_iter(self, records: Iterable[ItemRecord], batch_size: int = 32,
+                 image_root: str | Path | None = None) -> Iterator[AddOutcome]:
         """Add items a batch at a time, yielding one outcome per record, in order.
 
         Ids already in the catalog are skipped (so re-running an interrupted build
-        resumes it); unreadable photos are reported and skipped. Each batch is one
-        SQLite transaction: an error or interruption mid-batch leaves the catalog as it
-        was before that batch. The index file is saved once at the end.
+        resumes it); unreadable photos and bad metadata are reported and skipped, as are
+        photo paths outside `image_root` when it is given. Each batch is one SQLite
+        transaction: an error or interruption mid-batch leaves the catalog as it was
+        before that batch. Photos are embedded without holding the write lock; each
+        batch's commit holds it. The index file is saved once at the end.
         """
         seen: set[str] = set()
         changed = False
         iterator = iter(records)
         try:
             while batch := list(itertools.islice(iterator, batch_size)):
-                outcomes = self._add_batch(batch, seen, batch_size)
+                outcomes = self._add_batch(batch, seen, batch_size, image_root)
                 changed = changed or any(o.status == "added" for o in outcomes)
                 yield from outcomes
         finally:
             if changed:
                 self._after_change()
 
-    def add(self, records: Iterable[ItemRecord], batch_size: int = 32) -> AddReport:
+    def add(self, records: Iterable[ItemRecord], batch_size: int = 32,
+            image_root: str | Path | None = None) -> AddReport:
         report = AddReport()
-        for outcome in self.add_iter(records, batch_size):
+        for outcome in self.add_iter(records, batch_size, image_root):
             report.record(outcome)
         return report
 
-    def add_source(self, source: str | Path, batch_size: int = 32, **options) -> AddReport:
-        """Add every item of a CSV export, a folder of photos or one photo (`read_source`)."""
-        items = read_source(source, **options)
+    def add_source(self, source: str | Path, batch_size: int = 32,
+                   image_root: str | Path | None = None, **options) -> AddReport:
+        """Add every item of a CSV export, a folder of photos or one photo (`read_source`;
+        with `image_root`, photo paths must resolve inside that folder)."""
+        items = read_source(source, image_root=image_root, **options)
         report = AddReport()
         for problem in items.problems:
             report.record(problem)
-        for outcome in self.add_iter(items.records, batch_size):
+        for outcome in self.add_iter(items.records, batch_size, image_root):
             report.record(outcome)
         return report
 
     # -- the in-memory filter columns
 
     def _filter_columns(self) -> FilterColumns:
-        """The metadata columns in memory, (re)read when another connection committed."""
-        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-        if self._columns is None or version != self._columns_version:
+        """The metadata columns in memory, (re)read after another connection changed items."""
+        self._refresh()
+        if self._columns is None:
             columns = FilterColumns()
             cursor = self._db.execute(f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items")
             while rows := cursor.fetchmany(100_000):
                 columns.set_rows(rows)
-            self._columns, self._columns_version = columns, version
+            self._columns = columns
         return self._columns
 
     def _columns_changed(self, keys: Iterable[int]) -> None:
@@ -1026,30 +1497,22 @@ class Catalog:
         return mask
 
     def _after_change(self) -> None:
-        if self._stale or self._index is None:
-            return  # the index file is left as it was; the next open repairs it
-        size = self._index.ntotal
-        if self._index.needs_rebuild(size):
-            log.info("%s: %d items, rebuilding the index (%s)", self.path, size,
-                     VectorIndex.kind_for(size, self._index.dim, self._index.kind))
-            self.rebuild(clean_photos=False)
-        else:
-            self._save_index()
+        """Save the index file, or rebuild the index when the catalog outgrew its kind.
+        Under the write lock, after catching up with other writers, so the file written
+        reflects the database (never this object's older view of it)."""
+        with self._writing():
+            if self._stale or self._index is None:
+                return  # the index file is left as it was; the next open repairs it
+            size = self._index.ntotal
+            if self._index.needs_rebuild(size):
+                log.info("%s: %d items, rebuilding the index (%s)", self.path, size,
+                         VectorIndex.kind_for(size, self._index.dim, self._index.kind))
+                self.rebuild(clean_photos=False)
+            else:
+                self._save_index()
 
     # -- adding precomputed vectors
 
-    def _check_vector_record(self, record: ItemRecord, seen: set[str]) -> str | None:
-        """Why a record cannot be added (None when it can); normalises price/status."""
-        if not isinstance(record.id, str) or not record.id.strip():
-            return "empty id"
-        if record.id in seen:
-            return "id listed twice; only the first is added"
-        try:
-            record.price = parse_price(record.price)
-            record.status = check_status(record.status)
-        except ValueError as exc:
-            return str(exc)
-        return None
 
     def add_vectors(self, records: Sequence[ItemRecord], vectors: np.ndarray,
                     batch_rows: int = VECTOR_BATCH_ROWS,
@@ -1081,8 +1544,8 @@ class Catalog:
             dim = self.embedder().dim  # a new catalog: the vectors must be the model's
         report = AddReport()
         seen: set[str] = set()
-        deferred = False  # the index is to be rebuilt from SQLite at the end
         changed = False
+        self._deferred = False  # True once the index is to be rebuilt from SQLite at the end
         try:
             for records, vectors in batches:
                 vectors = np.asarray(vectors, dtype=np.float32)
@@ -1090,18 +1553,23 @@ class Catalog:
                     raise FashionLensError(
                         f"expected {len(records)} vectors of dimension {dim}, got an array "
                         f"of shape {vectors.shape}")
-                keys, added = self._add_vector_batch(list(records), vectors, seen, report)
-                if len(keys):
-                    changed = True
-                    self._columns_changed(keys)
-                    deferred = deferred or self._index_takes(added, keys)
+                with self._writing():  # the commit and the index update together
+                    keys, added = self._add_vector_batch(list(records), vectors, seen,
+                                                         report)
+                    if len(keys):
+                        changed = True
+                        self._columns_changed(keys)
+                        if not self._deferred:
+                            self._deferred = self._index_takes(added, keys)
                 if progress is not None:
                     progress(len(records))
         except BaseException:
-            if deferred:
+            if self._deferred:
+                self._deferred = False
                 self._index_failed()  # reopening finds the index behind and rebuilds it
             raise
-        if deferred:
+        if self._deferred:
+            self._deferred = False
             self.rebuild(clean_photos=False)
         elif changed:
             self._after_change()
@@ -1126,32 +1594,27 @@ class Catalog:
 
     def _add_vector_batch(self, records: list[ItemRecord], vectors: np.ndarray,
                           seen: set[str], report: AddReport) -> tuple[np.ndarray, np.ndarray]:
-        """Insert one batch in one transaction; returns (keys, vectors) of the added."""
+        """Insert one batch in one transaction (the caller holds the write lock);
+        returns (keys, vectors) of the added."""
         present = self._existing([r.id for r in records if isinstance(r.id, str)])
         norms = np.linalg.norm(vectors, axis=1)
         todo: list[int] = []
         for i, record in enumerate(records):
-            problem = self._check_vector_record(record, seen)
-            if problem is None and (not np.isfinite(norms[i]) or norms[i] == 0):
-                problem = "the vector is zero or not finite"
-            if problem is None and record.id in present:
-                report.record(AddOutcome(record.id, "exists", record.describe()))
-                continue
-            if problem is not None:
-                report.record(AddOutcome(str(record.id), "failed", record.describe(), problem))
+            status, problem = self._record_problem(record, present, seen, None)
+            if status == "add" and (not np.isfinite(norms[i]) or norms[i] == 0):
+                status, problem = "failed", "the vector is zero or not finite"
+            if status != "add":
+                report.record(AddOutcome(str(record.id), status, record.describe(), problem))
                 continue
             seen.add(record.id)
             todo.append(i)
         if not todo:
             return np.empty(0, dtype=np.int64), np.empty((0, vectors.shape[1]), np.float32)
         unit = normalise(vectors[todo])
-        images: list[str | None] = []
+        now = _now()
+        chosen = [records[i] for i in todo]
         try:
-            for i in todo:
-                has_photo = records[i].image is not None and records[i].image != ""
-                images.append(self._store_photo(records[i]) if has_photo else None)
-            now = _now()
-            with self._transaction() as db:
+            with self._new_photos(chosen) as images, self._transaction() as db:
                 row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'"
                                  ).fetchone()
                 last = int(row[0]) if row else 0
@@ -1159,21 +1622,17 @@ class Catalog:
                     "INSERT INTO items (id, image, source, category, colour, size, price, "
                     "status, extra, embedding, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    ((records[i].id, image or "", _source_of(records[i]), records[i].category,
-                      records[i].colour, records[i].size, records[i].price, records[i].status,
-                      json.dumps(records[i].extra or {}, ensure_ascii=False, sort_keys=True),
+                    ((r.id, image or "", _source_of(r), r.category, r.colour, r.size, r.price,
+                      r.status, json.dumps(r.extra or {}, ensure_ascii=False, sort_keys=True),
                       unit[j].tobytes(), now, now)
-                     for j, (i, image) in enumerate(zip(todo, images, strict=True))))
+                     for j, (r, image) in enumerate(zip(chosen, images, strict=True))))
                 rows = db.execute("SELECT key, id FROM items WHERE key > ? ORDER BY key",
                                   (last,)).fetchall()
-                if [r[1] for r in rows] != [records[i].id for i in todo]:
+                if [r[1] for r in rows] != [r.id for r in chosen]:
                     raise FashionLensError(f"{self.path}: another writer changed the catalog "
                                            "during a bulk insert; run it again to resume")
-        except BaseException:
-            for image in images:
-                if image:
-                    (self.path / image).unlink(missing_ok=True)
-            raise
+        except sqlite3.IntegrityError as exc:
+            raise self._taken(exc, [r.id for r in chosen]) from None
         for i in todo:
             report.record(AddOutcome(records[i].id, "added", records[i].describe()))
         keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -1207,33 +1666,49 @@ class Catalog:
 
     def update(self, item_id: str, values: Mapping[str, Any] | None = None, **fields) -> Item:
         """Change metadata (category, colour, size, price, status, extra.NAME); the photo
-        and its vector are untouched, so the index is too. None or '' clears a field."""
-        changes: dict[str, Any] = {}
-        for name, value in {**(values or {}), **fields}.items():
-            _apply_field(changes, name, value)
-        if not changes:
+        and its vector are untouched, so the index is too. None or '' clears a field.
+
+        Linear in the number of fields, which is bounded (MAX_EXTRA_FIELDS extra fields,
+        MAX_FIELD_NAME_CHARS per name, MAX_VALUE_CHARS per value)."""
+        given = {**(values or {}), **fields}
+        if not given:
             raise FashionLensError("nothing to update")
-        row = self._row(item_id)
-        extra = json.loads(row["extra"] or "{}")
+        if len(given) > len(METADATA_FIELDS) + MAX_EXTRA_FIELDS:
+            raise FashionLensError(f"{len(given)} fields in one update; an item has "
+                                   f"{len(METADATA_FIELDS)} fields and at most "
+                                   f"{MAX_EXTRA_FIELDS} extra fields")
+        changes: dict[str, Any] = {}
+        for name, value in given.items():
+            _apply_field(changes, name, value)
         columns: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name.startswith("extra."):
-                key = name[len("extra."):]
-                if value is None:
-                    extra.pop(key, None)
+        with self._writing():  # read-modify-write of `extra`: no other writer in between
+            row = self._row(item_id)
+            extra = json.loads(row["extra"] or "{}")
+            before = len(extra)
+            extra_changed = False
+            for name, value in changes.items():
+                if name.startswith("extra."):
+                    key = name[len("extra."):]
+                    if value is None:
+                        extra.pop(key, None)
+                    else:
+                        extra[key] = value
+                    extra_changed = True
+                elif name == "status" and value is None:
+                    columns["status"] = "available"
                 else:
-                    extra[key] = value
+                    columns[name] = value
+            if extra_changed:
+                if len(extra) > MAX_EXTRA_FIELDS and len(extra) > before:
+                    raise FashionLensError(f"extra: the item would have {len(extra)} extra "
+                                           f"fields; at most {MAX_EXTRA_FIELDS}")
                 columns["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
-            elif name == "status" and value is None:
-                columns["status"] = "available"
-            else:
-                columns[name] = value
-        columns["updated_at"] = _now()
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._transaction() as db:
-            db.execute(f"UPDATE items SET {assignments} WHERE key = ?",
-                       [*columns.values(), row["key"]])
-        self._columns_changed([row["key"]])
+            columns["updated_at"] = _now()
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            with self._transaction() as db:
+                db.execute(f"UPDATE items SET {assignments} WHERE key = ?",
+                           [*columns.values(), row["key"]])
+            self._columns_changed([row["key"]])
         return self.get(item_id)
 
     def mark_sold(self, item_id: str) -> Item:
@@ -1242,23 +1717,32 @@ class Catalog:
     def remove(self, item_ids: str | Iterable[str]) -> list[str]:
         """Delete items, their vectors and their stored photos (one transaction)."""
         ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
-        rows = [self._row(item_id) for item_id in ids]  # unknown ids fail before any change
-        keys = sorted({row["key"] for row in rows})
-        with self._transaction() as db:
-            db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in keys])
-        if self._columns is not None:
-            self._columns.drop(keys)
-        index = self._current_index()
-        if index is not None:
+        with self._writing():
+            rows = [self._row(item_id) for item_id in ids]  # unknown ids fail before any change
+            keys = sorted({row["key"] for row in rows})
+            photos = sorted({row["image"] for row in rows if row["image"]})
+            # Listed first: a crash after the commit leaves them for the next writer.
+            self._write_pending([Path(p).name for p in photos])
             try:
-                index.remove(keys)
+                with self._transaction() as db:
+                    db.executemany("DELETE FROM items WHERE key = ?", [(k,) for k in keys])
             except BaseException:
-                self._index_failed()
+                self._clear_pending()  # nothing was deleted: the photos stay in use
                 raise
-        for row in rows:
-            with contextlib.suppress(OSError):
-                (self.path / row["image"]).unlink()
-        self._after_change()
+            for photo in photos:
+                with contextlib.suppress(OSError):
+                    (self.path / photo).unlink()
+            self._clear_pending()
+            if self._columns is not None:
+                self._columns.drop(keys)
+            index = self._current_index()
+            if index is not None:
+                try:
+                    index.remove(keys)
+                except BaseException:
+                    self._index_failed()
+                    raise
+            self._after_change()
         return ids
 
     # -- searching
