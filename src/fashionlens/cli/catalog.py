@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import FashionLensError
+from ..errors import FashionLensError, ItemExistsError
 from ..progress import StepBar, track
 from ..search.catalog import DUPLICATE_THRESHOLD, AddReport, Catalog, read_source
 from .common import err, out
@@ -37,6 +37,11 @@ ColumnMap = Annotated[
     typer.Option("--column", help="Map a CSV column to an item field: FIELD=COLUMN, "
                                   "e.g. category=garment_type (repeatable)."),
 ]
+ImageRoot = Annotated[
+    Path | None,
+    typer.Option(help="Refuse photos whose path (symlinks followed) is outside this folder, "
+                      "e.g. for a CSV export from elsewhere."),
+]
 BatchSize = Annotated[int, typer.Option(min=1, help="Photos per batch (one transaction).")]
 SetOption = Annotated[
     list[str] | None,
@@ -55,12 +60,14 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return result
 
 
-def _ingest(cat: Catalog, source: Path, batch_size: int, **options) -> AddReport:
-    items = read_source(source, **options)
+def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None = None,
+            **options) -> AddReport:
+    items = read_source(source, image_root=image_root, **options)
     report = AddReport()
     for problem in items.problems:
         report.record(problem)
-    for outcome in track(cat.add_iter(items.records, batch_size=batch_size), "embedding",
+    for outcome in track(cat.add_iter(items.records, batch_size=batch_size,
+                                      image_root=image_root), "embedding",
                          total=len(items.records)):
         report.record(outcome)
     if report.failed:
@@ -95,6 +102,7 @@ def build(
     image_dir: ImageDir = None,
     image_ext: ImageExt = None,
     column: ColumnMap = None,
+    image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
 ) -> None:
     """Create a catalog from a CSV export or a folder of photos; run again to resume.
@@ -102,7 +110,7 @@ def build(
     Photos are copied into the catalog; ids already in it are skipped.
     """
     with Catalog(catalog, create=True, model=model) as cat:
-        _ingest(cat, source, batch_size,
+        _ingest(cat, source, batch_size, image_root,
                 **_csv_options(id_column, image_column, image_dir, image_ext, column))
 
 
@@ -120,20 +128,27 @@ def add(
     image_dir: ImageDir = None,
     image_ext: ImageExt = None,
     column: ColumnMap = None,
+    image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
     model: Annotated[
         str | None,
         typer.Option(help="The catalog's model, only if its folder has moved since the build."),
     ] = None,
 ) -> None:
-    """Add items to an existing catalog (no re-indexing of the others)."""
+    """Add items to an existing catalog (no re-indexing of the others).
+
+    Fails (exit 2) when every item's id is already taken, e.g. by another process that
+    added the same items first.
+    """
     options = _csv_options(id_column, image_column, image_dir, image_ext, column)
     if not source.is_dir() and source.suffix.lower() not in (".csv", ".tsv"):
         options = {"item_id": item_id, "fields": _pairs(fields, "--set")}
     elif item_id or fields:
         raise FashionLensError("--id and --set apply to a single photo")
     with Catalog(catalog, model=model) as cat:
-        _ingest(cat, source, batch_size, **options)
+        report = _ingest(cat, source, batch_size, image_root, **options)
+    if report.existing and not report.added:
+        raise ItemExistsError(catalog, report.existing)
 
 
 @catalog_app.command()
@@ -338,6 +353,7 @@ def import_vectors(
     image_dir: ImageDir = None,
     image_ext: ImageExt = None,
     column: ColumnMap = None,
+    image_root: ImageRoot = None,
 ) -> None:
     """Bulk-add items whose embeddings are already computed (creates the catalog if
     needed); ids already in it are skipped, so running it again resumes."""
@@ -351,8 +367,9 @@ def import_vectors(
         raise FashionLensError(f"{vectors}: not a readable .npy file ({exc})") from exc
     if array.ndim != 2:
         raise FashionLensError(f"{vectors}: expected a 2-d array, found shape {array.shape}")
-    items = records_from_csv(metadata, **_csv_options(id_column, image_column, image_dir,
-                                                      image_ext, column))
+    items = records_from_csv(metadata, image_root=image_root,
+                             **_csv_options(id_column, image_column, image_dir, image_ext,
+                                            column))
     if len(items) != len(array):
         raise FashionLensError(f"{metadata} has {len(items)} data rows and {vectors} "
                                f"{len(array)} vectors; they must match row for row")
