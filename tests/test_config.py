@@ -173,3 +173,58 @@ def test_saved_config_round_trips(tmp_path):
     assert "!!python" not in path.read_text()
     again = load_config(path)
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_precision_is_auto_by_default_and_accepts_each_choice():
+    assert load_config().train.precision == "auto"
+    for choice in ("auto", "bf16", "fp32"):
+        assert load_config(overrides=[f"train.precision={choice}"]).train.precision == choice
+
+
+@pytest.mark.parametrize("override, where", [
+    ("train.lr=nan", "train.lr"),
+    ("train.lr=.inf", "train.lr"),  # YAML's spelling of infinity
+    ("train.lr=NaN", "train.lr"),
+    ("train.weight_decay=nan", "train.weight_decay"),
+    ("train.max_minutes=inf", "train.max_minutes"),  # a float | None field
+    ("data.val_fraction=nan", "data.val_fraction"),
+    ("model.drop_rate=-inf", "model.drop_rate"),
+])
+def test_float_fields_must_be_finite(override, where):
+    # `lr > 0`-style checks let NaN through; every float field is checked where it is read.
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert str(info.value).startswith(f"{where}: must be a finite number")
+
+
+def test_finite_check_covers_values_from_the_cli():
+    with pytest.raises(ConfigError, match=r"train\.lr: must be a finite number"):
+        load_config(values={"train": {"lr": float("nan")}})
+
+
+@pytest.mark.parametrize("text", ["- data\n- train\n", "just words\n", "42\n"])
+def test_a_yaml_config_that_is_not_a_mapping_names_the_file(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: expected a mapping of sections")
+
+
+def test_a_bad_field_in_a_yaml_file_names_the_file(tmp_path):
+    path = _yaml(tmp_path / "run.yaml", {"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "train.lr" in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "x\\y"])
+def test_run_name_is_a_plain_folder_name(name):
+    with pytest.raises(ConfigError, match=r"output\.name"):
+        load_config(values={"output": {"name": name}})
+
+
+def test_exist_ok_defaults_to_false():
+    assert load_config().output.exist_ok is False
+    assert load_config(overrides=["output.exist_ok=true"]).output.exist_ok is True

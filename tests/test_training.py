@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +16,10 @@ from safetensors.torch import load_file
 
 from fashionlens import load_config, train
 from fashionlens.errors import DataError
+from fashionlens.evaluation.plots import curves_figure
 from fashionlens.models import load_model
+from fashionlens.training.loop import FitResult
+from fashionlens.training.run import _output_dir, fine_tuning_note
 
 from .helpers import COLOURS, TINY_TRAIN, make_csv_dataset, write_corrupt_jpeg, write_photo
 
@@ -61,9 +66,19 @@ def test_run_folder_is_complete(trained_run, tiny_folder):
     assert summary["num_val_images"] == 12  # val_fraction 0.25 of 48
     assert sum(map(sum, metrics["confusion_matrix"])) == summary["num_val_images"]
     assert summary["skipped_images"] == {} and summary["missing_images"] == []
-    probe_row = summary["history"][0]  # the linear probe's score comes first
-    assert set(probe_row) == {"epoch", "val_accuracy"} and probe_row["epoch"] == 0
+    probe_row = summary["history"][0]  # the linear probe's scores come first (epoch 0)
+    assert set(probe_row) == {"epoch", "val_loss", "val_accuracy", "val_macro_f1"}
+    assert probe_row["epoch"] == 0
     assert [h["epoch"] for h in summary["history"][1:]] == [1, 2]
+    assert summary["precision"] == "fp32"  # the precision the run actually used
+    best = summary["best_epoch"]
+    assert summary["fine_tuning_improved"] is (best > 0)
+    assert summary["kept"] == ("linear probe (epoch 0)" if best == 0 else f"epoch {best}")
+    assert ("did not beat the linear probe" in summary["note"]) is (best == 0)
+    # The photos the run never trained on, for `predict runs/NAME/validation.txt`.
+    held_out = (out / "validation.txt").read_text().splitlines()
+    assert len(held_out) == summary["num_val_images"]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in held_out)
 
     for png in ("confusion.png", "curves.png"):
         with Image.open(out / png) as img:
@@ -150,12 +165,84 @@ def test_one_class_is_not_enough(tmp_path):
         train(_config(tmp_path / "photos", tmp_path / "runs", "one"))
 
 
+def test_a_taken_run_name_is_numbered(tmp_path, tiny_folder, caplog):
+    taken = tmp_path / "runs" / "demo"
+    (taken / "model").mkdir(parents=True)
+    (taken / "model" / "model.json").write_text("{}")
+    (tmp_path / "runs" / "demo-2").mkdir()
+    (tmp_path / "runs" / "demo-2" / "metrics.json").write_text("{}")
+    cfg = _config(tiny_folder, tmp_path / "runs", "demo")
+    with caplog.at_level(logging.INFO, logger="fashionlens.training.run"):
+        assert _output_dir(cfg) == tmp_path / "runs" / "demo-3"
+    assert "writes to" in caplog.text and "demo-3" in caplog.text
+    assert _output_dir(cfg) == tmp_path / "runs" / "demo-4"  # claimed folders count as taken
+    assert (taken / "model" / "model.json").read_text() == "{}"  # never touched
+
+
+def test_exist_ok_reuses_the_folder_and_clears_only_the_old_outputs(tmp_path, tiny_folder):
+    run = tmp_path / "runs" / "demo"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "model.json").write_text("{}")
+    for name in ("skipped.txt", "confusion.png", "validation.txt"):
+        (run / name).write_text("old")
+    (run / "my-notes.md").write_text("keep me")
+    cfg = _config(tiny_folder, tmp_path / "runs", "demo", "output.exist_ok=true")
+    assert _output_dir(cfg) == run
+    assert sorted(p.name for p in run.iterdir()) == ["my-notes.md"]
+
+
 def test_existing_run_is_not_overwritten(trained_run, tiny_folder):
     out_dir = trained_run.output_dir.parent
     before = (trained_run.model_dir / "model.safetensors").read_bytes()
-    with pytest.raises(DataError, match="already exists"):
-        train(_config(tiny_folder, out_dir, "base"))
+    again = train(_config(tiny_folder, out_dir, "base", "train.epochs=1",
+                          "train.linear_probe=false"))
+    assert again.output_dir == out_dir / "base-2"
     assert (trained_run.model_dir / "model.safetensors").read_bytes() == before
+    _, info = load_model(again.model_dir)
+    assert info.name == "base-2"
+
+
+def test_a_data_error_leaves_no_run_folder(tmp_path):
+    with pytest.raises(DataError):
+        train(_config(tmp_path / "nothing", tmp_path / "runs", "x"))
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_all_photos_unreadable_says_so(tmp_path):
+    csv_path = make_csv_dataset(tmp_path / "shop", per_class=3)
+    for image in (tmp_path / "shop" / "images").iterdir():
+        image.write_bytes(b"not a photo")
+    with pytest.raises(DataError) as info:
+        train(_config(csv_path, tmp_path / "runs", "bad", "data.image_column=id",
+                      "data.image_dir=images", "data.image_extension=.png"))
+    assert str(info.value).startswith(f"no readable photos in {csv_path}")
+
+
+def test_fine_tuning_note_says_what_was_kept():
+    fit = FitResult(best_epoch=0, probe_score=0.667, history=[
+        {"epoch": 0, "val_accuracy": 0.667}, {"epoch": 1, "val_accuracy": 0.167},
+        {"epoch": 2, "val_accuracy": 0.5}])
+    note = fine_tuning_note(fit, "accuracy", num_val=6)
+    assert "did not beat the linear probe" in note
+    assert "0.667 after the probe (epoch 0)" in note and "at best 0.500" in note
+    assert "weights (epoch 0) were kept" in note and "6 validation photos" in note
+    assert fine_tuning_note(FitResult(best_epoch=2, probe_score=0.5), "accuracy", 6) == ""
+    assert fine_tuning_note(FitResult(best_epoch=2), "accuracy", 0) == ""  # no probe
+
+
+def test_curves_start_at_the_linear_probe_with_whole_epoch_ticks():
+    history = [{"epoch": 0, "val_loss": 1.0, "val_accuracy": 0.6, "val_macro_f1": 0.5},
+               {"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.3, "val_loss": 1.5,
+                "val_accuracy": 0.2, "val_macro_f1": 0.1},
+               {"epoch": 2, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.2,
+                "val_accuracy": 0.5, "val_macro_f1": 0.4}]
+    fig = curves_figure(history, kept_epoch=0)
+    _, ax_acc = fig.axes
+    lines = {line.get_label(): list(line.get_xdata()) for line in ax_acc.get_lines()}
+    assert lines["val accuracy"] == [0, 1, 2] and lines["train accuracy"] == [1, 2]
+    assert lines["kept (epoch 0)"] == [0, 0]
+    ticks = [t for t in ax_acc.get_xticks() if -0.5 <= t <= 2.5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
 
 
 def test_missing_data_path(tmp_path):

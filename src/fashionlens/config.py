@@ -6,7 +6,9 @@ repeated from its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,19 @@ import yaml
 from .data.sources import DataSpec
 from .data.transforms import AugmentConfig
 from .errors import ConfigError
+from .precision import PRECISIONS
+
+
+class FieldError(ConfigError):
+    """A bad value in one config field; `field` (e.g. 'train.lr') lets the CLI name the flag
+    the value came from instead."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    def __reduce__(self):
+        return (type(self), (self.field, self.reason))
 
 
 @dataclass
@@ -45,7 +60,8 @@ class TrainConfig:
     early_stopping_patience: int = 4
     monitor: str = "accuracy"  # accuracy | macro_f1
     train_size: int | None = None
-    precision: str = "bf16"  # bf16 | fp32
+    # auto: bf16 where the CPU (AVX512-BF16/AMX) or GPU computes it natively, else fp32
+    precision: str = "auto"  # auto | bf16 | fp32
     device: str = "auto"
     num_workers: int | None = None
     cache_images: bool = True
@@ -57,7 +73,8 @@ class TrainConfig:
 @dataclass
 class OutputConfig:
     dir: str = "runs"
-    name: str = ""
+    name: str = ""  # taken: numbered name-2, name-3, ... unless exist_ok
+    exist_ok: bool = False  # write into an existing run folder (its old outputs are replaced)
     half_weights: bool = False
 
 
@@ -97,8 +114,8 @@ def _coerce(value, hint, where: str):
             try:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
+                errors.append(exc)
+        raise errors[0]
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             value = [value]
@@ -110,31 +127,35 @@ def _coerce(value, hint, where: str):
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as the number it means.
-        try:
-            return float(value)
-        except ValueError:
-            pass
+        raise FieldError(where, f"expected true or false, got {value!r}")
+    if hint is float:
+        number = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as the number it means.
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None:
+            if not math.isfinite(number):  # every check like `lr > 0` would let NaN through
+                raise FieldError(where, f"must be a finite number, got {value!r}")
+            return number
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, str | int | float):
         return str(value)
-    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    raise FieldError(where, f"expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def _apply(obj, values: dict, where: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of fields, got {values!r}")
+        raise FieldError(where, f"expected a mapping of fields, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown field '{key}'; "
-                              f"known fields: {', '.join(sorted(names))}")
+            raise FieldError(where, f"unknown field '{key}'; "
+                                    f"known fields: {', '.join(sorted(names))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, f"{where}.{key}" if where else key)
@@ -167,9 +188,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: config file not found")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
-        _apply(config, loaded, "")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
+                              f"augment, output, seed), got {type(loaded).__name__} "
+                              f"{_short(loaded)}")
+        try:
+            _apply(config, loaded, "")
+        except FieldError as exc:  # say which file the bad field is in
+            raise FieldError(exc.field, f"{exc.reason} (in {path})") from None
         # Relative data paths in a config file are relative to that file.
         if config.data.path and not Path(config.data.path).expanduser().is_absolute():
             config.data.path = str((path.parent / config.data.path).resolve())
@@ -181,17 +211,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate(config: RunConfig) -> None:
     t = config.train
     choices = {"train.schedule": (t.schedule, ("cosine", "plateau")),
                "train.balance": (t.balance, ("none", "sqrt", "inverse", "sampler")),
                "train.monitor": (t.monitor, ("accuracy", "macro_f1")),
-               "train.precision": (t.precision, ("bf16", "fp32"))}
+               "train.precision": (t.precision, PRECISIONS)}
     for where, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{where}: '{value}' is not one of {', '.join(allowed)}")
+            raise FieldError(where, f"'{value}' is not one of {', '.join(allowed)}")
     for where, value in {"train.epochs": t.epochs, "train.batch_size": t.batch_size}.items():
         if value < 1:
-            raise ConfigError(f"{where}: must be at least 1, got {value}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr: must be positive, got {t.lr}")
+            raise FieldError(where, f"must be at least 1, got {value}")
+    if not t.lr > 0:
+        raise FieldError("train.lr", f"must be positive, got {t.lr}")
+    name = config.output.name
+    if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
+        raise FieldError("output.name", f"'{name}' must be a plain folder name (no / or \\); "
+                                        "the parent folder is output.dir")

@@ -12,8 +12,9 @@ import torch
 from ..config import TrainConfig
 from ..data import DataSpec, PhotoDataset, Preprocess, eval_transform, load_labelled
 from ..errors import DataError
-from ..inference.predictor import default_precision, tta_probabilities
+from ..inference.predictor import tta_probabilities
 from ..models import load_model
+from ..precision import resolve_precision
 from ..progress import track
 from ..training.loop import make_loader, predict_loader, resolve_device
 from .metrics import classification_metrics
@@ -29,9 +30,12 @@ class EvaluationResult:
     skipped: dict[str, str] = field(default_factory=dict)
     unknown_labels: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    precision: str = ""  # what the forward passes ran in
+    name: str = ""  # the model's name (model.json), for titles
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "data": self.data, **self.metrics,
+        return {"model": self.model, "data": self.data, "precision": self.precision,
+                **self.metrics,
                 "skipped_images": self.skipped, "unknown_labels": self.unknown_labels,
                 "missing_images": self.missing}
 
@@ -49,7 +53,7 @@ def spec_for_model(data: str | Path, model_config: dict, **overrides) -> DataSpe
 
 
 def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | None = None,
-             tta: bool = False, precision: str | None = None, device: str = "cpu",
+             tta: bool = False, precision: str = "auto", device: str = "cpu",
              **columns) -> EvaluationResult:
     """Score `model_dir` on the photos in `data` (folder per class or CSV).
 
@@ -81,18 +85,21 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     dataset.preload(lambda it: track(it, "reading photos", len(samples)))
     if not len(dataset):
         raise DataError(f"{labelled.source}: none of the photos could be read")
-    metrics = evaluate_dataset(model, dataset, info.classes, info.preprocess,
-                               precision or default_precision(), device, tta=tta)
+    precision = resolve_precision(precision, resolve_device(device))
+    metrics = evaluate_dataset(model, dataset, info.classes, info.preprocess, precision, device,
+                               tta=tta)
     return EvaluationResult(metrics=metrics, model=str(model_dir), data=str(data),
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
-                            missing=[str(p) for p in labelled.missing])
+                            missing=[str(p) for p in labelled.missing], precision=precision,
+                            name=info.name)
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset: PhotoDataset, classes: list[str],
-                     preprocess: Preprocess, precision: str = "bf16", device: str = "auto",
+                     preprocess: Preprocess, precision: str = "auto", device: str = "auto",
                      tta: bool = False, batch_size: int = 64) -> dict:
     """Score a model on a dataset whose labels use the model's class names."""
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     model.to(dev).to(memory_format=torch.channels_last)
     if tta:
         probs, targets = tta_probabilities(model, dataset, preprocess, dev, precision)

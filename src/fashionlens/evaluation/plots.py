@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: str | Path,
@@ -35,23 +36,40 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: str | Path
     plt.close(fig)
 
 
-def plot_curves(history: list[dict], path: str | Path) -> None:
-    epochs = [h for h in history if "train_loss" in h]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    x = [h["epoch"] for h in epochs]
-    ax_loss.plot(x, [h["train_loss"] for h in epochs], marker="o", label="train")
-    if epochs and "val_loss" in epochs[0]:
-        ax_loss.plot(x, [h["val_loss"] for h in epochs], marker="o", label="validation")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_acc.plot(x, [h["train_accuracy"] for h in epochs], marker="o", label="train accuracy")
-    if epochs and "val_accuracy" in epochs[0]:
-        ax_acc.plot(x, [h["val_accuracy"] for h in epochs], marker="o", label="val accuracy")
-        ax_acc.plot(x, [h["val_macro_f1"] for h in epochs], marker="s", label="val macro-F1")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylim(0, 1)
-    ax_acc.legend()
-    fig.tight_layout()
+def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    rows = [h for h in history if key in h]
+    return [h["epoch"] for h in rows], [h[key] for h in rows]
+
+
+def plot_curves(history: list[dict], path: str | Path, kept_epoch: int | None = None) -> None:
+    """Save `curves_figure` as a PNG."""
+    fig = curves_figure(history, kept_epoch)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def curves_figure(history: list[dict], kept_epoch: int | None = None) -> plt.Figure:
+    """Loss and accuracy per epoch. Epoch 0 is the linear-probe start (validation only), so
+    the plot shows whether fine-tuning beat it; `kept_epoch` marks the weights kept."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, lines in (
+        (ax_loss, (("train_loss", "train", "o"), ("val_loss", "validation", "o"))),
+        (ax_acc, (("train_accuracy", "train accuracy", "o"),
+                  ("val_accuracy", "val accuracy", "o"), ("val_macro_f1", "val macro-F1", "s"))),
+    ):
+        for key, label, marker in lines:
+            x, y = _series(history, key)
+            if x:
+                ax.plot(x, y, marker=marker, label=label)
+        if kept_epoch is not None and history:
+            ax.axvline(kept_epoch, color="grey", linestyle=":", linewidth=1,
+                       label=f"kept (epoch {kept_epoch})")
+        ax.set_xlabel("epoch (0: linear probe)" if any(h.get("epoch") == 0 for h in history)
+                      else "epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.has_data():
+            ax.legend()
+    ax_loss.set_ylabel("loss")
+    ax_acc.set_ylim(0, 1)
+    fig.tight_layout()
+    return fig

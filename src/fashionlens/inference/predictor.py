@@ -19,20 +19,16 @@ from ..data.images import is_image_file, load_image
 from ..data.transforms import Preprocess, eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo, load_model
+from ..precision import autocast, resolve_precision
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = ASSETS / "models" / "clothing10"
 SAMPLE_PHOTOS = ASSETS / "samples"
 
 
-def default_precision() -> str:
-    """bf16 where the CPU has native bf16 (AVX512-BF16 / AMX) or a GPU is used."""
-    if torch.cuda.is_available():
-        return "bf16"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
+def default_precision(device: str | torch.device = "cpu") -> str:
+    """bf16 where `device` computes it natively, else fp32 (see `fashionlens.precision`)."""
+    return resolve_precision("auto", device)
 
 
 @dataclass
@@ -51,7 +47,8 @@ class Prediction:
 
 
 def collect_images(target: str | Path) -> list[Path]:
-    """A single photo, or every photo under a folder (sorted)."""
+    """A single photo, every photo under a folder (sorted), or the photos a .txt file lists
+    one per line (e.g. a run's validation.txt: the photos it did not train on)."""
     path = Path(target).expanduser()
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
@@ -60,7 +57,23 @@ def collect_images(target: str | Path) -> list[Path]:
         return found
     if not path.exists():
         raise FashionLensError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".txt":
+        return read_photo_list(path)
     return [path]
+
+
+def read_photo_list(path: Path) -> list[Path]:
+    """Photo paths listed one per line; relative ones are relative to the list's folder.
+    Blank lines and lines starting with # are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FashionLensError(f"{path}: cannot read this list of photos ({exc})") from exc
+    entries = [line.strip() for line in lines]
+    photos = [path.parent / Path(e).expanduser() for e in entries if e and not e.startswith("#")]
+    if not photos:
+        raise FashionLensError(f"{path}: lists no photos (one path per line)")
+    return photos
 
 
 def prepare_photo(source, transform, draft_size: int | None = None,
@@ -99,7 +112,7 @@ class Predictor:
         self.model, self.info = load_model(self.model_dir)
         self.device = torch.device(device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
-        self.precision = precision or default_precision()
+        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
         self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
         self._draft = self.info.preprocess.resize_size
@@ -118,8 +131,7 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
+        with autocast(self.device, self.precision):
             logits = self.model(batch)
         return logits.float().softmax(-1).cpu().numpy()
 
@@ -176,8 +188,7 @@ def tta_probabilities(model: torch.nn.Module, dataset, preprocess: Preprocess,
             continue
         views = torch.stack(tta_views(img, preprocess)).to(device).contiguous(
             memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                             enabled=precision == "bf16"):
+        with torch.no_grad(), autocast(device, precision):
             p = model(views).float().softmax(-1).mean(0)
         probs.append(p.cpu().numpy())
         targets.append(dataset.targets[index])

@@ -64,7 +64,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
-        raise ModelError(f"{path}: cannot read checkpoint ({exc})") from exc
+        # The loaders' own messages ("list index out of range", "(101)") explain nothing.
+        log.debug("%s: torch/safetensors could not load it: %r", path, exc)
+        raise ModelError(f"{path}: not a checkpoint that PyTorch or safetensors can read "
+                         "(expected a .pth/.pt/.bin state dict saved by torch.save, or a "
+                         ".safetensors file)") from exc
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -95,9 +99,13 @@ def _match_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
                      f"{type(model).__name__} (e.g. '{next(iter(state))}')")
 
 
-def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str
-                          ) -> None:
-    """Load weights, skipping a classifier whose class count differs."""
+def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                          expected_new_head: bool = False) -> None:
+    """Load weights, skipping a classifier whose class count differs.
+
+    `expected_new_head`: the weights are known to carry another classifier (ImageNet's
+    1000 classes), so replacing it is routine and only logged at debug level.
+    """
     state = _match_keys(model, state, source)
     own = model.state_dict()
     filtered = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -109,7 +117,9 @@ def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]
         raise ModelError(f"{source}: checkpoint lacks {len(missing)} backbone tensors, "
                          f"e.g. {missing[:3]}")
     if dropped:
-        log.info("%s: not loaded (classifier of another size): %s", source, dropped)
+        log.log(logging.DEBUG if expected_new_head else logging.INFO,
+                "%s: its classifier (%s) has another number of classes; a new one is trained",
+                source, ", ".join(dropped))
 
 
 def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,
@@ -131,8 +141,11 @@ def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,
         if path is None:
             raise ModelError(f"no embedded weights for '{arch}'; embedded weights exist for "
                              f"{', '.join(ALIASES)}. Use pretrained='timm' or a checkpoint path")
-    else:
-        path = Path(pretrained).expanduser()
+        # Named, not located: the file sits deep in site-packages.
+        load_backbone_weights(model, read_state_dict(path), f"embedded ImageNet weights of {name}",
+                              expected_new_head=True)
+        return model
+    path = Path(pretrained).expanduser()
     load_backbone_weights(model, read_state_dict(path), str(path))
     return model
 

@@ -28,12 +28,12 @@ from ..errors import ImageError, ModelError
 from ..inference.predictor import (
     DEFAULT_MODEL,
     decoded_batches,
-    default_precision,
     prepare_photo,
 )
 from ..models.artifact import META_FILE, load_model, weights_digest
 from ..models.embedding import backbone_features, search_vectors
 from ..models.registry import create_model, model_preprocess
+from ..precision import autocast, resolve_precision
 
 # The backbone used when no model is given and the bundled model is not installed.
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -96,7 +96,7 @@ class Embedder:
         self.model.eval()
         self.device = torch.device(device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
-        self.precision = precision or default_precision()
+        self.precision = resolve_precision(precision, self.device)
         self.transform = eval_transform(self.preprocess)
         self.threads = threads
         self._draft = self.preprocess.resize_size
@@ -118,8 +118,7 @@ class Embedder:
     def vectors(self, batch: torch.Tensor) -> np.ndarray:
         """Unit vectors for a batch of pre-processed photos."""
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
+        with autocast(self.device, self.precision):
             vectors = search_vectors(self.model, backbone_features(self.model, batch))
         return normalise(vectors.float().cpu().numpy())
 

@@ -30,6 +30,7 @@ from ..config import TrainConfig
 from ..data.dataset import PhotoDataset, collate_skipping
 from ..evaluation.metrics import classification_metrics
 from ..models.embedding import pooled_features
+from ..precision import autocast, resolve_precision
 from ..progress import StepBar, track
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
@@ -52,6 +49,35 @@ class FitResult:
     best_score: float = float("-inf")
     stopped_early: bool = False
     seconds: float = 0.0
+    precision: str = "fp32"  # what the passes ran in ("auto" resolved)
+    probe_score: float | None = None  # validation score after the linear probe (epoch 0)
+
+    @property
+    def fine_tuning_helped(self) -> bool | None:
+        """Whether a fine-tuned epoch beat the linear-probe start; None without a probe score."""
+        return None if self.probe_score is None else self.best_epoch > 0
+
+
+def validation_scores(probs: np.ndarray, targets: np.ndarray, class_names: list[str]
+                      ) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 on the validation photos (one history row's val_* part)."""
+    metrics = classification_metrics(targets, probs, class_names)
+    picked = probs[np.arange(len(targets)), targets]
+    return {"val_loss": float(-np.log(picked + 1e-7).mean()),
+            "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One short log line per epoch, e.g. 'epoch 2/3  loss 0.912 acc 0.750 | val ...'."""
+    parts = ["linear probe (epoch 0)" if row["epoch"] == 0 else f"epoch {row['epoch']}/{epochs}"]
+    if "train_loss" in row:
+        parts.append(f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}")
+    if "val_accuracy" in row:
+        parts.append(f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.3f} "
+                     f"macro-F1 {row['val_macro_f1']:.3f}")
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.0f} s")
+    return " | ".join(parts)
 
 
 def class_weights(targets: list[int], num_classes: int, mode: str) -> torch.Tensor | None:
@@ -175,12 +201,14 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         class_names: list[str]) -> FitResult:
     """Train in place; on return the model holds the best weights seen."""
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    log.info("device %s, precision %s", device, precision)
     model.to(device).to(memory_format=torch.channels_last)
     num_classes = len(class_names)
     started = time.perf_counter()
     if cfg.linear_probe and probe_set is not None and len(probe_set):
         linear_probe(model, make_loader(probe_set, cfg, False, seed, batch_size=64), device,
-                     cfg.precision, cfg.balance, num_classes)
+                     precision, cfg.balance, num_classes)
 
     frozen = freeze_early_stages(model, cfg.freeze_stages)
     if frozen:
@@ -206,13 +234,14 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
                                                              patience=1)
     criterion_weight = weights.to(device) if weights is not None else None
 
-    result = FitResult()
+    result = FitResult(precision=precision)
     best_state = copy.deepcopy(model.state_dict())
     if val_loader is not None and cfg.linear_probe:
-        probs, targets, _ = predict_loader(model, val_loader, device, cfg.precision, "validate")
-        result.best_score = classification_metrics(targets, probs, class_names)[cfg.monitor]
-        result.history.append({"epoch": 0, "val_" + cfg.monitor: result.best_score})
-        log.info("after linear probe: val %s %.4f", cfg.monitor, result.best_score)
+        probs, targets, _ = predict_loader(model, val_loader, device, precision, "validate")
+        row = {"epoch": 0, **validation_scores(probs, targets, class_names)}
+        result.best_score = result.probe_score = row["val_" + cfg.monitor]
+        result.history.append(row)
+        log.info("%s", epoch_line(row, cfg.epochs))
     bad_epochs, best_tuned = 0, float("-inf")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -229,7 +258,7 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
                 images = images.to(device, non_blocking=True).contiguous(
                     memory_format=torch.channels_last)
                 labels = labels.to(device)
-                with autocast(device, cfg.precision):
+                with autocast(device, precision):
                     logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels, weight=criterion_weight,
                                        label_smoothing=cfg.label_smoothing)
@@ -247,13 +276,9 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
                "lr": optimizer.param_groups[-1]["lr"],
                "seconds": time.perf_counter() - epoch_start}
         if val_loader is not None:
-            probs, targets, _ = predict_loader(model, val_loader, device, cfg.precision, "validate")
-            metrics = classification_metrics(targets, probs, class_names)
-            eps = 1e-7
-            row["val_loss"] = float(-np.log(probs[np.arange(len(targets)), targets] + eps).mean())
-            row["val_accuracy"] = metrics["accuracy"]
-            row["val_macro_f1"] = metrics["macro_f1"]
-            score = metrics[cfg.monitor]
+            probs, targets, _ = predict_loader(model, val_loader, device, precision, "validate")
+            row.update(validation_scores(probs, targets, class_names))
+            score = row["val_" + cfg.monitor]
             if plateau is not None:
                 plateau.step(score)
             if score > result.best_score:
@@ -267,8 +292,7 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
             result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
         result.history.append(row)
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v
-                                          for k, v in row.items()})
+        log.info("%s", epoch_line(row, cfg.epochs))
         if val_loader is not None and bad_epochs >= cfg.early_stopping_patience:
             result.stopped_early = True
             log.info("early stopping: no improvement for %d epochs", bad_epochs)

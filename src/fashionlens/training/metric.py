@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from ..data.sources import LabelledSet
 from ..data.splits import split_train_val
 from ..errors import ConfigError, DataError, ImageError, ModelError
 from ..evaluation.retrieval import pair_accuracy, precision_at_k
-from ..inference.predictor import DEFAULT_MODEL, default_precision
+from ..inference.predictor import DEFAULT_MODEL
 from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
 from ..models.embedding import (
     EmbeddingSpec,
@@ -52,8 +52,9 @@ from ..models.embedding import (
     search_vectors,
     stage_taps,
 )
+from ..precision import PRECISIONS, autocast, resolve_precision
 from ..progress import track
-from .loop import autocast, freeze_batchnorm_statistics, freeze_early_stages, resolve_device
+from .loop import freeze_batchnorm_statistics, freeze_early_stages, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,19 @@ class MetricConfig:
     weight_decay: float = 1e-4
     freeze_stages: int = 2
     seed: int = 0
-    precision: str | None = None
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     device: str = "auto"
     threads: int = 2
     eval_views_seed: int = 0
 
     def check(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"metric.{spec.name}: must be a finite number, got {value}")
+        if (self.precision or "auto") not in PRECISIONS:
+            raise ConfigError(f"metric.precision: '{self.precision}' is not one of "
+                              f"{', '.join(PRECISIONS)}")
         for name, value, allowed in (("mode", self.mode, MODES), ("loss", self.loss, LOSSES),
                                      ("mining", self.mining, MINING)):
             if value not in allowed:
@@ -400,7 +408,7 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     labelled = load_labelled(data)
     train_set, val_set = split_train_val(labelled, data, cfg.seed)
     device = resolve_device(cfg.device)
-    precision = cfg.precision or default_precision()
+    precision = resolve_precision(cfg.precision, device)
     torch.set_num_threads(max(1, cfg.threads))
     model, info = load_base(cfg.base, cfg.pretrained)
     classifies = len(info.classes) >= 2
@@ -486,7 +494,7 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
     final = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "seconds")}
     metrics = {"validation": final, "before_training": baseline,
                "train_photos": len(train_images), "val_photos": len(val_images),
-               "items": int(len(np.unique(items))), "epochs": cfg.epochs,
+               "items": int(len(np.unique(items))), "epochs": cfg.epochs, "precision": precision,
                "train_minutes": (time.perf_counter() - started) / 60}
     info.embedding = spec.to_dict()
     info.name = name

@@ -1,0 +1,101 @@
+"""Which float precision a forward/backward pass runs in: one decision for the whole package.
+
+bf16 autocast halves memory traffic and is about 1.5x faster on CPUs with native bf16
+instructions (AVX512-BF16, AMX) and on recent GPUs. On a CPU without them every bf16
+op is emulated: one epoch of the README's demo took 3 min 26 s in bf16 against 11 s in
+fp32. So "auto" (the default everywhere) picks bf16 only where the hardware has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+# /proc/cpuinfo flags that mean native bf16 arithmetic: x86 (AVX512-BF16, AMX-BF16) and
+# ARMv8.6 (the "bf16" feature).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo_flags(text: str) -> set[str]:
+    """The CPU feature flags listed in /proc/cpuinfo text (x86 'flags', ARM 'Features')."""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True where the CPU computes bf16 natively.
+
+    Reads the flags of /proc/cpuinfo (or the `cpuinfo` text given, for tests); where that
+    file does not exist (macOS, Windows), asks PyTorch's own CPU capability check.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(errors="replace")
+        except OSError:
+            return _torch_native_bf16()
+    return bool(_cpuinfo_flags(cpuinfo) & NATIVE_BF16_FLAGS)
+
+
+def _torch_native_bf16() -> bool:
+    # Not torch.ops.mkldnn._is_mkldnn_bf16_supported: that one says yes on any AVX-512
+    # CPU, including those that only emulate bf16.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:
+            continue
+    return False
+
+
+@functools.cache
+def _native_bf16_cached() -> bool:
+    return cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str | None, device: str | torch.device = "cpu") -> str:
+    """'auto' (or None) -> 'bf16' where `device` computes bf16 natively, else 'fp32'.
+
+    An explicit 'bf16' or 'fp32' is kept as asked (with a warning when bf16 will be slow).
+    """
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    elif dev.type == "cpu":
+        native = _native_bf16_cached()
+    else:  # mps and others: bf16 autocast support varies; fp32 is always right
+        native = False
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        _warn_emulated_bf16(dev.type)
+    return precision
+
+
+@functools.cache
+def _warn_emulated_bf16(device_type: str) -> None:
+    log.warning("bf16 was asked for, but this %s has no native bf16: expect it to be much "
+                "slower than fp32 (precision 'auto' chooses for you)", device_type)
+
+
+def autocast(device: str | torch.device, precision: str):
+    """A bf16 autocast context when `precision` (already resolved) is 'bf16'."""
+    dev = torch.device(device)
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
