@@ -327,3 +327,55 @@ def test_file_is_closed_after_a_refusal(tmp_path, monkeypatch):
     assert cut_info.value and big_info.value
     still_open = _open_files()
     assert str(cut) not in still_open and str(big) not in still_open
+
+
+# --- hardening: odd files a shop or an attacker may hand us -------------------------
+
+def test_fifo_named_jpg_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)  # opening it for reading would wait forever for a writer
+    _assert_refused(fifo, "not a regular file")
+
+
+def test_folder_scans_skip_fifos(tmp_path):
+    from fashionlens.inference.predictor import collect_images
+
+    solid_photo((10, 200, 10), (16, 16)).save(tmp_path / "real.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    assert collect_images(tmp_path) == [tmp_path / "real.jpg"]
+
+
+@pytest.mark.parametrize("size", [(1, 20000), (20000, 1), (33, 400)])
+def test_extreme_aspect_ratio_is_refused_before_any_resize(tmp_path, size):
+    path = tmp_path / "strip.png"
+    Image.new("L", size, 128).save(path, optimize=True)
+    assert path.stat().st_size < 2000, "a tiny file, which resizing would blow up"
+    err = _assert_refused(path, "10 to 1")
+    assert f"{size[0]}x{size[1]}" in err.reason
+
+
+def test_panorama_below_the_aspect_limit_loads(tmp_path):
+    path = tmp_path / "panorama.jpg"
+    solid_photo((90, 90, 90), (600, 100)).save(path)
+    _assert_rgb(load_image(path), (600, 100))
+
+
+def test_heic_photo_is_read(tmp_path):
+    path = tmp_path / "iphone.HEIC"
+    Image.new("RGB", (64, 48), (200, 20, 20)).save(path, format="HEIF", quality=90)
+    assert images.is_image_file(path)
+    arr = _assert_rgb(load_image(path), (64, 48))
+    assert arr[..., 0].mean() > 150 and arr[..., 2].mean() < 80
+    _assert_rgb(load_image(path.read_bytes(), name="upload.heic"), (64, 48))
+
+
+def test_corrupt_exif_block_reads_without_a_warning(tmp_path, recwarn):
+    # An IFD entry whose data lies past the end of the EXIF block: Pillow warns
+    # "Tag data larger than file" with its own file path, which users cannot act on.
+    tiff = (b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 2)
+            + struct.pack(">HHII", 0x010F, 2, 400, 0x1000)
+            + struct.pack(">HHII", 0x0112, 3, 1, 0x00010000) + b"\x00\x00\x00\x00")
+    path = tmp_path / "badexif.jpg"
+    Image.new("RGB", (12, 8), (0, 0, 255)).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    _assert_rgb(load_image(path), (12, 8))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
