@@ -209,3 +209,155 @@ def test_predict_without_a_target_uses_the_bundled_samples(model_dir):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == len([p for p in SAMPLE_PHOTOS.rglob("*") if p.suffix == ".jpg"])
     assert all("error" not in row and row["label"] in COLOURS for row in rows)
+
+
+def _main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `fashionlens ARGS` through main() in-process: exit code, stdout, stderr."""
+    from fashionlens.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["fashionlens", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"),
+                                         ("--name", "a/b")])
+def test_bad_train_flags_are_named_as_typed(tiny_folder, tmp_path, monkeypatch, capsys,
+                                            flag, value):
+    code, _, err = _main(monkeypatch, capsys, "train", "--data", tiny_folder, "--output",
+                         tmp_path, *TINY_FLAGS, flag, value)
+    assert code == 2
+    assert f"error: {flag}:" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_value_from_set_keeps_the_field_name(tiny_folder, tmp_path, monkeypatch, capsys):
+    code, _, err = _main(monkeypatch, capsys, "train", "--data", tiny_folder, "--output",
+                         tmp_path, *TINY_FLAGS, "--set", "train.lr=nan")
+    assert code == 2 and "error: train.lr: must be a finite number" in err
+
+
+def test_a_yaml_config_that_is_not_a_mapping(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("- data: photos\n")
+    code, _, err = _main(monkeypatch, capsys, "train", config)
+    assert code == 2 and f"{config}: expected a mapping" in err.replace("\n", "")
+
+
+def test_pretrained_that_is_no_checkpoint(tiny_folder, tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "weights.pth"
+    notes.write_text("these are not weights\n")
+    flags = [f for f in TINY_FLAGS if f not in ("--pretrained", "none")]
+    code, _, err = _main(monkeypatch, capsys, "train", "--data", tiny_folder, "--output",
+                         tmp_path / "runs", *flags, "--pretrained", notes)
+    assert code == 2 and "Traceback" not in err
+    assert "not a checkpoint that PyTorch or safetensors can read" in err.replace("\n", " ")
+
+
+def test_a_csv_whose_photos_are_all_unreadable(tmp_path, monkeypatch, capsys):
+    csv_path = make_csv_dataset(tmp_path / "shop", per_class=3)
+    for image in (tmp_path / "shop" / "images").iterdir():
+        write_corrupt_jpeg(image)
+    code, _, err = _main(monkeypatch, capsys, "train", "--data", csv_path, "--image-column",
+                         "id", "--image-dir", "images", "--image-ext", ".png", "--output",
+                         tmp_path / "runs", *TINY_FLAGS)
+    assert code == 2 and "Traceback" not in err
+    assert f"no readable photos in {csv_path}" in err.replace("\n", "")
+
+
+def test_train_twice_numbers_the_run_and_predicts_held_out_photos(tiny_folder, tmp_path):
+    args = ["train", "--data", tiny_folder, "--output", tmp_path, "--name", "demo",
+            *TINY_FLAGS, "--set", "train.linear_probe=false"]
+    first = _ok(_invoke(*args))
+    assert f"run folder: {tmp_path / 'demo'}" in first.stdout
+    assert "in fp32" in first.stdout  # the precision the run used (TINY_FLAGS ask for fp32)
+    second = _ok(_invoke(*args))
+    assert f"run folder: {tmp_path / 'demo-2'}" in second.stdout
+    reused = _ok(_invoke(*args, "--exist-ok"))
+    assert f"run folder: {tmp_path / 'demo'}" in reused.stdout
+    assert not (tmp_path / "demo-3").exists()
+
+    held_out = tmp_path / "demo" / "validation.txt"
+    assert f"predict --model {tmp_path / 'demo' / 'model'} {held_out}" in reused.stdout
+    rows = [json.loads(line) for line in _ok(_invoke(
+        "predict", held_out, "--model", tmp_path / "demo" / "model", "--json")).stdout.splitlines()]
+    assert [row["path"] for row in rows] == held_out.read_text().splitlines()
+    assert all("error" not in row for row in rows)
+
+
+def test_one_short_line_per_epoch(tiny_folder, tmp_path):
+    result = _ok(runner.invoke(app, ["train", "--data", str(tiny_folder), "--output",
+                                     str(tmp_path), *TINY_FLAGS], env={"COLUMNS": "80"}))
+    lines = [line.split(maxsplit=1)[1] for line in result.stderr.splitlines()
+             if line.startswith("INFO") and ("epoch" in line)]
+    assert lines[0].startswith("linear probe (epoch 0): val loss")
+    assert lines[1].startswith("epoch 1/1: train loss ") and "| val loss" in lines[1]
+    assert len(lines) == 2 and all("{" not in line for line in lines)
+
+
+def test_fine_tuning_that_does_not_beat_the_probe_is_said_plainly(tiny_folder, tmp_path):
+    # Solid colours: the linear probe is already perfect, so no epoch can beat it.
+    result = _ok(_invoke("train", "--data", tiny_folder, "--output", tmp_path, "--name", "lp",
+                         *TINY_FLAGS))
+    summary = json.loads((tmp_path / "lp" / "metrics.json").read_text())
+    assert summary["best_epoch"] == 0 and summary["fine_tuning_improved"] is False
+    assert "kept the linear probe (epoch 0)" in result.stdout
+    assert "did not beat the linear probe" in result.stdout.replace("\n", " ")
+
+
+def test_predict_a_list_of_photos(model_dir, inbox, tmp_path):
+    listing = tmp_path / "photos.txt"
+    listing.write_text(f"# held out\n{inbox / '0_blue.jpg'}\n\ninbox/2_red.jpg\n")
+    rows = [json.loads(line) for line in _ok(_invoke(
+        "predict", listing, "--model", model_dir, "--json")).stdout.splitlines()]
+    assert [row["label"] for row in rows] == ["blue", "red"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    result = _invoke("predict", empty, "--model", model_dir)
+    assert isinstance(result.exception, FashionLensError) and "lists no photos" in str(
+        result.exception)
+
+
+COMMANDS = [["train"], ["evaluate"], ["predict"], ["search"], ["train-embedding"],
+            ["evaluate-search"], ["serve"], ["catalog", "build"], ["catalog", "duplicates"],
+            ["catalog", "reembed"], ["catalog", "import-vectors"], []]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_help_shows_no_type_after_flags(command):
+    text = _ok(runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})).stdout
+    assert "<bool>" not in text
+    assert "--help" in text
+
+
+def test_command_summaries_are_one_sentence_each():
+    import click
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = list(group.commands.values())
+    commands += list(group.commands["catalog"].commands.values())
+    for command in commands:
+        if isinstance(command, click.Group):
+            continue
+        summary = (command.help or "").split("\n\n")[0].strip()
+        assert summary and "\n" not in summary, command.name
+        assert summary.endswith((".", ")")), command.name
+
+
+def test_evaluate_options_have_help_and_the_title_fits(model_dir, tiny_folder, monkeypatch):
+    import typer.main
+
+    from fashionlens.cli import common
+
+    command = typer.main.get_command(app).commands["evaluate"]
+    undocumented = [p.name for p in command.params if not getattr(p, "help", None)
+                    and p.param_type_name == "option"]
+    assert undocumented == []
+    monkeypatch.setattr(common.out, "_width", None)  # measure the terminal from COLUMNS
+    result = _ok(runner.invoke(app, ["evaluate", str(model_dir), str(tiny_folder)],
+                               env={"COLUMNS": "80"}))
+    title = result.stdout.splitlines()[0]
+    assert title.startswith("base on ") and str(model_dir) not in title

@@ -68,7 +68,7 @@ def test_search_by_photo_with_filters_and_json(built):
     assert [r["category"] for r in filtered["results"]] == ["Dress"] * 3
     assert all(r["price"] < 50 for r in filtered["results"])
     table = _ok(_invoke("search", photo, "--catalog", catalog, "-k", "2")).stdout
-    assert "item04" in table and "distance" in table
+    assert "item04" in table and "similarity" in table and "distance" not in table
 
 
 def test_search_by_item_excludes_it(built):
@@ -175,3 +175,45 @@ def test_item_table_leaves_out_columns_no_item_fills():
     assert not any(name in header(bare) for name in ("colour", "size", "price", "photo"))
     priced = [*bare, Item(id="c", image=None, price=12.5, colour="red")]
     assert "price" in header(priced) and "colour" in header(priced)
+
+
+def test_search_table_at_80_columns_keeps_whole_headers_and_the_category(built, monkeypatch):
+    from fashionlens.cli import common
+
+    catalog, shop = built
+    monkeypatch.setattr(common.out, "_width", None)  # measure the terminal from COLUMNS
+    photo = shop.parent / "photos" / "item04.png"
+    result = _ok(runner.invoke(app, ["search", str(photo), "--catalog", str(catalog), "-k", "3"],
+                               env={"COLUMNS": "80"}))
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "similarity" in line)
+    cells = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert cells[:4] == ["#", "similarity", "id", "category"] and "status" in cells
+    assert "…" not in header and "distance" not in result.stdout
+    found = json.loads(_ok(_invoke("search", photo, "--catalog", catalog, "-k", "3",
+                                   "--json")).stdout)["results"]
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == 3
+    for row, match in zip(rows, found, strict=True):
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        assert cells[:4] == [str(match['rank']), f"{match['similarity']:.4f}", match["id"],
+                             match["category"]]
+
+
+def test_item_table_gives_way_photo_first():
+    from rich.console import Console
+
+    from fashionlens.cli.search import item_table
+    from fashionlens.search.catalog import Item, Match
+
+    items = [Item(id=f"Longsleeve/longsleeve-{i}", image=f"/store/Longsleeve_long-{i}-abc.jpg",
+                  category="Longsleeve", colour="red", price=12.5) for i in range(3)]
+    matches = [Match(item=item, similarity=0.9 - i / 10) for i, item in enumerate(items)]
+    for width, expect_photo in ((200, True), (80, False)):
+        console = Console(width=width, record=True)
+        console.print(item_table(None, items, matches, width=width))
+        text = console.export_text()
+        assert ("photo" in text) is expect_photo
+        assert "category" in text and "Longsleeve" in text and "0.9000" in text
+        assert all(len(line) <= width for line in text.splitlines())

@@ -211,8 +211,10 @@ def reembed(
     ] = None,
     batch_size: BatchSize = 32,
 ) -> None:
-    """Recompute every item's vector with another model, from the catalog's copies of
-    the photos (resumable; the catalog changes in one step at the end)."""
+    """Recompute every item's vector with another model, from the catalog's photos.
+
+    Resumable; the catalog changes in one step at the end.
+    """
     with Catalog(catalog) as cat:
         total = len(cat)
         with StepBar("re-embedding", total) as bar:
@@ -355,8 +357,11 @@ def import_vectors(
     column: ColumnMap = None,
     image_root: ImageRoot = None,
 ) -> None:
-    """Bulk-add items whose embeddings are already computed (creates the catalog if
-    needed); ids already in it are skipped, so running it again resumes."""
+    """Bulk-add items whose embeddings are already computed.
+
+    Creates the catalog if needed; ids already in it are skipped, so running it again
+    resumes.
+    """
     import numpy as np
 
     from ..search.catalog import records_from_csv

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: logging to stderr, readable errors, tables."""
+"""Shared CLI plumbing: logging to stderr, readable errors, tables, help output."""
 
 from __future__ import annotations
 
@@ -12,6 +12,30 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _hide_type_of_flags() -> None:
+    """Typer 0.29's rich help prints a type ('<bool>') after flags that take no value
+    (--json, --tta, even --help), as if they needed one; show nothing there instead."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another typer layout: nothing to fix
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False) \
+                and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.flags_hidden = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_type_of_flags()
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", force=True,
@@ -20,7 +44,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def metrics_table(metrics: dict, title: str) -> Table:
+def metrics_table(metrics: dict, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("class")
     for name in ("precision", "recall", "f1", "support"):

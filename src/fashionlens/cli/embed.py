@@ -80,8 +80,11 @@ def train_embedding_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Train an embedding for visual search (metric learning); the saved model both
-    classifies (if the base did) and embeds, e.g. for `catalog build --model`."""
+    """Train an embedding for visual search (metric learning).
+
+    The saved model both classifies (if the base did) and embeds, e.g. for
+    `catalog build --model`.
+    """
     cfg = MetricConfig(base=base, mode=mode, dim=dim, hidden=hidden, loss=loss, mining=mining,
                        margin=margin, category_weight=category_weight,
                        posterior_weight=posterior_weight, stage_taps=stage_taps,

@@ -23,12 +23,29 @@ def evaluate(
         list[str] | None,
         typer.Option(help="Only rows whose split column has this value (repeatable)."),
     ] = None,
-    split_column: Annotated[str | None, typer.Option()] = None,
-    image_column: Annotated[str | None, typer.Option()] = None,
-    target_column: Annotated[str | None, typer.Option()] = None,
-    image_dir: Annotated[str | None, typer.Option()] = None,
-    image_ext: Annotated[str | None, typer.Option()] = None,
-    tta: Annotated[bool, typer.Option(help="Average predictions over test-time views.")] = False,
+    split_column: Annotated[
+        str | None,
+        typer.Option(help="CSV column saying train/validation ('split' when --split is given)."),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="CSV column with image paths or ids (default: as in training)."),
+    ] = None,
+    target_column: Annotated[
+        str | None,
+        typer.Option(help="CSV column with the class label (default: as in training)."),
+    ] = None,
+    image_dir: Annotated[
+        str | None,
+        typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
+    ] = None,
+    image_ext: Annotated[
+        str | None,
+        typer.Option(help="Extension added to image ids, e.g. .jpg"),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average predictions over test-time views."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
@@ -46,5 +63,7 @@ def evaluate(
                   + ", ".join(list(result.skipped)[:5]))
     if result.unknown_labels:
         err.print(f"[yellow]not scored (labels unknown to the model):[/] {result.unknown_labels}")
-    out.print(metrics_table(result.metrics, f"{model_dir} on {data}"))
+    # The title is a line of its own: as a table title it would wrap at the table's width.
+    out.print(f"{result.name or model_dir} on {data} ({result.precision})", highlight=False)
+    out.print(metrics_table(result.metrics))
     out.print(summary_line(result.metrics))

@@ -18,17 +18,19 @@ from .common import err, out
 def predict(
     target: Annotated[
         Path | None,
-        typer.Argument(help="A photo or a folder of photos (default: the bundled samples)."),
+        typer.Argument(help="A photo, a folder of photos, or a .txt file listing photos "
+                            "(default: the bundled samples)."),
     ] = None,
     model: Annotated[
         Path | None,
         typer.Option(help="Model folder; default: the bundled garment-type model."),
     ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="How many classes to list per photo.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 32,
     tta: Annotated[
         bool,
-        typer.Option(help="Average over test-time views (slower, often more accurate)."),
+        typer.Option("--tta", help="Average over test-time views (slower, often more "
+                                   "accurate)."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
 ) -> None:
@@ -37,8 +39,13 @@ def predict(
     paths = collect_images(root)
 
     def shown(path: str) -> str:
-        # In the table, photos of a folder are named relative to it; JSON keeps full paths.
-        return str(Path(path).relative_to(root)) if root.is_dir() else path
+        # In the table, photos of a folder are named relative to it, listed photos relative
+        # to the working folder where they are under it; JSON keeps the paths as they were.
+        if root.is_dir():
+            return str(Path(path).relative_to(root))
+        if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()):
+            return str(Path(path).relative_to(Path.cwd()))
+        return path
     predictor = Predictor(model)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))

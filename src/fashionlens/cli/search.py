@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import FashionLensError
 from ..search.catalog import Catalog, Item, Match
@@ -25,15 +26,22 @@ def _price(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
-def item_table(title: str, items: list[Item], matches: list[Match] | None = None) -> Table:
-    """Items (or search matches, with their distance) as a Rich table; metadata columns
-    that no listed item fills are left out."""
-    table = Table(title=title, title_justify="left")
-    if matches is not None:
-        table.add_column("#", justify="right", no_wrap=True)
-        table.add_column("distance", justify="right", no_wrap=True)
-    table.add_column("id", no_wrap=True)
+# Columns that give way, first to last, when a table is wider than the terminal (80 columns
+# when output is piped); id, category, status and the similarity always stay.
+DROPPABLE = ("photo", "size", "colour", "price")
+
+
+def item_table(title: str | None, items: list[Item], matches: list[Match] | None = None,
+               width: int | None = None) -> Table:
+    """Items (or search matches, with their cosine similarity: 1 for the same photo, higher
+    is closer) as a Rich table.
+
+    Metadata columns that no listed item fills are left out, and so are the least useful
+    ones (photo first) when the table would be wider than `width` (default: the terminal's),
+    so that headers stay whole and the category column stays.
+    """
     cells = {
+        "id": [item.id for item in items],
         "category": [item.category or "" for item in items],
         "colour": [item.colour or "" for item in items],
         "size": [item.size or "" for item in items],
@@ -43,19 +51,33 @@ def item_table(title: str, items: list[Item], matches: list[Match] | None = None
         # The stored photo's file name; --json gives the full path.
         "photo": [Path(item.image).name if item.image else "" for item in items],
     }
+    if matches is not None:
+        cells = {"#": [str(rank) for rank in range(1, len(items) + 1)],
+                 "similarity": [f"{m.similarity:.4f}" for m in matches], **cells}
     shown = [name for name, values in cells.items()
-             if name in ("category", "status") or any(values)]
+             if name in ("#", "similarity", "id", "category", "status") or any(values)]
+
+    def natural(name: str) -> int:
+        longest = max((Text.from_markup(v).cell_len for v in cells[name]), default=0)
+        return max(len(name), min(longest, 28 if name == "photo" else longest))
+
+    width = width if width is not None else out.width
+    for name in DROPPABLE:
+        if sum(natural(n) + 3 for n in shown) + 1 <= width:
+            break
+        if name in shown:
+            shown.remove(name)
+    table = Table(title=title, title_justify="left")
     for name in shown:
-        if name == "photo":  # the least useful column gives way first
+        if name == "photo":
             table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=28)
+        elif name == "id":  # long ids wrap rather than squeeze the other columns out
+            table.add_column(name, overflow="fold", min_width=len(name))
         else:
-            table.add_column(name, justify="right" if name == "price" else "left",
-                             no_wrap=name in ("price", "status"))
-    for rank, item in enumerate(items, start=1):
-        row = [item.id, *(cells[name][rank - 1] for name in shown)]
-        if matches is not None:
-            row = [str(rank), f"{matches[rank - 1].distance:.4f}", *row]
-        table.add_row(*row)
+            table.add_column(name, justify="right" if name in ("#", "similarity", "price")
+                             else "left", no_wrap=True, min_width=len(name))
+    for row in range(len(items)):
+        table.add_row(*(cells[name][row] for name in shown))
     return table
 
 
@@ -105,6 +127,8 @@ def search(
         what += f" ({', '.join(filters)})"
     if weights:
         what += " steered " + ", ".join(f"{w:+g} {n}" for n, w in weights.items())
-    out.print(item_table(what, [m.item for m in matches], matches))
+    # A line of its own: as the table's title it would wrap at the table's width.
+    out.print(what, highlight=False)
+    out.print(item_table(None, [m.item for m in matches], matches))
     if not matches:
         out.print("no matching items")

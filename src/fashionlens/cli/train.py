@@ -7,9 +7,21 @@ from typing import Annotated
 
 import typer
 
-from ..config import load_config
+from ..config import FieldError, load_config
+from ..errors import ConfigError
 from ..training.run import train as run_training
 from .common import err, metrics_table, out, summary_line
+
+# Config field -> the flag that sets it, so an error names what the user typed.
+FLAGS = {
+    "data.path": "--data", "data.image_column": "--image-column",
+    "data.target_column": "--target-column", "data.split_column": "--split-column",
+    "data.group_column": "--group-column", "data.image_dir": "--image-dir",
+    "data.image_extension": "--image-ext", "model.name": "--model",
+    "model.pretrained": "--pretrained", "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size", "train.lr": "--lr", "output.dir": "--output",
+    "output.name": "--name", "output.exist_ok": "--exist-ok", "seed": "--seed",
+}
 
 
 def train(
@@ -54,7 +66,15 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Photos per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate of the classifier.")] = None,
     output: Annotated[str | None, typer.Option(help="Folder for runs.")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (a sub-folder of --output).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Run name, a sub-folder of --output; if taken, NAME-2, NAME-3, ..."),
+    ] = None,
+    exist_ok: Annotated[
+        bool,
+        typer.Option("--exist-ok", help="Write into the --name folder even if a run is there "
+                                        "(its old outputs are replaced)."),
+    ] = False,
     seed: Annotated[
         int | None,
         typer.Option(help="Random seed; a seeded run is reproducible."),
@@ -65,23 +85,29 @@ def train(
     ] = None,
 ) -> None:
     """Train a garment classifier on your labelled photos."""
-    flags = {
+    given = {
         "data.path": data, "data.image_column": image_column, "data.target_column": target_column,
         "data.split_column": split_column, "data.group_column": group_column,
         "data.image_dir": image_dir, "data.image_extension": image_ext, "model.name": model,
         "model.pretrained": pretrained, "train.epochs": epochs, "train.batch_size": batch_size,
-        "train.lr": lr, "output.dir": output, "output.name": name, "seed": seed,
+        "train.lr": lr, "output.dir": output, "output.name": name,
+        "output.exist_ok": exist_ok or None, "seed": seed,
     }
+    given = {key: value for key, value in given.items() if value is not None}
     values: dict = {}
-    for key, value in flags.items():
-        if value is None:
-            continue
+    for key, value in given.items():
         node = values
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    cfg = load_config(config, overrides=list(override or []), values=values)
+    try:
+        cfg = load_config(config, overrides=list(override or []), values=values)
+    except FieldError as exc:
+        overridden = any(o.split("=", 1)[0].strip() == exc.field for o in override or [])
+        if exc.field in given and exc.field in FLAGS and not overridden:
+            raise ConfigError(f"{FLAGS[exc.field]}: {exc.reason}") from None
+        raise
     result = run_training(cfg)
     if result.skipped:
         err.print(f"[yellow]{len(result.skipped)} unreadable photos were skipped; "
@@ -89,7 +115,17 @@ def train(
     if result.metrics:
         out.print(metrics_table(result.metrics, "Validation"))
         out.print(summary_line(result.metrics))
-    out.print(f"best epoch {result.fit.best_epoch}, {result.fit.seconds / 60:.1f} min")
-    out.print(f"model:   {result.model_dir}")
-    out.print(f"reports: {result.output_dir} "
-              "(metrics.json, confusion.png, curves.png, config.yaml)")
+    fit = result.fit
+    kept = ("the linear probe (epoch 0)" if fit.best_epoch == 0 and fit.probe_score is not None
+            else f"epoch {fit.best_epoch}")
+    out.print(f"kept {kept}; {fit.seconds / 60:.1f} min in {fit.precision}")
+    if result.note:
+        out.print(f"[yellow]note:[/] {result.note}", highlight=False)
+    out.print(f"run folder: {result.output_dir}", highlight=False, soft_wrap=True)
+    out.print(f"model:      {result.model_dir}", highlight=False, soft_wrap=True)
+    reports = [n for n in ("metrics.json", "curves.png", "confusion.png", "config.yaml",
+                           "validation.txt", "skipped.txt") if (result.output_dir / n).exists()]
+    out.print(f"reports:    {', '.join(reports)}", highlight=False, soft_wrap=True)
+    if (result.output_dir / "validation.txt").exists():
+        out.print(f"photos it did not train on: fashionlens predict --model {result.model_dir} "
+                  f"{result.output_dir / 'validation.txt'}", highlight=False, soft_wrap=True)

@@ -67,17 +67,19 @@ def validation_scores(probs: np.ndarray, targets: np.ndarray, class_names: list[
             "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    """One short log line per epoch, e.g. 'epoch 2/3  loss 0.912 acc 0.750 | val ...'."""
+def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
+    """One short log line per epoch (fits 80 columns beside the log level), e.g.
+    'epoch 2/3: train loss 0.912 acc 0.750 | val loss 0.801 acc 0.833 | 12 s'."""
     parts = ["linear probe (epoch 0)" if row["epoch"] == 0 else f"epoch {row['epoch']}/{epochs}"]
     if "train_loss" in row:
-        parts.append(f"loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}")
+        parts.append(f"train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}")
     if "val_accuracy" in row:
-        parts.append(f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.3f} "
-                     f"macro-F1 {row['val_macro_f1']:.3f}")
-    if "seconds" in row:
-        parts.append(f"{row['seconds']:.0f} s")
-    return " | ".join(parts)
+        val = f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.3f}"
+        if monitor == "macro_f1":
+            val += f" F1 {row['val_macro_f1']:.3f}"
+        parts.append(val)
+    line = parts[0] + ": " + " | ".join(parts[1:])
+    return line + (f" | {row['seconds']:.0f} s" if "seconds" in row else "")
 
 
 def class_weights(targets: list[int], num_classes: int, mode: str) -> torch.Tensor | None:
@@ -241,7 +243,7 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         row = {"epoch": 0, **validation_scores(probs, targets, class_names)}
         result.best_score = result.probe_score = row["val_" + cfg.monitor]
         result.history.append(row)
-        log.info("%s", epoch_line(row, cfg.epochs))
+        log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
     bad_epochs, best_tuned = 0, float("-inf")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -292,7 +294,7 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
             result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
         result.history.append(row)
-        log.info("%s", epoch_line(row, cfg.epochs))
+        log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
         if val_loader is not None and bad_epochs >= cfg.early_stopping_patience:
             result.stopped_early = True
             log.info("early stopping: no improvement for %d epochs", bad_epochs)
