@@ -708,3 +708,148 @@ def test_reembed_refuses_unreadable_photos_and_vector_only_items(catalog, model_
     with pytest.raises(FashionLensError, match="without a photo"):
         vectors_only.reembed(model_dir)
     vectors_only.close()
+
+
+def test_a_reader_follows_a_reembedding_elsewhere(catalog, model_dir):
+    """A second Catalog on the folder (the server) notices the new model and vectors."""
+    server = Catalog(catalog.path)
+    photo = catalog.path / catalog.get("item03").image
+    assert server.search(item="item03", k=1)
+    catalog.reembed(model_dir)
+    assert server.embedder().fingerprint == Embedder(model_dir).fingerprint
+    top = server.search(photo, k=1)[0]
+    assert top.item.id == "item03" and top.distance < 1e-3
+    assert server.index.dim == catalog.dim and server.index.ntotal == 12
+    server.close()
+
+
+# --- bounds and validation (issue 9) --------------------------------------------------
+
+
+def test_update_is_linear_and_bounded(tmp_path, monkeypatch):
+    import json
+    import time
+
+    with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
+        cat.add_vectors([ItemRecord("x", None, extra={"brand": "b"})], np.ones((1, 4)))
+        dumps = []
+        real_dumps = json.dumps
+        monkeypatch.setattr(catalog_module.json, "dumps",
+                            lambda *a, **k: dumps.append(1) or real_dumps(*a, **k))
+        fields = {f"extra.f{i}": f"v{i}" for i in range(60)}
+        item = cat.update("x", fields)
+        assert len(item.extra) == 61 and len(dumps) == 1  # serialised once, not per field
+        monkeypatch.undo()
+        limit = catalog_module.MAX_EXTRA_FIELDS
+        with pytest.raises(FashionLensError, match=f"at most {limit} extra fields"):
+            cat.update("x", {f"extra.g{i}": "v" for i in range(4)})
+        start = time.perf_counter()
+        with pytest.raises(FashionLensError, match="8000 fields in one update"):
+            cat.update("x", {f"extra.k{i}": "v" for i in range(8000)})
+        assert time.perf_counter() - start < 1.0
+        long_name = "n" * (catalog_module.MAX_FIELD_NAME_CHARS + 1)
+        with pytest.raises(FashionLensError, match="name is too long"):
+            cat.update("x", {f"extra.{long_name}": "v"})
+        with pytest.raises(FashionLensError, match="extra.notes: the value has 1001 characters"):
+            cat.update("x", {"extra.notes": "y" * 1001})
+        with pytest.raises(FashionLensError, match="colour: the value has 5000 characters"):
+            cat.update("x", colour="r" * 5000)
+        assert cat.update("x", {"extra.f0": None, "extra.h": "ok"}).extra["h"] == "ok"
+        assert len(cat.get("x").extra) == 61
+
+
+@pytest.mark.parametrize("price", [-1, -0.5, "-5", float("inf"), float("-inf"), float("nan"),
+                                   "1e400", "-Infinity",
+                                   pytest.param(10 ** 400, id="huge-int"), True])
+def test_negative_and_non_finite_prices_are_refused(tmp_path, price):
+    with pytest.raises(ValueError, match="price"):
+        catalog_module.parse_price(price)
+    with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
+        cat.add_vectors([ItemRecord("x", None, price=3)], np.ones((1, 4)))
+        with pytest.raises(FashionLensError, match="'price=.*': price"):
+            cat.update("x", price=price)
+        assert cat.get("x").price == 3.0
+        report = cat.add_vectors([ItemRecord("y", None, price=price)], np.ones((1, 4)))
+        assert not report.added and "price" in report.failed[0].error
+    assert catalog_module.parse_price("0") == 0.0 and catalog_module.parse_price("€ 12,50") == 12.5
+
+
+def test_ids_no_client_could_send_back_are_refused(tmp_path, embedder):
+    bad = ["..", ".", "", "   ", "a\nb", "a\rb", "tab\there", "nul\x00", "line\u2028sep",
+           "x" * 201, "a/../b", "a/./b", "/lead", "trail/", "a//b"]
+    good = ["Hat/hat-1", "sku 12", "été-01", "a.b", "..a", "x" * 200, "emoji-👗"]
+    with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
+        report = cat.add_vectors([ItemRecord(i, None) for i in bad + good],
+                                 np.ones((len(bad) + len(good), 4)))
+        assert sorted(report.added) == sorted(good)
+        assert len(report.failed) == len(bad)
+        reasons = {f.id: f.error for f in report.failed}
+        assert "control characters" in reasons["a\nb"] and "too long" in reasons["x" * 201]
+        assert "'..'" in reasons[".."] and reasons[""] == "empty id"
+    photo = write_pattern_photo(tmp_path / "p.png", seed=1)
+    with Catalog(tmp_path / "photos", create=True, embedder=embedder) as cat:
+        report = cat.add([ItemRecord("..", photo), ItemRecord("ok\r\n", photo)])
+        assert not report.added and len(report.failed) == 2
+        assert not list((cat.path / "images").iterdir())
+
+
+def test_metadata_of_new_items_is_bounded(tmp_path):
+    limit = catalog_module.MAX_EXTRA_FIELDS
+    records = [ItemRecord("many", None, extra={f"f{i}": "v" for i in range(limit + 1)}),
+               ItemRecord("long", None, category="c" * 1001),
+               ItemRecord("name", None, extra={"n" * 65: "v"}),
+               ItemRecord("nested", None, extra={"tags": ["t" * 600, "u" * 600]}),
+               ItemRecord("fine", None, extra={f"f{i}": "v" * 1000 for i in range(limit)})]
+    with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
+        report = cat.add_vectors(records, np.ones((len(records), 4)))
+        assert report.added == ["fine"]
+        reasons = {f.id: f.error for f in report.failed}
+        assert reasons["many"] == f"extra: {limit + 1} fields; an item has at most {limit} " \
+                                  "extra fields"
+        assert reasons["long"].startswith("category: the value has 1001 characters")
+        assert "field name is too long" in reasons["name"]
+        assert reasons["nested"].startswith("extra.tags: the value has")
+
+
+def test_image_root_keeps_csv_photos_inside_it(tmp_path, embedder):
+    shop = write_shop(tmp_path / "shop", n=3)
+    secret = write_pattern_photo(tmp_path / "secret" / "key.png", seed=9, fmt="PNG")
+    (tmp_path / "shop" / "photos" / "link.png").symlink_to(secret)
+    with shop.open("a", newline="") as fh:
+        fh.write("up,../../secret/key,Hat,red,M,5,b\n")       # line 5: ../ out of the root
+        fh.write(f"abs,{secret.with_suffix('')},Hat,red,M,5,b\n")  # line 6: absolute path
+        fh.write("sym,link,Hat,red,M,5,b\n")                 # line 7: a symlink pointing out
+    root = tmp_path / "shop" / "photos"
+    with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
+        report = cat.add_source(shop, image_root=root, **CSV_OPTIONS)
+        assert sorted(report.added) == ["item00", "item01", "item02"]
+        reasons = {f.id: f.error for f in report.failed}
+        assert set(reasons) == {"up", "abs", "sym"}
+        assert reasons["up"].startswith("export.csv, line 5: photo ")
+        assert "outside the image root" in reasons["up"] and "line 6" in reasons["abs"]
+        assert "line 7" in reasons["sym"]
+        with pytest.raises(DataError, match="not a folder"):
+            cat.add_source(shop, image_root=tmp_path / "nope", **CSV_OPTIONS)
+        report = cat.add([ItemRecord("direct", secret)], image_root=root)
+        assert "outside the image root" in report.failed[0].error
+        report = cat.add_source(shop, **CSV_OPTIONS)  # no root: as before, any path
+        assert sorted(report.added) == ["abs", "sym", "up"]
+
+
+def test_image_root_cli_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+
+    inside = write_pattern_photo(tmp_path / "photos" / "a.png", seed=1, fmt="PNG")
+    outside = write_pattern_photo(tmp_path / "elsewhere" / "b.png", seed=2, fmt="PNG")
+    (tmp_path / "meta.csv").write_text(f"id,photo\na,{inside}\nb,{outside}\n")
+    np.save(tmp_path / "vectors.npy", clustered_vectors(2, 4))
+    args = ["catalog", "import-vectors", tmp_path / "vectors.npy", tmp_path / "meta.csv",
+            "--catalog", tmp_path / "cat", "--image-column", "photo",
+            "--image-root", tmp_path / "photos"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "added 1" in result.output and "outside the image root" in result.output
+    with Catalog(tmp_path / "cat") as cat:
+        assert [item.id for item in cat.items()] == ["a"]

@@ -1701,7 +1701,8 @@ class Catalog:
             if extra_changed:
                 if len(extra) > MAX_EXTRA_FIELDS and len(extra) > before:
                     raise FashionLensError(f"extra: the item would have {len(extra)} extra "
-                                           f"fields; at most {MAX_EXTRA_FIELDS}")
+                                           f"fields; an item has at most {MAX_EXTRA_FIELDS} "
+                                           "extra fields")
                 columns["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
             columns["updated_at"] = _now()
             assignments = ", ".join(f"{name} = ?" for name in columns)
