@@ -313,6 +313,8 @@ def test_predict_a_list_of_photos(model_dir, inbox, tmp_path):
     rows = [json.loads(line) for line in _ok(_invoke(
         "predict", listing, "--model", model_dir, "--json")).stdout.splitlines()]
     assert [row["label"] for row in rows] == ["blue", "red"]
+    table = _ok(_invoke("predict", listing, "--model", model_dir)).stdout
+    assert "│ 0_blue.jpg" in table and str(inbox) not in table  # named within their folder
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     result = _invoke("predict", empty, "--model", model_dir)
@@ -361,3 +363,18 @@ def test_evaluate_options_have_help_and_the_title_fits(model_dir, tiny_folder, m
                                env={"COLUMNS": "80"}))
     title = result.stdout.splitlines()[0]
     assert title.startswith("base on ") and str(model_dir) not in title
+
+
+def test_step_bar_prints_nothing_when_piped(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from fashionlens import progress
+
+    piped = Console(file=io.StringIO())  # not a terminal, like `fashionlens train | tee log`
+    monkeypatch.setattr(progress, "enabled", lambda: True)
+    monkeypatch.setattr(progress, "console", piped)
+    with progress.StepBar("epoch 1/1", 3) as bar:
+        bar.advance("loss 1.000")
+    assert piped.file.getvalue() == ""

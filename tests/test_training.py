@@ -174,7 +174,7 @@ def test_a_taken_run_name_is_numbered(tmp_path, tiny_folder, caplog):
     cfg = _config(tiny_folder, tmp_path / "runs", "demo")
     with caplog.at_level(logging.INFO, logger="fashionlens.training.run"):
         assert _output_dir(cfg) == tmp_path / "runs" / "demo-3"
-    assert "writes to" in caplog.text and "demo-3" in caplog.text
+    assert f"run folder: {tmp_path / 'runs' / 'demo-3'} ({taken} is taken" in caplog.text
     assert _output_dir(cfg) == tmp_path / "runs" / "demo-4"  # claimed folders count as taken
     assert (taken / "model" / "model.json").read_text() == "{}"  # never touched
 

@@ -45,7 +45,7 @@ class StepBar:
 
     def __init__(self, description: str, total: int) -> None:
         self._progress = None
-        if enabled():
+        if enabled() and console.is_terminal:  # piped: a bar would print its last frame
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                       MofNCompleteColumn(), TimeElapsedColumn(),
                                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"),

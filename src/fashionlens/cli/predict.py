@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -38,14 +39,18 @@ def predict(
     root = Path(target or SAMPLE_PHOTOS)
     paths = collect_images(root)
 
+    # In the table, photos are named relative to the folder given, or to the folder that
+    # holds every photo of a list (Dress/dress-3.jpg); JSON keeps the paths as they were.
+    base = root if root.is_dir() else None
+    if root.suffix.lower() == ".txt" and len(paths) > 1:
+        base = Path(os.path.commonpath([p.parent.resolve() for p in paths]))
+
     def shown(path: str) -> str:
-        # In the table, photos of a folder are named relative to it, listed photos relative
-        # to the working folder where they are under it; JSON keeps the paths as they were.
-        if root.is_dir():
-            return str(Path(path).relative_to(root))
-        if Path(path).is_absolute() and Path(path).is_relative_to(Path.cwd()):
-            return str(Path(path).relative_to(Path.cwd()))
-        return path
+        if base is None:
+            return path
+        return str(Path(path).relative_to(root) if base is root
+                   else Path(path).resolve().relative_to(base))
+
     predictor = Predictor(model)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))

@@ -68,6 +68,7 @@ def _output_dir(config: RunConfig) -> Path:
     if config.output.exist_ok:
         out = root / name
         out.mkdir(exist_ok=True)
+        log.info("run folder: %s (reused: --exist-ok)", out)
         for old in RUN_OUTPUTS:  # no stale figure or skipped.txt from the previous run
             target = out / old
             if target.is_dir() and not target.is_symlink():
@@ -82,8 +83,9 @@ def _output_dir(config: RunConfig) -> Path:
         except FileExistsError:
             continue
         if number > 1:
-            log.info("%s is taken; this run writes to %s (output.exist_ok / --exist-ok "
-                     "reuses a folder)", root / name, out)
+            log.info("run folder: %s (%s is taken; --exist-ok reuses it)", out, root / name)
+        else:
+            log.info("run folder: %s", out)
         return out
     raise AssertionError("unreachable")
 
@@ -150,7 +152,6 @@ def train(config: RunConfig) -> RunResult:
     # The folder is claimed once the data is known to be usable: a typo in a path leaves
     # no empty run folder behind.
     out = _output_dir(config)
-    log.info("run folder: %s", out)
     config.save(out / "config.yaml")
     if len(val_ds):  # the photos this run never trains on: `predict runs/NAME/validation.txt`
         (out / "validation.txt").write_text(
