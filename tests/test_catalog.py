@@ -723,6 +723,21 @@ def test_a_reader_follows_a_reembedding_elsewhere(catalog, model_dir):
     server.close()
 
 
+def test_reembed_takes_items_another_process_added_meanwhile(catalog, model_dir, tmp_path):
+    other = Catalog(catalog.path)
+    photo = write_pattern_photo(tmp_path / "late.png", seed=40, fmt="PNG")
+
+    def add_once(_n):
+        if "late" not in other:
+            assert other.add([ItemRecord("late", photo)]).added == ["late"]
+
+    result = catalog.reembed(model_dir, chunk=5, progress=add_once)
+    assert result["items"] == 13 and len(catalog) == 13 and catalog.index.ntotal == 13
+    top = catalog.search(photo, k=1)[0]
+    assert top.item.id == "late" and top.distance < 1e-3
+    other.close()
+
+
 # --- bounds and validation (issue 9) --------------------------------------------------
 
 
@@ -799,6 +814,7 @@ def test_metadata_of_new_items_is_bounded(tmp_path):
                ItemRecord("long", None, category="c" * 1001),
                ItemRecord("name", None, extra={"n" * 65: "v"}),
                ItemRecord("nested", None, extra={"tags": ["t" * 600, "u" * 600]}),
+               ItemRecord("number", None, extra={3: "v"}),
                ItemRecord("fine", None, extra={f"f{i}": "v" * 1000 for i in range(limit)})]
     with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
         report = cat.add_vectors(records, np.ones((len(records), 4)))
@@ -809,6 +825,7 @@ def test_metadata_of_new_items_is_bounded(tmp_path):
         assert reasons["long"].startswith("category: the value has 1001 characters")
         assert "field name is too long" in reasons["name"]
         assert reasons["nested"].startswith("extra.tags: the value has")
+        assert reasons["number"] == "extra: field names are text, not int"
 
 
 def test_image_root_keeps_csv_photos_inside_it(tmp_path, embedder):

@@ -350,7 +350,9 @@ def check_value(field_name: str, value: Any) -> None:
 
 def check_field_name(name: Any) -> None:
     """Refuse an extra field name that is empty, too long or holds control characters."""
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        raise ValueError(f"extra: field names are text, not {type(name).__name__}")
+    if not name.strip():
         raise ValueError("extra: a field name is empty")
     if len(name) > MAX_FIELD_NAME_CHARS:
         raise ValueError(f"extra.{_shown(name)}: the field name is too long; at most "
