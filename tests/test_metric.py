@@ -105,8 +105,10 @@ def test_stage_taps_need_a_backbone_that_exposes_its_stages():
 def test_bad_metric_config_is_refused():
     with pytest.raises(ConfigError, match="metric.loss: 'arcfce'"):
         MetricConfig(loss="arcfce").check()
-    with pytest.raises(ConfigError, match="metric.dim is too small"):
+    with pytest.raises(ConfigError, match="metric.dim: must be at least 2, got 1"):
         MetricConfig(dim=1).check()
+    with pytest.raises(ConfigError, match="metric.temperature: must be positive"):
+        MetricConfig(temperature=0.0).check()
 
 
 @pytest.mark.parametrize("mode", ["head", "full"])
@@ -185,4 +187,7 @@ def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, mod
                               "--protocol", "speed"])
     assert "unknown protocol speed" in str(bad.exception)
     bad = runner.invoke(app, ["train-embedding", str(tiny_folder), "--loss", "arcfce"])
-    assert "metric.loss: 'arcfce'" in str(bad.exception)
+    assert str(bad.exception).startswith("--loss: 'arcfce' is not one of")
+    for flag in ("--margin", "--category-weight", "--posterior-weight"):
+        bad = runner.invoke(app, ["train-embedding", str(tiny_folder), flag, "nan"])
+        assert str(bad.exception) == f"{flag}: must be a finite number, got nan"

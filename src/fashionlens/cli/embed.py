@@ -3,6 +3,7 @@ how well an embedding finds similar items."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +11,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..config import FieldError
 from ..data import DataSpec
 from ..data.sources import load_labelled
 from ..data.splits import split_train_val
-from ..errors import FashionLensError
+from ..errors import ConfigError, FashionLensError
 from ..evaluation.retrieval import category_protocol, pairs_protocol
 from ..search.embeddings import Embedder
 from ..training.metric import MetricConfig, train_embedding
@@ -91,6 +93,13 @@ def train_embedding_command(
                        item_column=item_column, views=views,
                        epochs=epochs or (40 if mode == "head" else 5), seed=seed, device=device)
     spec = _spec(data, image_column, target_column, split_column, image_dir, image_ext)
+    try:
+        cfg.check()
+    except FieldError as exc:  # name the flag typed: --margin, not metric.margin
+        flag = exc.field.removeprefix("metric.")
+        if flag in inspect.signature(train_embedding_command).parameters:
+            raise ConfigError(f"--{flag.replace('_', '-')}: {exc.reason}") from None
+        raise
     result = train_embedding(cfg, spec, Path(output) / name, name=name)
     table = Table(title=f"embedding {name}: validation retrieval", title_justify="left")
     for column in ("metric", "before", "after"):

@@ -35,6 +35,7 @@ from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import FieldError
 from ..data import DataSpec, eval_transform, load_labelled
 from ..data.images import load_image, resize_short_side
 from ..data.reshoot import STRONG, TRAINING, reshoot
@@ -98,28 +99,28 @@ class MetricConfig:
     eval_views_seed: int = 0
 
     def check(self) -> None:
+        """Refuse bad values, naming the field (the CLI turns 'metric.margin' into --margin)."""
         for spec in fields(self):
             value = getattr(self, spec.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"metric.{spec.name}: must be a finite number, got {value}")
-        if (self.precision or "auto") not in PRECISIONS:
-            raise ConfigError(f"metric.precision: '{self.precision}' is not one of "
-                              f"{', '.join(PRECISIONS)}")
+                raise FieldError(f"metric.{spec.name}", f"must be a finite number, got {value}")
         for name, value, allowed in (("mode", self.mode, MODES), ("loss", self.loss, LOSSES),
-                                     ("mining", self.mining, MINING)):
+                                     ("mining", self.mining, MINING),
+                                     ("precision", self.precision or "auto", PRECISIONS)):
             if value not in allowed:
-                raise ConfigError(f"metric.{name}: '{value}' is not one of "
-                                  f"{', '.join(allowed)}")
+                raise FieldError(f"metric.{name}", f"'{value}' is not one of "
+                                                   f"{', '.join(allowed)}")
         for name in ("dim", "views", "epochs", "batch_items"):
-            if int(getattr(self, name)) < (2 if name in ("dim", "batch_items") else 1):
-                raise ConfigError(f"metric.{name} is too small: {getattr(self, name)}")
-        if self.margin <= 0 or self.temperature <= 0:
-            raise ConfigError("metric.margin and metric.temperature must be positive")
-        if self.category_weight < 0 or (self.posterior_weight or 0) < 0:
-            raise ConfigError("metric.category_weight and metric.posterior_weight cannot be "
-                              "negative")
-        if self.stage_taps < 0:
-            raise ConfigError(f"metric.stage_taps cannot be negative: {self.stage_taps}")
+            least = 2 if name in ("dim", "batch_items") else 1
+            if int(getattr(self, name)) < least:
+                raise FieldError(f"metric.{name}",
+                                 f"must be at least {least}, got {getattr(self, name)}")
+        for name in ("margin", "temperature"):
+            if getattr(self, name) <= 0:
+                raise FieldError(f"metric.{name}", f"must be positive, got {getattr(self, name)}")
+        for name in ("category_weight", "posterior_weight", "stage_taps"):
+            if (getattr(self, name) or 0) < 0:
+                raise FieldError(f"metric.{name}", f"cannot be negative: {getattr(self, name)}")
 
 
 @dataclass
