@@ -11,7 +11,19 @@ Changes are incremental: adding a batch appends its vectors to the index, removi
 item removes its vector, and metadata changes touch SQLite (and the in-memory filter
 columns) only. Each batch of additions is one SQLite transaction; the index file is
 replaced atomically after the database commits. If a crash leaves the two disagreeing,
-opening the catalog rebuilds the index from the embeddings stored in SQLite.
+opening the catalog brings the index up to date from the embeddings stored in SQLite
+(or rebuilds it when the file is missing or unreadable).
+
+Several processes may use one catalog (a server and CLI commands, two `catalog add` runs).
+Every write holds `write.lock` (filelock) for its SQLite commit, its photo files and the
+index file it saves, and first catches up with the others' commits; readers take no lock.
+Each committed write bumps a generation counter in `meta`: before each search an open
+Catalog checks `PRAGMA data_version` (and then that counter) and, when another process
+wrote, takes the added and removed vectors from SQLite into its in-memory index (or
+reloads it after a re-embedding). Photos get file names unique to the write that copies
+them, listed in `pending-photos.json` until it commits: the next writer deletes those
+that no item references if that process died, and a losing or failing writer only ever
+deletes files it created.
 
 The index is exact (flat) while that is fast enough and an IVF index with 8-bit codes
 past the size measured in `index.py`. Items with precomputed vectors and no photo can be
@@ -883,13 +895,19 @@ class Catalog:
             self._index, self._stale = None, False
             self._open_index()
             return
-        keys = self._keys()
+        # Keys are never reused, so the items added since this index was in step are
+        # those past its largest key; only when the count shows removals are all compared.
         ids = index.ids()
-        missing = np.setdiff1d(keys, ids)
-        extra = np.setdiff1d(ids, keys)
+        missing = self._keys("key > ?", (int(ids.max()) if len(ids) else 0,))
+        count = int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
+        extra = np.empty(0, dtype=np.int64)
+        if count != len(ids) + len(missing):
+            keys = self._keys()
+            missing = np.setdiff1d(keys, ids, assume_unique=True)
+            extra = np.setdiff1d(ids, keys, assume_unique=True)
         if not len(missing) and not len(extra):
             return
-        if index.needs_rebuild(len(keys)):
+        if index.needs_rebuild(count):
             self._index = None
             self._open_index()
             return
@@ -1000,9 +1018,12 @@ class Catalog:
 
     # -- the index and its agreement with the database
 
-    def _keys(self) -> np.ndarray:
-        rows = self._db.execute("SELECT key FROM items").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    def _keys(self, where: str = "1", params: Sequence = ()) -> np.ndarray:
+        """Item keys (rowids) in order, read without building a Row per item."""
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        cursor.execute(f"SELECT key FROM items WHERE {where} ORDER BY key", params)
+        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
     def _open_index(self) -> None:
         """Read the index file and bring it into agreement with the database.
