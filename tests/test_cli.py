@@ -378,3 +378,12 @@ def test_step_bar_prints_nothing_when_piped(monkeypatch):
     with progress.StepBar("epoch 1/1", 3) as bar:
         bar.advance("loss 1.000")
     assert piped.file.getvalue() == ""
+
+
+def test_a_bad_value_in_the_config_file_is_not_blamed_on_the_flag(tmp_path, monkeypatch,
+                                                                   capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  lr: .nan\n")
+    code, _, err = _main(monkeypatch, capsys, "train", config, "--lr", "0.01")
+    assert code == 2
+    assert f"train.lr: must be a finite number, got nan (in {config})" in err.replace("\n", "")

@@ -26,12 +26,13 @@ class FieldError(ConfigError):
     """A bad value in one config field; `field` (e.g. 'train.lr') lets the CLI name the flag
     the value came from instead."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field, self.reason = field, reason
-        super().__init__(f"{field}: {reason}" if field else reason)
+    def __init__(self, field: str, reason: str, file: str | None = None) -> None:
+        self.field, self.reason, self.file = field, reason, file
+        where = f" (in {file})" if file else ""
+        super().__init__(f"{field}: {reason}{where}" if field else f"{reason}{where}")
 
     def __reduce__(self):
-        return (type(self), (self.field, self.reason))
+        return (type(self), (self.field, self.reason, self.file))
 
 
 @dataclass
@@ -199,7 +200,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             _apply(config, loaded, "")
         except FieldError as exc:  # say which file the bad field is in
-            raise FieldError(exc.field, f"{exc.reason} (in {path})") from None
+            raise FieldError(exc.field, exc.reason, file=str(path)) from None
         # Relative data paths in a config file are relative to that file.
         if config.data.path and not Path(config.data.path).expanduser().is_absolute():
             config.data.path = str((path.parent / config.data.path).resolve())

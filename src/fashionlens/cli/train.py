@@ -105,7 +105,7 @@ def train(
         cfg = load_config(config, overrides=list(override or []), values=values)
     except FieldError as exc:
         overridden = any(o.split("=", 1)[0].strip() == exc.field for o in override or [])
-        if exc.field in given and exc.field in FLAGS and not overridden:
+        if exc.field in given and exc.field in FLAGS and not overridden and exc.file is None:
             raise ConfigError(f"{FLAGS[exc.field]}: {exc.reason}") from None
         raise
     result = run_training(cfg)

@@ -4,7 +4,8 @@ Stage 1 fits the new classifier on frozen features (a logistic regression over o
 of un-augmented photos); starting the full fine-tune from a good head keeps the
 pretrained features from being wrecked by large early gradients (LP-FT). Stage 2 trains
 every layer with AdamW, smaller learning rates for earlier layers, warm-up then cosine
-decay (or reduce-on-plateau), label smoothing, class re-weighting, bf16 autocast, early
+decay (or reduce-on-plateau), label smoothing, class re-weighting, bf16 autocast where the
+hardware computes it natively (`fashionlens.precision`), early
 stopping on the validation metric, keeping the best weights.
 """
 
