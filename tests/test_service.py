@@ -373,24 +373,38 @@ def test_steering_moves_results_toward_a_direction(client):
 
 
 def test_steering_bad_input(client):
+    # A well-formed name the catalog has no direction for is "not found", like a model.
     message = error_of(client.get("/api/v1/similar", params={"item": "Hat/hat-1",
-                                                             "steer": "striped=0.5"}),
-                       400, "unknown_direction")
-    assert "hat" in message
-    error_of(client.get("/api/v1/similar", params={"item": "Hat/hat-1", "steer": "hat=lots"}),
-             400)
-    error_of(client.get("/api/v1/similar", params={"item": "Hat/hat-1", "steer": "hat=99"}),
-             400)
+                                                             "steer": "sparkly=0.5"}),
+                       404, "unknown_direction")
+    assert "hat" in message and "striped" in message
+    for bad in ("hat=lots", "hat=99", "hat=", "", "hat=0.5,shoes=1", "hat=7."):
+        error_of(client.get("/api/v1/similar", params={"item": "Hat/hat-1", "steer": bad}),
+                 400, "bad_steer")
 
 
 # --- the catalog: reads ----------------------------------------------------------------------
 
 
-def test_catalog_summary(client):
+def test_catalog_summary(client, engine):
     info = client.get("/api/v1/catalog").json()
     assert info["items"] == 10 and info["categories"]["Hat"] == 1
     assert info["query_model"] == "clothing10" and info["steering"] is True
-    assert "path" not in info
+    assert "path" not in info and info["currency"] is None
+    with _client(engine, currency="eur") as shop:
+        assert shop.get("/api/v1/catalog").json()["currency"] == "EUR"
+
+
+def test_demo_catalog_has_patterns_to_steer_by(client):
+    """Issue 9.9: "more striped" can be tried in the demo catalog."""
+    directions = client.get("/api/v1/catalog").json()["directions"]
+    assert {"striped", "solid", "printed", "checked"} <= set(directions)
+    assert client.get("/api/v1/items/Skirt/skirt-1").json()["extra"] == {"pattern": "checked"}
+    striped = client.get("/api/v1/items", params={"filter": "extra.pattern=striped"}).json()
+    assert [i["id"] for i in striped["items"]] == ["Shoes/shoes-1"]
+    steered = client.get("/api/v1/similar", params={"item": "Dress/dress-1", "k": 3,
+                                                    "steer": "striped=1.5"}).json()
+    assert steered["matches"][0]["id"] == "Shoes/shoes-1"
 
 
 def test_list_items_filters_and_pages(client):
@@ -408,6 +422,27 @@ def test_list_items_filters_and_pages(client):
     error_of(client.get("/api/v1/items", params={"filter": "price<<3"}), 400, "bad_filter")
     error_of(client.get("/api/v1/items", params={"limit": 0}), 422)
     error_of(client.get("/api/v1/items", params={"offset": -1}), 422)
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": 1, "offset": 9223372036854775807}, {"limit": 1, "offset": 10**30},
+    {"limit": 10**30}, {"limit": 501},
+])
+def test_list_items_huge_numbers_are_refused_not_500(client, params):
+    """Issue 9.15: an offset past the 64-bit range was a 500."""
+    message = error_of(client.get("/api/v1/items", params=params), 422, "invalid_parameter")
+    assert next(iter(params)) in message or "offset" in message
+    assert client.get("/api/v1/items", params={"limit": 1, "offset": 1_000_000_000}
+                      ).json()["items"] == []
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/api/v1/similar", {"item": "Hat/hat-1", "k": 10**20}),
+    ("/api/v1/similar", {"item": "Hat/hat-1", "k": 201}),
+])
+def test_numeric_query_parameters_are_bounded(client, path, params):
+    error_of(client.get(path, params=params), 422, "invalid_parameter")
+    error_of(post_image(client, "/api/v1/classify", jpeg_bytes(), top_k=10**20), 422)
 
 
 def test_get_item_and_its_photo(client):
@@ -514,6 +549,42 @@ def test_update_bad_input(client):
              "unknown_item")
     error_of(client.post("/api/v1/items/No/such/sold", headers=WRITE), 404, "unknown_item")
     error_of(client.delete("/api/v1/items/No/such", headers=WRITE), 404, "unknown_item")
+    for body in ({"price": "12"}, {"price": -1}, {"status": "stolen"}, {"size": "x" * 1001},
+                 {"extra.": "x"}, {"extra.a b": "x"}, {"size": True}):
+        error_of(client.patch("/api/v1/items/Hat/hat-1", json=body, headers=WRITE), 400)
+    many = {f"extra.f{i}": i for i in range(65)}
+    error_of(client.patch("/api/v1/items/Hat/hat-1", json=many, headers=WRITE), 400)
+
+
+def test_sold_can_be_undone(client):
+    """Issue 9.7: an item marked sold by mistake can be made available again."""
+    sold = client.post("/api/v1/items/Shirt/shirt-1/sold", headers=WRITE).json()
+    assert sold["status"] == "sold"
+    again = client.patch("/api/v1/items/Shirt/shirt-1", json={"status": "available"},
+                         headers=WRITE)
+    assert again.status_code == 200 and again.json()["status"] == "available"
+
+
+def test_json_bodies_have_a_small_limit(client, engine):
+    """Issue 9.14: one huge PATCH froze the catalog; JSON bodies stop at 64 KB."""
+    huge = json.dumps({"extra.notes": "x" * 200_000}).encode()
+    response = client.patch("/api/v1/items/Hat/hat-1", content=huge,
+                            headers={**WRITE, "Content-Type": "application/json"})
+    assert "64 KB" in error_of(response, 413, "too_large")
+
+    def chunks():  # no Content-Length: counted as it streams
+        yield huge[:40_000]
+        yield huge[40_000:]
+
+    streamed = client.patch("/api/v1/items/Hat/hat-1", content=chunks(),
+                            headers={**WRITE, "Content-Type": "application/json"})
+    error_of(streamed, 413, "too_large")
+    # A photo may still be large; a body sent to a photo endpoint as JSON may not.
+    assert post_image(client, "/api/v1/classify", jpeg_bytes()).status_code == 200
+    with _client(engine, max_json_kb=1) as strict:
+        error_of(strict.put("/api/v1/models/default", json={"model": "x" * 2000},
+                            headers=WRITE), 413)
+        assert post_image(strict, "/api/v1/classify", jpeg_bytes()).status_code == 200
 
 
 WRITES = [
@@ -583,7 +654,8 @@ def test_choose_the_default_model(client):
     assert ok.status_code == 200 and ok.json() == {"default": "clothing10"}
     error_of(client.put("/api/v1/models/default", json={"model": "nope"}, headers=WRITE),
              404, "unknown_model")
-    error_of(client.put("/api/v1/models/default", json={"name": 3}, headers=WRITE), 400)
+    error_of(client.put("/api/v1/models/default", json={"name": 3}, headers=WRITE), 422)
+    error_of(client.put("/api/v1/models/default", json={"model": ""}, headers=WRITE), 422)
 
 
 def test_several_models_are_served(catalog_dir, engine, model_dir):
@@ -691,6 +763,23 @@ def test_cors_is_off_unless_configured(client, engine):
         assert "access-control-allow-origin" not in other.headers
 
 
+def test_closing_does_not_wait_for_a_stuck_catalog_job(catalog_dir):
+    """Issue 9.14: SIGTERM did not stop the server while a catalog job ran; closing now
+    waits a bounded time, and the worker threads never hold up the process's exit."""
+    import time
+
+    from fashionlens.service.engine import CatalogService
+
+    service = CatalogService(catalog_dir)
+    release = threading.Event()
+    service.executor.submit(release.wait, 30)  # a job that does not finish by itself
+    started = time.monotonic()
+    assert service.close(timeout=0.3) is False
+    assert time.monotonic() - started < 3
+    assert service.executor._thread.daemon  # the interpreter does not join it at exit
+    release.set()
+
+
 def test_settings_checks_and_sources(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="at least 8"):
         ServiceSettings(api_key="short").check()
@@ -698,6 +787,11 @@ def test_settings_checks_and_sources(tmp_path, monkeypatch):
         ServiceSettings(protect_reads=True).check()
     with pytest.raises(ConfigError, match="max_upload_mb"):
         ServiceSettings(max_upload_mb=0).check()
+    with pytest.raises(ConfigError, match="currency"):
+        ServiceSettings(currency="euros").check()
+    with pytest.raises(ConfigError, match="header_timeout_s"):
+        ServiceSettings(header_timeout_s=0).check()
+    assert ServiceSettings(currency=" usd").check().currency == "USD"
     monkeypatch.setenv("FASHIONLENS_API_KEY", "from-the-environment")
     assert ServiceSettings().with_environment().api_key == "from-the-environment"
     assert ServiceSettings(api_key="given-explicitly").with_environment().api_key == \
@@ -714,22 +808,31 @@ def test_settings_checks_and_sources(tmp_path, monkeypatch):
 
 def test_serve_command_wiring(monkeypatch, catalog_dir, tmp_path):
     """`fashionlens serve` builds the app and hands it to uvicorn on 127.0.0.1."""
-    import uvicorn
-
     import fashionlens.service.demo as demo
+    import fashionlens.service.server as server
 
     calls: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+
+    def fake_serve(app, settings, **kw):
+        calls.append({"app": app, "host": settings.host, "port": settings.port,
+                      "config": server.server_config(app, settings), **kw})
+
+    monkeypatch.setattr(server, "serve", fake_serve)
     monkeypatch.delenv("FASHIONLENS_API_KEY", raising=False)
     runner = CliRunner()
     result = runner.invoke(cli_app, ["serve", "--catalog", str(catalog_dir), "--port", "8123",
-                                     "--api-key", KEY, "--max-upload-mb", "3"])
+                                     "--api-key", KEY, "--max-upload-mb", "3",
+                                     "--currency", "gbp"])
     assert result.exit_code == 0, (result.output, result.exception)
     (call,) = calls
     assert call["host"] == "127.0.0.1" and call["port"] == 8123
     settings = call["app"].state.settings
     assert settings.api_key == KEY and settings.max_upload_mb == 3
-    assert settings.catalog == str(catalog_dir)
+    assert settings.catalog == str(catalog_dir) and settings.currency == "GBP"
+    config = call["config"]  # slow clients and shutdown are bounded
+    assert config.timeout_keep_alive == 5 and config.timeout_graceful_shutdown == 10
+    assert issubclass(config.http, server.DeadlineH11Protocol)
+    assert config.http.header_timeout == 10
     call["app"].state.engine.close()
 
     # --demo never adds the sample photos to an existing catalog, only to a new folder.
@@ -755,3 +858,5 @@ def test_serve_command_wiring(monkeypatch, catalog_dir, tmp_path):
 
     bad = runner.invoke(cli_app, ["serve", "--port", "0"])
     assert bad.exit_code == 2
+    bad = runner.invoke(cli_app, ["serve", "--currency", "euro"])  # main() makes it exit 2
+    assert isinstance(bad.exception, ConfigError) and "currency" in str(bad.exception)

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import shutil
+import signal
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import FashionLensError
 from .common import err, out
+
+if TYPE_CHECKING:
+    from ..service.settings import ServiceSettings
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (uvicorn re-raises it once it has shut down gracefully)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM unwind the stack like Ctrl-C does, so `finally` blocks (removing the
+    demo's temporary catalog) run; without it the default action kills the process."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        err.print("stopped (SIGTERM)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def serve(
@@ -52,6 +83,11 @@ def serve(
         Path | None,
         typer.Option(help="YAML file of service settings; options given here win."),
     ] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option(help="ISO 4217 code of the catalog's prices (EUR, USD, GBP, ...), shown "
+                          "in the web app and given by GET /api/v1/catalog."),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(help="Build a catalog from the bundled sample photos (in --catalog if "
@@ -61,14 +97,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
-    import uvicorn
-
     from ..service import ServiceSettings, create_app
+    from ..service import server as service_server
     from ..service.demo import build_demo_catalog
 
     overrides = {"models": model or None, "catalog": str(catalog) if catalog else None,
                  "api_key": api_key, "max_upload_mb": max_upload_mb,
-                 "cors_origins": cors_origin or None, "cache_entries": cache_entries}
+                 "cors_origins": cors_origin or None, "cache_entries": cache_entries,
+                 "currency": currency}
     if config is not None:
         settings = ServiceSettings.from_yaml(config, **overrides)
     else:
@@ -82,33 +118,44 @@ def serve(
     settings = settings.with_environment()
 
     temporary: Path | None = None
-    if demo:
-        if settings.catalog is None:
-            temporary = Path(tempfile.mkdtemp(prefix="fashionlens-demo-"))
-            settings = dataclasses.replace(settings, catalog=str(temporary / "catalog"))
-        folder = Path(settings.catalog).expanduser()
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            # Never add the sample photos to a shop's real catalog.
-            err.print(f"using the existing catalog in {folder} as it is (--demo builds "
-                      "only into a new or empty folder)")
-        else:
-            err.print(f"building the demo catalog in {folder} ...")
-            build_demo_catalog(folder)
-        if not settings.api_key:
-            settings = dataclasses.replace(settings, api_key=secrets.token_urlsafe(18))
-            out.print(f"demo API key (for adding and changing items): {settings.api_key}")
-    settings.check()
-    try:
-        app = create_app(settings)
-        if settings.host not in ("127.0.0.1", "localhost", "::1"):
-            err.print(f"[yellow]listening on {settings.host}: reachable from other machines[/]")
-        out.print(f"fashionlens at http://{settings.host}:{settings.port}/  "
-                  f"(API docs at /docs)", highlight=False)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
-                    access_log=log_level == "debug")
-    except OSError as exc:
-        raise FashionLensError(f"cannot listen on {settings.host}:{settings.port} "
-                               f"({exc.strerror or exc})") from exc
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
+    with _sigterm_unwinds():
+        try:
+            if demo:
+                if settings.catalog is None:
+                    temporary = Path(tempfile.mkdtemp(prefix="fashionlens-demo-"))
+                    settings = dataclasses.replace(settings,
+                                                   catalog=str(temporary / "catalog"))
+                settings = _prepare_demo(settings, build_demo_catalog)
+            settings.check()
+            app = create_app(settings)
+            if settings.host not in ("127.0.0.1", "localhost", "::1"):
+                err.print(f"[yellow]listening on {settings.host}: reachable from other "
+                          "machines[/]")
+            out.print(f"fashionlens at http://{settings.host}:{settings.port}/  "
+                      f"(API docs at /docs)", highlight=False)
+            service_server.serve(app, settings, log_level=log_level,
+                                 access_log=log_level == "debug")
+        except OSError as exc:
+            raise FashionLensError(f"cannot listen on {settings.host}:{settings.port} "
+                                   f"({exc.strerror or exc})") from exc
+        finally:
+            if temporary is not None:  # also after Ctrl-C and SIGTERM
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _prepare_demo(settings: ServiceSettings,
+                  build_demo_catalog: Callable[[Path], Path]) -> ServiceSettings:
+    """Build the demo catalog into a new or empty folder and make up an API key."""
+    folder = Path(settings.catalog).expanduser()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        # Never add the sample photos to a shop's real catalog.
+        err.print(f"using the existing catalog in {folder} as it is (--demo builds "
+                  "only into a new or empty folder)")
+    else:
+        err.print(f"building the demo catalog in {folder} ...")
+        build_demo_catalog(folder)
+    if not settings.api_key:
+        settings = dataclasses.replace(settings, api_key=secrets.token_urlsafe(18))
+        out.print(f"demo API key (for adding and changing items; the web app asks for "
+                  f"it): {settings.api_key}", highlight=False)
+    return settings

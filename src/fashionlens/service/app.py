@@ -22,10 +22,10 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .engine import Engine
-from .errors import install_handlers
+from .errors import error_responses, install_handlers
 from .routes import classify, health, items, models, similar
 from .routes.common import API_PREFIX
-from .security import BodySizeLimit, SecurityHeaders, require_read
+from .security import BodySizeLimit, ReadDeadline, SecurityHeaders, require_read
 from .settings import ServiceSettings
 
 WEB_DIR = Path(str(files("fashionlens.service") / "web"))
@@ -33,7 +33,9 @@ DESCRIPTION = """Garment classification and visual search for a shop's catalog.
 
 Photos are sent as `multipart/form-data` (field `image`) or as the raw request body
 with an `image/*` Content-Type. Endpoints that change something need the API key in the
-`X-API-Key` header. Errors are JSON: `{"error": {"status", "code", "message"}}`.
+`X-API-Key` header (`fashionlens serve` prints the key it made up with `--demo`; otherwise
+it is the one given with `--api-key` or `FASHIONLENS_API_KEY`). Errors are JSON:
+`{"error": {"status", "code", "message"}}`.
 """
 
 
@@ -57,8 +59,8 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if owned:
-            engine.close()
+        if owned:  # bounded: a stuck catalog job must not keep the process alive
+            engine.close(settings.shutdown_timeout_s)
 
     app = FastAPI(title="fashionlens", version=__version__, description=DESCRIPTION,
                   docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -82,13 +84,20 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
                                    swagger_favicon_url="/docs/assets/favicon-32x32.png")
 
     app.include_router(health.router)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_read)])
+    # Reads carry the key requirement (and its 401) only when they are protected, so the
+    # OpenAPI schema says what this server does.
+    guarded = settings.protect_reads
+    api = APIRouter(prefix=API_PREFIX,
+                    dependencies=[Depends(require_read)] if guarded else [],
+                    responses=error_responses(401) if guarded else None)
     for module in (classify, similar, items, models):
         api.include_router(module.router)
     app.include_router(api)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes,
+                       max_other_bytes=settings.max_json_bytes)
+    app.add_middleware(ReadDeadline, seconds=settings.body_timeout_s)
     app.add_middleware(SecurityHeaders)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

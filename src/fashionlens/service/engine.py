@@ -9,6 +9,9 @@
 - The catalog (SQLite + FAISS) lives on a thread of its own: its SQLite connection
   belongs to the thread that opened it, and one thread serialises writes for free.
   Query photos are embedded in the same micro-batches and searched by vector.
+- Both threads are daemon threads (`threads.DaemonThreadExecutor`): closing the engine
+  waits a bounded time for a running job, so a stuck request never keeps the process
+  from exiting.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +45,7 @@ from ..search.embeddings import Embedder, normalise
 from .batching import MicroBatcher
 from .errors import ApiError
 from .settings import ServiceSettings
+from .threads import DaemonThreadExecutor
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ class ServedModel:
     """One model folder served over HTTP: predictor, metrics, plots, its batcher."""
 
     def __init__(self, name: str, model_dir: Path, predictor: Predictor,
-                 executor: ThreadPoolExecutor, settings: ServiceSettings) -> None:
+                 executor: Executor, settings: ServiceSettings) -> None:
         self.name = name
         self.model_dir = model_dir
         self.predictor = predictor
@@ -180,7 +184,7 @@ class QueryEncoder:
     """
 
     def __init__(self, embedder: Embedder, models: Sequence[ServedModel],
-                 executor: ThreadPoolExecutor, settings: ServiceSettings) -> None:
+                 executor: Executor, settings: ServiceSettings) -> None:
         self.embedder = embedder
         self.model: ServedModel | None = None
         for served in models:
@@ -270,7 +274,7 @@ class CatalogService:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
+        self.executor = DaemonThreadExecutor("catalog")
         self.catalog: Catalog
         self.embedder: Embedder | None
         self.catalog, self.embedder = self.executor.submit(self._open).result()
@@ -303,10 +307,19 @@ class CatalogService:
     def directions(self) -> list[str]:
         return list(self.catalog.directions()) if self.supports_steering else []
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.executor.submit(self.catalog.close).result()
-        self.executor.shutdown(wait=True)
+    def close(self, timeout: float | None = None) -> bool:
+        """Close the catalog after the running job, waiting at most `timeout` seconds;
+        queued jobs are cancelled. Returns whether it closed in time."""
+        try:
+            closing = self.executor.submit(self.catalog.close)
+        except RuntimeError:  # closed before
+            return True
+        done = self.executor.shutdown(wait=True, cancel_futures=False, timeout=timeout)
+        if not done:
+            closing.cancel()
+            log.warning("the catalog is still busy after %s s; leaving it to the process "
+                        "exit (an unfinished write is rolled back)", timeout)
+        return done
 
 
 # --- the whole engine ----------------------------------------------------------------
@@ -326,7 +339,7 @@ class Engine:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         # One inference thread: a forward pass already uses every core.
-        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.inference = DaemonThreadExecutor("inference")
         self.models: dict[str, ServedModel] = {}
         self.catalog: CatalogService | None = None
         self.query: QueryEncoder | None = None
@@ -409,7 +422,9 @@ class Engine:
                            "cannot embed photos; search by item instead")
         return self.query
 
-    def close(self) -> None:
-        if self.catalog is not None:
-            self.catalog.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Release the catalog and the inference thread, waiting at most `timeout`
+        seconds (None: until the running jobs finish)."""
         self.inference.shutdown(wait=False, cancel_futures=True)
+        if self.catalog is not None:
+            self.catalog.close(timeout)

@@ -12,8 +12,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import errors as library_errors
 from ..errors import FashionLensError, ImageError, ModelError, UnknownItemError
 from ..search.filters import FilterError
 
@@ -28,6 +30,38 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class ErrorDetail(BaseModel):
+    status: int = Field(description="The HTTP status, repeated.")
+    code: str = Field(description="A stable machine-readable code, e.g. unreadable_image.")
+    message: str = Field(description="What went wrong, in a sentence a person can act on.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "Bad request: a bad filter, steering weight or field value, or no photo sent",
+    401: "The API key is missing or wrong",
+    403: "Writes are disabled: the service runs without an API key",
+    404: "No such item, model, plot or catalog",
+    408: "The request body arrived too slowly",
+    409: "Conflict: the item exists already, or this catalog cannot embed photos",
+    413: "The request body is over the size limit",
+    415: "The body is not a photo (wrong Content-Type)",
+    422: "Invalid parameter, or the photo cannot be read",
+    503: "The catalog is busy with another writing process; try again",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for the error statuses an endpoint can answer with."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]}
+            for status in statuses}
 
 
 def error_body(status: int, code: str, message: str) -> dict:
@@ -47,6 +81,16 @@ def from_library(exc: FashionLensError) -> ApiError:
         return ApiError(400, "bad_filter", str(exc))
     if isinstance(exc, UnknownItemError):  # the message without the server's folder
         return ApiError(404, "unknown_item", f"no item with id '{exc.item_id}'")
+    # Raised by catalog writers since the catalog took a file lock (looked up by name so
+    # this module works with a library that predates them).
+    exists = getattr(library_errors, "ItemExistsError", ())
+    if isinstance(exc, exists):
+        ids = ", ".join(f"'{i}'" for i in exc.item_ids[:5])
+        return ApiError(409, "item_exists", f"an item with id {ids} already exists")
+    busy = getattr(library_errors, "CatalogBusyError", ())
+    if isinstance(exc, busy):
+        return ApiError(503, "catalog_busy", "the catalog is busy with another writer; try "
+                                             "again in a few seconds")
     message = str(exc)
     if isinstance(exc, ModelError):
         return ApiError(500, "model_error", message)
@@ -54,7 +98,8 @@ def from_library(exc: FashionLensError) -> ApiError:
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+                 405: "method_not_allowed", 408: "request_timeout", 413: "too_large",
+                 415: "unsupported_media_type"}
 
 
 def _validation_message(exc: RequestValidationError) -> str:

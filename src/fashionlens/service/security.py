@@ -5,13 +5,17 @@
   Reads need it too when `protect_reads` is set. The key comes in `X-API-Key` or as
   `Authorization: Bearer KEY` and is compared in constant time.
 - Bodies over the limit get 413 before they are read when Content-Length says so, or as
-  soon as the streamed body passes the limit.
+  soon as the streamed body passes the limit; only the photo uploads may be large, any
+  other body (JSON) is held to a small limit.
+- A body that trickles in slower than the read deadline gets 408 and a closed
+  connection (headers that trickle in are cut off in `server.py`).
 - The web app's pages may load nothing but this server's own files (Content-Security-
   Policy), which also enforces the "works offline, no CDN" rule in the browser.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -67,10 +71,20 @@ class BodyTooLarge(HTTPException):
     """Raised from inside `receive`; an HTTPException so FastAPI's body parsing passes it on."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {_mb(limit)}")
+        super().__init__(413, f"request body is larger than the limit of {_size(limit)}")
 
 
-def _mb(size: int) -> str:
+class ReadTimeout(HTTPException):
+    """Raised from inside `receive` when a client sends its body too slowly."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s",
+                         headers={"Connection": "close"})
+
+
+def _size(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size / 1024:g} KB"
     return f"{size / (1024 * 1024):g} MB"
 
 
@@ -83,17 +97,32 @@ async def _send_json(send: Send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 for a request body over `max_bytes`."""
+# The requests that carry a photo; every other body (JSON, a form without a file) is
+# held to the small limit.
+UPLOAD_ROUTES = frozenset({("POST", "/api/v1/classify"), ("POST", "/api/v1/similar"),
+                           ("POST", "/api/v1/items")})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body over `max_bytes` on the photo uploads,
+    over `max_other_bytes` on any other request."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_other_bytes: int | None = None
+                 ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_other_bytes = max_bytes if max_other_bytes is None else max_other_bytes
+
+    def limit_for(self, scope: Scope) -> int:
+        path = scope["path"].rstrip("/") or "/"
+        upload = (scope["method"], path) in UPLOAD_ROUTES
+        return self.max_bytes if upload else min(self.max_bytes, self.max_other_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -102,10 +131,10 @@ class BodySizeLimit:
                     await _send_json(send, 400, error_body(400, "bad_request",
                                                            "invalid Content-Length header"))
                     return
-                if declared > self.max_bytes:
+                if declared > limit:
                     await _send_json(send, 413, error_body(
-                        413, "too_large", f"request body is {_mb(declared)}, above the limit "
-                                          f"of {_mb(self.max_bytes)}"))
+                        413, "too_large", f"request body is {_size(declared)}, above the "
+                                          f"limit of {_size(limit)} for this request"))
                     return
         received = 0
         started = False
@@ -115,8 +144,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -131,6 +160,57 @@ class BodySizeLimit:
             if started:
                 raise
             await _send_json(send, 413, error_body(413, "too_large", str(exc.detail)))
+
+
+class ReadDeadline:
+    """ASGI middleware: a request whose body takes more than `seconds` of waiting to
+    arrive gets 408 and its connection is closed (a client trickling a byte a second
+    would otherwise hold a connection and a request slot for ever). Only time spent
+    waiting on the client counts, not time the server spends before reading."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        waited = 0.0
+        body_done = False
+        started = False
+
+        async def deadline_receive() -> Message:
+            nonlocal waited, body_done
+            if body_done:  # after the body only a disconnect can come: no deadline
+                return await receive()
+            left = self.seconds - waited
+            if left <= 0:
+                raise ReadTimeout(self.seconds)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), left)
+            except TimeoutError:
+                raise ReadTimeout(self.seconds) from None
+            finally:
+                waited += loop.time() - began
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, deadline_receive, tracking_send)
+        except ReadTimeout as exc:
+            if started:
+                raise
+            await _send_json(send, 408, error_body(408, "request_timeout", str(exc.detail)))
 
 
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ..errors import ConfigError
 
 API_KEY_ENV = "FASHIONLENS_API_KEY"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 @dataclass
@@ -33,6 +35,19 @@ class ServiceSettings:
     # Also require the key for every read endpoint (not for /healthz, /readyz or the web app).
     protect_reads: bool = False
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    # Bodies of every other request (JSON, forms without a photo) are small: a huge one
+    # could only tie up the catalog thread.
+    max_json_kb: float = 64.0
+    # Slow clients: a request's headers must arrive within header_timeout_s of the
+    # connection opening (or of the previous response), its body within body_timeout_s
+    # of waiting for it; an idle keep-alive connection closes after keep_alive_s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    # On SIGTERM/Ctrl-C, requests still running after this many seconds are cancelled.
+    shutdown_timeout_s: float = 10.0
+    # ISO 4217 code prices are in (EUR, USD, ...); None shows bare numbers.
+    currency: str | None = None
     # Origins allowed to call the API from another site; empty means CORS stays off.
     cors_origins: list[str] = field(default_factory=list)
     # Micro-batching: how long the first request of a batch waits for others, and the cap.
@@ -50,6 +65,10 @@ class ServiceSettings:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_kb * 1024)
+
     def check(self) -> ServiceSettings:
         """Raise ConfigError for values the service cannot run with."""
         if not self.max_upload_mb > 0:
@@ -64,6 +83,20 @@ class ServiceSettings:
             raise ConfigError("the API key must be at least 8 characters long")
         if self.protect_reads and not self.api_key:
             raise ConfigError("protect_reads needs an API key")
+        if not self.max_json_kb > 0:
+            raise ConfigError(f"max_json_kb must be positive, not {self.max_json_kb}")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s",
+                     "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value <= 3600):
+                raise ConfigError(f"{name} must be a number of seconds in (0, 3600], "
+                                  f"not {value!r}")
+        if self.currency is not None:
+            code = str(self.currency).strip().upper()
+            if not _CURRENCY.match(code):
+                raise ConfigError(f"currency must be a three-letter ISO 4217 code such as "
+                                  f"EUR or USD, not {self.currency!r}")
+            self.currency = code
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
         return self

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 
 from ...data.transforms import tta_views
 from ..engine import ServedModel
+from ..errors import error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image, read_image_bytes
 from .common import get_engine
 
@@ -41,7 +42,8 @@ def _tta_probabilities(served: ServedModel, img) -> np.ndarray:
 
 
 @router.post("/classify", summary="Classify a photo (multipart upload or raw image body)",
-             openapi_extra=IMAGE_BODY_OPENAPI)
+             openapi_extra=IMAGE_BODY_OPENAPI,
+             responses=error_responses(400, 404, 408, 413, 415, 422))
 async def classify(
     request: Request,
     model: str | None = Query(None, description="A served model's name (default: the "

@@ -6,24 +6,35 @@ from __future__ import annotations
 import itertools
 import json
 import mimetypes
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...search.catalog import Catalog, ItemRecord
-from ...search.filters import parse_filters
+from ...search.catalog import (
+    MAX_EXTRA_FIELDS,
+    MAX_FIELD_NAME_CHARS,
+    MAX_VALUE_CHARS,
+    Catalog,
+    ItemRecord,
+)
 from ..engine import decode_upload
-from ..errors import ApiError
+from ..errors import ApiError, error_responses
 from ..security import require_write
 from ..uploads import check_upload_type
-from .common import get_engine, item_json
+from .common import check_filters, filter_query, get_engine, item_json
 
 router = APIRouter(tags=["catalog"])
 
+# Far past any catalog's size, and small enough for every integer type it meets.
+MAX_OFFSET = 1_000_000_000
+FILTERS = filter_query()
 
-@router.get("/catalog", summary="Catalog summary: items, categories, steering directions")
+
+@router.get("/catalog", summary="Catalog summary: items, categories, steering directions",
+            responses=error_responses(404))
 async def catalog_info(request: Request) -> dict:
     engine = get_engine(request)
     catalog = engine.require_catalog()
@@ -34,7 +45,8 @@ async def catalog_info(request: Request) -> dict:
             "categories": info["categories"], "dimension": info["dimension"],
             "index": info["index"], "created_at": info["created_at"],
             "steering": catalog.supports_steering, "directions": directions,
-            "query_model": query.model.name if query and query.model else None}
+            "query_model": query.model.name if query and query.model else None,
+            "currency": request.app.state.settings.currency}
 
 
 def _page(cat: Catalog, filters: list[str], limit: int, offset: int) -> tuple[list, bool]:
@@ -42,25 +54,27 @@ def _page(cat: Catalog, filters: list[str], limit: int, offset: int) -> tuple[li
     return found[:limit], len(found) > limit
 
 
-@router.get("/items", summary="List items, filtered and paginated")
+@router.get("/items", summary="List items, filtered and paginated",
+            responses=error_responses(400, 404, 422))
 async def list_items(
     request: Request,
-    filters: Annotated[list[str] | None,
-                       Query(alias="filter", description="FIELD=VALUE, price<30, ... "
-                                                         "(repeatable)")] = None,
+    filters: list[str] = FILTERS,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
     catalog = get_engine(request).require_catalog()
-    filters = filters or []
-    parse_filters(filters)
+    check_filters(filters)
     items, more = await catalog.call(_page, catalog.catalog, filters, limit, offset)
     return {"items": [item_json(i) for i in items], "limit": limit, "offset": offset,
             "next_offset": offset + limit if more else None, "filters": filters}
 
 
 @router.get("/items/{item_id:path}/photo", summary="An item's photo",
-            response_class=FileResponse)
+            response_class=FileResponse, responses={
+                200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                                  "application/octet-stream": {
+                                      "schema": {"type": "string", "format": "binary"}}},
+                      "description": "The photo as stored"}, **error_responses(404)})
 async def item_photo(request: Request, item_id: str) -> FileResponse:
     catalog = get_engine(request).require_catalog()
     item = await catalog.call(catalog.catalog.get, item_id)
@@ -75,10 +89,59 @@ async def item_photo(request: Request, item_id: str) -> FileResponse:
                         headers={"Cache-Control": "private, max-age=300"})
 
 
-@router.get("/items/{item_id:path}", summary="One item")
+@router.get("/items/{item_id:path}", summary="One item", responses=error_responses(404))
 async def get_item(request: Request, item_id: str) -> dict:
     catalog = get_engine(request).require_catalog()
     return item_json(await catalog.call(catalog.catalog.get, item_id))
+
+
+_TEXT = {"type": ["string", "null"], "maxLength": MAX_VALUE_CHARS}
+# What PATCH accepts, as a schema: the item's fields and extra.NAME, scalars only (the
+# values the catalog checks: a price of 0 or more, a known status, short text).
+UPDATE_BODY_OPENAPI = {"requestBody": {"content": {"application/json": {"schema": {
+    "type": "object", "minProperties": 1, "maxProperties": MAX_EXTRA_FIELDS,
+    "properties": {"category": _TEXT, "colour": _TEXT, "color": _TEXT, "size": _TEXT,
+                   "price": {"type": ["number", "null"], "minimum": 0},
+                   "status": {"enum": ["available", "reserved", "sold", "", None]}},
+    "patternProperties": {
+        rf"^extra\.[A-Za-z0-9_-]{{1,{MAX_FIELD_NAME_CHARS}}}$": {
+            "anyOf": [_TEXT, {"type": "number"}]}},
+    "additionalProperties": False,
+}}}}}
+
+
+_EXTRA_NAME = re.compile(rf"^extra\.[A-Za-z0-9_-]{{1,{MAX_FIELD_NAME_CHARS}}}$")
+_STATUSES = ("available", "reserved", "sold")
+
+
+def check_update(values: dict[str, Any]) -> None:
+    """A PATCH body holds exactly what UPDATE_BODY_OPENAPI says, or gets a 400 naming the
+    field: JSON numbers for prices (text such as "12,50" is for CSV imports), known
+    statuses, short text."""
+    if not values:
+        raise ApiError(400, "nothing_to_update", "nothing to update: send a JSON object of "
+                                                 "fields, e.g. {\"price\": 12}")
+    if len(values) > MAX_EXTRA_FIELDS:
+        raise ApiError(400, "bad_value", f"{len(values)} fields; at most {MAX_EXTRA_FIELDS} "
+                                         "in one change")
+    for name, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if name == "price":
+            ok = value is None or (number and value >= 0)
+            expected = "a number of 0 or more, or null"
+        elif name == "status":
+            ok = value is None or value in (*_STATUSES, "")
+            expected = f"one of {', '.join(_STATUSES)}, or null"
+        elif name in ("category", "colour", "color", "size") or _EXTRA_NAME.match(name):
+            ok = value is None or (isinstance(value, str) and len(value) <= MAX_VALUE_CHARS)
+            ok = ok or (number and name.startswith("extra."))
+            expected = f"text of at most {MAX_VALUE_CHARS} characters, or null"
+        else:
+            raise ApiError(400, "unknown_field",
+                           f"unknown field '{name[:80]}'; fields are category, colour, size, "
+                           "price, status and extra.NAME (NAME: letters, digits, _ or -)")
+        if not ok:
+            raise ApiError(400, "bad_value", f"{name}: expected {expected}")
 
 
 def _extra(value: str | None) -> dict:
@@ -94,7 +157,8 @@ def _extra(value: str | None) -> dict:
 
 
 @router.post("/items", status_code=201, summary="Add an item with its photo",
-             dependencies=[Depends(require_write)])
+             dependencies=[Depends(require_write)],
+             responses=error_responses(400, 401, 403, 404, 408, 409, 413, 415, 422, 503))
 async def add_item(
     request: Request,
     image: Annotated[UploadFile, File(description="The item's photo.")],
@@ -128,30 +192,29 @@ async def add_item(
 
 
 @router.patch("/items/{item_id:path}", summary="Change an item's metadata",
-              dependencies=[Depends(require_write)])
+              dependencies=[Depends(require_write)],
+              responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
+              openapi_extra=UPDATE_BODY_OPENAPI)
 async def update_item(request: Request, item_id: str,
                       values: Annotated[dict[str, Any],
                                         Body(examples=[{"price": 12, "colour": "red"}])]
                       ) -> dict:
     catalog = get_engine(request).require_catalog()
-    if not values:
-        raise ApiError(400, "nothing_to_update", "nothing to update: send a JSON object of "
-                                                 "fields, e.g. {\"price\": 12}")
-    for name, value in values.items():
-        if not isinstance(value, str | int | float | type(None)) or isinstance(value, bool):
-            raise ApiError(400, "bad_value", f"{name}: expected text, a number or null")
+    check_update(values)
     return item_json(await catalog.call(catalog.catalog.update, item_id, values))
 
 
 @router.post("/items/{item_id:path}/sold", summary="Mark an item as sold",
-             dependencies=[Depends(require_write)])
+             dependencies=[Depends(require_write)],
+             responses=error_responses(401, 403, 404, 503))
 async def mark_sold(request: Request, item_id: str) -> dict:
     catalog = get_engine(request).require_catalog()
     return item_json(await catalog.call(catalog.catalog.mark_sold, item_id))
 
 
 @router.delete("/items/{item_id:path}", summary="Delete an item, its vector and its photo",
-               dependencies=[Depends(require_write)])
+               dependencies=[Depends(require_write)],
+             responses=error_responses(401, 403, 404, 503))
 async def delete_item(request: Request, item_id: str) -> dict:
     catalog = get_engine(request).require_catalog()
     removed = await catalog.call(catalog.catalog.remove, [item_id])

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import PLOTS, Engine, ServedModel
-from ..errors import ApiError
+from ..errors import ApiError, error_responses
 from ..security import require_write
 from .common import API_PREFIX, get_engine
 
@@ -46,15 +47,20 @@ async def list_models(request: Request) -> dict:
             "models": [describe(engine, m) for m in engine.models.values()]}
 
 
+class DefaultChoice(BaseModel):
+    """The body of PUT /models/default."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=200, description="A served model's name.",
+                       examples=["clothing10"])
+
+
 @router.put("/models/default", summary="Choose the default model",
-            dependencies=[Depends(require_write)])
-async def set_default(request: Request,
-                      body: Annotated[dict, Body(examples=[{"model": "clothing10"}])]) -> dict:
+            dependencies=[Depends(require_write)],
+            responses=error_responses(400, 401, 403, 404, 408, 413, 422))
+async def set_default(request: Request, body: Annotated[DefaultChoice, Body()]) -> dict:
     engine = get_engine(request)
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "bad_request", "send {\"model\": NAME} with a served model's name")
-    engine.default_model = engine.model(name).name
+    engine.default_model = engine.model(body.model).name
     return {"default": engine.default_model}
 
 
@@ -64,14 +70,17 @@ def _lookup(engine: Engine, name: str) -> ServedModel:
                         name not in engine.models else name)
 
 
-@router.get("/models/{name}", summary="One served model")
+@router.get("/models/{name}", summary="One served model", responses=error_responses(404))
 async def get_model(request: Request, name: str) -> dict:
     engine = get_engine(request)
     return describe(engine, _lookup(engine, name))
 
 
 @router.get("/models/{name}/plots/{which}", summary="Confusion matrix or training curves",
-            response_class=FileResponse)
+            response_class=FileResponse, responses={
+                200: {"content": {"image/png": {"schema": {"type": "string",
+                                                           "format": "binary"}}},
+                      "description": "The PNG image"}, **error_responses(404)})
 async def model_plot(request: Request, name: str, which: str) -> FileResponse:
     served = _lookup(get_engine(request), name)
     if which not in PLOTS:

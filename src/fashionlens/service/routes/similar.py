@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from ...search.filters import parse_filters
 from ..engine import CatalogService
+from ..errors import error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image_bytes
-from .common import get_engine, item_json, parse_steer
+from .common import check_filters, filter_query, get_engine, item_json, parse_steer, steer_query
 
 router = APIRouter(tags=["similar items"])
 
 K = Query(10, ge=1, le=200, description="How many items to return.")
-FILTERS = Query([], alias="filter", description="FIELD=VALUE, price<30, colour in (red, "
-                                               "blue), status=available ... (repeatable)")
-STEER = Query([], description="NAME:WEIGHT along a learned direction, e.g. striped:0.5 "
-                              "(repeatable; see GET /api/v1/catalog for the names)")
+FILTERS = filter_query()
+STEER = steer_query()
 
 
 async def _search(catalog: CatalogService, query: dict, k: int, filters: list[str],
@@ -35,12 +33,13 @@ async def _search(catalog: CatalogService, query: dict, k: int, filters: list[st
 
 
 @router.post("/similar", summary="Items similar to an uploaded photo",
-             openapi_extra=IMAGE_BODY_OPENAPI)
+             openapi_extra=IMAGE_BODY_OPENAPI,
+             responses=error_responses(400, 404, 408, 409, 413, 415, 422))
 async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FILTERS,
                            steer: list[str] = STEER) -> dict:
     engine = get_engine(request)
     catalog = engine.require_catalog()
-    parse_filters(filters)  # a bad filter is reported before the upload is processed
+    check_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
     query = engine.require_query()
     data, name = await read_image_bytes(request)
@@ -50,12 +49,13 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
                          k, filters, weights, vector=result.output.vector)
 
 
-@router.get("/similar", summary="Items similar to an item of the catalog")
+@router.get("/similar", summary="Items similar to an item of the catalog",
+            responses=error_responses(400, 404, 422))
 async def similar_to_item(request: Request,
                           item: str = Query(..., min_length=1, description="The item's id."),
                           k: int = K, filters: list[str] = FILTERS,
                           steer: list[str] = STEER) -> dict:
     catalog = get_engine(request).require_catalog()
-    parse_filters(filters)
+    check_filters(filters)
     weights = await parse_steer(steer, catalog)
     return await _search(catalog, {"item": item}, k, filters, weights, item=item)
