@@ -37,31 +37,37 @@ def app(tmp_path_factory):
     return create_app(ServiceSettings(catalog=str(catalog), api_key=KEY))
 
 
-def _check_operations(schema, headers: dict[str, str]) -> list[str]:
+def _checker(operation, headers: dict[str, str]):
+    """A hypothesis test of one operation (a function per operation, so each binds its
+    own operation)."""
     from schemathesis.specs.openapi.checks import negative_data_rejection
     from schemathesis.transport.serialization import Binary
 
+    photo = (operation.method.upper(), operation.path) in PHOTO_ROUTES
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    def check(case) -> None:
+        if photo:
+            if isinstance(case.body, dict) and "image" in case.body:
+                case.body = {**case.body, "image": Binary(PHOTO)}
+            elif case.media_type != "multipart/form-data":
+                case.body = Binary(PHOTO)
+        # A replaced body is re-validated by schemathesis as if it were generated negative
+        # data; the photo is real, so that check does not apply to it.
+        case.call_and_validate(headers=headers,
+                               excluded_checks=[negative_data_rejection] if photo else None)
+
+    return check
+
+
+def _check_operations(schema, headers: dict[str, str]) -> list[str]:
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
-        photo = (operation.method.upper(), operation.path) in PHOTO_ROUTES
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-        def check(case, photo: bool = photo) -> None:
-            if photo:
-                if isinstance(case.body, dict) and "image" in case.body:
-                    case.body = {**case.body, "image": Binary(PHOTO)}
-                elif case.media_type != "multipart/form-data":
-                    case.body = Binary(PHOTO)
-            # A replaced body is re-validated by schemathesis as if it were generated
-            # negative data; the photo is real, so that check does not apply to it.
-            case.call_and_validate(headers=headers,
-                                   excluded_checks=[negative_data_rejection] if photo else None)
-
         try:
-            check()
+            _checker(operation, headers)()
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected below
             details = "; ".join(str(e)[:800] for e in getattr(exc, "exceptions", [exc]))
             failures.append(f"{operation.label}: {details}")
