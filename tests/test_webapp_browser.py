@@ -2,10 +2,12 @@
 live uvicorn server on a free loopback port.
 
 It uploads a photo, takes one with a (synthetic) camera, sees the prediction and similar
-items, moves the threshold and a steering slider, opens an item with the keyboard, reads
-an error message, and saves screenshots in the test's tmp folder (their paths are
-printed). Every request the pages
-make must go to the server itself: anything else is blocked and fails the test.
+items, moves the threshold and the steering control, opens an item with the keyboard,
+reads the messages a person gets for a file that is not a photo, types the API key where
+a change asks for it, and checks the pages at a phone's width (390 px) as well as on a
+desktop. Screenshots go to the test's tmp folder and to /tmp/fashionlens-webapp (their
+paths are printed). Every request the pages make must go to the server itself: anything
+else is blocked and fails the test.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         # A synthetic camera, granted without a prompt, for the getUserMedia test.
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 KEY = "browser-test-key-123"
+SHOTS = Path("/tmp/fashionlens-webapp")
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def shoot(page, name: str) -> Path:
+    SHOTS.mkdir(exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium") is None,
                                 reason="Debian chromium is not installed (.ci/run installs it)")
@@ -38,7 +51,7 @@ def live_server(tmp_path_factory):
     import uvicorn
 
     catalog = build_demo_catalog(tmp_path_factory.mktemp("browser") / "catalog", limit=2)
-    app = create_app(ServiceSettings(catalog=str(catalog), api_key=KEY))
+    app = create_app(ServiceSettings(catalog=str(catalog), api_key=KEY, currency="EUR"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -65,9 +78,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _open(browser, live_server, **context_options):
+    """A page whose every request must go to the server; yields it, then checks that."""
+    context = browser.new_context(**context_options)
     page = context.new_page()
     outside: list[str] = []
     problems: list[str] = []
@@ -91,7 +104,18 @@ def page(browser, live_server):
     assert unexpected == [], unexpected
 
 
-def test_try_it_page(page, live_server, tmp_path):
+@pytest.fixture
+def page(browser, live_server):
+    yield from _open(browser, live_server, viewport=DESKTOP)
+
+
+@pytest.fixture
+def phone(browser, live_server):
+    yield from _open(browser, live_server, viewport=PHONE, device_scale_factor=2,
+                     is_mobile=True, has_touch=True)
+
+
+def test_try_it_page(page, live_server):
     page.goto(live_server + "/")
     page.wait_for_selector("#model option", state="attached")
     assert page.locator("#model").input_value() == "clothing10"
@@ -118,16 +142,29 @@ def test_try_it_page(page, live_server, tmp_path):
     assert page.locator("#prediction .bar.below").count() == 9
     assert page.locator("#prediction .bar:not(.below)").get_attribute("data-label") == "Dress"
 
-    shot = tmp_path / "webapp-try-it.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"screenshot: {shot}")
-    assert shot.stat().st_size > 10_000
+    assert "€" in page.locator("#similar .item .meta").first.inner_text()  # --currency EUR
+    assert shoot(page, "try-it-desktop").stat().st_size > 10_000
 
-    # A file that is not a photo gives a readable message, not a broken page.
-    page.set_input_files("#photo", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
-                                           "buffer": b"these are not pixels"}])
-    page.wait_for_selector("#error:not([hidden])")
-    assert "not an image" in page.locator("#error").inner_text()
+    # A file that is not a photo: one plain message, no broken preview, no stale status.
+    for name, mime, data in (("notes.txt", "text/plain", b"these are not pixels"),
+                             ("notes.jpg", "image/jpeg", b"these are not pixels"),
+                             ("cut.jpg", "image/jpeg",
+                              (SAMPLE_PHOTOS / "Dress" / "dress-2.jpg").read_bytes()[:4000])):
+        page.set_input_files("#photo", files=[{"name": name, "mimeType": mime, "buffer": data}])
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.locator("#error").inner_text().startswith(
+            "This file is not a photo we can read"), name
+        assert page.locator("#preview").is_hidden(), name
+        assert page.locator("#similar-error").is_hidden(), name  # said once, not twice
+        assert page.locator("#similar .item").count() == 0, name
+        assert "Done" not in page.locator("#status").inner_text(), name
+        assert "Content-Type" not in page.locator("main").inner_text(), name
+    shoot(page, "try-it-not-a-photo")
+    # A good photo afterwards clears the message.
+    page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"))
+    page.wait_for_selector("#error[hidden]", state="attached")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Done')")
+    assert page.locator("#preview").is_visible()
 
 
 def test_take_a_photo_with_the_camera(page, live_server):
@@ -143,7 +180,7 @@ def test_take_a_photo_with_the_camera(page, live_server):
     assert page.locator("#prediction .bar").count() == 10
 
 
-def test_catalog_page_with_steering(page, live_server, tmp_path):
+def test_catalog_page_with_steering(page, live_server):
     page.goto(live_server + "/catalog.html")
     page.wait_for_selector("#items .item")
     assert page.locator("#items .item").count() == 20
@@ -157,9 +194,9 @@ def test_catalog_page_with_steering(page, live_server, tmp_path):
     assert page.locator("#detail-title").inner_text() == "Dress/dress-1"
     before = page.locator("#neighbours .item .id").all_inner_texts()
 
-    slider = page.locator('#sliders input[data-direction="hat"]')
+    page.select_option("#steer-direction", "hat")
     with page.expect_response(lambda r: "steer=hat" in r.url and r.status == 200) as info:
-        slider.fill("1")
+        page.locator("#steer-weight").fill("1")
     matches = [m["id"] for m in info.value.json()["matches"]]
     page.wait_for_function("(first) => document.querySelector('#neighbours .item .id')"
                            ".textContent === first", arg=matches[0])
@@ -168,14 +205,27 @@ def test_catalog_page_with_steering(page, live_server, tmp_path):
     assert sum(i.startswith("Hat/") for i in after[:3]) > sum(i.startswith("Hat/")
                                                              for i in before[:3])
 
-    shot = tmp_path / "webapp-catalog.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"screenshot: {shot}")
+    assert page.locator('#steering .chip[data-direction="hat"]').inner_text().startswith("hat +1.0")
+    shoot(page, "catalog-desktop")
 
-    # Without the key a change is refused with a readable message.
+    # Without the key the dialog asks for it, says where it comes from, then retries.
     page.click("#detail-sold")
-    page.wait_for_selector("#detail-error:not([hidden])")
-    assert "API key" in page.locator("#detail-error").inner_text()
+    page.wait_for_selector("#detail-key:not([hidden]) input[type=password]")
+    prompt = page.locator("#detail-key").inner_text()
+    assert "needs the API key" in prompt and "fashionlens serve --demo" in prompt
+    assert "--api-key" in prompt and page.locator("#detail-error").is_hidden()
+    shoot(page, "catalog-key-prompt")
+    page.fill("#detail-key input[type=password]", KEY)
+    page.click("#detail-key button[type=submit]")
+    page.wait_for_function("() => document.getElementById('detail-sold').textContent"
+                           " === 'Mark as available again'")
+    assert page.locator("#detail-key").is_hidden()
+    assert "sold" in page.locator("#detail-meta").inner_text()
+    # ... and "sold" can be undone.
+    page.click("#detail-sold")
+    page.wait_for_function("() => document.getElementById('detail-sold').textContent"
+                           " === 'Mark as sold'")
+    assert "available" in page.locator("#detail-meta").inner_text()
 
 
 def test_models_page(page, live_server):
@@ -183,7 +233,56 @@ def test_models_page(page, live_server):
     page.wait_for_selector(".models section")
     text = page.locator(".models").inner_text()
     assert "clothing10" in text and "0.941" in text and "Per class" in text
+    # Rates always with three decimals (no "1" beside "0.960"), counts as whole numbers.
+    hat = page.locator(".models tr", has_text="Hat").first.locator("td").all_inner_texts()
+    assert hat[:3] == ["1.000", "1.000", "1.000"] and hat[3] == "14", hat
+    assert page.locator(".models button:disabled").count() == 0
+    assert "answers every request that names no model" in text
     page.wait_for_function("() => [...document.querySelectorAll('.plots img')]"
                            ".every(img => img.complete && img.naturalWidth > 0)")
     assert page.locator(".plots img").count() == 2
     assert page.locator("#compare table").count() == 1
+
+
+def _overflow(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_phone_try_it_brings_the_prediction_into_view(phone, live_server):
+    phone.goto(live_server + "/")
+    phone.wait_for_selector("#model option", state="attached")
+    assert _overflow(phone) <= 0
+    phone.set_input_files("#photo", str(SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"))
+    phone.wait_for_selector("#prediction .bar")
+    # Scrolled so the prediction starts near the top of the screen, the verdict visible.
+    phone.wait_for_function("() => { const r = document.querySelector('#prediction .verdict')"
+                            ".getBoundingClientRect(); return r.top >= 0 && r.bottom <= "
+                            "window.innerHeight * 0.6; }")
+    phone.wait_for_selector("#similar .item")
+    assert _overflow(phone) <= 0
+    phone.screenshot(path=str(SHOTS / "try-it-phone-viewport.png"))
+    shoot(phone, "try-it-phone")
+
+
+def test_phone_models_page_fits(phone, live_server):
+    phone.goto(live_server + "/models.html")
+    phone.wait_for_selector(".models section table")
+    assert _overflow(phone) <= 0, _overflow(phone)
+    shoot(phone, "models-phone")
+
+
+def test_phone_item_dialog_shows_steering_and_neighbours_together(phone, live_server):
+    phone.goto(live_server + "/catalog.html")
+    phone.wait_for_selector("#items .item")
+    assert _overflow(phone) <= 0
+    phone.locator("#items .item").first.click()
+    phone.wait_for_selector("#detail[open] #neighbours .item")
+    phone.select_option("#steer-direction", "striped")
+    with phone.expect_response(lambda r: "steer=striped" in r.url and r.status == 200):
+        phone.locator("#steer-weight").fill("1")
+    # The control and the neighbours it moves are on screen at the same time.
+    in_view = ("(sel) => { const r = document.querySelector(sel).getBoundingClientRect();"
+               " return r.top >= 0 && r.top < window.innerHeight - 40; }")
+    assert phone.evaluate(in_view, "#steer-weight")
+    assert phone.evaluate(in_view, "#neighbours .item")
+    phone.screenshot(path=str(SHOTS / "catalog-dialog-phone-viewport.png"))

@@ -60,13 +60,14 @@ function renderDetail(item) {
     ["price", money(item.price)], ["status", item.status]];
   for (const [name, value] of Object.entries(item.extra || {})) rows.push([name, value]);
   for (const [name, value] of rows) meta.append(el("dt", { text: name }), el("dd", { text: value || "–" }));
-  document.getElementById("detail-sold").disabled = item.status === "sold";
+  document.getElementById("detail-sold").textContent = item.status === "sold" ? "Mark as available again" : "Mark as sold";
 }
 
 async function openItem(item) {
   const dialog = document.getElementById("detail");
   renderDetail(item);
-  page.weights = steeringSliders(document.getElementById("sliders"), page.directions, (weights) => {
+  document.getElementById("detail-key").hidden = true;
+  page.weights = steeringControl(document.getElementById("steering"), page.directions, (weights) => {
     page.weights = weights;
     loadNeighbours();
   });
@@ -74,22 +75,24 @@ async function openItem(item) {
   await loadNeighbours();
 }
 
+// Sold, available again, or delete; asks for the API key in the dialog when needed.
 async function change(action) {
   showError("detail-error", null);
   const id = encodeURIComponent(page.current.id);
-  try {
-    if (action === "sold") {
+  if (action === "delete" && !window.confirm("Delete item " + page.current.id + " and its photo?")) return;
+  const sold = page.current.status === "sold";
+  await withKey(document.getElementById("detail-key"), async () => {
+    if (action === "sold" && !sold) {
       renderDetail(await api("/items/" + id + "/sold", { method: "POST" }));
+    } else if (action === "sold") {
+      renderDetail(await api("/items/" + id, { method: "PATCH", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ status: "available" }) }));
     } else {
-      if (!window.confirm("Delete item " + page.current.id + " and its photo?")) return;
       await api("/items/" + id, { method: "DELETE" });
       document.getElementById("detail").close();
     }
     await loadItems();
-  } catch (error) {
-    showError("detail-error", error.status === 401 || error.status === 403
-      ? new Error(error.message + " (set the API key at the top of the page)") : error);
-  }
+  }, (error) => showError("detail-error", error));
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -106,6 +109,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("detail-delete").addEventListener("click", () => change("delete"));
   try {
     const info = await api("/catalog");
+    setCurrency(info.currency);
+    if (info.currency) document.querySelector('label[for="f-max-price"]').textContent = "Highest price (" + info.currency + ")";
     page.directions = info.directions || [];
     const select = document.getElementById("f-category");
     for (const name of Object.keys(info.categories)) {

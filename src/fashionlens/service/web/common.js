@@ -29,6 +29,7 @@ async function api(path, options = {}) {
     const message = body && body.error ? body.error.message : response.status + " " + response.statusText;
     const error = new Error(message);
     error.status = response.status;
+    error.code = body && body.error ? body.error.code : null;
     throw error;
   }
   return body;
@@ -93,8 +94,31 @@ function apiImage(url, alt) {
   return img;
 }
 
+// The shop's currency (ISO 4217, from GET /catalog; null: bare numbers).
+let currency = null;
+
+function setCurrency(code) {
+  currency = code || null;
+}
+
 function money(value) {
-  return value === null || value === undefined ? "" : Number(value).toFixed(2);
+  if (value === null || value === undefined || value === "") return "";
+  if (currency) {
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(Number(value));
+    } catch (err) {
+      return Number(value).toFixed(2) + " " + currency;
+    }
+  }
+  return Number(value).toFixed(2);
+}
+
+// An item id that wraps after its "/" and "-" rather than in the middle of a word.
+function idText(id) {
+  const parts = String(id).split(/(?<=[/_-])/);
+  const nodes = [];
+  parts.forEach((part, i) => { if (i) nodes.push(el("wbr")); nodes.push(part); });
+  return nodes;
 }
 
 function percent(p) {
@@ -107,7 +131,7 @@ function itemCard(item, onOpen) {
     .filter((v) => v !== null && v !== undefined && v !== "");
   const parts = [
     item.photo_url ? apiImage(item.photo_url, "Photo of " + item.id) : el("span", { class: "meta", text: "(no photo)" }),
-    el("span", { class: "id", text: item.id }),
+    el("span", { class: "id" }, idText(item.id)),
     el("span", { class: "meta", text: facts.join(" · ") || "no details" }),
   ];
   if (item.status && item.status !== "available") parts.push(el("span", { class: "meta", text: item.status }));
@@ -118,6 +142,60 @@ function itemCard(item, onOpen) {
   if (!onOpen) return el("div", attrs, parts);
   return el("button", Object.assign(attrs, { type: "button", onclick: () => onOpen(item),
     "aria-label": "Open item " + item.id }), parts);
+}
+
+const KEY_HELP = "Changes need the service's API key. \"fashionlens serve --demo\" prints one in its " +
+  "terminal when it starts (\"demo API key: …\"); otherwise it is the key the service was started " +
+  "with (--api-key or the FASHIONLENS_API_KEY environment variable).";
+
+function saveKey(value) {
+  if (value) sessionStorage.setItem(KEY_STORE, value);
+  else sessionStorage.removeItem(KEY_STORE);
+  const input = document.getElementById("api-key");
+  if (input) input.value = value;
+  const note = document.getElementById("key-status");
+  if (note) note.textContent = value ? "A key is set for this tab." : "No key: read-only.";
+}
+
+// Runs `action` (an async change). When the service asks for the API key, a small form
+// appears in `box` (next to the button the person pressed) and the change is retried
+// with the key typed there; `onError` gets any other error.
+async function withKey(box, action, onError) {
+  box.replaceChildren();
+  box.hidden = true;
+  try {
+    return await action();
+  } catch (error) {
+    if (error.code === "writes_disabled") {
+      box.replaceChildren(el("p", { text: "This service was started without an API key, so nothing can be " +
+        "changed. Restart it with --api-key KEY (or the FASHIONLENS_API_KEY environment variable)." }));
+      box.hidden = false;
+      return undefined;
+    }
+    if (error.status !== 401) {
+      onError(error);
+      return undefined;
+    }
+    const id = box.id + "-input";
+    const input = el("input", { id, type: "password", autocomplete: "off", value: apiKey() });
+    const form = el("form", { class: "key-prompt" },
+      el("p", { text: apiKey() ? "The API key of this tab was not accepted." : "This change needs the API key." }),
+      el("p", { class: "muted", text: KEY_HELP }),
+      el("div", { class: "row" },
+        el("div", { class: "field" }, el("label", { for: id, text: "API key" }), input),
+        el("button", { type: "submit", text: "Save key and retry" }),
+        el("button", { type: "button", class: "secondary", text: "Cancel",
+          onclick: () => { box.hidden = true; box.replaceChildren(); } })));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      saveKey(input.value.trim());
+      withKey(box, action, onError);
+    });
+    box.replaceChildren(form);
+    box.hidden = false;
+    input.focus();
+    return undefined;
+  }
 }
 
 // The API key form in the page header: kept for this browser tab only.
@@ -131,10 +209,11 @@ function setupKeyForm() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const value = input.value.trim();
-    if (value) sessionStorage.setItem(KEY_STORE, value);
-    else sessionStorage.removeItem(KEY_STORE);
+    saveKey(value);
     note.textContent = value ? "Key saved for this tab." : "Key cleared: read-only.";
   });
+  const help = document.getElementById("key-help");
+  if (help) help.textContent = KEY_HELP;
 }
 
 function debounce(fn, ms) {
@@ -145,8 +224,10 @@ function debounce(fn, ms) {
   };
 }
 
-// Sliders for the catalog's steering directions; calls onChange with {name: weight}.
-function steeringSliders(container, directions, onChange) {
+// Steering for the catalog's directions in two rows, however many directions there are:
+// pick a direction, move its weight; directions in use are listed and can be cleared.
+// Calls onChange with {name: weight}.
+function steeringControl(container, directions, onChange) {
   container.replaceChildren();
   const weights = {};
   if (!directions.length) {
@@ -154,23 +235,39 @@ function steeringSliders(container, directions, onChange) {
     return weights;
   }
   const changed = debounce(() => onChange(Object.assign({}, weights)), 250);
-  for (const name of directions) {
-    const id = "steer-" + name.replace(/[^\w-]/g, "_");
-    const output = el("output", { for: id, text: "0.0" });
-    const input = el("input", { type: "range", id, min: "-1", max: "1", step: "0.1", value: "0",
-      "data-direction": name, "aria-describedby": id + "-hint" });
-    input.addEventListener("input", () => {
-      const value = Number(input.value);
-      output.textContent = value.toFixed(1);
-      if (value === 0) delete weights[name]; else weights[name] = value;
-      changed();
-    });
-    container.append(el("div", { class: "slider field" },
-      el("label", { for: id }, "more / less ", el("strong", { text: name }), " ", output),
-      input,
-      el("span", { id: id + "-hint", class: "visually-hidden", text: "Negative values steer away from " + name }),
-    ));
+  const select = el("select", { id: "steer-direction" },
+    directions.map((name) => el("option", { value: name, text: name })));
+  const output = el("output", { for: "steer-weight", id: "steer-value", text: "0.0" });
+  const range = el("input", { type: "range", id: "steer-weight", min: "-1", max: "1", step: "0.1", value: "0",
+    "aria-describedby": "steer-hint" });
+  const active = el("ul", { class: "chips", "aria-label": "Directions in use" });
+  function renderActive() {
+    active.replaceChildren(...Object.entries(weights).map(([name, weight]) => el("li", {},
+      el("button", { type: "button", class: "chip", "data-direction": name,
+        "aria-label": "Stop steering by " + name,
+        onclick: () => { delete weights[name]; if (select.value === name) show(); renderActive(); changed(); } },
+        name + " " + (weight > 0 ? "+" : "") + weight.toFixed(1) + " ×"))));
   }
+  function show() {
+    const value = weights[select.value] || 0;
+    range.value = String(value);
+    output.textContent = value.toFixed(1);
+  }
+  select.addEventListener("change", show);
+  range.addEventListener("input", () => {
+    const value = Number(range.value);
+    output.textContent = value.toFixed(1);
+    if (value === 0) delete weights[select.value]; else weights[select.value] = value;
+    renderActive();
+    changed();
+  });
+  container.append(
+    el("div", { class: "row steer-row" },
+      el("div", { class: "field" }, el("label", { for: "steer-direction", text: "More or less" }), select),
+      el("div", { class: "field grow" },
+        el("label", { for: "steer-weight" }, "Weight ", output), range)),
+    el("span", { id: "steer-hint", class: "visually-hidden", text: "Negative values steer away from the direction" }),
+    active);
   return weights;
 }
 

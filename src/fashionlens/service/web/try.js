@@ -43,10 +43,32 @@ function renderPrediction() {
   }
 }
 
+// Any file the person picked is sent; the service decides whether it is a photo.
+function uploadType(blob) {
+  return blob.type && blob.type.startsWith("image/") ? blob.type : "application/octet-stream";
+}
+
+// What a person is told when the service cannot use the file (the API's own message,
+// meant for programmers, stays in the console).
+const NOT_A_PHOTO = "This file is not a photo we can read. Choose a JPEG, PNG or WebP photo.";
+const PERSON_MESSAGES = {
+  unreadable_image: NOT_A_PHOTO, unsupported_media_type: NOT_A_PHOTO, empty_body: NOT_A_PHOTO,
+  missing_image: NOT_A_PHOTO,
+  too_large: "This photo is too large for the service. Choose a smaller one.",
+  request_timeout: "The photo took too long to upload. Check the connection and try again.",
+};
+
+function forPerson(error) {
+  const message = PERSON_MESSAGES[error.code];
+  if (!message) return error;
+  console.info("fashionlens: " + error.message);
+  return new Error(message);
+}
+
 async function classify() {
   const model = document.getElementById("model").value;
   const result = await api("/classify" + query({ model, top_k: 1000 }), {
-    method: "POST", headers: { "Content-Type": state.blob.type || "application/octet-stream" }, body: state.blob,
+    method: "POST", headers: { "Content-Type": uploadType(state.blob) }, body: state.blob,
   });
   state.result = result;
   renderPrediction();
@@ -62,35 +84,53 @@ async function similar() {
   const params = { k: document.getElementById("k").value, filter: filtersFromText(document.getElementById("filter").value) };
   try {
     const result = await api("/similar" + query(params), {
-      method: "POST", headers: { "Content-Type": state.blob.type || "application/octet-stream" }, body: state.blob,
+      method: "POST", headers: { "Content-Type": uploadType(state.blob) }, body: state.blob,
     });
     grid.replaceChildren(...result.matches.map((item) => itemCard(item)));
     if (!result.matches.length) grid.append(el("p", { class: "muted", text: "No item matches these filters." }));
   } catch (error) {
     grid.replaceChildren();
-    showError("similar-error", error);
+    showError("similar-error", forPerson(error));
+  }
+}
+
+// On a phone (one column) the prediction card sits below the photo card and its
+// preview: bring it into view once the preview has its height.
+function revealPrediction() {
+  if (window.matchMedia("(max-width: 820px)").matches) {
+    document.getElementById("prediction-heading").scrollIntoView({ behavior: "smooth", block: "start" });
   }
 }
 
 async function analyse(blob) {
   state.blob = blob;
+  state.result = null;
   showError("error", null);
+  showError("similar-error", null);
+  // The preview appears once the service has read the photo, so a file it cannot read
+  // never leaves a broken image or an empty gap behind.
   const preview = document.getElementById("preview");
+  preview.hidden = true;
   if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(blob);
-  preview.hidden = false;
+  preview.removeAttribute("src");
   setStatus("status", "Analysing…");
   const started = performance.now();
   try {
     await state.ready;
-    await Promise.all([classify(), similar()]);
-    setStatus("status", "Done in " + Math.round(performance.now() - started) + " ms.");
+    await classify();  // then similar: the service reuses this photo's model output
   } catch (error) {
     setStatus("status", "");
-    state.result = null;
     document.getElementById("prediction").replaceChildren(el("p", { class: "muted", text: "No prediction." }));
-    showError("error", error);
+    document.getElementById("similar").replaceChildren();
+    showError("error", forPerson(error));
+    return;
   }
+  preview.onerror = () => { preview.hidden = true; revealPrediction(); };
+  preview.onload = revealPrediction;
+  preview.src = URL.createObjectURL(blob);
+  preview.hidden = false;
+  await similar();
+  setStatus("status", "Done in " + Math.round(performance.now() - started) + " ms.");
 }
 
 function setupPhotoInput() {
@@ -157,7 +197,8 @@ async function loadModels() {
   const data = await api("/models");
   select.replaceChildren(...data.models.map((m) => el("option", { value: m.name, selected: m.default }, m.name + (m.default ? " (default)" : ""))));
   try {
-    await api("/catalog");
+    const info = await api("/catalog");
+    setCurrency(info.currency);
     state.catalog = true;
   } catch (error) {
     state.catalog = false;
