@@ -6,15 +6,20 @@ the web app's "Try it" page does. Each pair's photo carries a unique JPEG commen
 server never sees the same upload twice across pairs (its output cache can only serve the
 similar request of the pair; `--cache-entries 0` turns that off too).
 
-Prints one JSON object: throughput, p50/p95/p99 latency per endpoint and for the
-classify+similar pair, errors, the server's resident memory (RSS) at the start and end
-with its trend, and how well requests were micro-batched.
+Prints one JSON object (and writes it with `--out`): throughput, p50/p95/p99 latency per
+endpoint and for the classify+similar pair, errors, and how well requests were
+micro-batched; next to the latency, the plain PyTorch model-only time measured in this
+process in the same run (batch 1, eager forward of the served model on the same photos,
+pre-processed beforehand: what one photo costs without HTTP, decoding, batching or the
+catalog); and the server's resident memory (RSS) at the start, its peak, at the end of
+the load and after a short idle, with whether it came back within 10 % of the start.
 
 By default the script starts its own server (`fashionlens serve --demo` on a free
 loopback port, the bundled model, a catalog of the 40 sample photos) and stops it at the
 end. `--url` targets a running server instead (`--pid` then names its process for RSS).
 
-    python benchmarks/load_service.py --clients 4 --duration 60
+    python benchmarks/load_service.py --clients 8 --duration 60 \
+        --out benchmarks/results-load-service.json
     python benchmarks/load_service.py --clients 4 --duration 300   # memory over 5 minutes
 """
 
@@ -37,6 +42,41 @@ import httpx
 import numpy as np
 
 from fashionlens.inference import SAMPLE_PHOTOS
+
+MEMORY_TOLERANCE = 0.10  # the server's RSS after the idle period, relative to its start
+
+
+def model_only_ms(photos: list[Path], repeats: int = 3) -> dict:
+    """Batch-1 eager forward passes of the bundled model (the one `serve --demo` serves)
+    on the same photos, in this process: the cost of the network alone, for scale.
+    Decoding and pre-processing happen before the clock starts; the precision is the one
+    the server uses (bf16 autocast where the CPU has it)."""
+    import torch
+
+    from fashionlens.data.images import load_image
+    from fashionlens.inference import Predictor
+
+    predictor = Predictor()
+    model = predictor.model.eval()
+    tensors = [predictor.transform(load_image(p, draft_size=predictor.model_info.preprocess
+                                              .resize_size))[None] for p in photos]
+    tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    times: dict[str, list[float]] = {"fp32": [], predictor.precision: []}
+    with torch.no_grad():
+        for precision in times:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for t in tensors[:3]:  # warm-up
+                    model(t)
+                for _ in range(repeats):
+                    for t in tensors:
+                        start = time.perf_counter()
+                        model(t)
+                        times[precision].append(time.perf_counter() - start)
+    result = {name: percentiles(values) for name, values in times.items()}
+    result["server_precision"] = predictor.precision
+    result["threads"] = torch.get_num_threads()
+    result["photos"] = len(photos)
+    return result
 
 
 def free_port() -> int:
@@ -172,6 +212,17 @@ async def run_load(url: str, clients: int, duration: float, warmup: float, k: in
     return stats
 
 
+def memory_check(start: float | None, peak: float | None, idle: float | None) -> dict:
+    """RSS at the start of the load, its peak and after the idle period (MB), and whether
+    the server gave the memory back (within MEMORY_TOLERANCE of the start)."""
+    if start is None or idle is None:
+        return {}
+    return {"start": round(start, 1), "peak": round(peak or start, 1),
+            "after_idle": round(idle, 1),
+            "after_idle_vs_start": round(idle / start - 1, 4),
+            "within_10_percent": abs(idle / start - 1) <= MEMORY_TOLERANCE}
+
+
 def memory_summary(samples: list[tuple[float, float]], measured_from: float) -> dict:
     if not samples:
         return {}
@@ -202,6 +253,10 @@ def main() -> None:
     parser.add_argument("--cache-entries", type=int,
                         help="serve --cache-entries for the server this script starts; 0 "
                              "makes every similar request decode and run the model again")
+    parser.add_argument("--idle", type=float, default=20,
+                        help="seconds to wait after the load before reading the server's "
+                             "memory again")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     if args.clients < 1 or args.duration <= 0 or args.duration > 3600:
         parser.error("need --clients >= 1 and 0 < --duration <= 3600")
@@ -218,19 +273,26 @@ def main() -> None:
         url = f"http://127.0.0.1:{free_port()}"
         proc = start_server(int(url.rsplit(":", 1)[1]), workdir, args.cache_entries)
         pid = proc.pid
+    photo_paths = sorted(SAMPLE_PHOTOS.rglob("*.jpg"))
     try:
         startup = time.monotonic()
         asyncio.run(wait_ready(url, proc))
         startup_s = time.monotonic() - startup
+        # The model alone, measured here while the server waits (same machine, same run).
+        model_only = model_only_ms(photo_paths)
+        rss_start = rss_mb(pid) if pid else None
         sampler = MemorySampler(pid) if pid else None
         if sampler:
             sampler.start()
         load_before = os.getloadavg()
         stats = asyncio.run(run_load(url, args.clients, args.duration, args.warmup, args.k))
         load_after = os.getloadavg()
+        ready = httpx.get(url + "/readyz", timeout=10).json()
+        time.sleep(args.idle)
         if sampler:
             sampler.stop()
-        ready = httpx.get(url + "/readyz", timeout=10).json()
+        rss_idle = rss_mb(pid) if pid else None
+        peak = max((v for _, v in sampler.samples), default=None) if sampler else None
         finished = True
     finally:
         if proc is not None:
@@ -259,12 +321,21 @@ def main() -> None:
         "latency_ms": {"classify": percentiles(stats["classify"]),
                        "similar": percentiles(stats["similar"]),
                        "classify+similar": percentiles(stats["pair"])},
+        "model_only_ms_batch1": model_only,
+        "classify+similar_p50_vs_model_only_p50": round(
+            percentiles(stats["pair"]).get("p50", 0)
+            / model_only[model_only["server_precision"]]["p50"], 2) if stats["pair"] else None,
+        "memory_mb": memory_check(rss_start, peak, rss_idle),
+        "idle_s": args.idle,
         "rss_mb": memory_summary(sampler.samples, args.warmup) if sampler else None,
         "batching": ready.get("batching"),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "cpu_count": os.cpu_count(),
     }
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .engine import Engine
 from .errors import error_responses, install_handlers
+from .memory import IdleTrimmer
 from .routes import classify, health, items, models, similar
 from .routes.common import API_PREFIX
 from .security import BodySizeLimit, ReadDeadline, SecurityHeaders, require_read
@@ -58,7 +59,11 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        trimmer = IdleTrimmer(engine.activity, settings.trim_idle_s)
+        trimmer.start()
+        app.state.memory_trimmer = trimmer
         yield
+        await trimmer.stop()
         if owned:  # bounded: a stuck catalog job must not keep the process alive
             engine.close(settings.shutdown_timeout_s)
 

@@ -398,6 +398,14 @@ class Engine:
         self.cache.put((key, digest), result)
         return result
 
+    def activity(self) -> int:
+        """A number that grows with every photo handled (for the idle memory trim)."""
+        count = self.cache.hits + self.cache.misses
+        count += sum(m.batcher.items for m in self.models.values())
+        if self.query is not None and self.query.batcher is not None:
+            count += self.query.batcher.items
+        return count
+
     def batching_stats(self) -> dict[str, dict]:
         """Requests and forward passes per batcher: how well micro-batching groups work."""
         batchers = [(f"model {name}", m.batcher) for name, m in self.models.items()]

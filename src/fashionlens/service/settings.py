@@ -46,6 +46,9 @@ class ServiceSettings:
     keep_alive_s: float = 5.0
     # On SIGTERM/Ctrl-C, requests still running after this many seconds are cancelled.
     shutdown_timeout_s: float = 10.0
+    # After a burst of requests, memory freed by it is given back to the system once the
+    # service has been idle this long.
+    trim_idle_s: float = 5.0
     # ISO 4217 code prices are in (EUR, USD, ...); None shows bare numbers.
     currency: str | None = None
     # Origins allowed to call the API from another site; empty means CORS stays off.
@@ -86,7 +89,7 @@ class ServiceSettings:
         if not self.max_json_kb > 0:
             raise ConfigError(f"max_json_kb must be positive, not {self.max_json_kb}")
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s",
-                     "shutdown_timeout_s"):
+                     "shutdown_timeout_s", "trim_idle_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value <= 3600):
                 raise ConfigError(f"{name} must be a number of seconds in (0, 3600], "
