@@ -556,6 +556,17 @@ def test_update_bad_input(client):
     error_of(client.patch("/api/v1/items/Hat/hat-1", json=many, headers=WRITE), 400)
 
 
+def test_catalog_writer_errors_map_to_409_and_503_without_server_paths():
+    from fashionlens.errors import CatalogBusyError, ItemExistsError
+    from fashionlens.service.errors import from_library
+
+    exists = from_library(ItemExistsError("/srv/shop", ["Hat/hat-1"]))
+    assert (exists.status, exists.code) == (409, "item_exists")
+    busy = from_library(CatalogBusyError("/srv/shop", 30))
+    assert (busy.status, busy.code) == (503, "catalog_busy")
+    assert "/srv" not in exists.message + busy.message
+
+
 def test_sold_can_be_undone(client):
     """Issue 9.7: an item marked sold by mistake can be made available again."""
     sold = client.post("/api/v1/items/Shirt/shirt-1/sold", headers=WRITE).json()

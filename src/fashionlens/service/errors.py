@@ -15,8 +15,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import errors as library_errors
-from ..errors import FashionLensError, ImageError, ModelError, UnknownItemError
+from ..errors import (
+    CatalogBusyError,
+    FashionLensError,
+    ImageError,
+    ItemExistsError,
+    ModelError,
+    UnknownItemError,
+)
 from ..search.filters import FilterError
 
 log = logging.getLogger(__name__)
@@ -81,14 +87,10 @@ def from_library(exc: FashionLensError) -> ApiError:
         return ApiError(400, "bad_filter", str(exc))
     if isinstance(exc, UnknownItemError):  # the message without the server's folder
         return ApiError(404, "unknown_item", f"no item with id '{exc.item_id}'")
-    # Raised by catalog writers since the catalog took a file lock (looked up by name so
-    # this module works with a library that predates them).
-    exists = getattr(library_errors, "ItemExistsError", ())
-    if isinstance(exc, exists):
+    if isinstance(exc, ItemExistsError):  # another writer added it first
         ids = ", ".join(f"'{i}'" for i in exc.item_ids[:5])
         return ApiError(409, "item_exists", f"an item with id {ids} already exists")
-    busy = getattr(library_errors, "CatalogBusyError", ())
-    if isinstance(exc, busy):
+    if isinstance(exc, CatalogBusyError):  # another process holds the write lock
         return ApiError(503, "catalog_busy", "the catalog is busy with another writer; try "
                                              "again in a few seconds")
     message = str(exc)
