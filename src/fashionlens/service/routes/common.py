@@ -30,8 +30,10 @@ _TEXT_FIELD = "(?:" + "|".join(_anycase(f) for f in ("id", "category", "colour",
 _EXTRA_FIELD = _anycase("extra") + r"\.[A-Za-z0-9_-]{1,64}"
 _STATUS = "(?:" + "|".join(_anycase(s) for s in ("available", "reserved", "sold")) + ")"
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_VALUE = "[^\\x00-\\x1f \"'=][^\\x00-\\x1f]{0,999}"
-_ITEM = "[^\\x00-\\x1f ,()\"'][^\\x00-\\x1f,()]{0,199}"
+# A value starts with a visible character (Python strips any Unicode space around it).
+_SPACES = r"\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_VALUE = "[^" + _SPACES + "\"'=]" + r"[^\x00-\x1f]{0,999}"
+_ITEM = "[^" + _SPACES + ",()\"']" + r"[^\x00-\x1f,()]{0,199}"
 _IN = f" +(?:not +)?in{_SP}\\({_SP}"
 FILTER_PATTERN = "^" + _SP + "(?:" + "|".join([
     f"(?:{_TEXT_FIELD}|{_EXTRA_FIELD}){_SP}(?:==?|!=){_SP}{_VALUE}",
