@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 
 from fashionlens.inference import SAMPLE_PHOTOS
+from fashionlens.precision import cpu_description
 
 MEMORY_TOLERANCE = 0.10  # the server's RSS after the idle period, relative to its start
 
@@ -331,6 +332,7 @@ def main() -> None:
         "batching": ready.get("batching"),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fashionlens.precision import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CACHE = ROOT / "runs" / "scale-cache"  # runs/ is gitignored
@@ -520,7 +522,8 @@ def main() -> None:
         "recall_at_10_ge_0.95": min(result["search"]["unfiltered"]["recall_at_10"],
                                     result["search"]["filtered_10pct"]["recall_at_10"]) >= 0.95,
         "memory_lt_4gb": result["search"]["peak_rss_mb"] < 4096}
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+    result["machine"] = {"cpus": os.cpu_count(), "cpu": cpu_description(),
+                         "python": platform.python_version(),
                          "faiss": faiss.__version__, "numpy": np.__version__}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["peak_rss_mb_benchmark_process"] = peak_rss_mb()

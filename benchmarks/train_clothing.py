@@ -23,6 +23,7 @@ import torch
 
 from fashionlens import Predictor, load_config, train
 from fashionlens.data import load_labelled, split_train_val
+from fashionlens.precision import cpu_description
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,6 +78,7 @@ def main() -> None:
         "prediction": speed,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
     }, indent=2))

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it: reading CPU facts (benchmarks,
+# a future torch-free install) does not need torch itself.
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,27 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return bool(_cpuinfo_flags(cpuinfo) & NATIVE_BF16_FLAGS)
 
 
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """The CPU a measurement ran on, for benchmark JSON: speed ratios only mean something
+    next to the CPU model and whether it computes bf16 natively."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model = next((line.partition(":")[2].strip() for line in cpuinfo.splitlines()
+                  if line.partition(":")[0].strip().lower() in ("model name", "cpu model")),
+                 platform.processor() or platform.machine())
+    flags = _cpuinfo_flags(cpuinfo)
+    return {"model": model, "cores": os.cpu_count(),
+            "native_bf16": bool(flags & NATIVE_BF16_FLAGS) if cpuinfo
+            else _torch_native_bf16(),
+            "avx512": "avx512f" in flags, "avx2": "avx2" in flags}
+
+
 def _torch_native_bf16() -> bool:
+    import torch
+
     # Not torch.ops.mkldnn._is_mkldnn_bf16_supported: that one says yes on any AVX-512
     # CPU, including those that only emulate bf16.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -72,6 +99,8 @@ def resolve_precision(precision: str | None, device: str | torch.device = "cpu")
 
     An explicit 'bf16' or 'fp32' is kept as asked (with a warning when bf16 will be slow).
     """
+    import torch
+
     precision = precision or "auto"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -97,5 +126,7 @@ def _warn_emulated_bf16(device_type: str) -> None:
 
 def autocast(device: str | torch.device, precision: str):
     """A bf16 autocast context when `precision` (already resolved) is 'bf16'."""
+    import torch
+
     dev = torch.device(device)
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
