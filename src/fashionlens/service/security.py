@@ -97,6 +97,27 @@ async def _send_json(send: Send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+async def _run_answering(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                         error: type[HTTPException], code: str) -> None:
+    """Run `app` with a `receive` that may raise `error`; answer it as JSON unless the
+    response has already started (then the connection just ends)."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except error as exc:
+        if started:
+            raise
+        await _send_json(send, exc.status_code, error_body(exc.status_code, code,
+                                                           str(exc.detail)))
+
+
 # The requests that carry a photo; every other body (JSON, a form without a file) is
 # held to the small limit.
 UPLOAD_ROUTES = frozenset({("POST", "/api/v1/classify"), ("POST", "/api/v1/similar"),
@@ -137,7 +158,6 @@ class BodySizeLimit:
                                           f"limit of {_size(limit)} for this request"))
                     return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -148,18 +168,7 @@ class BodySizeLimit:
                     raise BodyTooLarge(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as exc:
-            if started:
-                raise
-            await _send_json(send, 413, error_body(413, "too_large", str(exc.detail)))
+        await _run_answering(self.app, scope, limited_receive, send, BodyTooLarge, "too_large")
 
 
 class ReadDeadline:
@@ -178,7 +187,6 @@ class ReadDeadline:
             return
         waited = 0.0
         body_done = False
-        started = False
 
         async def deadline_receive() -> Message:
             nonlocal waited, body_done
@@ -199,18 +207,8 @@ class ReadDeadline:
                 body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, deadline_receive, tracking_send)
-        except ReadTimeout as exc:
-            if started:
-                raise
-            await _send_json(send, 408, error_body(408, "request_timeout", str(exc.detail)))
+        await _run_answering(self.app, scope, deadline_receive, send, ReadTimeout,
+                             "request_timeout")
 
 
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
