@@ -253,7 +253,7 @@ def test_pretrained_that_is_no_checkpoint(tiny_folder, tmp_path, monkeypatch, ca
     code, _, err = _main(monkeypatch, capsys, "train", "--data", tiny_folder, "--output",
                          tmp_path / "runs", *flags, "--pretrained", notes)
     assert code == 2 and "Traceback" not in err
-    assert "not a checkpoint that PyTorch or safetensors can read" in err.replace("\n", " ")
+    assert "not a checkpoint that PyTorch or safetensors can read" in " ".join(err.split())
 
 
 def test_a_csv_whose_photos_are_all_unreadable(tmp_path, monkeypatch, capsys):
@@ -304,7 +304,7 @@ def test_fine_tuning_that_does_not_beat_the_probe_is_said_plainly(tiny_folder, t
     summary = json.loads((tmp_path / "lp" / "metrics.json").read_text())
     assert summary["best_epoch"] == 0 and summary["fine_tuning_improved"] is False
     assert "kept the linear probe (epoch 0)" in result.stdout
-    assert "did not beat the linear probe" in result.stdout.replace("\n", " ")
+    assert "did not beat the linear probe" in " ".join(result.stdout.split())
 
 
 def test_predict_a_list_of_photos(model_dir, inbox, tmp_path):

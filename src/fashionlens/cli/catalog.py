@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import FashionLensError, ItemExistsError
 from ..progress import StepBar, track
 from ..search.catalog import DUPLICATE_THRESHOLD, AddReport, Catalog, read_source
-from .common import err, out
+from .common import ImageDir, ImageExt, err, out
 from .search import CatalogOption, item_table
 
 catalog_app = typer.Typer(
@@ -27,11 +27,6 @@ ModelOption = Annotated[
 ]
 IdColumn = Annotated[str, typer.Option(help="CSV column with the item ids.")]
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
-ImageDir = Annotated[
-    str | None,
-    typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
-]
-ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids, e.g. .jpg")]
 ColumnMap = Annotated[
     list[str] | None,
     typer.Option("--column", help="Map a CSV column to an item field: FIELD=COLUMN, "

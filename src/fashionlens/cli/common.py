@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 out = Console()
 err = Console(stderr=True)
+
+# Options that several commands reading a CSV share, spelled once.
+ImageDir = Annotated[
+    str | None,
+    typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
+]
+ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids, e.g. .jpg")]
 
 
 def _hide_type_of_flags() -> None:

@@ -19,7 +19,7 @@ from ..errors import ConfigError, FashionLensError
 from ..evaluation.retrieval import category_protocol, pairs_protocol
 from ..search.embeddings import Embedder
 from ..training.metric import MetricConfig, train_embedding
-from .common import err, out
+from .common import ImageDir, ImageExt, err, out
 
 Data = Annotated[str, typer.Argument(help="Folder with a sub-folder per class, or a CSV file.")]
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
@@ -27,10 +27,6 @@ TargetColumn = Annotated[str, typer.Option(help="CSV column with the category la
 SplitColumn = Annotated[
     str | None, typer.Option(help="CSV column saying train/validation (else a random split)."),
 ]
-ImageDir = Annotated[
-    str | None, typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
-]
-ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids, e.g. .jpg")]
 
 
 def _spec(data, image_column, target_column, split_column, image_dir, image_ext,

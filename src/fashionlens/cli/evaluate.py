@@ -10,7 +10,7 @@ import typer
 
 from ..evaluation.evaluate import evaluate as run_evaluation
 from ..inference.predictor import DEFAULT_MODEL
-from .common import err, metrics_table, out, summary_line
+from .common import ImageDir, ImageExt, err, metrics_table, out, summary_line
 
 
 def evaluate(
@@ -35,14 +35,8 @@ def evaluate(
         str | None,
         typer.Option(help="CSV column with the class label (default: as in training)."),
     ] = None,
-    image_dir: Annotated[
-        str | None,
-        typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
-    ] = None,
-    image_ext: Annotated[
-        str | None,
-        typer.Option(help="Extension added to image ids, e.g. .jpg"),
-    ] = None,
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Average predictions over test-time views."),
     ] = False,

@@ -10,7 +10,7 @@ import typer
 from ..config import FieldError, load_config
 from ..errors import ConfigError
 from ..training.run import train as run_training
-from .common import err, metrics_table, out, summary_line
+from .common import ImageDir, ImageExt, err, metrics_table, out, summary_line
 
 # Config field -> the flag that sets it, so an error names what the user typed.
 FLAGS = {
@@ -46,14 +46,8 @@ def train(
         str | None,
         typer.Option(help="Keep each group (e.g. sender_id) on one side of the split."),
     ] = None,
-    image_dir: Annotated[
-        str | None,
-        typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
-    ] = None,
-    image_ext: Annotated[
-        str | None,
-        typer.Option(help="Extension added to image ids, e.g. .jpg"),
-    ] = None,
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
     model: Annotated[
         str | None,
         typer.Option(help="Backbone: efficientnet_lite0, efficientnet_lite2 or any timm name."),
