@@ -161,7 +161,7 @@ def test_main_prints_errors_without_traceback(tmp_path):
     proc = _run_main("evaluate", tmp_path / "no-model", missing)
     assert proc.returncode == 2
     assert "error:" in proc.stderr
-    assert "no-model" in proc.stderr and "not a fashionlens model folder" in proc.stderr
+    assert "no-model" in proc.stderr and "no such model folder" in proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
 
 

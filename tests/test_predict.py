@@ -118,8 +118,11 @@ def test_predictor_knows_its_model(predictor, model_dir):
 
 
 def test_predictor_on_a_missing_model(tmp_path):
-    with pytest.raises(ModelError, match="not a fashionlens model folder"):
+    with pytest.raises(ModelError, match="no such model folder"):
         Predictor(tmp_path / "no-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a fashionlens model folder"):
+        Predictor(tmp_path / "empty")
 
 
 def test_collect_images(tmp_path):

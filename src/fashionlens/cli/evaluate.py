@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 
 from ..evaluation.evaluate import evaluate as run_evaluation
-from ..inference.predictor import DEFAULT_MODEL
+from ..models.resolve import resolve_model
 from .common import ImageDir, ImageExt, err, metrics_table, out, summary_line
 
 
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model folder (a run's model/), or 'default'.")],
+    model: Annotated[str, typer.Argument(help="'default', a bundled model's name, or a model "
+                                              "or run folder.")],
     data: Annotated[
         Path,
         typer.Argument(help="Folder with a sub-folder per class, or a CSV file."),
@@ -43,7 +44,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
-    model_dir = DEFAULT_MODEL if str(model) == "default" else model
+    model_dir = resolve_model(model).folder
     if split and not split_column:
         split_column = "split"
     result = run_evaluation(model_dir, data, splits=split, tta=tta, split_column=split_column,

@@ -23,8 +23,9 @@ def predict(
                             "(default: the bundled samples)."),
     ] = None,
     model: Annotated[
-        Path | None,
-        typer.Option(help="Model folder; default: the bundled garment-type model."),
+        str | None,
+        typer.Option(help="'default' (the bundled garment-type model), a bundled model's "
+                          "name, or a model or run folder."),
     ] = None,
     top_k: Annotated[int, typer.Option(min=1, help="How many classes to list per photo.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 32,

@@ -19,11 +19,10 @@ from ..data.images import is_image_file, load_image
 from ..data.transforms import Preprocess, eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo, load_model
+from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS, resolve_model
 from ..precision import autocast, resolve_precision
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_MODEL = ASSETS / "models" / "clothing10"
-SAMPLE_PHOTOS = ASSETS / "samples"
+__all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
 
 def default_precision(device: str | torch.device = "cpu") -> str:
@@ -104,11 +103,16 @@ def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threa
 
 
 class Predictor:
-    """Loads a model folder once; predicts for paths, bytes or PIL images."""
+    """Loads a model once; predicts for paths, bytes or PIL images.
 
-    def __init__(self, model_dir: str | Path | None = None, device: str = "cpu",
+    `model` is anything `models.resolve.resolve_model` accepts: None or 'default', a
+    bundled model's name, a model folder or a run folder.
+    """
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2) -> None:
-        self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+        self.ref = resolve_model(model)
+        self.model_dir = self.ref.folder
         self.model, self.info = load_model(self.model_dir)
         self.device = torch.device(device)
         self.model.to(self.device).to(memory_format=torch.channels_last)

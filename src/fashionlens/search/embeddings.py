@@ -25,18 +25,14 @@ import torch
 
 from ..data.transforms import eval_transform
 from ..errors import ImageError, ModelError
-from ..inference.predictor import (
-    DEFAULT_MODEL,
-    decoded_batches,
-    prepare_photo,
-)
-from ..models.artifact import META_FILE, load_model, weights_digest
+from ..inference.predictor import decoded_batches, prepare_photo
+from ..models.artifact import load_model, weights_digest
 from ..models.embedding import backbone_features, search_vectors
 from ..models.registry import create_model, model_preprocess
+from ..models.resolve import DEFAULT_BACKBONE, resolve_model
 from ..precision import autocast, resolve_precision
 
-# The backbone used when no model is given and the bundled model is not installed.
-DEFAULT_BACKBONE = "efficientnet_lite0"
+__all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
 
 
 @dataclass
@@ -62,30 +58,27 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 class Embedder:
     """Turns photos (paths, bytes or PIL images) into L2-normalised float32 vectors.
 
-    `model` is a saved model folder, a timm/fashionlens backbone name (loaded with
-    `pretrained` weights), or None: the bundled garment model, or when that is not
-    installed the `efficientnet_lite0` backbone with its embedded ImageNet weights.
+    `model` is anything `models.resolve.resolve_model` accepts, backbone names included
+    (loaded with `pretrained` weights); None or 'default' is the bundled garment model,
+    or when that is not installed the `efficientnet_lite0` backbone with its embedded
+    ImageNet weights.
     """
 
     def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
                  device: str = "cpu", precision: str | None = None, threads: int = 2) -> None:
-        if model is None or str(model) == "default":
-            model = DEFAULT_MODEL if (DEFAULT_MODEL / META_FILE).is_file() else DEFAULT_BACKBONE
-        folder = Path(model).expanduser()
-        if folder.is_dir():
+        ref = resolve_model(model, backbone=True)
+        if ref.folder is not None:
+            folder = ref.folder
             self.model, info = load_model(folder)
             self.preprocess = info.preprocess
-            folder = folder.resolve()
-            # The bundled model is recorded by name, not by where the package is installed.
-            self.spec = "default" if folder == DEFAULT_MODEL.resolve() else str(folder)
+            # Bundled models are recorded by name, not by where the package is installed.
+            self.spec = ref.name
             self.fingerprint = f"{info.architecture}:{weights_digest(folder)}"
             if info.embedding:  # its settings (e.g. the posterior weight) shape the vectors
                 settings = json.dumps(info.embedding, sort_keys=True).encode()
                 self.fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
         else:
-            name = str(model)
-            if any(sep in name for sep in ("/", "\\")) or name.endswith(".json"):
-                raise ModelError(f"{name}: no such model folder")
+            name = ref.name
             self.model = create_model(name, pretrained=pretrained)
             self.preprocess = model_preprocess(self.model)
             self.spec = name if pretrained == "embedded" else f"{name}@{pretrained}"

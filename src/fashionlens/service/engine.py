@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
-from ..inference.predictor import DEFAULT_MODEL, Predictor
+from ..inference.predictor import Predictor
 from ..models.artifact import weights_digest
 from ..models.embedding import backbone_features, classifier_logits, search_vectors
 from ..search.catalog import Catalog
@@ -345,7 +345,7 @@ class Engine:
         self.query: QueryEncoder | None = None
         self.cache = OutputCache(settings.cache_entries)
         try:
-            for spec in settings.models or [str(DEFAULT_MODEL)]:
+            for spec in settings.models or ["default"]:
                 self._load_model(spec)
             self.default_model = next(iter(self.models))
             if settings.catalog:
@@ -358,12 +358,8 @@ class Engine:
             raise
 
     def _load_model(self, spec: str) -> None:
-        model_dir = Path(spec).expanduser()
-        if spec == "default":
-            model_dir = DEFAULT_MODEL
-        if not model_dir.is_dir():
-            raise FashionLensError(f"{spec}: no such model folder")
-        predictor = Predictor(model_dir)
+        predictor = Predictor(spec)
+        model_dir = predictor.model_dir
         name = base = _model_name(model_dir, predictor.model_info.name)
         n = 2
         while name in self.models:

@@ -43,7 +43,6 @@ from ..data.sources import LabelledSet
 from ..data.splits import split_train_val
 from ..errors import ConfigError, DataError, ImageError, ModelError
 from ..evaluation.retrieval import pair_accuracy, precision_at_k
-from ..inference.predictor import DEFAULT_MODEL
 from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
 from ..models.embedding import (
     EmbeddingSpec,
@@ -53,6 +52,7 @@ from ..models.embedding import (
     search_vectors,
     stage_taps,
 )
+from ..models.resolve import resolve_model
 from ..precision import PRECISIONS, autocast, resolve_precision
 from ..progress import track
 from .loop import freeze_batchnorm_statistics, freeze_early_stages, resolve_device
@@ -160,15 +160,13 @@ def combined_loss(embeddings: torch.Tensor, items: torch.Tensor, categories: tor
 
 def load_base(base: str, pretrained: str = "embedded") -> tuple[nn.Module, ModelInfo]:
     """A saved model (with its classes) or a bare pretrained backbone."""
-    folder = DEFAULT_MODEL if base == "default" else Path(base).expanduser()
-    if folder.is_dir():
-        model, info = load_model(folder)
+    ref = resolve_model(base, backbone=True, flag="--base")
+    if ref.folder is not None:
+        model, info = load_model(ref.folder)
         info.embedding = None
         if hasattr(model, "embedding_head"):
             del model.embedding_head
         return model, info
-    if any(sep in base for sep in ("/", "\\")):
-        raise ConfigError(f"metric.base: {base}: no such model folder")
     model = create_model(base, num_classes=0, pretrained=pretrained)
     info = ModelInfo(architecture=base, classes=[], preprocess=model_preprocess(model),
                      task="embedding")
