@@ -324,6 +324,28 @@ def test_similar_to_a_photo(client):
     assert [m["id"] for m in multipart.json()["matches"]] == [m["id"] for m in matches]
 
 
+def test_photo_search_follows_a_reembedding_by_another_process(tmp_path, model_dir):
+    """`catalog reembed` from the CLI while the server runs: photo queries must switch to
+    the catalog's new model, not compare vectors of two models."""
+    from fashionlens.search.catalog import Catalog
+
+    folder = build_demo_catalog(tmp_path / "catalog", limit=1)
+    engine = Engine(ServiceSettings(catalog=str(folder), api_key=KEY, cache_entries=0))
+    try:
+        with TestClient(create_app(engine.settings, engine=engine)) as client:
+            photo = jpeg_bytes(DRESS)
+            assert post_image(client, "/api/v1/similar", photo, k=3).status_code == 200
+            with Catalog(folder) as elsewhere:  # another process moves it to another model
+                elsewhere.reembed(model_dir)
+                expected = [m.item.id for m in elsewhere.search(photo, k=3)]
+            response = post_image(client, "/api/v1/similar", photo, k=3)
+            assert response.status_code == 200, response.text
+            assert [m["id"] for m in response.json()["matches"]] == expected
+            assert engine.query.embedder.fingerprint == engine.catalog.embedder.fingerprint
+    finally:
+        engine.close()
+
+
 def test_similar_with_filters(client):
     response = post_image(client, "/api/v1/similar", jpeg_bytes(HAT), k=20,
                           filter=["category!=Hat", "price<100"])

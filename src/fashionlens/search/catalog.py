@@ -977,6 +977,12 @@ class Catalog:
     def model(self) -> str | None:
         return self._meta("model")
 
+    def model_fingerprint(self) -> str | None:
+        """Which model's vectors the catalog holds now (another process may have moved it
+        to another model with `reembed`): a query vector must come from the same one."""
+        self._refresh()
+        return self._meta("model_fingerprint")
+
     def _use_embedder(self, embedder: Embedder) -> None:
         fingerprint = self._meta("model_fingerprint")
         if fingerprint is None and self.dim not in (None, embedder.dim):

@@ -215,7 +215,9 @@ class QueryEncoder:
     @property
     def key(self) -> str:
         """Names the forward pass that makes query vectors (for the output cache)."""
-        return self.model.name if self.model is not None else "catalog embedder"
+        if self.model is not None:
+            return self.model.name
+        return f"catalog embedder {self.embedder.fingerprint}"
 
     async def submit(self, tensor: torch.Tensor) -> Output:
         if self.model is not None:
@@ -343,6 +345,7 @@ class Engine:
         self.models: dict[str, ServedModel] = {}
         self.catalog: CatalogService | None = None
         self.query: QueryEncoder | None = None
+        self._requery = asyncio.Lock()  # one rebuild of the query encoder at a time
         self.cache = OutputCache(settings.cache_entries)
         try:
             for spec in settings.models or ["default"]:
@@ -425,6 +428,26 @@ class Engine:
                            "this catalog holds imported vectors without their model, so it "
                            "cannot embed photos; search by item instead")
         return self.query
+
+    async def current_query(self) -> QueryEncoder:
+        """The query encoder for the model the catalog holds vectors of now: when another
+        process has re-embedded the catalog (`catalog reembed`), photo queries switch to
+        its new model instead of comparing vectors of two models."""
+        query = self.require_query()
+        catalog = self.require_catalog()
+        fingerprint = await catalog.call(catalog.catalog.model_fingerprint)
+        if fingerprint in (None, query.embedder.fingerprint):
+            return query
+        async with self._requery:
+            if self.query is not None and self.query.embedder.fingerprint != fingerprint:
+                embedder = await catalog.call(catalog.catalog.embedder)
+                log.info("the catalog now holds vectors of %s; photo queries follow",
+                         embedder.spec)
+                self.query = await run_in_threadpool(
+                    QueryEncoder, embedder, list(self.models.values()), self.inference,
+                    self.settings)
+                catalog.embedder = embedder
+        return self.require_query()
 
     def close(self, timeout: float | None = None) -> None:
         """Release the catalog and the inference thread, waiting at most `timeout`

@@ -41,7 +41,7 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
     catalog = engine.require_catalog()
     check_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
-    query = engine.require_query()
+    query = await engine.current_query()
     data, name = await read_image_bytes(request)
     result = await engine.photo_output(data, name, query.key, query.draft_size,
                                        query.transform, query.submit, need_vector=True)
