@@ -94,6 +94,17 @@ def _native_bf16_cached() -> bool:
     return cpu_has_native_bf16()
 
 
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' -> the GPU when there is one, else the CPU; any other name as given."""
+    import torch
+
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def resolve_precision(precision: str | None, device: str | torch.device = "cpu") -> str:
     """'auto' (or None) -> 'bf16' where `device` computes bf16 natively, else 'fp32'.
 

@@ -7,16 +7,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
+from torch.utils.data import DataLoader
 
-from ..config import TrainConfig
-from ..data import DataSpec, PhotoDataset, Preprocess, eval_transform, load_labelled
+from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
+from ..data.dataset import collate_skipping
 from ..errors import DataError
 from ..inference.predictor import tta_probabilities
-from ..models import load_model
-from ..precision import resolve_precision
+from ..inference.runtime import PROBABILITIES, TorchRuntime
 from ..progress import track
-from ..training.loop import make_loader, predict_loader, resolve_device
 from .metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,8 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
     image_column, target_column, split_column, image_dir or image_extension.
     """
-    model, info = load_model(model_dir)
+    runtime = TorchRuntime.load(model_dir, device=device, precision=precision)
+    info = runtime.info
     spec = spec_for_model(data, info.config, **columns)
     labelled = load_labelled(spec)
     samples = labelled.samples
@@ -85,27 +85,31 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     dataset.preload(lambda it: track(it, "reading photos", len(samples)))
     if not len(dataset):
         raise DataError(f"{labelled.source}: none of the photos could be read")
-    precision = resolve_precision(precision, resolve_device(device))
-    metrics = evaluate_dataset(model, dataset, info.classes, info.preprocess, precision, device,
-                               tta=tta)
+    metrics = evaluate_dataset(runtime, dataset, tta=tta)
     return EvaluationResult(metrics=metrics, model=str(model_dir), data=str(data),
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
-                            missing=[str(p) for p in labelled.missing], precision=precision,
-                            name=info.name)
+                            missing=[str(p) for p in labelled.missing],
+                            precision=runtime.precision, name=info.name)
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset: PhotoDataset, classes: list[str],
-                     preprocess: Preprocess, precision: str = "auto", device: str = "auto",
-                     tta: bool = False, batch_size: int = 64) -> dict:
-    """Score a model on a dataset whose labels use the model's class names."""
-    dev = resolve_device(device)
-    precision = resolve_precision(precision, dev)
-    model.to(dev).to(memory_format=torch.channels_last)
+def evaluate_dataset(runtime: TorchRuntime, dataset: PhotoDataset, tta: bool = False,
+                     batch_size: int = 64) -> dict:
+    """Score a model (behind its runtime) on a dataset labelled with its class names."""
     if tta:
-        probs, targets = tta_probabilities(model, dataset, preprocess, dev, precision)
+        probs, targets = tta_probabilities(runtime, dataset)
     else:
-        loader = make_loader(dataset, TrainConfig(num_workers=0), False, 0, batch_size=batch_size)
-        probs, targets, _ = predict_loader(model, loader, dev, precision, "evaluate")
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                            collate_fn=collate_skipping)
+        outs, labels = [], []
+        for batch, errors in track(loader, "evaluate"):
+            dataset.record_skipped(errors)
+            if batch is None:
+                continue
+            images, batch_labels, _ = batch
+            outs.append(runtime.run(images, (PROBABILITIES,))[PROBABILITIES])
+            labels.append(batch_labels.numpy())
+        probs = np.concatenate(outs) if outs else np.zeros((0, len(runtime.classes)))
+        targets = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     if len(targets) == 0:
         raise DataError("no readable images to evaluate")
-    return classification_metrics(targets, probs, classes)
+    return classification_metrics(targets, probs, runtime.classes)

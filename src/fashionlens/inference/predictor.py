@@ -2,7 +2,7 @@
 
 Single process: photos are decoded by a small thread pool (Pillow releases the GIL
 while decoding, and JPEG draft mode decodes big photos at reduced scale) while the
-model runs batches under bf16 autocast where the CPU supports it.
+runtime (`inference.runtime`) runs the model on batches.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from ..data.images import is_image_file, load_image
-from ..data.transforms import Preprocess, eval_transform, tta_views
+from ..data.transforms import eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
-from ..models.artifact import ModelInfo, load_model
-from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS, resolve_model
-from ..precision import autocast, resolve_precision
+from ..models.artifact import ModelInfo
+from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
+from ..precision import resolve_precision
+from .runtime import PROBABILITIES, TorchRuntime
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -111,12 +112,12 @@ class Predictor:
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2) -> None:
-        self.ref = resolve_model(model)
-        self.model_dir = self.ref.folder
-        self.model, self.info = load_model(self.model_dir)
-        self.device = torch.device(device)
-        self.model.to(self.device).to(memory_format=torch.channels_last)
-        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
+        self.runtime = TorchRuntime.load(model, device=device, precision=precision)
+        self.model_dir = self.runtime.folder
+        self.info = self.runtime.info
+        self.model = self.runtime.model
+        self.device = self.runtime.device
+        self.precision = self.runtime.precision  # "bf16" or "fp32"
         self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
         self._draft = self.info.preprocess.resize_size
@@ -132,12 +133,8 @@ class Predictor:
     def _prepare(self, source) -> torch.Tensor:
         return prepare_photo(source, self.transform, self._draft)
 
-    @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.precision):
-            logits = self.model(batch)
-        return logits.float().softmax(-1).cpu().numpy()
+        return self.runtime.run(batch, (PROBABILITIES,))[PROBABILITIES]
 
     def _result(self, name: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
@@ -180,20 +177,15 @@ class Predictor:
                     yield Prediction(path=str(path), error=tensors[i].reason)
 
 
-def tta_probabilities(model: torch.nn.Module, dataset, preprocess: Preprocess,
-                      device: torch.device, precision: str) -> tuple[np.ndarray, np.ndarray]:
+def tta_probabilities(runtime: TorchRuntime, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Average the softmax over test-time views for every photo of a PhotoDataset."""
     probs, targets = [], []
-    model.eval()
     for index in range(len(dataset)):
         try:
             img = dataset.image(index)
         except ImageError:
             continue
-        views = torch.stack(tta_views(img, preprocess)).to(device).contiguous(
-            memory_format=torch.channels_last)
-        with torch.no_grad(), autocast(device, precision):
-            p = model(views).float().softmax(-1).mean(0)
-        probs.append(p.cpu().numpy())
+        views = torch.stack(tta_views(img, runtime.preprocess))
+        probs.append(runtime.run(views, (PROBABILITIES,))[PROBABILITIES].mean(0))
         targets.append(dataset.targets[index])
     return np.stack(probs), np.asarray(targets)

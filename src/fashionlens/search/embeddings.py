@@ -7,15 +7,13 @@ class posterior appended when the head says so) when it has one, else from the l
 just before the classifier (`forward_head(..., pre_logits=True)`): of a saved
 fashionlens model, the bundled garment model, or a bare backbone.
 
-Decoding runs on a small thread pool and the model under bf16 autocast where the CPU
-supports it, exactly like `Predictor.predict_paths`; an unreadable photo is reported
-for that photo only.
+Decoding runs on a small thread pool and the model in the runtime (`inference.runtime`),
+exactly like `Predictor.predict_paths`; an unreadable photo is reported for that photo
+only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +24,8 @@ import torch
 from ..data.transforms import eval_transform
 from ..errors import ImageError, ModelError
 from ..inference.predictor import decoded_batches, prepare_photo
-from ..models.artifact import load_model, weights_digest
-from ..models.embedding import backbone_features, search_vectors
-from ..models.registry import create_model, model_preprocess
-from ..models.resolve import DEFAULT_BACKBONE, resolve_model
-from ..precision import autocast, resolve_precision
+from ..inference.runtime import VECTOR, TorchRuntime, normalise
+from ..models.resolve import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
 
@@ -48,13 +43,6 @@ class Embedded:
         return self.vector is not None
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero), as contiguous float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 class Embedder:
     """Turns photos (paths, bytes or PIL images) into L2-normalised float32 vectors.
 
@@ -66,34 +54,21 @@ class Embedder:
 
     def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
                  device: str = "cpu", precision: str | None = None, threads: int = 2) -> None:
-        ref = resolve_model(model, backbone=True)
-        if ref.folder is not None:
-            folder = ref.folder
-            self.model, info = load_model(folder)
-            self.preprocess = info.preprocess
-            # Bundled models are recorded by name, not by where the package is installed.
-            self.spec = ref.name
-            self.fingerprint = f"{info.architecture}:{weights_digest(folder)}"
-            if info.embedding:  # its settings (e.g. the posterior weight) shape the vectors
-                settings = json.dumps(info.embedding, sort_keys=True).encode()
-                self.fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
-        else:
-            name = ref.name
-            self.model = create_model(name, pretrained=pretrained)
-            self.preprocess = model_preprocess(self.model)
-            self.spec = name if pretrained == "embedded" else f"{name}@{pretrained}"
-            self.fingerprint = f"{name}:{pretrained}"
-        if not hasattr(self.model, "forward_head"):
-            raise ModelError(f"{self.spec}: the architecture has no forward_head; "
+        self.runtime = TorchRuntime.load(model, backbone=True, pretrained=pretrained,
+                                         device=device, precision=precision)
+        if VECTOR not in self.runtime.outputs:
+            raise ModelError(f"{self.runtime.spec}: the architecture has no forward_head; "
                              "cannot take its pooled features")
-        self.model.eval()
-        self.device = torch.device(device)
-        self.model.to(self.device).to(memory_format=torch.channels_last)
-        self.precision = resolve_precision(precision, self.device)
+        self.model = self.runtime.model
+        self.preprocess = self.runtime.preprocess
+        self.spec = self.runtime.spec  # bundled models by name, not where they are installed
+        self.fingerprint = self.runtime.fingerprint
+        self.device = self.runtime.device
+        self.precision = self.runtime.precision
         self.transform = eval_transform(self.preprocess)
         self.threads = threads
         self._draft = self.preprocess.resize_size
-        self.dim = self._probe_dim()
+        self.dim = self.runtime.vector_dim
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> Embedder:
@@ -103,17 +78,9 @@ class Embedder:
             return cls(name, pretrained=pretrained, **kwargs)
         return cls(spec, **kwargs)
 
-    def _probe_dim(self) -> int:
-        size = self.preprocess.size
-        return int(self.vectors(torch.zeros(1, 3, size, size)).shape[1])
-
-    @torch.no_grad()
     def vectors(self, batch: torch.Tensor) -> np.ndarray:
         """Unit vectors for a batch of pre-processed photos."""
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.precision):
-            vectors = search_vectors(self.model, backbone_features(self.model, batch))
-        return normalise(vectors.float().cpu().numpy())
+        return self.runtime.run(batch, (VECTOR,))[VECTOR]
 
     def _prepare(self, source, name: str | None = None) -> torch.Tensor:
         return prepare_photo(source, self.transform, self._draft, name=name)

@@ -38,10 +38,10 @@ from starlette.concurrency import run_in_threadpool
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import Predictor
+from ..inference.runtime import PROBABILITIES, VECTOR
 from ..models.artifact import weights_digest
-from ..models.embedding import backbone_features, classifier_logits, search_vectors
 from ..search.catalog import Catalog
-from ..search.embeddings import Embedder, normalise
+from ..search.embeddings import Embedder
 from .batching import MicroBatcher
 from .errors import ApiError
 from .settings import ServiceSettings
@@ -92,11 +92,6 @@ class Output:
     vector: np.ndarray | None
 
 
-def _probe(size: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(2, 3, size, size, generator=generator) * 2 - 1
-
-
 class ServedModel:
     """One model folder served over HTTP: predictor, metrics, plots, its batcher."""
 
@@ -109,7 +104,7 @@ class ServedModel:
         self.transform = predictor.transform
         self.draft_size = self.info.preprocess.resize_size
         self.digest = weights_digest(model_dir)
-        self.shares_features = self._check_split_forward()
+        self.runtime = predictor.runtime
         self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,
             max_wait_ms=settings.batch_wait_ms, name=f"model {name}")
@@ -118,43 +113,12 @@ class ServedModel:
     def classes(self) -> list[str]:
         return self.info.classes
 
-    def _split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self.predictor.model
-        features = backbone_features(model, batch)
-        return features, classifier_logits(model, features)
-
-    def _check_split_forward(self) -> bool:
-        """Whether features + classifier reproduce the model's own output (so one pass
-        can serve both classify and search); checked once on a fixed random input."""
-        model = self.predictor.model
-        if not (hasattr(model, "forward_head") and hasattr(model, "get_classifier")):
-            return False
-        try:
-            with torch.no_grad():
-                x = _probe(self.info.preprocess.size)
-                _, logits = self._split(x)
-                same = torch.allclose(logits, model(x), atol=1e-4, rtol=1e-4)
-        except Exception:  # noqa: BLE001 - any architecture quirk: fall back to model(x)
-            return False
-        return bool(same)
-
-    @torch.no_grad()
     def forward(self, tensors: list[torch.Tensor]) -> list[Output]:
-        """One pass over a micro-batch (runs on the inference thread)."""
-        predictor = self.predictor
-        batch = torch.stack(tensors).to(predictor.device).contiguous(
-            memory_format=torch.channels_last)
-        with torch.autocast(predictor.device.type, dtype=torch.bfloat16,
-                            enabled=predictor.precision == "bf16"):
-            if self.shares_features:
-                features, logits = self._split(batch)
-            else:
-                features, logits = None, predictor.model(batch)
-            vectors = (normalise(search_vectors(predictor.model, features, logits)
-                                 .float().cpu().numpy())
-                       if features is not None else [None] * len(tensors))
-        probs = logits.float().softmax(-1).cpu().numpy()
-        return [Output(p, v) for p, v in zip(probs, vectors, strict=True)]
+        """One pass over a micro-batch (runs on the inference thread): the class
+        probabilities and, where the model gives one, the search vector."""
+        outputs = self.runtime.run(torch.stack(tensors))
+        vectors = outputs.get(VECTOR, [None] * len(tensors))
+        return [Output(p, v) for p, v in zip(outputs[PROBABILITIES], vectors, strict=True)]
 
     def plot(self, which: str) -> Path | None:
         """The run's confusion matrix or curves image, next to the model or in its run."""
@@ -179,8 +143,9 @@ class ServedModel:
 class QueryEncoder:
     """Turns a decoded photo into the catalog's query vector, batched.
 
-    Uses a served model's features when it is the catalog's own model (checked on a
-    probe input), otherwise the catalog's embedder behind a batcher of its own.
+    Uses a served model's pass when it makes the catalog's vectors (the same weights and
+    embedding settings: the same fingerprint), otherwise the catalog's embedder behind a
+    batcher of its own.
     """
 
     def __init__(self, embedder: Embedder, models: Sequence[ServedModel],
@@ -188,7 +153,9 @@ class QueryEncoder:
         self.embedder = embedder
         self.model: ServedModel | None = None
         for served in models:
-            if served.shares_features and self._same_vectors(served):
+            if VECTOR in served.runtime.outputs and \
+                    served.runtime.fingerprint == embedder.fingerprint and \
+                    served.info.preprocess.to_dict() == embedder.preprocess.to_dict():
                 self.model = served
                 break
         self.transform = self.model.transform if self.model else embedder.transform
@@ -199,15 +166,6 @@ class QueryEncoder:
             self.batcher = MicroBatcher(self._vectors, executor, max_batch=settings.max_batch,
                                         max_wait_ms=settings.batch_wait_ms,
                                         name="catalog embedder")
-
-    def _same_vectors(self, served: ServedModel) -> bool:
-        if served.info.preprocess.to_dict() != self.embedder.preprocess.to_dict():
-            return False
-        x = _probe(served.info.preprocess.size)
-        ours = served.forward(list(x))
-        theirs = self.embedder.vectors(x)
-        return all(o.vector is not None and o.vector.shape == t.shape
-                   and float(o.vector @ t) > 0.999 for o, t in zip(ours, theirs, strict=True))
 
     def _vectors(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
         return list(self.embedder.vectors(torch.stack(tensors)))
@@ -443,9 +401,8 @@ class Engine:
                 embedder = await catalog.call(catalog.catalog.embedder)
                 log.info("the catalog now holds vectors of %s; photo queries follow",
                          embedder.spec)
-                self.query = await run_in_threadpool(
-                    QueryEncoder, embedder, list(self.models.values()), self.inference,
-                    self.settings)
+                self.query = QueryEncoder(embedder, list(self.models.values()),
+                                          self.inference, self.settings)
                 catalog.embedder = embedder
         return self.require_query()
 

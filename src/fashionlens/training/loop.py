@@ -31,16 +31,10 @@ from ..config import TrainConfig
 from ..data.dataset import PhotoDataset, collate_skipping
 from ..evaluation.metrics import classification_metrics
 from ..models.embedding import pooled_features
-from ..precision import autocast, resolve_precision
+from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import StepBar, track
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from ..data import (
 from ..errors import DataError
 from ..evaluation.evaluate import evaluate_dataset
 from ..evaluation.plots import plot_confusion, plot_curves
+from ..inference.runtime import TorchRuntime
 from ..models import ModelInfo, architecture_preprocess, create_model, save_model
 from ..progress import track
 from .loop import FitResult, fit
@@ -171,8 +172,11 @@ def train(config: RunConfig) -> RunResult:
 
     metrics: dict = {}
     if len(val_ds):
-        metrics = evaluate_dataset(model, val_ds, classes, preprocess, result.precision,
-                                   config.train.device, tta=config.train.tta)
+        runtime = TorchRuntime(model, preprocess, device=config.train.device,
+                               precision=result.precision,
+                               info=ModelInfo(architecture=model_cfg.name, classes=classes,
+                                              preprocess=preprocess))
+        metrics = evaluate_dataset(runtime, val_ds, tta=config.train.tta)
     note = fine_tuning_note(result, config.train.monitor, len(val_ds))
     summary = {
         "metrics": metrics,

@@ -14,6 +14,7 @@ import torch
 from fastapi import APIRouter, Query, Request
 
 from ...data.transforms import tta_views
+from ...inference.runtime import PROBABILITIES
 from ..engine import ServedModel
 from ..errors import error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image, read_image_bytes
@@ -38,7 +39,7 @@ def classification_task(served: ServedModel, probs: np.ndarray, top_k: int,
 
 def _tta_probabilities(served: ServedModel, img) -> np.ndarray:
     views = torch.stack(tta_views(img, served.info.preprocess))
-    return served.predictor.probabilities(views).mean(0)
+    return served.runtime.run(views, (PROBABILITIES,))[PROBABILITIES].mean(0)
 
 
 @router.post("/classify", summary="Classify a photo (multipart upload or raw image body)",

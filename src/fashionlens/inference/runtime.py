@@ -1,0 +1,153 @@
+"""The one place that runs a model on a batch of photos.
+
+Predictor, Embedder, the service and evaluation hand a runtime a batch of pre-processed
+photos and get named outputs back as NumPy arrays:
+
+- `probabilities`: the classifier's softmax (models with classes);
+- `vector`: the unit search vector (the embedding head's, with the class posterior
+  appended when it says so; else the L2-normalised pooled features).
+
+What a model outputs is read from what it declares (its artifact's classes and embedding
+head, timm's `forward_head` contract), never probed with test inputs. One pass gives
+every output asked for. `TorchRuntime` runs eager PyTorch on the device and precision
+decided by `fashionlens.precision`; another backend (ONNX Runtime, OpenVINO) would take
+the same batches and give the same names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import Preprocess
+from ..errors import ModelError
+from ..models.artifact import ModelInfo, load_model, weights_digest
+from ..models.embedding import (
+    backbone_features,
+    classifier_logits,
+    embedding_head,
+    search_vectors,
+)
+from ..models.registry import create_model, model_preprocess
+from ..models.resolve import ModelRef, resolve_model
+from ..precision import autocast, resolve_device, resolve_precision
+
+PROBABILITIES = "probabilities"
+VECTOR = "vector"
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), as contiguous float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def fingerprint_of(folder: Path, info: ModelInfo) -> str:
+    """Names the vectors a saved model makes: its weights and its embedding settings (a
+    changed posterior weight gives same-size but different vectors)."""
+    fingerprint = f"{info.architecture}:{weights_digest(folder)}"
+    if info.embedding:
+        settings = json.dumps(info.embedding, sort_keys=True).encode()
+        fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
+    return fingerprint
+
+
+class TorchRuntime:
+    """A model on a device, in a precision, behind `run(batch) -> named outputs`."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, *,
+                 info: ModelInfo | None = None, spec: str = "", fingerprint: str = "",
+                 folder: Path | None = None, device: str | torch.device = "cpu",
+                 precision: str | None = None) -> None:
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.info = info
+        self.spec = spec  # how to name this model again (models.resolve)
+        self.fingerprint = fingerprint
+        self.folder = folder
+        self.device = resolve_device(device)
+        self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.precision = resolve_precision(precision, self.device)  # "bf16" or "fp32"
+        # timm's contract: forward_head(forward_features(x), pre_logits=True) gives the
+        # pooled features the classifier reads; without it there is no search vector.
+        self._splits = hasattr(model, "forward_head") and hasattr(model, "get_classifier")
+        outputs = []
+        if info is not None and info.classes:
+            outputs.append(PROBABILITIES)
+        if hasattr(model, "forward_head"):
+            outputs.append(VECTOR)
+        self.outputs: tuple[str, ...] = tuple(outputs)
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, *, backbone: bool = False,
+             pretrained: str = "embedded", device: str | torch.device = "cpu",
+             precision: str | None = None, flag: str = "--model") -> TorchRuntime:
+        """A runtime for anything `models.resolve.resolve_model` names; with
+        `backbone=True` a bare backbone name too (loaded with `pretrained` weights)."""
+        ref: ModelRef = resolve_model(model, backbone=backbone, flag=flag)
+        if ref.folder is not None:
+            network, info = load_model(ref.folder)
+            return cls(network, info.preprocess, info=info, spec=ref.name,
+                       fingerprint=fingerprint_of(ref.folder, info), folder=ref.folder,
+                       device=device, precision=precision)
+        network = create_model(ref.name, pretrained=pretrained)
+        spec = ref.name if pretrained == "embedded" else f"{ref.name}@{pretrained}"
+        return cls(network, model_preprocess(network), spec=spec,
+                   fingerprint=f"{ref.name}:{pretrained}", device=device, precision=precision)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes if self.info is not None else []
+
+    @property
+    def vector_dim(self) -> int:
+        """The search vector's length, from the model's declaration."""
+        if VECTOR not in self.outputs:
+            raise ModelError(f"{self.spec or 'this model'}: the architecture has no "
+                             "forward_head; it gives no search vector")
+        head = embedding_head(self.model)
+        if head is not None:
+            return head.spec.output_dim
+        return int(self.model.num_features)
+
+    def _check(self, wanted: Collection[str]) -> None:
+        missing = [name for name in wanted if name not in self.outputs]
+        if missing:
+            raise ModelError(f"{self.spec or 'this model'} gives no {', '.join(missing)} "
+                             f"(it gives: {', '.join(self.outputs) or 'nothing'})")
+
+    @torch.no_grad()
+    def run(self, batch: torch.Tensor, outputs: Collection[str] | None = None
+            ) -> dict[str, np.ndarray]:
+        """The named outputs for a batch of pre-processed photos (N x 3 x H x W)."""
+        wanted = tuple(outputs) if outputs is not None else self.outputs
+        self._check(wanted)
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        result: dict[str, np.ndarray] = {}
+        with autocast(self.device, self.precision):
+            features = None
+            if VECTOR in wanted or (PROBABILITIES in wanted and self._splits):
+                features = backbone_features(self.model, batch)
+            logits = None
+            if PROBABILITIES in wanted or (VECTOR in wanted and self._posterior()):
+                logits = (classifier_logits(self.model, features) if self._splits
+                          else self.model(batch))
+            if VECTOR in wanted:
+                vectors = search_vectors(self.model, features, logits)
+                result[VECTOR] = normalise(vectors.float().cpu().numpy())
+            if PROBABILITIES in wanted:
+                result[PROBABILITIES] = logits.float().softmax(-1).cpu().numpy()
+        return result
+
+    def _posterior(self) -> bool:
+        head = embedding_head(self.model)
+        return head is not None and head.spec.posterior_weight > 0

@@ -1,0 +1,54 @@
+"""The one runtime: named outputs from what a model declares, one pass for all of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlens.errors import ModelError
+from fashionlens.inference.runtime import PROBABILITIES, VECTOR, TorchRuntime
+from fashionlens.models import load_model
+
+
+def _batch(size: int = 64, n: int = 3) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def test_a_classifier_declares_probabilities_and_a_vector(model_dir):
+    runtime = TorchRuntime.load(model_dir, precision="fp32")
+    assert runtime.outputs == (PROBABILITIES, VECTOR)
+    both = runtime.run(_batch())
+    assert both[PROBABILITIES].shape == (3, len(runtime.classes))
+    np.testing.assert_allclose(both[PROBABILITIES].sum(1), 1.0, atol=1e-5)
+    assert both[VECTOR].shape == (3, runtime.vector_dim)  # the declared size, not probed
+    np.testing.assert_allclose(np.linalg.norm(both[VECTOR], axis=1), 1.0, atol=1e-5)
+    # One pass for both gives what asking for each alone gives.
+    np.testing.assert_allclose(runtime.run(_batch(), (VECTOR,))[VECTOR], both[VECTOR],
+                               atol=1e-6)
+
+
+def test_the_split_pass_gives_the_models_own_probabilities(model_dir):
+    runtime = TorchRuntime.load(model_dir, precision="fp32")
+    model, _ = load_model(model_dir)
+    with torch.no_grad():
+        expected = model.eval()(_batch()).softmax(-1).numpy()
+    np.testing.assert_allclose(runtime.run(_batch(), (PROBABILITIES,))[PROBABILITIES],
+                               expected, atol=1e-5)
+
+
+def test_a_backbone_gives_only_a_vector(model_dir):
+    runtime = TorchRuntime.load("test_efficientnet", backbone=True, pretrained="none",
+                                precision="fp32")
+    assert runtime.outputs == (VECTOR,)
+    assert runtime.spec == "test_efficientnet@none"
+    assert runtime.run(_batch(), (VECTOR,))[VECTOR].shape == (3, runtime.vector_dim)
+    with pytest.raises(ModelError, match="gives no probabilities"):
+        runtime.run(_batch(), (PROBABILITIES,))
+
+
+def test_the_fingerprint_names_the_weights(model_dir, embedding_model_dir):
+    first = TorchRuntime.load(model_dir)
+    assert TorchRuntime.load(str(model_dir)).fingerprint == first.fingerprint
+    assert TorchRuntime.load(embedding_model_dir).fingerprint != first.fingerprint
+    assert first.fingerprint.startswith("test_efficientnet:")
