@@ -79,6 +79,77 @@ class OutputConfig:
     half_weights: bool = False
 
 
+# Choices of metric learning (`metric:` section; training.metric reads them).
+LOSSES = ("triplet", "supcon")
+MINING = ("semihard", "hard", "all")
+MODES = ("head", "full")
+DEFAULT_EPOCHS = {"head": 40, "full": 5}
+
+
+@dataclass
+class MetricConfig:
+    """Metric learning's settings (`train-embedding`): the `metric:` section of a run config,
+    so an embedding run is configured, overridden and saved like a classifier run."""
+
+    base: str = "default"  # the model to start from: `--model` (models.resolve's spellings)
+    pretrained: str = "embedded"  # weights of a backbone-name base: embedded, timm, none, file
+    mode: str = "head"
+    dim: int = 256
+    hidden: int = 0
+    loss: str = "triplet"
+    mining: str = "semihard"
+    margin: float = 0.2
+    temperature: float = 0.1
+    category_weight: float = 0.2
+    # Class posterior appended to the search vector; None: 0.25 when the base classifies
+    # and its backbone stays frozen (head mode), else 0.
+    posterior_weight: float | None = None
+    stage_taps: int = 2  # the backbone's last N stages feed the head too (0: pooled only)
+    item_column: str | None = None
+    views: int = 4  # head mode: re-shot views computed per photo
+    epochs: int | None = None  # None: 40 in head mode, 5 in full mode (DEFAULT_EPOCHS)
+    batch_items: int = 64
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    freeze_stages: int = 2
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    device: str = "auto"
+    threads: int = 2
+    eval_views_seed: int = 0
+
+    def with_defaults(self) -> MetricConfig:
+        """A copy with the mode-dependent defaults (epochs) filled in."""
+        if self.epochs is not None:
+            return self
+        return dataclasses.replace(self, epochs=DEFAULT_EPOCHS.get(self.mode, 40))
+
+    def check(self) -> None:
+        """Refuse bad values, naming the field (the CLI turns 'metric.margin' into --margin)."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FieldError(f"metric.{spec.name}", f"must be a finite number, got {value}")
+        for name, value, allowed in (("mode", self.mode, MODES), ("loss", self.loss, LOSSES),
+                                     ("mining", self.mining, MINING),
+                                     ("precision", self.precision or "auto", PRECISIONS)):
+            if value not in allowed:
+                raise FieldError(f"metric.{name}", f"'{value}' is not one of "
+                                                   f"{', '.join(allowed)}")
+        for name in ("dim", "views", "epochs", "batch_items"):
+            least = 2 if name in ("dim", "batch_items") else 1
+            value = getattr(self, name)
+            if value is not None and int(value) < least:
+                raise FieldError(f"metric.{name}", f"must be at least {least}, got {value}")
+        for name in ("margin", "temperature"):
+            if getattr(self, name) <= 0:
+                raise FieldError(f"metric.{name}", f"must be positive, got {getattr(self, name)}")
+        for name in ("category_weight", "posterior_weight", "stage_taps"):
+            if (getattr(self, name) or 0) < 0:
+                raise FieldError(f"metric.{name}", f"cannot be negative: {getattr(self, name)}")
+
+
 @dataclass
 class RunConfig:
     data: DataSpec = field(default_factory=DataSpec)
@@ -86,6 +157,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    metric: MetricConfig = field(default_factory=MetricConfig)  # train-embedding only
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -183,6 +255,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 values: dict | None = None) -> RunConfig:
     """Defaults, then the YAML file, then `values`, then dotted overrides."""
     config = RunConfig()
+    loaded: dict = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -195,7 +268,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
-                              f"augment, output, seed), got {type(loaded).__name__} "
+                              f"augment, output, metric, seed), got {type(loaded).__name__} "
                               f"{_short(loaded)}")
         try:
             _apply(config, loaded, "")
@@ -206,10 +279,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             config.data.path = str((path.parent / config.data.path).resolve())
     if values:
         _apply(config, values, "")
-    for text in overrides or []:
-        _apply(config, parse_override(text), "")
-    validate(config)
+    parsed = [parse_override(text) for text in overrides or []]
+    for override in parsed:
+        _apply(config, override, "")
+    try:
+        validate(config)
+    except FieldError as exc:
+        # A bad value that only the file set: say which file, as for an unknown field.
+        if path is not None and exc.file is None and _sets(loaded, exc.field) \
+                and not any(_sets(tree, exc.field) for tree in [values or {}, *parsed]):
+            raise FieldError(exc.field, exc.reason, file=str(path)) from None
+        raise
     return config
+
+
+def _sets(tree: dict, dotted: str) -> bool:
+    """Whether a nested mapping (YAML, flags or an override) gives the dotted field."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _short(value, limit: int = 60) -> str:
@@ -231,6 +322,7 @@ def validate(config: RunConfig) -> None:
             raise FieldError(where, f"must be at least 1, got {value}")
     if not t.lr > 0:
         raise FieldError("train.lr", f"must be positive, got {t.lr}")
+    config.metric.check()
     name = config.output.name
     if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
         raise FieldError("output.name", f"'{name}' must be a plain folder name (no / or \\); "

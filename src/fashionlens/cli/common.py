@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+
+from ..config import FieldError, RunConfig, load_config
+from ..errors import ConfigError
 
 out = Console()
 err = Console(stderr=True)
@@ -19,6 +23,49 @@ ImageDir = Annotated[
     typer.Option(help="Folder the image column is relative to (relative to the CSV)."),
 ]
 ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids, e.g. .jpg")]
+
+# One way to name a model (models.resolve) and a labelled data set, spelled once for every
+# command that takes them.
+MODEL_HELP = ("The model: 'default' (the bundled garment model), a bundled model's name, "
+              "or a model or run folder")
+DATA_HELP = "Labelled photos: a folder with a sub-folder per class, or a CSV file."
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", "-m", metavar="NAME_OR_PATH", help=MODEL_HELP + "."),
+]
+DataOption = Annotated[str | None, typer.Option("--data", metavar="PATH", help=DATA_HELP)]
+# -o/--set: config fields (section.field=value), as in `train`; not catalog item metadata.
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-o", metavar="SECTION.FIELD=VALUE",
+                 help="Override a field of the run config, e.g. -o train.lr=3e-4 "
+                      "(repeatable; after the YAML file and the flags)."),
+]
+
+
+def load_run_config(config: Path | None, overrides: list[str] | None, given: dict,
+                    flags: dict[str, str]) -> RunConfig:
+    """The run config from the YAML file, then the flags given (`given`: dotted field ->
+    value, None for flags not typed), then -o/--set overrides (config.load_config).
+
+    A bad value that came from a flag is reported under that flag (`flags`: dotted field ->
+    '--flag'), e.g. '--margin: must be positive', not 'metric.margin: ...'.
+    """
+    given = {key: value for key, value in given.items() if value is not None}
+    values: dict = {}
+    for key, value in given.items():
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return load_config(config, overrides=list(overrides or []), values=values)
+    except FieldError as exc:
+        overridden = any(o.split("=", 1)[0].strip() == exc.field for o in overrides or [])
+        if exc.field in given and exc.field in flags and not overridden and exc.file is None:
+            raise ConfigError(f"{flags[exc.field]}: {exc.reason}") from None
+        raise
 
 
 def _hide_type_of_flags() -> None:

@@ -3,25 +3,34 @@ how well an embedding finds similar items."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
 
-from ..config import FieldError
 from ..data import DataSpec
 from ..data.sources import load_labelled
 from ..data.splits import split_train_val
-from ..errors import ConfigError, FashionLensError
+from ..errors import FashionLensError
 from ..evaluation.retrieval import category_protocol, pairs_protocol
+from ..models.resolve import resolve_model
 from ..search.embeddings import Embedder
-from ..training.metric import MetricConfig, train_embedding
-from .common import ImageDir, ImageExt, err, out
+from ..training.metric import train_embedding
+from .common import (
+    MODEL_HELP,
+    DataOption,
+    ImageDir,
+    ImageExt,
+    ModelName,
+    Overrides,
+    err,
+    load_run_config,
+    out,
+)
 
-Data = Annotated[str, typer.Argument(help="Folder with a sub-folder per class, or a CSV file.")]
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 TargetColumn = Annotated[str, typer.Option(help="CSV column with the category label.")]
 SplitColumn = Annotated[
@@ -36,67 +45,134 @@ def _spec(data, image_column, target_column, split_column, image_dir, image_ext,
                     image_extension=image_ext)
 
 
+# Config field -> the flag of train-embedding that sets it, so an error names what was typed.
+EMBEDDING_FLAGS = {
+    "metric.mode": "--mode", "metric.dim": "--dim", "metric.hidden": "--hidden",
+    "metric.loss": "--loss", "metric.mining": "--mining", "metric.margin": "--margin",
+    "metric.category_weight": "--category-weight",
+    "metric.posterior_weight": "--posterior-weight", "metric.stage_taps": "--stage-taps",
+    "metric.item_column": "--item-column", "metric.views": "--views",
+    "metric.epochs": "--epochs", "metric.seed": "--seed", "metric.device": "--device",
+    "data.path": "--data", "data.image_column": "--image-column",
+    "data.target_column": "--target-column", "data.split_column": "--split-column",
+    "data.image_dir": "--image-dir", "data.image_extension": "--image-ext",
+    "output.dir": "--output", "output.name": "--name",
+}
+DEFAULT_RUN_NAME = "embedding"
+
+
+def _config_and_data(positional: list[str], data: str | None) -> tuple[Path | None, str | None]:
+    """`train-embedding [CONFIG.yaml] [DATA]`: a .yaml/.yml argument is the run config, any
+    other the data (the older spelling of --data)."""
+    configs = [p for p in positional if Path(p).suffix.lower() in (".yaml", ".yml")]
+    others = [p for p in positional if p not in configs]
+    if len(configs) > 1:
+        raise click.UsageError(f"one run config at most, got {', '.join(configs)}")
+    if len(others) > 1 or (others and data is not None):
+        given = others + ([f"--data {data}"] if data is not None else [])
+        raise click.UsageError(f"one data set at most, got {', '.join(given)}")
+    return (Path(configs[0]) if configs else None), (data or (others[0] if others else None))
+
+
 def train_embedding_command(
-    data: Data,
+    positional: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[CONFIG.yaml] [DATA]", show_default=False,
+                       help="A YAML run config (its metric:, data: and output: sections) "
+                            "and/or the data (the older spelling of --data)."),
+    ] = None,
+    data: DataOption = None,
+    model: ModelName = None,
     base: Annotated[
-        str, typer.Option(help="Model to start from: a model folder, 'default' (the bundled "
-                               "garment model) or a backbone name."),
-    ] = "default",
-    mode: Annotated[str, typer.Option(help="head: train the embedding head on frozen "
-                                           "features (fast); full: the backbone too.")] = "head",
-    dim: Annotated[int, typer.Option(help="Embedding size.")] = 256,
-    hidden: Annotated[int, typer.Option(help="Hidden units of an MLP head (0: linear).")] = 0,
-    loss: Annotated[str, typer.Option(help="triplet or supcon.")] = "triplet",
-    mining: Annotated[str, typer.Option(help="Triplet mining: semihard, hard (batch-hard) "
-                                             "or all.")] = "semihard",
-    margin: Annotated[float, typer.Option(help="Triplet margin (cosine).")] = 0.2,
+        str | None,
+        typer.Option("--base", metavar="NAME_OR_PATH", hidden=True,
+                     help="The older spelling of --model."),
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="head: train the embedding head on frozen "
+                                                  "features (fast, the default); full: the "
+                                                  "backbone too.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Embedding size (default 256).")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Hidden units of an MLP head "
+                                                    "(default 0: linear).")] = None,
+    loss: Annotated[str | None, typer.Option(help="triplet (default) or supcon.")] = None,
+    mining: Annotated[str | None, typer.Option(help="Triplet mining: semihard (default), "
+                                                    "hard (batch-hard) or all.")] = None,
+    margin: Annotated[float | None, typer.Option(help="Triplet margin (cosine; default "
+                                                      "0.2).")] = None,
     category_weight: Annotated[
-        float, typer.Option(help="Weight of the same-category term (0: items only)."),
-    ] = 0.2,
+        float | None, typer.Option(help="Weight of the same-category term (0: items only; "
+                                        "default 0.2)."),
+    ] = None,
     posterior_weight: Annotated[
         float | None, typer.Option(help="Weight of the base classifier's class posterior "
                                         "appended to the search vector (0: off; default "
                                         "0.25 when the base classifies, in head mode).")
     ] = None,
     stage_taps: Annotated[
-        int, typer.Option(help="The backbone's last N stages feed the head besides its "
-                               "pooled features (0: pooled features only).")
-    ] = 2,
+        int | None, typer.Option(help="The backbone's last N stages feed the head besides its "
+                                      "pooled features (0: pooled features only; default 2).")
+    ] = None,
     item_column: Annotated[
         str | None, typer.Option(help="CSV column with item ids (several photos per item); "
                                       "without it, re-shot views of each photo are the pairs."),
     ] = None,
-    views: Annotated[int, typer.Option(help="Head mode: re-shot views per photo.")] = 4,
+    views: Annotated[int | None, typer.Option(help="Head mode: re-shot views per photo "
+                                                   "(default 4).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 40 head, 5 full).")] = None,
-    image_column: ImageColumn = "image",
-    target_column: TargetColumn = "label",
+    image_column: Annotated[
+        str | None, typer.Option(help="CSV column with image paths or ids (default image)."),
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option(help="CSV column with the category label (default label)."),
+    ] = None,
     split_column: SplitColumn = None,
     image_dir: ImageDir = None,
     image_ext: ImageExt = None,
-    output: Annotated[str, typer.Option(help="Folder for runs.")] = "runs",
-    name: Annotated[str, typer.Option(help="Run name (a sub-folder of --output).")] = "embedding",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    output: Annotated[str | None, typer.Option(help="Folder for runs (default runs).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help=f"Run name, a sub-folder of --output (default {DEFAULT_RUN_NAME})."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (default), cpu or cuda.")] = None,
+    override: Overrides = None,
 ) -> None:
     """Train an embedding for visual search (metric learning).
 
-    The saved model both classifies (if the base did) and embeds, e.g. for
-    `catalog build --model`.
+    Settings: the metric: section of a YAML run config, then the flags, then -o/--set.
+
+    The saved model both classifies (if the base did) and embeds, e.g. for `catalog build`.
     """
-    cfg = MetricConfig(base=base, mode=mode, dim=dim, hidden=hidden, loss=loss, mining=mining,
-                       margin=margin, category_weight=category_weight,
-                       posterior_weight=posterior_weight, stage_taps=stage_taps,
-                       item_column=item_column, views=views,
-                       epochs=epochs or (40 if mode == "head" else 5), seed=seed, device=device)
-    spec = _spec(data, image_column, target_column, split_column, image_dir, image_ext)
-    try:
-        cfg.check()
-    except FieldError as exc:  # name the flag typed: --margin, not metric.margin
-        flag = exc.field.removeprefix("metric.")
-        if flag in inspect.signature(train_embedding_command).parameters:
-            raise ConfigError(f"--{flag.replace('_', '-')}: {exc.reason}") from None
-        raise
-    result = train_embedding(cfg, spec, Path(output) / name, name=name)
+    if model is not None and base is not None:
+        raise click.UsageError("--base is the older spelling of --model: give one of them")
+    model_flag = "--base" if base is not None else "--model"
+    config, data = _config_and_data(list(positional or []), data)
+    given = {
+        "metric.base": model or base, "metric.mode": mode, "metric.dim": dim,
+        "metric.hidden": hidden, "metric.loss": loss, "metric.mining": mining,
+        "metric.margin": margin, "metric.category_weight": category_weight,
+        "metric.posterior_weight": posterior_weight, "metric.stage_taps": stage_taps,
+        "metric.item_column": item_column, "metric.views": views, "metric.epochs": epochs,
+        "metric.seed": seed, "metric.device": device, "data.path": data,
+        "data.image_column": image_column, "data.target_column": target_column,
+        "data.split_column": split_column, "data.image_dir": image_dir,
+        "data.image_extension": image_ext, "output.dir": output, "output.name": name,
+    }
+    run = load_run_config(config, override, given,
+                          {**EMBEDDING_FLAGS, "metric.base": model_flag})
+    if not run.data.path:
+        raise click.UsageError("no data: give --data (a folder or CSV file of labelled "
+                               "photos), or data.path in the run config")
+    if model is None and base is None:  # from the YAML file or -o: name the field
+        model_flag = "metric.base" + (f" (in {config})" if config is not None
+                                      and not _overridden(override, "metric.base") else "")
+    # Resolve now, so a bad name is reported under what was typed, before any photo is read.
+    resolve_model(run.metric.base, backbone=True, flag=model_flag)
+    cfg, spec = run.metric, run.data
+    if data is not None:  # the saved config.yaml must find the data from any folder
+        spec.path = str(Path(spec.path).expanduser().resolve())
+    name = run.output.name or DEFAULT_RUN_NAME
+    result = train_embedding(cfg, spec, Path(run.output.dir) / name, name=name)
     table = Table(title=f"embedding {name}: validation retrieval", title_justify="left")
     for column in ("metric", "before", "after"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -109,11 +185,22 @@ def train_embedding_command(
               f"({result.metrics['train_minutes']:.1f} min)")
 
 
+def _overridden(overrides: list[str] | None, field: str) -> bool:
+    return any(o.split("=", 1)[0].strip() == field for o in overrides or [])
+
+
 def evaluate_search_command(
-    data: Data,
+    positional_data: Annotated[
+        str | None,
+        typer.Argument(metavar="[DATA]", show_default=False,
+                       help="The older spelling of --data."),
+    ] = None,
+    data: DataOption = None,
     model: Annotated[
-        str, typer.Option(help="Model folder, 'default', or a backbone name."),
-    ] = "default",
+        str | None,
+        typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                     help=MODEL_HELP + ", or a backbone name (an untrained embedding)."),
+    ] = None,
     protocol: Annotated[
         list[str] | None,
         typer.Option("--protocol", help="pairs (photo vs its re-shot view, top-1/5/10) and/or "
@@ -129,6 +216,11 @@ def evaluate_search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure how well a model's embedding finds the same item and the same category."""
+    if positional_data is not None and data is not None:
+        raise click.UsageError(f"one data set at most, got {positional_data} and --data {data}")
+    data = data or positional_data
+    if data is None:
+        raise click.UsageError("missing --data: the labelled photos to search among")
     protocols = protocol or ["pairs", "category"]
     unknown = sorted(set(protocols) - {"pairs", "category"})
     if unknown:
@@ -137,7 +229,7 @@ def evaluate_search_command(
     train_set, val_set = split_train_val(load_labelled(spec), spec, seed)
     if not val_set.samples:
         raise FashionLensError(f"{data}: no validation photos to query with")
-    embedder = Embedder(model)
+    embedder = Embedder(model or "default")
     results: dict = {"model": embedder.spec, "dimension": embedder.dim, "data": data}
     if "pairs" in protocols:
         results["pairs"] = pairs_protocol(embedder, [s.path for s in val_set.samples],

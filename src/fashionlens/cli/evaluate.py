@@ -1,4 +1,5 @@
-"""`fashionlens evaluate MODEL DATA`: score a saved model on another dataset."""
+"""`fashionlens evaluate --model M --data DATA` (or `evaluate MODEL DATA`): score a saved
+model on another dataset."""
 
 from __future__ import annotations
 
@@ -6,20 +7,32 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from ..evaluation.evaluate import evaluate as run_evaluation
 from ..models.resolve import resolve_model
-from .common import ImageDir, ImageExt, err, metrics_table, out, summary_line
+from .common import (
+    DataOption,
+    ImageDir,
+    ImageExt,
+    ModelName,
+    err,
+    metrics_table,
+    out,
+    summary_line,
+)
 
 
 def evaluate(
-    model: Annotated[str, typer.Argument(help="'default', a bundled model's name, or a model "
-                                              "or run folder.")],
-    data: Annotated[
-        Path,
-        typer.Argument(help="Folder with a sub-folder per class, or a CSV file."),
-    ],
+    positional: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[MODEL] [DATA]", show_default=False,
+                       help="The older spelling of --model and --data: MODEL DATA, or one "
+                            "of them when the other is given as a flag."),
+    ] = None,
+    model: ModelName = None,
+    data: DataOption = None,
     split: Annotated[
         list[str] | None,
         typer.Option(help="Only rows whose split column has this value (repeatable)."),
@@ -44,7 +57,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
-    model_dir = resolve_model(model).folder
+    model, data, model_flag = _model_and_data(list(positional or []), model, data)
+    model_dir = resolve_model(model, flag=model_flag).folder
     if split and not split_column:
         split_column = "split"
     result = run_evaluation(model_dir, data, splits=split, tta=tta, split_column=split_column,
@@ -62,3 +76,24 @@ def evaluate(
     out.print(f"{result.name or model_dir} on {data} ({result.precision})", highlight=False)
     out.print(metrics_table(result.metrics))
     out.print(summary_line(result.metrics))
+
+
+def _model_and_data(positional: list[str], model: str | None,
+                    data: str | None) -> tuple[str, Path, str]:
+    """Sort `evaluate MODEL DATA` (kept for old scripts) and --model/--data out.
+
+    Returns the model, the data and how the user named the model (for resolver errors).
+    """
+    wanted = [name for name, given in (("MODEL", model), ("DATA", data)) if given is None]
+    if len(positional) > len(wanted):
+        extra = " ".join(positional[len(wanted):])
+        raise click.UsageError(f"unexpected argument(s) {extra}: MODEL and DATA are given "
+                               "once each, as arguments or as --model/--data")
+    if wanted == ["MODEL", "DATA"] and len(positional) == 1:
+        raise click.UsageError(f"missing DATA: evaluate MODEL DATA, or --data {positional[0]} "
+                               "(with the default model)")
+    named = dict(zip(wanted, positional, strict=False))
+    if data is None and "DATA" not in named:
+        raise click.UsageError("missing --data: the labelled photos to evaluate on")
+    flag = "MODEL" if "MODEL" in named else "--model"
+    return model or named.get("MODEL", "default"), Path(data or named["DATA"]), flag

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import FashionLensError
 from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 from ..progress import track
-from .common import err, out
+from .common import ModelName, err, out
 
 
 def predict(
@@ -22,11 +22,7 @@ def predict(
         typer.Argument(help="A photo, a folder of photos, or a .txt file listing photos "
                             "(default: the bundled samples)."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="'default' (the bundled garment-type model), a bundled model's "
-                          "name, or a model or run folder."),
-    ] = None,
+    model: ModelName = None,
     top_k: Annotated[int, typer.Option(min=1, help="How many classes to list per photo.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 32,
     tta: Annotated[

@@ -7,10 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ..config import FieldError, load_config
-from ..errors import ConfigError
 from ..training.run import train as run_training
-from .common import ImageDir, ImageExt, err, metrics_table, out, summary_line
+from .common import (
+    DataOption,
+    ImageDir,
+    ImageExt,
+    Overrides,
+    err,
+    load_run_config,
+    metrics_table,
+    out,
+    summary_line,
+)
 
 # Config field -> the flag that sets it, so an error names what the user typed.
 FLAGS = {
@@ -26,10 +34,7 @@ FLAGS = {
 
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML run config (optional).")] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="Folder with a sub-folder per class, or a CSV file."),
-    ] = None,
+    data: DataOption = None,
     image_column: Annotated[
         str | None,
         typer.Option(help="CSV column with image paths or ids."),
@@ -73,10 +78,7 @@ def train(
         int | None,
         typer.Option(help="Random seed; a seeded run is reproducible."),
     ] = None,
-    override: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-o", help="Any config field, e.g. -o train.tta=true"),
-    ] = None,
+    override: Overrides = None,
 ) -> None:
     """Train a garment classifier on your labelled photos."""
     given = {
@@ -87,21 +89,7 @@ def train(
         "train.lr": lr, "output.dir": output, "output.name": name,
         "output.exist_ok": exist_ok or None, "seed": seed,
     }
-    given = {key: value for key, value in given.items() if value is not None}
-    values: dict = {}
-    for key, value in given.items():
-        node = values
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    try:
-        cfg = load_config(config, overrides=list(override or []), values=values)
-    except FieldError as exc:
-        overridden = any(o.split("=", 1)[0].strip() == exc.field for o in override or [])
-        if exc.field in given and exc.field in FLAGS and not overridden and exc.file is None:
-            raise ConfigError(f"{FLAGS[exc.field]}: {exc.reason}") from None
-        raise
+    cfg = load_run_config(config, override, given, FLAGS)
     result = run_training(cfg)
     if result.skipped:
         err.print(f"[yellow]{len(result.skipped)} unreadable photos were skipped; "

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import FieldError
+from ..config import LOSSES, MINING, MODES, MetricConfig  # noqa: F401 (re-exported)
 from ..data import DataSpec, eval_transform, load_labelled
 from ..data.images import load_image, resize_short_side
 from ..data.reshoot import STRONG, TRAINING, reshoot
@@ -53,74 +53,14 @@ from ..models.embedding import (
     stage_taps,
 )
 from ..models.resolve import resolve_model
-from ..precision import PRECISIONS, autocast, resolve_precision
+from ..precision import autocast, resolve_precision
 from ..progress import track
 from .loop import freeze_batchnorm_statistics, freeze_early_stages, resolve_device
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("triplet", "supcon")
-MINING = ("semihard", "hard", "all")
-MODES = ("head", "full")
 # Chosen on the clothing validation split (pairs top-10 vs category precision@10; README).
 DEFAULT_POSTERIOR_WEIGHT = 0.25
-
-
-@dataclass
-class MetricConfig:
-    """Everything a metric-learning run needs besides the data; saved as config.yaml."""
-
-    base: str = "default"  # a model folder, "default" (bundled), or a backbone name
-    pretrained: str = "embedded"  # weights of a backbone-name base: embedded, timm, none, file
-    mode: str = "head"
-    dim: int = 256
-    hidden: int = 0
-    loss: str = "triplet"
-    mining: str = "semihard"
-    margin: float = 0.2
-    temperature: float = 0.1
-    category_weight: float = 0.2
-    # Class posterior appended to the search vector; None: 0.25 when the base classifies
-    # and its backbone stays frozen (head mode), else 0.
-    posterior_weight: float | None = None
-    stage_taps: int = 2  # the backbone's last N stages feed the head too (0: pooled only)
-    item_column: str | None = None
-    views: int = 4  # head mode: re-shot views computed per photo
-    epochs: int = 40
-    batch_items: int = 64
-    lr: float = 1e-3
-    backbone_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    freeze_stages: int = 2
-    seed: int = 0
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
-    device: str = "auto"
-    threads: int = 2
-    eval_views_seed: int = 0
-
-    def check(self) -> None:
-        """Refuse bad values, naming the field (the CLI turns 'metric.margin' into --margin)."""
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise FieldError(f"metric.{spec.name}", f"must be a finite number, got {value}")
-        for name, value, allowed in (("mode", self.mode, MODES), ("loss", self.loss, LOSSES),
-                                     ("mining", self.mining, MINING),
-                                     ("precision", self.precision or "auto", PRECISIONS)):
-            if value not in allowed:
-                raise FieldError(f"metric.{name}", f"'{value}' is not one of "
-                                                   f"{', '.join(allowed)}")
-        for name in ("dim", "views", "epochs", "batch_items"):
-            least = 2 if name in ("dim", "batch_items") else 1
-            if int(getattr(self, name)) < least:
-                raise FieldError(f"metric.{name}",
-                                 f"must be at least {least}, got {getattr(self, name)}")
-        for name in ("margin", "temperature"):
-            if getattr(self, name) <= 0:
-                raise FieldError(f"metric.{name}", f"must be positive, got {getattr(self, name)}")
-        for name in ("category_weight", "posterior_weight", "stage_taps"):
-            if (getattr(self, name) or 0) < 0:
-                raise FieldError(f"metric.{name}", f"cannot be negative: {getattr(self, name)}")
 
 
 @dataclass
@@ -399,6 +339,7 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
 def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
                     name: str = "embedding") -> MetricResult:
     """Train an embedding head on `data` and save run folder + model; see module doc."""
+    cfg = cfg.with_defaults()
     cfg.check()
     started = time.perf_counter()
     run_dir = Path(output)
