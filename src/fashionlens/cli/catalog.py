@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import FashionLensError, ItemExistsError
 from ..progress import StepBar, track
 from ..search.catalog import DUPLICATE_THRESHOLD, AddReport, Catalog, read_source
-from .common import ImageDir, ImageExt, err, out
+from .common import MODEL_HELP, CatalogModelName, ImageDir, ImageExt, err, out
 from .search import CatalogOption, item_table
 
 catalog_app = typer.Typer(
@@ -22,8 +22,9 @@ catalog_app = typer.Typer(
 
 ModelOption = Annotated[
     str | None,
-    typer.Option(help="Model folder, or a backbone name (default: the bundled garment "
-                      "model). Only for a new catalog; later commands reuse its model."),
+    typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                 help=MODEL_HELP + ", or a backbone name (default: 'default'). Only for a "
+                                   "new catalog; later commands reuse its model."),
 ]
 IdColumn = Annotated[str, typer.Option(help="CSV column with the item ids.")]
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
@@ -40,8 +41,9 @@ ImageRoot = Annotated[
 BatchSize = Annotated[int, typer.Option(min=1, help="Photos per batch (one transaction).")]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="FIELD=VALUE: category, colour, size, price, status "
-                                     "or extra.NAME (repeatable)."),
+    typer.Option("--set", "-s", metavar="FIELD=VALUE",
+                 help="Item metadata (not a config override): category, colour, size, "
+                      "price, status or extra.NAME, e.g. --set price=25 (repeatable)."),
 ]
 
 
@@ -125,10 +127,7 @@ def add(
     column: ColumnMap = None,
     image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
-    model: Annotated[
-        str | None,
-        typer.Option(help="The catalog's model, only if its folder has moved since the build."),
-    ] = None,
+    model: CatalogModelName = None,
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 
@@ -201,8 +200,9 @@ def reembed(
     catalog: CatalogOption,
     model: Annotated[
         str | None,
-        typer.Option(help="Model folder or backbone name for the new vectors (default: "
-                          "the bundled garment model)."),
+        typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                     help=MODEL_HELP + ", or a backbone name, for the new vectors "
+                                       "(default: 'default')."),
     ] = None,
     batch_size: BatchSize = 32,
 ) -> None:
@@ -339,8 +339,10 @@ def import_vectors(
     catalog: CatalogOption,
     model: Annotated[
         str | None,
-        typer.Option(help="The model the vectors were computed with (needed to search by "
-                          "photo; without it the catalog is searched by item or vector)."),
+        typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                     help=MODEL_HELP + ", or a backbone name: the model the vectors were "
+                                       "computed with (needed to search by photo; without "
+                                       "it the catalog is searched by item or vector)."),
     ] = None,
     id_column: IdColumn = "id",
     image_column: Annotated[

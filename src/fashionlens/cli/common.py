@@ -33,6 +33,19 @@ ModelName = Annotated[
     str | None,
     typer.Option("--model", "-m", metavar="NAME_OR_PATH", help=MODEL_HELP + "."),
 ]
+# Where a bare network will do (embeddings), a backbone name is a model too.
+EmbeddingModelName = Annotated[
+    str | None,
+    typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                 help=MODEL_HELP + ", or a backbone name (e.g. efficientnet_lite0)."),
+]
+# For commands that find a catalog's model themselves: only needed when it has moved.
+CatalogModelName = Annotated[
+    str | None,
+    typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                 help=MODEL_HELP + "; only if the catalog's model folder has moved since "
+                                   "the build."),
+]
 DataOption = Annotated[str | None, typer.Option("--data", metavar="PATH", help=DATA_HELP)]
 # -o/--set: config fields (section.field=value), as in `train`; not catalog item metadata.
 Overrides = Annotated[

@@ -20,11 +20,10 @@ from ..models.resolve import resolve_model
 from ..search.embeddings import Embedder
 from ..training.metric import train_embedding
 from .common import (
-    MODEL_HELP,
     DataOption,
+    EmbeddingModelName,
     ImageDir,
     ImageExt,
-    ModelName,
     Overrides,
     err,
     load_run_config,
@@ -82,7 +81,7 @@ def train_embedding_command(
                             "and/or the data (the older spelling of --data)."),
     ] = None,
     data: DataOption = None,
-    model: ModelName = None,
+    model: EmbeddingModelName = None,
     base: Annotated[
         str | None,
         typer.Option("--base", metavar="NAME_OR_PATH", hidden=True,
@@ -196,11 +195,7 @@ def evaluate_search_command(
                        help="The older spelling of --data."),
     ] = None,
     data: DataOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", metavar="NAME_OR_PATH",
-                     help=MODEL_HELP + ", or a backbone name (an untrained embedding)."),
-    ] = None,
+    model: EmbeddingModelName = None,
     protocol: Annotated[
         list[str] | None,
         typer.Option("--protocol", help="pairs (photo vs its re-shot view, top-1/5/10) and/or "

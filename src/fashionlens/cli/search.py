@@ -13,7 +13,7 @@ from rich.text import Text
 from ..errors import FashionLensError
 from ..search.catalog import Catalog, Item, Match
 from ..search.steering import parse_steering
-from .common import out
+from .common import CatalogModelName, out
 
 CatalogOption = Annotated[
     Path,
@@ -105,10 +105,7 @@ def search(
                           "'solid=-0.3' (repeatable; see `catalog directions`)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    model: Annotated[
-        str | None,
-        typer.Option(help="The catalog's model, only if its folder has moved since the build."),
-    ] = None,
+    model: CatalogModelName = None,
 ) -> None:
     """Find the catalog items that look most like a photo, or like another item."""
     if (image is None) == (item is None):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import FashionLensError
-from .common import err, out
+from .common import MODEL_HELP, err, out
 
 if TYPE_CHECKING:
     from ..service.settings import ServiceSettings
@@ -49,8 +49,9 @@ def _sigterm_unwinds() -> Iterator[None]:
 def serve(
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model folder to serve (repeatable; the first is "
-                                           "the default). Default: the bundled garment model."),
+        typer.Option("--model", "-m", metavar="NAME_OR_PATH",
+                     help=MODEL_HELP + ", to serve (repeatable; the first is the default; "
+                                       "without it: 'default')."),
     ] = None,
     catalog: Annotated[
         Path | None,
