@@ -50,7 +50,7 @@ function uploadType(blob) {
 
 // What a person is told when the service cannot use the file (the API's own message,
 // meant for programmers, stays in the console).
-const NOT_A_PHOTO = "This file is not a photo we can read. Choose a JPEG, PNG or WebP photo.";
+const NOT_A_PHOTO = "This file is not a photo we can read. Choose a JPEG, PNG, WebP or HEIC photo.";
 const PERSON_MESSAGES = {
   unreadable_image: NOT_A_PHOTO, unsupported_media_type: NOT_A_PHOTO, empty_body: NOT_A_PHOTO,
   missing_image: NOT_A_PHOTO,
