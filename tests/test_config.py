@@ -228,3 +228,34 @@ def test_run_name_is_a_plain_folder_name(name):
 def test_exist_ok_defaults_to_false():
     assert load_config().output.exist_ok is False
     assert load_config(overrides=["output.exist_ok=true"]).output.exist_ok is True
+
+
+def test_metric_section_is_part_of_the_run_config(tmp_path):
+    path = _yaml(tmp_path / "emb.yaml", {"metric": {"loss": "supcon", "margin": 0.4,
+                                                    "mode": "full"}})
+    cfg = load_config(path, overrides=["metric.margin=0.3", "metric.dim=64"])
+    assert (cfg.metric.loss, cfg.metric.margin, cfg.metric.dim) == ("supcon", 0.3, 64)
+    assert cfg.metric.epochs is None and cfg.metric.with_defaults().epochs == 5  # full mode
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").metric == cfg.metric
+
+
+@pytest.mark.parametrize("override, message", [
+    ("metric.margn=0.2", "metric: unknown field 'margn'"),
+    ("metric.margin=nan", "metric.margin: must be a finite number"),
+    ("metric.loss=arcface", "metric.loss: 'arcface' is not one of triplet, supcon"),
+    ("metric.epochs=0", "metric.epochs: must be at least 1"),
+])
+def test_metric_section_is_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_a_bad_value_set_only_by_the_file_names_the_file(tmp_path):
+    path = _yaml(tmp_path / "run.yaml", {"train": {"lr": -1}})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"train.lr: must be positive, got -1.0 (in {path})"
+    with pytest.raises(ConfigError) as info:  # an override's bad value is not the file's
+        load_config(path, overrides=["train.lr=-2"])
+    assert str(info.value) == "train.lr: must be positive, got -2.0"

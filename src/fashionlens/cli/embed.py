@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.table import Table
 
 from ..data import DataSpec
 from ..data.sources import load_labelled
 from ..data.splits import split_train_val
-from ..errors import FashionLensError
+from ..errors import ConfigError, FashionLensError, ModelError
 from ..evaluation.retrieval import category_protocol, pairs_protocol
 from ..models.resolve import resolve_model
 from ..search.embeddings import Embedder
@@ -66,10 +65,10 @@ def _config_and_data(positional: list[str], data: str | None) -> tuple[Path | No
     configs = [p for p in positional if Path(p).suffix.lower() in (".yaml", ".yml")]
     others = [p for p in positional if p not in configs]
     if len(configs) > 1:
-        raise click.UsageError(f"one run config at most, got {', '.join(configs)}")
+        raise ConfigError(f"one run config at most, got {', '.join(configs)}")
     if len(others) > 1 or (others and data is not None):
         given = others + ([f"--data {data}"] if data is not None else [])
-        raise click.UsageError(f"one data set at most, got {', '.join(given)}")
+        raise ConfigError(f"one data set at most, got {', '.join(given)}")
     return (Path(configs[0]) if configs else None), (data or (others[0] if others else None))
 
 
@@ -143,7 +142,7 @@ def train_embedding_command(
     The saved model both classifies (if the base did) and embeds, e.g. for `catalog build`.
     """
     if model is not None and base is not None:
-        raise click.UsageError("--base is the older spelling of --model: give one of them")
+        raise ConfigError("--base is the older spelling of --model: give one of them")
     model_flag = "--base" if base is not None else "--model"
     config, data = _config_and_data(list(positional or []), data)
     given = {
@@ -160,13 +159,19 @@ def train_embedding_command(
     run = load_run_config(config, override, given,
                           {**EMBEDDING_FLAGS, "metric.base": model_flag})
     if not run.data.path:
-        raise click.UsageError("no data: give --data (a folder or CSV file of labelled "
+        raise ConfigError("no data: give --data (a folder or CSV file of labelled "
                                "photos), or data.path in the run config")
+    in_file = model is None and base is None and config is not None \
+        and not _overridden(override, "metric.base")
     if model is None and base is None:  # from the YAML file or -o: name the field
-        model_flag = "metric.base" + (f" (in {config})" if config is not None
-                                      and not _overridden(override, "metric.base") else "")
+        model_flag = "metric.base"
     # Resolve now, so a bad name is reported under what was typed, before any photo is read.
-    resolve_model(run.metric.base, backbone=True, flag=model_flag)
+    try:
+        resolve_model(run.metric.base, backbone=True, flag=model_flag)
+    except ModelError as exc:
+        if in_file and run.metric.base != "default":
+            raise ModelError(f"{config}: {exc}") from None
+        raise
     cfg, spec = run.metric, run.data
     if data is not None:  # the saved config.yaml must find the data from any folder
         spec.path = str(Path(spec.path).expanduser().resolve())
@@ -212,10 +217,10 @@ def evaluate_search_command(
 ) -> None:
     """Measure how well a model's embedding finds the same item and the same category."""
     if positional_data is not None and data is not None:
-        raise click.UsageError(f"one data set at most, got {positional_data} and --data {data}")
+        raise ConfigError(f"one data set at most, got {positional_data} and --data {data}")
     data = data or positional_data
     if data is None:
-        raise click.UsageError("missing --data: the labelled photos to search among")
+        raise ConfigError("missing --data: the labelled photos to search among")
     protocols = protocol or ["pairs", "category"]
     unknown = sorted(set(protocols) - {"pairs", "category"})
     if unknown:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
+from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate as run_evaluation
 from ..models.resolve import resolve_model
 from .common import (
@@ -87,13 +87,13 @@ def _model_and_data(positional: list[str], model: str | None,
     wanted = [name for name, given in (("MODEL", model), ("DATA", data)) if given is None]
     if len(positional) > len(wanted):
         extra = " ".join(positional[len(wanted):])
-        raise click.UsageError(f"unexpected argument(s) {extra}: MODEL and DATA are given "
+        raise ConfigError(f"unexpected argument(s) {extra}: MODEL and DATA are given "
                                "once each, as arguments or as --model/--data")
     if wanted == ["MODEL", "DATA"] and len(positional) == 1:
-        raise click.UsageError(f"missing DATA: evaluate MODEL DATA, or --data {positional[0]} "
+        raise ConfigError(f"missing DATA: evaluate MODEL DATA, or --data {positional[0]} "
                                "(with the default model)")
     named = dict(zip(wanted, positional, strict=False))
     if data is None and "DATA" not in named:
-        raise click.UsageError("missing --data: the labelled photos to evaluate on")
+        raise ConfigError("missing --data: the labelled photos to evaluate on")
     flag = "MODEL" if "MODEL" in named else "--model"
     return model or named.get("MODEL", "default"), Path(data or named["DATA"]), flag
