@@ -259,3 +259,9 @@ def test_a_bad_value_set_only_by_the_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:  # an override's bad value is not the file's
         load_config(path, overrides=["train.lr=-2"])
     assert str(info.value) == "train.lr: must be positive, got -2.0"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    load_config(path)
