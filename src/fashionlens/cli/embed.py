@@ -160,7 +160,7 @@ def train_embedding_command(
                           {**EMBEDDING_FLAGS, "metric.base": model_flag})
     if not run.data.path:
         raise ConfigError("no data: give --data (a folder or CSV file of labelled "
-                               "photos), or data.path in the run config")
+                          "photos), or data.path in the run config")
     in_file = model is None and base is None and config is not None \
         and not _overridden(override, "metric.base")
     if model is None and base is None:  # from the YAML file or -o: name the field

@@ -88,10 +88,10 @@ def _model_and_data(positional: list[str], model: str | None,
     if len(positional) > len(wanted):
         extra = " ".join(positional[len(wanted):])
         raise ConfigError(f"unexpected argument(s) {extra}: MODEL and DATA are given "
-                               "once each, as arguments or as --model/--data")
+                          "once each, as arguments or as --model/--data")
     if wanted == ["MODEL", "DATA"] and len(positional) == 1:
         raise ConfigError(f"missing DATA: evaluate MODEL DATA, or --data {positional[0]} "
-                               "(with the default model)")
+                          "(with the default model)")
     named = dict(zip(wanted, positional, strict=False))
     if data is None and "DATA" not in named:
         raise ConfigError("missing --data: the labelled photos to evaluate on")
