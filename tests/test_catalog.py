@@ -791,8 +791,9 @@ def test_negative_and_non_finite_prices_are_refused(tmp_path, price):
 
 def test_ids_no_client_could_send_back_are_refused(tmp_path, embedder):
     bad = ["..", ".", "", "   ", "a\nb", "a\rb", "tab\there", "nul\x00", "line\u2028sep",
-           "x" * 201, "a/../b", "a/./b", "/lead", "trail/", "a//b"]
-    good = ["Hat/hat-1", "sku 12", "été-01", "a.b", "..a", "x" * 200, "emoji-👗"]
+           "x" * 201, "a/../b", "a/./b", "/lead", "trail/", "a//b", "Hat/photo", "a/b/sold"]
+    good = ["Hat/hat-1", "sku 12", "été-01", "a.b", "..a", "x" * 200, "emoji-👗", "photo",
+            "sold/1", "Hat/photos"]
     with Catalog(tmp_path / "cat", create=True, dim=4) as cat:
         report = cat.add_vectors([ItemRecord(i, None) for i in bad + good],
                                  np.ones((len(bad) + len(good), 4)))
@@ -801,6 +802,7 @@ def test_ids_no_client_could_send_back_are_refused(tmp_path, embedder):
         reasons = {f.id: f.error for f in report.failed}
         assert "control characters" in reasons["a\nb"] and "too long" in reasons["x" * 201]
         assert "'..'" in reasons[".."] and reasons[""] == "empty id"
+        assert "action on item 'Hat'" in reasons["Hat/photo"]
     photo = write_pattern_photo(tmp_path / "p.png", seed=1)
     with Catalog(tmp_path / "photos", create=True, embedder=embedder) as cat:
         report = cat.add([ItemRecord("..", photo), ItemRecord("ok\r\n", photo)])

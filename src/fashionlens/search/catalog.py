@@ -331,6 +331,11 @@ def parse_price(value: Any) -> float | None:
     return price + 0.0  # no -0.0
 
 
+# Last parts of an item URL that name an action (/items/{id}/photo, /items/{id}/sold), so
+# an id ending in one could not be fetched or deleted over HTTP.
+ROUTE_SUFFIXES = ("photo", "sold")
+
+
 def check_item_id(item_id: Any) -> str:
     """The id, or a ValueError saying why no client could use it in a URL: empty, too
     long, control characters (line breaks, tabs), or '.', '..' or empty parts between
@@ -343,9 +348,13 @@ def check_item_id(item_id: Any) -> str:
     if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in item_id):
         raise ValueError(f"id {_shown(ascii(item_id), 80)} contains control characters "
                          "(line breaks, tabs, ...)")
-    if any(part in ("", ".", "..") for part in item_id.split("/")):
+    parts = item_id.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"id '{_shown(item_id)}': '.', '..' and empty parts between '/' "
                          "are not allowed (clients cannot send them back in a URL)")
+    if len(parts) > 1 and parts[-1] in ROUTE_SUFFIXES:
+        raise ValueError(f"id '{_shown(item_id)}' ends in '/{parts[-1]}', which the HTTP API "
+                         f"reads as an action on item '{_shown('/'.join(parts[:-1]))}'")
     return item_id
 
 
