@@ -132,6 +132,8 @@ LOCK_TIMEOUT_S = 120.0
 # While a writer creates or deletes photos it lists them here; the next writer to take the
 # lock after a crash deletes the listed photos that no item references.
 PENDING_FILE = "pending-photos.json"
+# Values per `IN (...)` list in one statement (SQLite caps the number of placeholders).
+IN_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -295,6 +297,12 @@ class SourceItems:
         return len(self.records) + len(self.problems)
 
 
+def _has_control_characters(text: str) -> bool:
+    """Line breaks, tabs, NUL, line/paragraph separators: nothing a URL or a field name
+    can carry."""
+    return any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in text)
+
+
 def _shown(value: Any, limit: int = 60) -> str:
     """A value as quoted in an error message, cut short (messages name, not echo, it)."""
     text = str(value)
@@ -345,7 +353,7 @@ def check_item_id(item_id: Any) -> str:
     if len(item_id) > MAX_ID_CHARS:
         raise ValueError(f"id '{_shown(item_id)}' is too long; an id has at most "
                          f"{MAX_ID_CHARS} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in item_id):
+    if _has_control_characters(item_id):
         raise ValueError(f"id {_shown(ascii(item_id), 80)} contains control characters "
                          "(line breaks, tabs, ...)")
     parts = item_id.split("/")
@@ -378,7 +386,7 @@ def check_field_name(name: Any) -> None:
     if len(name) > MAX_FIELD_NAME_CHARS:
         raise ValueError(f"extra.{_shown(name)}: the field name is too long; at most "
                          f"{MAX_FIELD_NAME_CHARS} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name):
+    if _has_control_characters(name):
         raise ValueError(f"extra.{_shown(ascii(name))}: the field name contains control "
                          "characters")
 
@@ -956,12 +964,8 @@ class Catalog:
             names = []
         names = [n for n in names if isinstance(n, str) and n and "/" not in n
                  and "\\" not in n and not n.startswith(".")]
-        used: set[str] = set()
-        for start in range(0, len(names), 500):
-            part = [f"{IMAGES_DIR}/{n}" for n in names[start:start + 500]]
-            marks = ", ".join("?" * len(part))
-            used.update(r[0] for r in self._db.execute(
-                f"SELECT image FROM items WHERE image IN ({marks})", part))
+        used = {r[0] for r in self._select_in("SELECT image FROM items WHERE image IN "
+                                              "({marks})", [f"{IMAGES_DIR}/{n}" for n in names])}
         removed = 0
         folder = self.path / IMAGES_DIR
         for name in names:
@@ -1040,6 +1044,14 @@ class Catalog:
         cursor.execute(f"SELECT key FROM items WHERE {where} ORDER BY key", params)
         return np.fromiter((r[0] for r in cursor), dtype=np.int64)
 
+    def _select_in(self, sql: str, values: Sequence) -> Iterator[sqlite3.Row]:
+        """The rows of `sql` for every value of `values`: its `{marks}` becomes an IN list
+        of at most IN_CHUNK placeholders per statement (SQLite caps their number)."""
+        for start in range(0, len(values), IN_CHUNK):
+            part = list(values[start:start + IN_CHUNK])
+            yield from self._db.execute(sql.replace("{marks}", ", ".join("?" * len(part))),
+                                        part)
+
     def _open_index(self) -> None:
         """Read the index file and bring it into agreement with the database.
 
@@ -1115,12 +1127,8 @@ class Catalog:
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         """The stored float vectors of `keys`, in that order."""
         keys = np.asarray(keys, dtype=np.int64)
-        found: dict[int, bytes] = {}
-        for start in range(0, len(keys), 500):
-            part = [int(k) for k in keys[start:start + 500]]
-            marks = ", ".join("?" * len(part))
-            found.update(self._db.execute(
-                f"SELECT key, embedding FROM items WHERE key IN ({marks})", part).fetchall())
+        found: dict[int, bytes] = dict(self._select_in(
+            "SELECT key, embedding FROM items WHERE key IN ({marks})", [int(k) for k in keys]))
         blob = b"".join(found[int(k)] for k in keys)
         return np.frombuffer(blob, dtype=np.float32).reshape(len(keys), self.dim or 0)
 
@@ -1297,13 +1305,7 @@ class Catalog:
     # -- adding items
 
     def _existing(self, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            found.update(r[0] for r in self._db.execute(
-                f"SELECT id FROM items WHERE id IN ({marks})", part))
-        return found
+        return {r[0] for r in self._select_in("SELECT id FROM items WHERE id IN ({marks})", ids)}
 
     def _store_photo(self, record: ItemRecord, name: str) -> None:
         """Copy the photo into images/NAME (write to a temp file, then rename)."""
@@ -1492,7 +1494,8 @@ class Catalog:
         report = AddReport()
         for problem in items.problems:
             report.record(problem)
-        for outcome in self.add_iter(items.records, batch_size, image_root):
+        # read_source has already refused photos outside `image_root`, naming their rows.
+        for outcome in self.add_iter(items.records, batch_size):
             report.record(outcome)
         return report
 
@@ -1513,13 +1516,9 @@ class Catalog:
         """Re-read the metadata of `keys` into the columns (when they are in memory)."""
         if self._columns is None:
             return
-        keys = [int(k) for k in keys]
-        for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            self._columns.set_rows(self._db.execute(
-                f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items WHERE key IN ({marks})",
-                part).fetchall())
+        self._columns.set_rows(self._select_in(
+            f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items WHERE key IN ({{marks}})",
+            [int(k) for k in keys]))
 
     def _filter_mask(self, conditions: list[Filter]) -> np.ndarray:
         """Boolean array over keys: the items matching every condition."""
@@ -1899,12 +1898,9 @@ class Catalog:
     def _matches(self, keys: np.ndarray, sims: np.ndarray) -> list[Match]:
         items: dict[int, Item] = {}
         key_list = [int(k) for k in keys]
-        for start in range(0, len(key_list), 500):
-            part = key_list[start:start + 500]
-            marks = ", ".join("?" * len(part))
-            for row in self._db.execute(
-                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({marks})", part):
-                items[row["key"]] = self._item(row)
+        for row in self._select_in(f"SELECT {_ITEM_COLUMNS} FROM items WHERE key IN ({{marks}})",
+                                   key_list):
+            items[row["key"]] = self._item(row)
         return [Match(items[k], float(np.clip(s, -1.0, 1.0)))
                 for k, s in zip(key_list, sims, strict=True) if k in items]
 
