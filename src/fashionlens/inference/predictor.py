@@ -20,15 +20,9 @@ from ..data.transforms import eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo
 from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
-from ..precision import resolve_precision
 from .runtime import PROBABILITIES, TorchRuntime
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
-
-
-def default_precision(device: str | torch.device = "cpu") -> str:
-    """bf16 where `device` computes it natively, else fp32 (see `fashionlens.precision`)."""
-    return resolve_precision("auto", device)
 
 
 @dataclass
@@ -113,14 +107,31 @@ class Predictor:
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2) -> None:
         self.runtime = TorchRuntime.load(model, device=device, precision=precision)
-        self.model_dir = self.runtime.folder
-        self.info = self.runtime.info
-        self.model = self.runtime.model
-        self.device = self.runtime.device
-        self.precision = self.runtime.precision  # "bf16" or "fp32"
         self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
         self._draft = self.info.preprocess.resize_size
+
+    # What the runtime holds, under the names callers use.
+    @property
+    def model_dir(self) -> Path:
+        return self.runtime.folder
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.runtime.info
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.runtime.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32': what the forward passes run in."""
+        return self.runtime.precision
 
     @property
     def classes(self) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.transforms import eval_transform
+from ..data.transforms import Preprocess, eval_transform
 from ..errors import ImageError, ModelError
 from ..inference.predictor import decoded_batches, prepare_photo
 from ..inference.runtime import VECTOR, TorchRuntime, normalise
@@ -59,16 +59,36 @@ class Embedder:
         if VECTOR not in self.runtime.outputs:
             raise ModelError(f"{self.runtime.spec}: the architecture has no forward_head; "
                              "cannot take its pooled features")
-        self.model = self.runtime.model
-        self.preprocess = self.runtime.preprocess
-        self.spec = self.runtime.spec  # bundled models by name, not where they are installed
-        self.fingerprint = self.runtime.fingerprint
-        self.device = self.runtime.device
-        self.precision = self.runtime.precision
         self.transform = eval_transform(self.preprocess)
         self.threads = threads
         self._draft = self.preprocess.resize_size
         self.dim = self.runtime.vector_dim
+
+    # What the runtime holds, under the names callers use.
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.runtime.model
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.runtime.preprocess
+
+    @property
+    def spec(self) -> str:
+        """How to name the model again: bundled models by name, not where installed."""
+        return self.runtime.spec
+
+    @property
+    def fingerprint(self) -> str:
+        return self.runtime.fingerprint
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> Embedder:

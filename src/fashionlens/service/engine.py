@@ -39,7 +39,6 @@ from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import Predictor
 from ..inference.runtime import PROBABILITIES, VECTOR
-from ..models.artifact import weights_digest
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder
 from .batching import MicroBatcher
@@ -103,7 +102,6 @@ class ServedModel:
         self.info = predictor.model_info
         self.transform = predictor.transform
         self.draft_size = self.info.preprocess.resize_size
-        self.digest = weights_digest(model_dir)
         self.runtime = predictor.runtime
         self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,
