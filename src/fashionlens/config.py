@@ -241,14 +241,18 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected section.field=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
+    return nest(key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+
+
+def nest(dotted: str, value, into: dict | None = None) -> dict:
+    """Set 'train.epochs' to `value` in a nested mapping (a new one unless `into`)."""
+    tree = {} if into is None else into
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    node[leaf] = value
+    return tree
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

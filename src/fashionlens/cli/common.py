@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from ..config import FieldError, RunConfig, load_config
+from ..config import FieldError, RunConfig, load_config, nest
 from ..errors import ConfigError
 
 out = Console()
@@ -67,11 +67,7 @@ def load_run_config(config: Path | None, overrides: list[str] | None, given: dic
     given = {key: value for key, value in given.items() if value is not None}
     values: dict = {}
     for key, value in given.items():
-        node = values
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        nest(key, value, values)
     try:
         return load_config(config, overrides=list(overrides or []), values=values)
     except FieldError as exc:
