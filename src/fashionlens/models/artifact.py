@@ -22,10 +22,10 @@ from ..data.transforms import Preprocess
 from ..errors import ModelError
 from .embedding import EmbeddingSpec, attach_embedding_head
 from .registry import create_model
+from .resolve import META_FILE
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 
 
 @dataclass

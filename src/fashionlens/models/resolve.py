@@ -26,7 +26,8 @@ DEFAULT_MODEL = BUNDLED_DIR / DEFAULT_NAME
 SAMPLE_PHOTOS = ASSETS / "samples"
 # The backbone used where a bare network will do and the bundled model is not installed.
 DEFAULT_BACKBONE = "efficientnet_lite0"
-META_FILE = "model.json"  # the artifact's description (models.artifact writes it)
+# The artifact's description file, defined here (no torch) for models.artifact too.
+META_FILE = "model.json"
 
 
 @dataclass(frozen=True)
