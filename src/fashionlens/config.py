@@ -18,7 +18,7 @@ import yaml
 
 from .data.sources import DataSpec
 from .data.transforms import AugmentConfig
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 from .precision import PRECISIONS
 
 
@@ -273,7 +273,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
                               f"augment, output, metric, seed), got {type(loaded).__name__} "
-                              f"{_short(loaded)}")
+                              f"{shorten(repr(loaded), 60)}")
         try:
             _apply(config, loaded, "")
         except FieldError as exc:  # say which file the bad field is in
@@ -305,11 +305,6 @@ def _sets(tree: dict, dotted: str) -> bool:
             return False
         node = node[part]
     return True
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate(config: RunConfig) -> None:

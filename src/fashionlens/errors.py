@@ -4,6 +4,11 @@ The CLI prints these as one readable line instead of a traceback.
 """
 
 
+def shorten(text: str, limit: int) -> str:
+    """Text quoted in an error message, cut to `limit` characters (ending in '...')."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class FashionLensError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
 

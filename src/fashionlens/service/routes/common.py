@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from fastapi import Query, Request
 
+from ...errors import shorten
 from ...search.catalog import Item
 from ...search.filters import parse_filters
 from ...search.steering import parse_steering
@@ -75,8 +76,8 @@ def check_filters(filters: list[str]) -> list[str]:
     against the catalog's fields before any photo is processed."""
     for text in filters:
         if not _FILTER_RE.fullmatch(text):
-            shown = text if len(text) <= 80 else text[:77] + "..."
-            raise ApiError(400, "bad_filter", f"filter '{shown}': expected {FILTER_HELP}")
+            raise ApiError(400, "bad_filter",
+                           f"filter '{shorten(text, 80)}': expected {FILTER_HELP}")
     parse_filters(filters)  # FilterError: 400 bad_filter
     return filters
 
@@ -105,9 +106,9 @@ async def parse_steer(values: list[str], catalog: CatalogService) -> dict[str, f
         return {}
     for text in values:
         if not _STEER_RE.fullmatch(text):
-            shown = text if len(text) <= 80 else text[:77] + "..."
-            raise ApiError(400, "bad_steer", f"steering term '{shown}': expected NAME=WEIGHT "
-                                             "or NAME:WEIGHT with a weight from -10 to 10")
+            raise ApiError(400, "bad_steer", f"steering term '{shorten(text, 80)}': expected "
+                                             "NAME=WEIGHT or NAME:WEIGHT with a weight from "
+                                             "-10 to 10")
     if not catalog.supports_steering:
         raise ApiError(400, "steering_unavailable",
                        "steering is not available in this version of the catalog")
