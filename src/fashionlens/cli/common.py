@@ -71,10 +71,15 @@ def load_run_config(config: Path | None, overrides: list[str] | None, given: dic
     try:
         return load_config(config, overrides=list(overrides or []), values=values)
     except FieldError as exc:
-        overridden = any(o.split("=", 1)[0].strip() == exc.field for o in overrides or [])
-        if exc.field in given and exc.field in flags and not overridden and exc.file is None:
+        if exc.field in given and exc.field in flags and exc.file is None \
+                and not overridden(overrides, exc.field):
             raise ConfigError(f"{flags[exc.field]}: {exc.reason}") from None
         raise
+
+
+def overridden(overrides: list[str] | None, field: str) -> bool:
+    """Whether an -o/--set override sets the dotted `field`."""
+    return any(o.split("=", 1)[0].strip() == field for o in overrides or [])
 
 
 def _hide_type_of_flags() -> None:

@@ -27,6 +27,7 @@ from .common import (
     err,
     load_run_config,
     out,
+    overridden,
 )
 
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
@@ -162,7 +163,7 @@ def train_embedding_command(
         raise ConfigError("no data: give --data (a folder or CSV file of labelled "
                           "photos), or data.path in the run config")
     in_file = model is None and base is None and config is not None \
-        and not _overridden(override, "metric.base")
+        and not overridden(override, "metric.base")
     if model is None and base is None:  # from the YAML file or -o: name the field
         model_flag = "metric.base"
     # Resolve now, so a bad name is reported under what was typed, before any photo is read.
@@ -187,10 +188,6 @@ def train_embedding_command(
     out.print(table)
     out.print(f"model saved to {result.model_dir}  "
               f"({result.metrics['train_minutes']:.1f} min)")
-
-
-def _overridden(overrides: list[str] | None, field: str) -> bool:
-    return any(o.split("=", 1)[0].strip() == field for o in overrides or [])
 
 
 def evaluate_search_command(
