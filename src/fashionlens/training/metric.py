@@ -53,9 +53,9 @@ from ..models.embedding import (
     stage_taps,
 )
 from ..models.resolve import resolve_model
-from ..precision import autocast, resolve_precision
+from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import track
-from .loop import freeze_batchnorm_statistics, freeze_early_stages, resolve_device
+from .loop import freeze_batchnorm_statistics, freeze_early_stages
 
 log = logging.getLogger(__name__)
 
