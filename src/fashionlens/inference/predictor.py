@@ -20,7 +20,7 @@ from ..data.transforms import eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo
 from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
-from .runtime import PROBABILITIES, TorchRuntime
+from .runtime import PROBABILITIES, RuntimeHolder, TorchRuntime
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -97,7 +97,7 @@ def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threa
             yield chunk, list(pool.map(safe, chunk))
 
 
-class Predictor:
+class Predictor(RuntimeHolder):
     """Loads a model once; predicts for paths, bytes or PIL images.
 
     `model` is anything `models.resolve.resolve_model` accepts: None or 'default', a
@@ -111,7 +111,6 @@ class Predictor:
         self.threads = threads
         self._draft = self.info.preprocess.resize_size
 
-    # What the runtime holds, under the names callers use.
     @property
     def model_dir(self) -> Path:
         return self.runtime.folder
@@ -119,19 +118,6 @@ class Predictor:
     @property
     def info(self) -> ModelInfo:
         return self.runtime.info
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.runtime.model
-
-    @property
-    def device(self) -> torch.device:
-        return self.runtime.device
-
-    @property
-    def precision(self) -> str:
-        """'bf16' or 'fp32': what the forward passes run in."""
-        return self.runtime.precision
 
     @property
     def classes(self) -> list[str]:

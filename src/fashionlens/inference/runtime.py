@@ -151,3 +151,35 @@ class TorchRuntime:
     def _posterior(self) -> bool:
         head = embedding_head(self.model)
         return head is not None and head.spec.posterior_weight > 0
+
+
+class RuntimeHolder:
+    """What a runtime holds, under the names its users (Predictor, Embedder) expose."""
+
+    runtime: TorchRuntime
+
+    @property
+    def model(self) -> nn.Module:
+        return self.runtime.model
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.runtime.preprocess
+
+    @property
+    def spec(self) -> str:
+        """How to name the model again: bundled models by name, not where installed."""
+        return self.runtime.spec
+
+    @property
+    def fingerprint(self) -> str:
+        return self.runtime.fingerprint
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32': what the forward passes run in."""
+        return self.runtime.precision

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.transforms import Preprocess, eval_transform
+from ..data.transforms import eval_transform
 from ..errors import ImageError, ModelError
 from ..inference.predictor import decoded_batches, prepare_photo
-from ..inference.runtime import VECTOR, TorchRuntime, normalise
+from ..inference.runtime import VECTOR, RuntimeHolder, TorchRuntime, normalise
 from ..models.resolve import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
@@ -43,7 +43,7 @@ class Embedded:
         return self.vector is not None
 
 
-class Embedder:
+class Embedder(RuntimeHolder):
     """Turns photos (paths, bytes or PIL images) into L2-normalised float32 vectors.
 
     `model` is anything `models.resolve.resolve_model` accepts, backbone names included
@@ -63,32 +63,6 @@ class Embedder:
         self.threads = threads
         self._draft = self.preprocess.resize_size
         self.dim = self.runtime.vector_dim
-
-    # What the runtime holds, under the names callers use.
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.runtime.model
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return self.runtime.preprocess
-
-    @property
-    def spec(self) -> str:
-        """How to name the model again: bundled models by name, not where installed."""
-        return self.runtime.spec
-
-    @property
-    def fingerprint(self) -> str:
-        return self.runtime.fingerprint
-
-    @property
-    def device(self) -> torch.device:
-        return self.runtime.device
-
-    @property
-    def precision(self) -> str:
-        return self.runtime.precision
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> Embedder:
