@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -212,7 +213,8 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(_x(3)), model(_x(3)))
     meta = json.loads((directory / "model.json").read_text())
-    assert meta["format_version"] == 1 and meta["classes"] == info.classes
+    assert meta["format_version"] == 2 and meta["classes"] == info.classes
+    assert meta["heads"] == [{"name": "label", "kind": "classification", "classes": info.classes}]
 
 
 def test_half_weights_give_close_predictions(tmp_path):
@@ -232,7 +234,7 @@ def test_half_weights_give_close_predictions(tmp_path):
 def test_saving_over_an_existing_artifact_replaces_it(tmp_path):
     model, info = _artifact_model()
     directory = save_model(model, info, tmp_path / "model")
-    info.classes = ["a", "b", "c"]
+    info = dataclasses.replace(info, classes=["a", "b", "c"], heads=[])
     save_model(model, info, directory)
     assert read_info(directory).classes == ["a", "b", "c"]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model"]
@@ -251,7 +253,7 @@ def test_broken_artifacts(tmp_path):
     (directory / "moved.safetensors").rename(directory / "model.safetensors")
 
     meta = json.loads((directory / "model.json").read_text())
-    meta["classes"] = ["just", "two"]
+    meta["heads"][0]["classes"] = ["just", "two"]
     (directory / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="do not fit"):
         load_model(directory)
@@ -271,3 +273,40 @@ def test_embedded_weights_log_no_site_packages_path(caplog):
     with caplog.at_level(logging.INFO):
         create_model("efficientnet_lite0", num_classes=3, pretrained="embedded")
     assert "site-packages" not in caplog.text and "classifier" not in caplog.text
+
+
+def test_a_format_1_artifact_reads_as_one_classification_head(tmp_path):
+    """The first release wrote `classes` and no `heads` (the bundled clothing10 still does)."""
+    model, info = _artifact_model()
+    directory = save_model(model, info, tmp_path / "model")
+    meta = json.loads((directory / "model.json").read_text())
+    del meta["heads"]
+    meta["format_version"] = 1
+    (directory / "model.json").write_text(json.dumps(meta))
+    loaded, loaded_info = load_model(directory)
+    assert [h.to_dict() for h in loaded_info.heads] == [
+        {"name": "label", "kind": "classification", "classes": info.classes}]
+    assert loaded_info.single_label and loaded_info.classes == info.classes
+    with torch.no_grad():
+        assert torch.equal(loaded(_x(2)), model(_x(2)))
+
+
+def test_heads_after_the_first_live_in_task_heads_and_round_trip(tmp_path):
+    from fashionlens.models.embedding import pooled_features
+    from fashionlens.models.heads import HeadSpec, attach_heads, head_logits
+
+    heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
+             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7])]
+    model = create_model(ARCH, num_classes=2, pretrained="none")
+    attach_heads(model, heads)
+    info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64), heads=heads)
+    assert info.classes == ["coat", "dress"] and not info.single_label
+    directory = save_model(model.eval(), info, tmp_path / "model")
+    loaded, loaded_info = load_model(directory)
+    assert loaded_info.heads == heads
+    x = _x(2)
+    with torch.no_grad():
+        a = head_logits(model, heads, pooled_features(model, x))
+        b = head_logits(loaded, heads, pooled_features(loaded, x))
+    assert a.keys() == {"kind", "tags"} and a["tags"].shape == (2, 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -17,9 +17,10 @@ from pathlib import Path
 import yaml
 
 from .data.sources import DataSpec
-from .data.transforms import AugmentConfig
+from .data.transforms import FITS, AugmentConfig
 from .errors import ConfigError, shorten
 from .precision import PRECISIONS
+from .tasks.base import TaskConfig
 
 
 class FieldError(ConfigError):
@@ -40,6 +41,11 @@ class ModelConfig:
     name: str = "efficientnet_lite0"
     pretrained: str = "embedded"
     image_size: int | None = None
+    # crop: a square centre crop of image_size; letterbox / stretch: the whole photo at
+    # height x width (product shots, full-body photos)
+    fit: str = "crop"
+    height: int | None = None
+    width: int | None = None
     drop_rate: float = 0.2
     drop_path_rate: float = 0.1
 
@@ -69,6 +75,9 @@ class TrainConfig:
     threads: int | None = None
     tta: bool = False
     max_minutes: float | None = None
+    # The linear probe fits on at most this many training photos (a random subset): on
+    # 25,000 photos the logistic regressions alone would take minutes per task.
+    probe_photos: int = 10000
 
 
 @dataclass
@@ -158,7 +167,14 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)  # train-embedding only
+    # The heads to train; empty: one classification head `label` from data.target_column.
+    tasks: list[TaskConfig] = field(default_factory=list)
     seed: int = 0
+
+    def task_configs(self) -> list[TaskConfig]:
+        if self.tasks:
+            return list(self.tasks)
+        return [TaskConfig(name="label", kind="classification", column=self.data.target_column)]
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
@@ -193,10 +209,16 @@ def _coerce(value, hint, where: str):
         if not isinstance(value, list | tuple):
             value = [value]
         (inner, *_) = typing.get_args(hint) or (typing.Any,)
-        items = [_coerce(v, inner, where) for v in value]
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if hint is typing.Any or hint is dict:
+        if hint is dict and not isinstance(value, dict):
+            raise FieldError(where, f"expected a mapping, got {value!r}")
         return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        obj = hint()
+        _apply(obj, value, where)
+        return obj
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -312,7 +334,8 @@ def validate(config: RunConfig) -> None:
     choices = {"train.schedule": (t.schedule, ("cosine", "plateau")),
                "train.balance": (t.balance, ("none", "sqrt", "inverse", "sampler")),
                "train.monitor": (t.monitor, ("accuracy", "macro_f1")),
-               "train.precision": (t.precision, PRECISIONS)}
+               "train.precision": (t.precision, PRECISIONS),
+               "model.fit": (config.model.fit, FITS)}
     for where, (value, allowed) in choices.items():
         if value not in allowed:
             raise FieldError(where, f"'{value}' is not one of {', '.join(allowed)}")
@@ -321,6 +344,10 @@ def validate(config: RunConfig) -> None:
             raise FieldError(where, f"must be at least 1, got {value}")
     if not t.lr > 0:
         raise FieldError("train.lr", f"must be positive, got {t.lr}")
+    for where, value in {"model.height": config.model.height,
+                         "model.width": config.model.width}.items():
+        if value is not None and not 16 <= value <= 2048:
+            raise FieldError(where, f"must be between 16 and 2048 pixels, got {value}")
     config.metric.check()
     name = config.output.name
     if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):

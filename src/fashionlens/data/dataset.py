@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class PhotoDataset(Dataset):
-    def __init__(self, samples: Sequence[Sample], class_to_index: dict[str, int],
+    """Photos only: an item is (tensor, index). Targets live with the tasks that read
+    them (`tasks.Task.encode`), looked up by index, so one dataset serves any heads."""
+
+    def __init__(self, samples: Sequence[Sample],
                  transform: Callable[[Image.Image], torch.Tensor],
                  cache_short_side: int | None = None) -> None:
         self.samples = list(samples)
-        self.class_to_index = class_to_index
         self.transform = transform
         self.cache_short_side = cache_short_side
         self._cache: list[Image.Image | None] | None = None
@@ -36,10 +38,6 @@ class PhotoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    @property
-    def targets(self) -> list[int]:
-        return [self.class_to_index[s.label] for s in self.samples]
 
     def _read(self, path: Path) -> Image.Image:
         img = load_image(path, draft_size=self.cache_short_side)
@@ -73,7 +71,7 @@ class PhotoDataset(Dataset):
 
     def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> PhotoDataset:
         """The same photos (and decoded cache) seen through another transform."""
-        twin = PhotoDataset(self.samples, self.class_to_index, transform, self.cache_short_side)
+        twin = PhotoDataset(self.samples, transform, self.cache_short_side)
         twin._cache = self._cache
         return twin
 
@@ -90,7 +88,7 @@ class PhotoDataset(Dataset):
             # `skipped` in the main process, so the failure travels with the batch.
             log.warning("skipping %s", exc)
             return exc
-        return self.transform(img), self.class_to_index[self.samples[index].label], index
+        return self.transform(img), index
 
     def record_skipped(self, errors: list[ImageError]) -> None:
         for exc in errors:
@@ -103,5 +101,5 @@ def collate_skipping(batch: list):
     good = [b for b in batch if not isinstance(b, ImageError)]
     if not good:
         return None, errors
-    images, labels, indices = zip(*good, strict=True)
-    return (torch.stack(images), torch.tensor(labels), torch.tensor(indices)), errors
+    images, indices = zip(*good, strict=True)
+    return (torch.stack(images), torch.tensor(indices)), errors

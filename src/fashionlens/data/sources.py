@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,14 @@ from .images import is_image_file
 
 @dataclass(frozen=True)
 class Sample:
+    """One photo. `label` is the class of a one-task source (and what splits stratify
+    by); `values` holds the raw cells of the columns that tasks read."""
+
     path: Path
     label: str
     group: str | None = None
     split: str | None = None
+    values: Mapping[str, str] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -59,6 +64,9 @@ class DataSpec:
     val_fraction: float = 0.15
 
 
+FOLDER_COLUMN = "label"  # what a folder-per-class tree's class is called, as a column
+
+
 def load_folder(root: Path, exclude_labels: list[str] | None = None) -> LabelledSet:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -69,7 +77,8 @@ def load_folder(root: Path, exclude_labels: list[str] | None = None) -> Labelled
             continue
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and is_image_file(path):
-                samples.append(Sample(path=path, label=class_dir.name))
+                samples.append(Sample(path=path, label=class_dir.name,
+                                      values={FOLDER_COLUMN: class_dir.name}))
     if not samples:
         raise DataError(
             f"{root}: no images found; expected one sub-folder per class holding "
@@ -104,11 +113,14 @@ def read_csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return columns, rows
 
 
-def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
+def load_csv(csv_path: Path, spec: DataSpec, task_columns: Sequence[str] | None = None,
+             label_column: str | None = None) -> LabelledSet:
+    """Rows with a label in `spec.target_column`; or, with `task_columns` (multi-task),
+    rows with a value in any of them, `label` read from `label_column` ('' without)."""
     columns, rows = read_csv_rows(csv_path)
     wanted = {
         "image_column": spec.image_column,
-        "target_column": spec.target_column,
+        "target_column": spec.target_column if task_columns is None else None,
         "split_column": spec.split_column,
         "group_column": spec.group_column,
     }
@@ -124,11 +136,18 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
     missing: list[Path] = []
     for line_no, row in enumerate(rows, start=2):
         image_value = (row.get(spec.image_column) or "").strip()
-        label = (row.get(spec.target_column) or "").strip()
+        if task_columns is None:
+            label = (row.get(spec.target_column) or "").strip()
+            values = {spec.target_column: label}
+        else:
+            values = {c: (row.get(c) or "").strip() for c in task_columns}
+            label = values.get(label_column, "") if label_column else ""
+            if not any(values.values()):
+                continue
         if not image_value:
             raise DataError(
                 f"{csv_path}, line {line_no}: empty value in column '{spec.image_column}'")
-        if not label or label in excluded:
+        if (task_columns is None and not label) or (label and label in excluded):
             continue
         path = resolve_image_path(image_value, base, spec.image_extension)
         if not path.is_file():
@@ -142,6 +161,7 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
                        if spec.group_column else None),
                 split=((row.get(spec.split_column) or "").strip() or None
                        if spec.split_column else None),
+                values=values,
             )
         )
     if not samples:
@@ -151,7 +171,16 @@ def load_csv(csv_path: Path, spec: DataSpec) -> LabelledSet:
     return LabelledSet(samples=samples, classes=classes, source=str(csv_path), missing=missing)
 
 
-def load_labelled(spec: DataSpec) -> LabelledSet:
+def csv_columns(spec: DataSpec) -> list[str] | None:
+    """The header of a CSV source (None for a folder), to check task columns early."""
+    path = Path(spec.path).expanduser()
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return read_csv_rows(path)[0]
+    return None
+
+
+def load_labelled(spec: DataSpec, task_columns: Sequence[str] | None = None,
+                  label_column: str | None = None) -> LabelledSet:
     """Load a folder-per-class tree or a CSV export, as `spec.path` says."""
     if not spec.path:
         raise DataError("no dataset given: set data.path to a folder or a CSV file")
@@ -159,7 +188,7 @@ def load_labelled(spec: DataSpec) -> LabelledSet:
     if path.is_dir():
         return load_folder(path, spec.exclude_labels)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return load_csv(path, spec)
+        return load_csv(path, spec, task_columns, label_column)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     raise DataError(f"{path}: expected a folder with one sub-folder per class, or a .csv file")

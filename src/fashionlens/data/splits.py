@@ -51,9 +51,13 @@ def _group_split(samples: list[Sample], fraction: float, seed: int) -> tuple[lis
     return sorted(train.tolist() + moved), sorted(val)
 
 
-def split_train_val(data: LabelledSet, spec: DataSpec, seed: int
+def split_train_val(data: LabelledSet, spec: DataSpec, seed: int, drop_unseen: bool = True
                     ) -> tuple[LabelledSet, LabelledSet]:
-    """Use the CSV's split column when it has one, else make a (grouped) split."""
+    """Use the CSV's split column when it has one, else make a (grouped) split.
+
+    `drop_unseen=False` keeps validation photos whose `label` training never saw (a
+    multi-task run: its tasks decide what to score, and the photo still counts for the
+    other tasks)."""
     samples = data.samples
     if spec.split_column:
         train = [s for s in samples if s.split in spec.train_splits]
@@ -66,7 +70,7 @@ def split_train_val(data: LabelledSet, spec: DataSpec, seed: int
             )
         if val:
             classes = sorted({s.label for s in train})
-            unseen = sorted({s.label for s in val} - set(classes))
+            unseen = sorted({s.label for s in val} - set(classes)) if drop_unseen else []
             if unseen:
                 log.warning("validation labels absent from training are dropped: %s", unseen)
                 val = [s for s in val if s.label in classes]
@@ -88,5 +92,6 @@ def split_train_val(data: LabelledSet, spec: DataSpec, seed: int
     if lonely:
         log.warning("classes with a single image (kept for training, cannot be validated): %s",
                     ", ".join(lonely))
-    val = [s for s in val if s.label in set(classes)]
+    if drop_unseen:
+        val = [s for s in val if s.label in set(classes)]
     return LabelledSet(train, classes, data.source), LabelledSet(val, classes, data.source)

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
-from ..data.dataset import collate_skipping
+from ..data.sources import FOLDER_COLUMN, csv_columns
 from ..errors import DataError
-from ..inference.predictor import tta_probabilities
-from ..inference.runtime import PROBABILITIES, TorchRuntime
+from ..inference.predictor import tta_outputs
+from ..inference.runtime import TorchRuntime, run_dataset
 from ..progress import track
-from .metrics import classification_metrics
+from ..tasks import Task, TaskConfig, tasks_from_heads
+from ..tasks.base import check_task_configs
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,26 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     """Score `model_dir` on the photos in `data` (folder per class or CSV).
 
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
-    image_column, target_column, split_column, image_dir or image_extension.
+    image_column, target_column, split_column, image_dir or image_extension. A model with
+    several heads reads each head's column (as trained) and is scored per task.
     """
     runtime = TorchRuntime.load(model_dir, device=device, precision=precision)
     info = runtime.info
     spec = spec_for_model(data, info.config, **columns)
-    labelled = load_labelled(spec)
+    trained = [TaskConfig(**c) for c in (info.config.get("tasks") or [])
+               if isinstance(c, dict)]
+    multi = bool(trained) or not info.single_label
+    if multi:
+        configs = {c.name: c for c in trained}
+        tasks = tasks_from_heads(info.scored_heads, list(configs.values()))
+        check_task_configs([t.config for t in tasks], csv_columns(spec) or [FOLDER_COLUMN],
+                           spec.path)
+        labelled = load_labelled(spec, [t.config.source_column for t in tasks])
+    else:
+        head = info.scored_heads[0]
+        column = spec.target_column if csv_columns(spec) is not None else FOLDER_COLUMN
+        tasks = tasks_from_heads([head], [TaskConfig(name=head.name, column=column)])
+        labelled = load_labelled(spec)
     samples = labelled.samples
     if splits:
         if not spec.split_column:
@@ -70,46 +84,61 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
         samples = [s for s in samples if s.split in splits]
         if not samples:
             raise DataError(f"{labelled.source}: no rows with {spec.split_column} in {splits}")
-    known = set(info.classes)
-    unknown = Counter(s.label for s in samples if s.label not in known)
-    if unknown:
-        log.warning("%d photos have labels the model does not know and are not scored: %s",
-                    sum(unknown.values()), dict(unknown))
-    samples = [s for s in samples if s.label in known]
-    if not samples:
-        raise DataError(f"{labelled.source}: none of its labels are classes of this model "
-                        f"({', '.join(info.classes)})")
-    index = {c: i for i, c in enumerate(info.classes)}
-    dataset = PhotoDataset(samples, index, eval_transform(info.preprocess),
+    unknown: Counter[str] = Counter()
+    if not multi:
+        known = set(info.classes)
+        unknown = Counter(s.label for s in samples if s.label not in known)
+        if unknown:
+            log.warning("%d photos have labels the model does not know and are not scored: %s",
+                        sum(unknown.values()), dict(unknown))
+        samples = [s for s in samples if s.label in known]
+        if not samples:
+            raise DataError(f"{labelled.source}: none of its labels are classes of this model "
+                            f"({', '.join(info.classes)})")
+    dataset = PhotoDataset(samples, eval_transform(info.preprocess),
                            cache_short_side=info.preprocess.resize_size)
     dataset.preload(lambda it: track(it, "reading photos", len(samples)))
     if not len(dataset):
         raise DataError(f"{labelled.source}: none of the photos could be read")
-    metrics = evaluate_dataset(runtime, dataset, tta=tta)
+    targets = {t.name: t.encode(dataset.samples) for t in tasks}
+    metrics = evaluate_dataset(runtime, dataset, tasks, targets, tta=tta)
     return EvaluationResult(metrics=metrics, model=str(model_dir), data=str(data),
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
                             missing=[str(p) for p in labelled.missing],
                             precision=runtime.precision, name=info.name)
 
 
-def evaluate_dataset(runtime: TorchRuntime, dataset: PhotoDataset, tta: bool = False,
+def evaluate_dataset(runtime: TorchRuntime, dataset: PhotoDataset, tasks: list[Task],
+                     targets: dict[str, np.ndarray], tta: bool = False, tune: bool = False,
                      batch_size: int = 64) -> dict:
-    """Score a model (behind its runtime) on a dataset labelled with its class names."""
+    """Score a model (behind its runtime) per task on a dataset and its encoded targets.
+
+    `tune`: fit each task's decision thresholds on these photos first (multilabel; the
+    training run's last step). One task gives today's flat figures; several give
+    `{"tasks": {name: figures}, "summary": {...}}`.
+    """
+    names = [t.name for t in tasks]
     if tta:
-        probs, targets = tta_probabilities(runtime, dataset)
+        outputs, rows = tta_outputs(runtime, dataset, names)
     else:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                            collate_fn=collate_skipping)
-        outs, labels = [], []
-        for batch, errors in track(loader, "evaluate"):
-            dataset.record_skipped(errors)
-            if batch is None:
-                continue
-            images, batch_labels, _ = batch
-            outs.append(runtime.run(images, (PROBABILITIES,))[PROBABILITIES])
-            labels.append(batch_labels.numpy())
-        probs = np.concatenate(outs) if outs else np.zeros((0, len(runtime.classes)))
-        targets = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    if len(targets) == 0:
+        outputs, rows = run_dataset(runtime, dataset, names, batch_size=batch_size,
+                                    description="evaluate")
+    if len(rows) == 0:
         raise DataError("no readable images to evaluate")
-    return classification_metrics(targets, probs, runtime.classes)
+    per_task = {}
+    for task in tasks:
+        scores, wanted = outputs[task.name], targets[task.name][rows]
+        if tune:
+            task.tune(scores, wanted)
+        per_task[task.name] = task.metrics(scores, wanted)
+    if len(tasks) == 1:
+        return per_task[tasks[0].name]
+    return {"tasks": per_task, "summary": summarise(tasks, per_task)}
+
+
+def summarise(tasks: list[Task], per_task: dict[str, dict]) -> dict:
+    """Each task's headline figures side by side, and their mean monitored score."""
+    summary: dict = {t.name: {k: per_task[t.name].get(k) for k in t.headline} for t in tasks}
+    summary["score"] = float(np.mean([per_task[t.name][t.monitor] for t in tasks]))
+    summary["num_images"] = max(per_task[t.name].get("num_images", 0) for t in tasks)
+    return summary

@@ -174,15 +174,20 @@ class Predictor(RuntimeHolder):
                     yield Prediction(path=str(path), error=tensors[i].reason)
 
 
-def tta_probabilities(runtime: TorchRuntime, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Average the softmax over test-time views for every photo of a PhotoDataset."""
-    probs, targets = [], []
+def tta_outputs(runtime: TorchRuntime, dataset, outputs: list[str]
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Named outputs averaged over test-time views for every readable photo of a
+    PhotoDataset, and the rows they belong to."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    rows = []
     for index in range(len(dataset)):
         try:
             img = dataset.image(index)
         except ImageError:
             continue
         views = torch.stack(tta_views(img, runtime.preprocess))
-        probs.append(runtime.run(views, (PROBABILITIES,))[PROBABILITIES].mean(0))
-        targets.append(dataset.targets[index])
-    return np.stack(probs), np.asarray(targets)
+        for name, values in runtime.run(views, outputs).items():
+            parts[name].append(values.mean(0))
+        rows.append(index)
+    return {name: np.stack(v) if v else np.zeros((0, 0)) for name, v in parts.items()}, \
+        np.asarray(rows, dtype=np.int64)

@@ -3,9 +3,13 @@
 Predictor, Embedder, the service and evaluation hand a runtime a batch of pre-processed
 photos and get named outputs back as NumPy arrays:
 
-- `probabilities`: the classifier's softmax (models with classes);
+- each head's scores under the head's name (`models.heads`: softmax of a
+  classification head, sigmoid of a multilabel head);
+- `probabilities`: the first head's softmax when it is a classification head (what
+  one-task classifiers, the service and the catalog read);
 - `vector`: the unit search vector (the embedding head's, with the class posterior
-  appended when it says so; else the L2-normalised pooled features).
+  appended when it says so; else the L2-normalised pooled features);
+- `features`: the pooled backbone features (linear probes).
 
 What a model outputs is read from what it declares (its artifact's classes and embedding
 head, timm's `forward_head` contract), never probed with test inputs. One pass gives
@@ -34,12 +38,15 @@ from ..models.embedding import (
     embedding_head,
     search_vectors,
 )
+from ..models.heads import activate, head_logits
 from ..models.registry import create_model, model_preprocess
 from ..models.resolve import ModelRef, resolve_model
 from ..precision import autocast, resolve_device, resolve_precision
+from ..progress import track
 
 PROBABILITIES = "probabilities"
 VECTOR = "vector"
+FEATURES = "features"
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -80,11 +87,14 @@ class TorchRuntime:
         # timm's contract: forward_head(forward_features(x), pre_logits=True) gives the
         # pooled features the classifier reads; without it there is no search vector.
         self._splits = hasattr(model, "forward_head") and hasattr(model, "get_classifier")
+        self.heads = info.scored_heads if info is not None else []
         outputs = []
         if info is not None and info.classes:
             outputs.append(PROBABILITIES)
+        if self._splits:
+            outputs += [h.name for h in self.heads]
         if hasattr(model, "forward_head"):
-            outputs.append(VECTOR)
+            outputs += [VECTOR, FEATURES]
         self.outputs: tuple[str, ...] = tuple(outputs)
 
     @classmethod
@@ -133,9 +143,11 @@ class TorchRuntime:
         self._check(wanted)
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         result: dict[str, np.ndarray] = {}
+        named = [h for h in self.heads if h.name in wanted]
         with autocast(self.device, self.precision):
             features = None
-            if VECTOR in wanted or (PROBABILITIES in wanted and self._splits):
+            if (VECTOR in wanted or FEATURES in wanted or named
+                    or (PROBABILITIES in wanted and self._splits)):
                 features = backbone_features(self.model, batch)
             logits = None
             if PROBABILITIES in wanted or (VECTOR in wanted and self._posterior()):
@@ -146,11 +158,57 @@ class TorchRuntime:
                 result[VECTOR] = normalise(vectors.float().cpu().numpy())
             if PROBABILITIES in wanted:
                 result[PROBABILITIES] = logits.float().softmax(-1).cpu().numpy()
+            if FEATURES in wanted or named:
+                pooled = self._pooled(features)
+                if FEATURES in wanted:
+                    result[FEATURES] = pooled.float().cpu().numpy()
+                by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named])
+                for head in named:
+                    result[head.name] = activate(head, by_head[head.name]).cpu().numpy()
         return result
+
+    def _pooled(self, features: torch.Tensor) -> torch.Tensor:
+        head = embedding_head(self.model)
+        return features if head is None else features[:, :head.spec.pooled_features]
 
     def _posterior(self) -> bool:
         head = embedding_head(self.model)
         return head is not None and head.spec.posterior_weight > 0
+
+
+def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
+                batch_size: int = 64, workers: int = 0, description: str = "predict",
+                rows: Collection[int] | None = None
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Named outputs for every readable photo of a PhotoDataset (or its `rows`), and the
+    dataset rows they belong to (unreadable photos go to `dataset.skipped`). The model
+    runs in eval mode and is handed back in the mode it came in."""
+    from torch.utils.data import DataLoader, Subset
+
+    from ..data.dataset import collate_skipping
+
+    source = dataset if rows is None else Subset(dataset, list(rows))
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_skipping)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    seen = []
+    was_training = runtime.model.training
+    runtime.model.eval()
+    try:
+        for batch, errors in track(loader, description):
+            dataset.record_skipped(errors)
+            if batch is None:
+                continue
+            images, indices = batch
+            for name, values in runtime.run(images, outputs).items():
+                parts[name].append(values)
+            seen.append(indices.numpy())
+    finally:
+        runtime.model.train(was_training)
+    rows = seen
+    if not rows:
+        return {name: np.zeros((0, 0), np.float32) for name in outputs}, np.zeros(0, np.int64)
+    return {name: np.concatenate(v) for name, v in parts.items()}, np.concatenate(rows)
 
 
 class RuntimeHolder:

@@ -1,8 +1,12 @@
 """A trained model as a self-contained folder: weights plus everything needed to use them.
 
-`model.safetensors` holds the weights, `model.json` the architecture, class names,
-pre-processing, the resolved training config and the validation metrics. Nothing from
-the training data is needed to predict.
+`model.safetensors` holds the weights, `model.json` the architecture, its heads (each
+with its kind, class or tag names and thresholds; `models.heads`), pre-processing, the
+resolved training config and the validation metrics. Nothing from the training data is
+needed to predict.
+
+Format 1 (the first release, e.g. the bundled `clothing10`) had one `classes` list and no
+`heads`; it reads as one classification head named `label`.
 """
 
 from __future__ import annotations
@@ -21,15 +25,21 @@ from safetensors.torch import load_file, save_file
 from ..data.transforms import Preprocess
 from ..errors import ModelError
 from .embedding import EmbeddingSpec, attach_embedding_head
+from .heads import HeadSpec, attach_heads, task_heads
 from .registry import create_model
 from .resolve import META_FILE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
+LEGACY_HEAD = "label"  # the one head of a format-1 model
 
 
 @dataclass
 class ModelInfo:
+    """What a saved model is. `classes` alone (format 1) means one classification head
+    named `label`; `heads` lists them all otherwise (the first one's classes are then
+    `classes`, when it is a classification head)."""
+
     architecture: str
     classes: list[str]
     preprocess: Preprocess
@@ -38,6 +48,33 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     name: str = ""
     embedding: dict | None = None  # an EmbeddingSpec when the model has an embedding head
+    heads: list[HeadSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.heads and self.classes:
+            self.heads = [HeadSpec(LEGACY_HEAD, "classification", list(self.classes))]
+        scored = task_heads(self.heads)
+        self.classes = (list(scored[0].classes)
+                        if scored and scored[0].kind == "classification" else [])
+        if self.embedding and not any(h.kind == "embedding" for h in self.heads):
+            self.heads.append(HeadSpec("embedding", "embedding"))
+
+    @property
+    def scored_heads(self) -> list[HeadSpec]:
+        return task_heads(self.heads)
+
+    def head(self, name: str) -> HeadSpec:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise ModelError(f"{self.name or 'this model'} has no head '{name}' (heads: "
+                         f"{', '.join(h.name for h in self.heads)})")
+
+    @property
+    def single_label(self) -> bool:
+        """One classification head and nothing else that scores: today's classifiers."""
+        scored = self.scored_heads
+        return len(scored) == 1 and scored[0].kind == "classification"
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +83,7 @@ class ModelInfo:
             "task": self.task,
             "architecture": self.architecture,
             "classes": self.classes,
+            "heads": [h.to_dict() for h in self.heads],
             "preprocess": self.preprocess.to_dict(),
             "config": self.config,
             "metrics": self.metrics,
@@ -55,11 +93,12 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, d: dict, source: str) -> ModelInfo:
         try:
-            return cls(architecture=d["architecture"], classes=list(d["classes"]),
+            heads = [HeadSpec.from_dict(h, source) for h in d.get("heads") or []]
+            return cls(architecture=d["architecture"], classes=list(d.get("classes") or []),
                        preprocess=Preprocess.from_dict(d["preprocess"]),
                        task=d.get("task", "classification"), config=d.get("config", {}),
                        metrics=d.get("metrics", {}), name=d.get("name", ""),
-                       embedding=d.get("embedding"))
+                       embedding=d.get("embedding"), heads=heads)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
 
@@ -121,7 +160,10 @@ def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelError(f"{directory}: weights file {WEIGHTS_FILE} is missing")
-    model = create_model(info.architecture, num_classes=len(info.classes), pretrained="none")
+    scored = info.scored_heads
+    model = create_model(info.architecture, num_classes=len(scored[0].classes) if scored else 0,
+                         pretrained="none")
+    attach_heads(model, info.heads)
     if info.embedding:
         spec = EmbeddingSpec.from_dict(info.embedding)
         if spec.posterior_weight > 0 and spec.classes != len(info.classes):

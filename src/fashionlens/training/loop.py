@@ -15,24 +15,25 @@ import copy
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..config import TrainConfig
 from ..data.dataset import PhotoDataset, collate_skipping
-from ..evaluation.metrics import classification_metrics
+from ..data.transforms import Preprocess
+from ..inference.runtime import FEATURES, TorchRuntime, run_dataset
+from ..models.artifact import ModelInfo
 from ..models.embedding import pooled_features
+from ..models.heads import head_logits, head_module
 from ..precision import autocast, resolve_device, resolve_precision
-from ..progress import StepBar, track
+from ..progress import StepBar
+from ..tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class FitResult:
     seconds: float = 0.0
     precision: str = "fp32"  # what the passes ran in ("auto" resolved)
     probe_score: float | None = None  # validation score after the linear probe (epoch 0)
+    monitor: str = "val_accuracy"  # the history key the best epoch was chosen by
 
     @property
     def fine_tuning_helped(self) -> bool | None:
@@ -53,18 +55,10 @@ class FitResult:
         return None if self.probe_score is None else self.best_epoch > 0
 
 
-def validation_scores(probs: np.ndarray, targets: np.ndarray, class_names: list[str]
-                      ) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 on the validation photos (one history row's val_* part)."""
-    metrics = classification_metrics(targets, probs, class_names)
-    picked = probs[np.arange(len(targets)), targets]
-    return {"val_loss": float(-np.log(picked + 1e-7).mean()),
-            "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
-
-
 def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
     """One short log line per epoch (fits 80 columns beside the log level), e.g.
-    'epoch 2/3: train loss 0.912 acc 0.750 | val loss 0.801 acc 0.833 | 12 s'."""
+    'epoch 2/3: train loss 0.912 acc 0.750 | val loss 0.801 acc 0.833 | 12 s'.
+    A multi-task run shows its mean validation score (`val_score`)."""
     parts = ["linear probe (epoch 0)" if row["epoch"] == 0 else f"epoch {row['epoch']}/{epochs}"]
     if "train_loss" in row:
         parts.append(f"train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}")
@@ -73,28 +67,21 @@ def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
         if monitor == "macro_f1":
             val += f" F1 {row['val_macro_f1']:.3f}"
         parts.append(val)
+    elif "val_score" in row:
+        parts.append(f"val loss {row['val_loss']:.3f} score {row['val_score']:.3f}")
     line = parts[0] + ": " + " | ".join(parts[1:])
     return line + (f" | {row['seconds']:.0f} s" if "seconds" in row else "")
 
 
-def class_weights(targets: list[int], num_classes: int, mode: str) -> torch.Tensor | None:
-    if mode not in ("sqrt", "inverse"):
-        return None
-    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
-    counts = np.maximum(counts, 1.0)
-    weights = 1.0 / (np.sqrt(counts) if mode == "sqrt" else counts)
-    weights *= num_classes / weights.sum()
-    return torch.tensor(weights, dtype=torch.float32)
-
-
 def make_loader(dataset: PhotoDataset, cfg: TrainConfig, shuffle: bool, seed: int,
-                batch_size: int | None = None) -> DataLoader:
+                batch_size: int | None = None, weights: np.ndarray | None = None
+                ) -> DataLoader:
+    """`weights`: per-photo draw weights (a balanced sampler) instead of shuffling."""
     generator = torch.Generator().manual_seed(seed)
     sampler = None
-    if shuffle and cfg.balance == "sampler":
-        counts = Counter(dataset.targets)
-        weights = [1.0 / counts[t] for t in dataset.targets]
-        sampler = WeightedRandomSampler(weights, num_samples=len(weights), generator=generator)
+    if shuffle and weights is not None:
+        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
+                                        generator=generator)
     workers = cfg.num_workers if cfg.num_workers is not None else 1
     return DataLoader(dataset, batch_size=batch_size or cfg.batch_size,
                       shuffle=shuffle and sampler is None, sampler=sampler,
@@ -103,56 +90,56 @@ def make_loader(dataset: PhotoDataset, cfg: TrainConfig, shuffle: bool, seed: in
                       drop_last=shuffle and len(dataset) > (batch_size or cfg.batch_size))
 
 
-@torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                   precision: str, description: str = "predict", features: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the model over a loader; return (outputs, targets, dataset indices)."""
-    model.eval()
-    outs, targets, indices = [], [], []
-    for batch, errors in track(loader, description):
-        loader.dataset.record_skipped(errors)
-        if batch is None:
+def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDataset,
+                 targets: dict[str, np.ndarray], limit: int, seed: int) -> None:
+    """Initialise every head from a logistic regression on frozen pooled features."""
+    rows = None
+    if len(probe_set) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(probe_set), limit, replace=False))
+        log.info("linear probe on %d of %d training photos (train.probe_photos)", limit,
+                 len(probe_set))
+    outputs, seen = run_dataset(runtime, probe_set, (FEATURES,), description="linear probe",
+                                rows=None if rows is None else rows.tolist())
+    heads = runtime.heads
+    for task in tasks:
+        fitted = task.probe(outputs[FEATURES], targets[task.name][seen])
+        if fitted is None:
             continue
-        images, labels, idx = batch
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            out = pooled_features(model, images) if features else model(images).softmax(-1)
-        outs.append(out.float().cpu())
-        targets.append(labels)
-        indices.append(idx)
-    if not outs:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return torch.cat(outs).numpy(), torch.cat(targets).numpy(), torch.cat(indices).numpy()
+        head = head_module(runtime.model, heads, task.name)
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(fitted[0], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(fitted[1], dtype=head.bias.dtype))
 
 
-def linear_probe(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                 precision: str, balance: str, num_classes: int) -> None:
-    """Initialise the classifier from a logistic regression on frozen pooled features."""
-    feats, targets, _ = predict_loader(model, loader, device, precision, "linear probe",
-                                       features=True)
-    present = np.unique(targets)
-    if len(present) < 2:
-        log.warning("linear probe skipped: fewer than two classes in the training photos")
-        return
-    probe = LogisticRegression(C=0.5, max_iter=300,
-                               class_weight="balanced" if balance != "none" else None)
-    probe.fit(feats, targets)
-    head = model.get_classifier()
-    weight = torch.zeros_like(head.weight)
-    # Classes the probe never saw keep a very negative bias instead of random logits.
-    bias = torch.full_like(head.bias, -10.0)
-    if len(present) > 2:
-        coef, intercept = probe.coef_, probe.intercept_
-    else:  # binary logistic regression: one weight vector, split symmetrically
-        coef = np.vstack([-probe.coef_[0], probe.coef_[0]]) / 2
-        intercept = np.array([-probe.intercept_[0], probe.intercept_[0]]) / 2
-    rows = torch.as_tensor(probe.classes_, device=weight.device)
-    weight[rows] = torch.as_tensor(coef, dtype=weight.dtype, device=weight.device)
-    bias[rows] = torch.as_tensor(intercept, dtype=bias.dtype, device=bias.device)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
+def validate(runtime: TorchRuntime, tasks: list[Task], dataset: PhotoDataset,
+             targets: dict[str, np.ndarray], tune: bool = False
+             ) -> tuple[dict, dict[str, dict]]:
+    """One history row's val_* part, and each task's full metrics.
+
+    One task: `val_loss`, `val_accuracy`, `val_macro_f1` (or its kind's keys) as before;
+    several: `val_<task>_<key>` each, `val_loss` summed with the task weights, and
+    `val_score`, the mean of the tasks' monitored figures (what early stopping reads).
+    """
+    outputs, rows = run_dataset(runtime, dataset, [t.name for t in tasks],
+                                description="validate")
+    row: dict = {"val_loss": 0.0}
+    metrics: dict[str, dict] = {}
+    monitored = []
+    for task in tasks:
+        scores, wanted = outputs[task.name], targets[task.name][rows]
+        if tune:
+            task.tune(scores, wanted)
+        metrics[task.name] = task.metrics(scores, wanted)
+        row["val_loss"] += task.weight * task.val_loss(scores, wanted)
+        prefix = "val_" if len(tasks) == 1 else f"val_{task.name}_"
+        for key in (*task.headline, task.monitor):
+            value = metrics[task.name].get(key)
+            if isinstance(value, float | int):
+                row[prefix + key] = float(value)
+        monitored.append(metrics[task.name][task.monitor])
+    if len(tasks) > 1:
+        row["val_score"] = float(np.mean(monitored))
+    return row, metrics
 
 
 def freeze_early_stages(model: torch.nn.Module, stages: int) -> int:
@@ -193,28 +180,38 @@ def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.01
     return factor
 
 
-def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset | None,
-        probe_set: PhotoDataset | None, cfg: TrainConfig, seed: int,
-        class_names: list[str]) -> FitResult:
-    """Train in place; on return the model holds the best weights seen."""
+def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
+        train_set: PhotoDataset, train_targets: dict[str, np.ndarray],
+        val_set: PhotoDataset | None, val_targets: dict[str, np.ndarray] | None,
+        probe_set: PhotoDataset | None, cfg: TrainConfig, seed: int) -> FitResult:
+    """Train in place; on return the model holds the best weights seen.
+
+    The loop sums the tasks' weighted losses and never asks what kind of head it trains;
+    validation and the probe's features run through the model's runtime.
+    """
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     log.info("device %s, precision %s", device, precision)
-    model.to(device).to(memory_format=torch.channels_last)
-    num_classes = len(class_names)
+    heads = [task.head_spec() for task in tasks]
+    runtime = TorchRuntime(model, preprocess, device=device, precision=precision,
+                           info=ModelInfo(architecture="", classes=[], preprocess=preprocess,
+                                          heads=heads))
+    model.train()
+    for task in tasks:
+        task.prepare(train_targets[task.name], cfg, device)
     started = time.perf_counter()
     if cfg.linear_probe and probe_set is not None and len(probe_set):
-        linear_probe(model, make_loader(probe_set, cfg, False, seed, batch_size=64), device,
-                     precision, cfg.balance, num_classes)
+        linear_probe(runtime, tasks, probe_set, train_targets, cfg.probe_photos, seed)
 
     frozen = freeze_early_stages(model, cfg.freeze_stages)
     if frozen:
         log.info("frozen: stem and first %d stages (%.2fM parameters)", cfg.freeze_stages,
                  frozen / 1e6)
-    loader = make_loader(train_set, cfg, True, seed)
-    val_loader = (make_loader(val_set, cfg, False, seed, batch_size=64)
-                  if val_set and len(val_set) else None)
-    weights = class_weights(train_set.targets, num_classes, cfg.balance)
+    weights = None
+    if cfg.balance == "sampler":  # drawn as the first task asks (its rare classes or tags)
+        weights = tasks[0].sample_weights(train_targets[tasks[0].name])
+    loader = make_loader(train_set, cfg, True, seed, weights=weights)
+    has_val = val_set is not None and len(val_set) > 0 and val_targets is not None
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     layer_decay=cfg.layer_decay)
     for group in optimizer.param_groups:
@@ -229,14 +226,15 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         scheduler = None
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3,
                                                              patience=1)
-    criterion_weight = weights.to(device) if weights is not None else None
+    on_device = {name: torch.as_tensor(t) for name, t in train_targets.items()}
+    monitor_key = _monitor_key(tasks)
 
     result = FitResult(precision=precision)
     best_state = copy.deepcopy(model.state_dict())
-    if val_loader is not None and cfg.linear_probe:
-        probs, targets, _ = predict_loader(model, val_loader, device, precision, "validate")
-        row = {"epoch": 0, **validation_scores(probs, targets, class_names)}
-        result.best_score = result.probe_score = row["val_" + cfg.monitor]
+    if has_val and cfg.linear_probe:
+        row, _ = validate(runtime, tasks, val_set, val_targets)
+        row = {"epoch": 0, **row}
+        result.best_score = result.probe_score = row[monitor_key]
         result.history.append(row)
         log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
     bad_epochs, best_tuned = 0, float("-inf")
@@ -245,37 +243,39 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
         if cfg.freeze_bn:
             freeze_batchnorm_statistics(model)
         epoch_start = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, right, answers, seen = 0.0, 0.0, 0, 0
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for batch, errors in loader:
                 train_set.record_skipped(errors)
                 if batch is None:
                     continue
-                images, labels, _ = batch
+                images, indices = batch
                 images = images.to(device, non_blocking=True).contiguous(
                     memory_format=torch.channels_last)
-                labels = labels.to(device)
                 with autocast(device, precision):
-                    logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, weight=criterion_weight,
-                                       label_smoothing=cfg.label_smoothing)
+                    logits = head_logits(model, heads, pooled_features(model, images))
+                loss = torch.zeros((), device=device)
+                for task in tasks:
+                    wanted = on_device[task.name][indices].to(device)
+                    loss = loss + task.weight * task.loss(logits[task.name].float(), wanted)
+                    hits, count = task.correct(logits[task.name].detach(), wanted)
+                    right, answers = right + hits, answers + count
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-                loss_sum += loss.item() * len(labels)
-                correct += (logits.argmax(-1) == labels).sum().item()
-                seen += len(labels)
-                bar.advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+                loss_sum += loss.item() * len(indices)
+                seen += len(indices)
+                bar.advance(f"loss {loss_sum / seen:.3f} acc {right / max(answers, 1):.3f}")
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-               "train_accuracy": correct / max(seen, 1),
+               "train_accuracy": right / max(answers, 1),
                "lr": optimizer.param_groups[-1]["lr"],
                "seconds": time.perf_counter() - epoch_start}
-        if val_loader is not None:
-            probs, targets, _ = predict_loader(model, val_loader, device, precision, "validate")
-            row.update(validation_scores(probs, targets, class_names))
-            score = row["val_" + cfg.monitor]
+        if has_val:
+            scores, _ = validate(runtime, tasks, val_set, val_targets)
+            row.update(scores)
+            score = row[monitor_key]
             if plateau is not None:
                 plateau.step(score)
             if score > result.best_score:
@@ -290,7 +290,7 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
             best_state = copy.deepcopy(model.state_dict())
         result.history.append(row)
         log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
-        if val_loader is not None and bad_epochs >= cfg.early_stopping_patience:
+        if has_val and bad_epochs >= cfg.early_stopping_patience:
             result.stopped_early = True
             log.info("early stopping: no improvement for %d epochs", bad_epochs)
             break
@@ -301,4 +301,11 @@ def fit(model: torch.nn.Module, train_set: PhotoDataset, val_set: PhotoDataset |
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started
+    result.monitor = monitor_key
     return result
+
+
+def _monitor_key(tasks: list[Task]) -> str:
+    """The history key early stopping reads: the one task's monitored figure, or the
+    mean over tasks (`val_score`)."""
+    return f"val_{tasks[0].monitor}" if len(tasks) == 1 else "val_score"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -18,7 +19,6 @@ import torch
 
 from ..config import RunConfig
 from ..data import (
-    DataSpec,
     LabelledSet,
     PhotoDataset,
     eval_transform,
@@ -26,12 +26,17 @@ from ..data import (
     split_train_val,
     train_transform,
 )
+from ..data.sources import FOLDER_COLUMN, csv_columns
+from ..data.transforms import Preprocess, keep_colour
 from ..errors import DataError
 from ..evaluation.evaluate import evaluate_dataset
 from ..evaluation.plots import plot_confusion, plot_curves
 from ..inference.runtime import TorchRuntime
 from ..models import ModelInfo, architecture_preprocess, create_model, save_model
+from ..models.heads import attach_heads
 from ..progress import track
+from ..tasks import Task, TaskConfig, build_tasks
+from ..tasks.base import check_task_configs
 from .loop import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # What a run writes into its folder; `output.exist_ok` clears these (and only these) first.
 RUN_OUTPUTS = ("model", "metrics.json", "config.yaml", "curves.png", "confusion.png",
-               "skipped.txt", "validation.txt")
+               "skipped.txt", "validation.txt", "confusion-*.png")
 
 
 @dataclass
@@ -70,12 +75,12 @@ def _output_dir(config: RunConfig) -> Path:
         out = root / name
         out.mkdir(exist_ok=True)
         log.info("run folder: %s (reused: --exist-ok)", out)
-        for old in RUN_OUTPUTS:  # no stale figure or skipped.txt from the previous run
-            target = out / old
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
+        for pattern in RUN_OUTPUTS:  # no stale figure or skipped.txt from the previous run
+            for target in out.glob(pattern):
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
         return out
     for number in itertools.count(1):
         out = root / (name if number == 1 else f"{name}-{number}")
@@ -97,20 +102,71 @@ def _check_classes(train: LabelledSet) -> None:
                         f"{train.classes or 'none'}")
 
 
-def prepare_datasets(spec: DataSpec, config: RunConfig, preprocess, seed: int):
-    data = load_labelled(spec)
+@dataclass
+class Prepared:
+    """The data of a run, read and checked: splits, tasks, datasets and their targets."""
+
+    data: LabelledSet
+    train: LabelledSet
+    val: LabelledSet
+    tasks: list[Task]
+    train_ds: PhotoDataset
+    val_ds: PhotoDataset
+    train_targets: dict[str, np.ndarray]
+    val_targets: dict[str, np.ndarray]
+
+
+def run_preprocess(config: RunConfig) -> Preprocess:
+    """The backbone's input pipeline with the run's size and fit (crop / whole photo)."""
+    model_cfg = config.model
+    preprocess = architecture_preprocess(model_cfg.name, model_cfg.image_size)
+    if model_cfg.fit == "crop":
+        return preprocess
+    return dataclasses.replace(preprocess, fit=model_cfg.fit,
+                               height=model_cfg.height or preprocess.size,
+                               width=model_cfg.width or preprocess.size)
+
+
+def _task_configs(config: RunConfig) -> list[TaskConfig]:
+    configs = config.task_configs()
+    if not config.tasks and csv_columns(config.data) is None:  # folder per class
+        configs = [dataclasses.replace(configs[0], column=FOLDER_COLUMN)]
+    return configs
+
+
+def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
+    spec = config.data
+    configs = _task_configs(config)
+    multi = bool(config.tasks)
+    if multi:
+        check_task_configs(configs, csv_columns(spec) or [FOLDER_COLUMN], spec.path)
+        first = configs[0]
+        # Splits stratify by the first task's label when it is a plain column.
+        label_column = (first.source_column if first.kind == "classification"
+                        and not first.keywords else None)
+        data = load_labelled(spec, [c.source_column for c in configs], label_column)
+    else:
+        data = load_labelled(spec)
     if data.missing:
         log.warning("%d images listed in %s are missing, e.g. %s", len(data.missing),
                     data.source, ", ".join(str(p) for p in data.missing[:3]))
-    train, val = split_train_val(data, spec, seed)
-    _check_classes(train)
+    train, val = split_train_val(data, spec, seed, drop_unseen=not multi)
+    if not multi:
+        _check_classes(train)
+    tasks = build_tasks(configs, train.samples, val.samples, data.source)
+    augment = config.augment
+    if any(c.colour for c in configs):
+        augment = keep_colour(augment)
+        log.info("a colour task (%s): saturation, hue and grayscale augmentation are off",
+                 ", ".join(c.name for c in configs if c.colour))
     aug_size = config.train.train_size or preprocess.size
-    cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * 1.15)) \
-        if config.train.cache_images else None
-    index = train.class_to_index
-    train_ds = PhotoDataset(train.samples, index, train_transform(preprocess, config.augment,
-                                                                  aug_size), cache)
-    val_ds = PhotoDataset(val.samples, index, eval_transform(preprocess), cache)
+    if preprocess.fit == "crop":
+        cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * 1.15))
+    else:
+        cache = int(round(max(preprocess.shape) * 1.15))
+    cache = cache if config.train.cache_images else None
+    train_ds = PhotoDataset(train.samples, train_transform(preprocess, augment, aug_size), cache)
+    val_ds = PhotoDataset(val.samples, eval_transform(preprocess), cache)
     if config.train.cache_images:
         train_ds.preload(lambda it: track(it, "reading train photos", len(train_ds)))
         val_ds.preload(lambda it: track(it, "reading validation photos", len(val_ds)))
@@ -118,7 +174,10 @@ def prepare_datasets(spec: DataSpec, config: RunConfig, preprocess, seed: int):
             raise DataError(f"no readable photos in {data.source}: all {len(train.samples)} "
                             f"training photos failed to open, e.g. "
                             f"{_first_reasons(train_ds.skipped)}")
-    return data, train, val, train_ds, val_ds
+    # Encoded after preloading: unreadable photos have left the datasets by then.
+    return Prepared(data, train, val, tasks, train_ds, val_ds,
+                    {t.name: t.encode(train_ds.samples) for t in tasks},
+                    {t.name: t.encode(val_ds.samples) for t in tasks})
 
 
 def _first_reasons(skipped: dict[str, str], count: int = 2) -> str:
@@ -147,9 +206,9 @@ def train(config: RunConfig) -> RunResult:
     started = time.perf_counter()
 
     model_cfg = config.model
-    preprocess = architecture_preprocess(model_cfg.name, model_cfg.image_size)
-    data, train_set, val_set, train_ds, val_ds = prepare_datasets(config.data, config,
-                                                                   preprocess, config.seed)
+    preprocess = run_preprocess(config)
+    prepared = prepare_datasets(config, preprocess, config.seed)
+    train_ds, val_ds, tasks = prepared.train_ds, prepared.val_ds, prepared.tasks
     # The folder is claimed once the data is known to be usable: a typo in a path leaves
     # no empty run folder behind.
     out = _output_dir(config)
@@ -157,26 +216,31 @@ def train(config: RunConfig) -> RunResult:
     if len(val_ds):  # the photos this run never trains on: `predict runs/NAME/validation.txt`
         (out / "validation.txt").write_text(
             "".join(f"{Path(s.path).resolve()}\n" for s in val_ds.samples))
-    classes = train_set.classes
-    log.info("training on %d photos, validating on %d, %d classes", len(train_ds), len(val_ds),
-             len(classes))
-    model = create_model(model_cfg.name, num_classes=len(classes),
+    log.info("training on %d photos, validating on %d; %s", len(train_ds), len(val_ds),
+             ", ".join(f"{t.name} ({len(t.classes)} {t.kind})" for t in tasks))
+    heads = [t.head_spec() for t in tasks]
+    model = create_model(model_cfg.name, num_classes=len(heads[0].classes),
                          pretrained=model_cfg.pretrained, drop_rate=model_cfg.drop_rate,
                          drop_path_rate=model_cfg.drop_path_rate)
+    attach_heads(model, heads)
     probe_ds = train_ds.with_transform(eval_transform(preprocess))  # un-augmented view
 
     seed_everything(config.seed)
-    result = fit(model, train_ds, val_ds, probe_ds, config.train, config.seed, classes)
+    result = fit(model, tasks, preprocess, train_ds, prepared.train_targets, val_ds,
+                 prepared.val_targets, probe_ds, config.train, config.seed)
     # Photos found unreadable during training (without preloading) are listed too.
     skipped = {**train_ds.skipped, **val_ds.skipped}
+    heads = [t.head_spec() for t in tasks]  # multilabel thresholds are tuned by now
 
     metrics: dict = {}
     if len(val_ds):
         runtime = TorchRuntime(model, preprocess, device=config.train.device,
                                precision=result.precision,
-                               info=ModelInfo(architecture=model_cfg.name, classes=classes,
-                                              preprocess=preprocess))
-        metrics = evaluate_dataset(runtime, val_ds, tta=config.train.tta)
+                               info=ModelInfo(architecture=model_cfg.name, classes=[],
+                                              preprocess=preprocess, heads=heads))
+        metrics = evaluate_dataset(runtime, val_ds, tasks, prepared.val_targets,
+                                   tta=config.train.tta, tune=True)
+        heads = [t.head_spec() for t in tasks]
     note = fine_tuning_note(result, config.train.monitor, len(val_ds))
     summary = {
         "metrics": metrics,
@@ -192,26 +256,44 @@ def train(config: RunConfig) -> RunResult:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_train_images": len(train_ds),
         "num_val_images": len(val_ds),
-        "classes": classes,
-        "class_counts": {c: n for c, n in sorted(train_set.counts().items())},
+        "classes": tasks[0].classes,
+        "class_counts": tasks[0].counts(prepared.train_targets[tasks[0].name]),
+        "tasks": {t.name: {**t.report(),
+                           "class_counts": t.counts(prepared.train_targets[t.name])}
+                  for t in tasks},
         "skipped_images": skipped,
-        "missing_images": [str(p) for p in data.missing],
+        "missing_images": [str(p) for p in prepared.data.missing],
         "history": result.history,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    if skipped or data.missing:
+    if skipped or prepared.data.missing:
         lines = [f"{p}\t{why}" for p, why in skipped.items()]
-        lines += [f"{p}\tfile not found" for p in data.missing]
+        lines += [f"{p}\tfile not found" for p in prepared.data.missing]
         (out / "skipped.txt").write_text("\n".join(lines) + "\n")
     plot_curves(result.history, out / "curves.png", kept_epoch=result.best_epoch)
-    if metrics:
-        plot_confusion(metrics["confusion_matrix"], classes, out / "confusion.png",
-                       title=f"Validation (accuracy {metrics['accuracy']:.3f})")
-    info = ModelInfo(architecture=model_cfg.name, classes=classes, preprocess=preprocess,
-                     config=config.to_dict(), name=out.name,
-                     metrics={k: v for k, v in metrics.items() if k != "confusion_matrix"})
+    for task, task_metrics in _per_task(metrics, tasks).items():
+        if "confusion_matrix" in task_metrics:
+            name = "confusion.png" if len(tasks) == 1 else f"confusion-{task}.png"
+            plot_confusion(task_metrics["confusion_matrix"], task_metrics["classes"],
+                           out / name, title=f"{task if len(tasks) > 1 else 'Validation'} "
+                                             f"(accuracy {task_metrics['accuracy']:.3f})")
+    info = ModelInfo(architecture=model_cfg.name, classes=[], preprocess=preprocess,
+                     config=config.to_dict(), name=out.name, heads=heads,
+                     metrics=_slim(metrics))
     model_dir = save_model(model.float().cpu(), info, out / "model",
                            half=config.output.half_weights)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
                      skipped=skipped, note=note)
 
+
+def _per_task(metrics: dict, tasks: list[Task]) -> dict[str, dict]:
+    if not metrics:
+        return {}
+    return metrics["tasks"] if "tasks" in metrics else {tasks[0].name: metrics}
+
+
+def _slim(metrics: dict) -> dict:
+    """What model.json keeps of the metrics: no confusion matrices."""
+    if isinstance(metrics, dict):
+        return {k: _slim(v) for k, v in metrics.items() if k != "confusion_matrix"}
+    return metrics
