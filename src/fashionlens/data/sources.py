@@ -166,6 +166,9 @@ def load_csv(csv_path: Path, spec: DataSpec, task_columns: Sequence[str] | None 
         )
     if not samples:
         detail = f" ({len(missing)} listed files are missing, e.g. {missing[0]})" if missing else ""
+        if task_columns is not None and not missing:
+            raise DataError(f"{csv_path}: every row is empty in the task columns "
+                            f"({', '.join(task_columns)})")
         raise DataError(f"{csv_path}: no usable labelled rows{detail}")
     classes = sorted({s.label for s in samples})
     return LabelledSet(samples=samples, classes=classes, source=str(csv_path), missing=missing)

@@ -1,4 +1,4 @@
-"""Predicting garment types for photos with a saved model.
+"""Predicting for photos with a saved model: every head's answer, per photo.
 
 Single process: photos are decoded by a small thread pool (Pillow releases the GIL
 while decoding, and JPEG draft mode decodes big photos at reduced scale) while the
@@ -19,6 +19,7 @@ from ..data.images import is_image_file, load_image
 from ..data.transforms import eval_transform, tta_views
 from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo
+from ..models.heads import HeadSpec, describe
 from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
 from .runtime import PROBABILITIES, RuntimeHolder, TorchRuntime
 
@@ -27,17 +28,26 @@ __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect
 
 @dataclass
 class Prediction:
+    """One photo's answer. `tasks` holds every head's (`models.heads.describe`): for a
+    classification head `{"label", "probability", "top_k"}`, for a multilabel head
+    `{"tags", "scores"}`. A one-task classifier also fills the top-level `label`,
+    `probability` and `top_k` (the first release's answer)."""
+
     path: str
     label: str | None = None
     probability: float | None = None
     top_k: list[dict] = field(default_factory=list)
     error: str | None = None
+    tasks: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "top_k": self.top_k}
+        out: dict = {"path": self.path}
+        if self.label is not None:
+            out.update(label=self.label, probability=self.probability, top_k=self.top_k)
+        out["tasks"] = self.tasks
+        return out
 
 
 def collect_images(target: str | Path) -> list[Path]:
@@ -105,11 +115,16 @@ class Predictor(RuntimeHolder):
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
-                 precision: str | None = None, threads: int = 2) -> None:
+                 precision: str | None = None, threads: int = 2,
+                 threshold: float | None = None) -> None:
         self.runtime = TorchRuntime.load(model, device=device, precision=precision)
         self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
+        self.threshold = threshold  # replaces every multilabel head's own thresholds
         self._draft = self.info.preprocess.resize_size
+        if not self.heads:
+            raise FashionLensError(f"{self.spec}: this model has no heads that predict "
+                                   "(an embedding-only model: use it for search)")
 
     @property
     def model_dir(self) -> Path:
@@ -127,17 +142,28 @@ class Predictor(RuntimeHolder):
     def model_info(self) -> ModelInfo:
         return self.info
 
+    @property
+    def heads(self) -> list[HeadSpec]:
+        return self.info.scored_heads
+
     def _prepare(self, source) -> torch.Tensor:
         return prepare_photo(source, self.transform, self._draft)
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         return self.runtime.run(batch, (PROBABILITIES,))[PROBABILITIES]
 
-    def _result(self, name: str, probs: np.ndarray, top_k: int) -> Prediction:
-        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
-        top = [{"label": self.classes[i], "probability": round(float(probs[i]), 6)} for i in order]
-        return Prediction(path=name, label=top[0]["label"], probability=top[0]["probability"],
-                          top_k=top)
+    def scores(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        """Every head's scores for a batch, by head name."""
+        return self.runtime.run(batch, [h.name for h in self.heads])
+
+    def _result(self, name: str, scores: dict[str, np.ndarray], top_k: int) -> Prediction:
+        tasks = {h.name: describe(h, scores[h.name].tolist(), top_k, self.threshold)
+                 for h in self.heads}
+        if not self.info.single_label:
+            return Prediction(path=name, tasks=tasks)
+        first = tasks[self.heads[0].name]
+        return Prediction(path=name, label=first["label"], probability=first["probability"],
+                          top_k=first["top_k"], tasks=tasks)
 
     def predict_one(self, source, top_k: int = 3, tta: bool = False, name: str | None = None
                     ) -> Prediction:
@@ -145,12 +171,14 @@ class Predictor(RuntimeHolder):
         label = name or (str(source) if isinstance(source, str | Path) else "<image>")
         if tta:
             img = source if hasattr(source, "mode") else load_image(source, name=label)
-            probs = self.probabilities(torch.stack(tta_views(img, self.info.preprocess))).mean(0)
+            views = self.scores(torch.stack(tta_views(img, self.info.preprocess)))
+            scores = {name: values.mean(0) for name, values in views.items()}
         else:
             if isinstance(source, bytes):
                 source = load_image(source, draft_size=self._draft, name=label)
-            probs = self.probabilities(self._prepare(source).unsqueeze(0))[0]
-        return self._result(label, probs, top_k)
+            batch = self.scores(self._prepare(source).unsqueeze(0))
+            scores = {name: values[0] for name, values in batch.items()}
+        return self._result(label, scores, top_k)
 
     def predict_paths(self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32,
                       tta: bool = False) -> Iterator[Prediction]:
@@ -165,8 +193,9 @@ class Predictor(RuntimeHolder):
 
         for chunk, tensors in decoded_batches(paths, self._prepare, batch_size, self.threads):
             good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
-            probs = self.probabilities(torch.stack([tensors[i] for i in good])) if good else []
-            by_pos = dict(zip(good, probs, strict=True))
+            batch = self.scores(torch.stack([tensors[i] for i in good])) if good else {}
+            by_pos = {i: {name: values[row] for name, values in batch.items()}
+                      for row, i in enumerate(good)}
             for i, path in enumerate(chunk):
                 if i in by_pos:
                     yield self._result(str(path), by_pos[i], top_k)

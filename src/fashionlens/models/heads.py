@@ -16,7 +16,7 @@ first release load unchanged; every further head is a linear layer in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +33,8 @@ RESERVED_NAMES = ("probabilities", "vector", "features", "embedding")
 class HeadKind:
     name: str
     activate: Callable[[torch.Tensor], torch.Tensor] | None  # logits -> scores
+    # (head, one photo's scores, top_k, threshold override) -> the public answer
+    describe: Callable[[HeadSpec, Sequence[float], int, float | None], dict] | None = None
     has_classes: bool = True
     description: str = ""
 
@@ -45,9 +47,33 @@ def register_head_kind(kind: HeadKind) -> HeadKind:
     return kind
 
 
-register_head_kind(HeadKind("classification", lambda z: z.float().softmax(-1),
+def describe_label(head: HeadSpec, scores: Sequence[float], top_k: int,
+                   threshold: float | None = None) -> dict:
+    """`{"label", "probability", "top_k": [{"label", "probability"}, ...]}`."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: max(1, min(top_k,
+                                                                              len(scores)))]
+    top = [{"label": head.classes[i], "probability": round(float(scores[i]), 6)}
+           for i in order]
+    return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
+
+
+def describe_tags(head: HeadSpec, scores: Sequence[float], top_k: int,
+                  threshold: float | None = None) -> dict:
+    """`{"tags": [...at or above threshold, highest first], "scores": {tag: p}}`; one
+    `threshold` replaces every tag's own."""
+    limits = ([threshold] * len(head.classes) if threshold is not None
+              else head.threshold_list())
+    kept = sorted((i for i in range(len(scores)) if scores[i] >= limits[i]),
+                  key=lambda i: -scores[i])
+    return {"tags": [{"label": head.classes[i], "probability": round(float(scores[i]), 6)}
+                     for i in kept],
+            "scores": {name: round(float(p), 6) for name, p in zip(head.classes, scores,
+                                                                   strict=True)}}
+
+
+register_head_kind(HeadKind("classification", lambda z: z.float().softmax(-1), describe_label,
                             description="one label per photo (softmax)"))
-register_head_kind(HeadKind("multilabel", lambda z: z.float().sigmoid(),
+register_head_kind(HeadKind("multilabel", lambda z: z.float().sigmoid(), describe_tags,
                             description="every tag that applies (sigmoid, per-tag thresholds)"))
 register_head_kind(HeadKind("embedding", None, has_classes=False,
                             description="the search vector"))
@@ -140,3 +166,9 @@ def head_logits(model: nn.Module, heads: list[HeadSpec], pooled: torch.Tensor,
 
 def activate(head: HeadSpec, logits: torch.Tensor) -> torch.Tensor:
     return head.head_kind.activate(logits)
+
+
+def describe(head: HeadSpec, scores: Sequence[float], top_k: int = 3,
+             threshold: float | None = None) -> dict:
+    """One photo's answer for one head, as `predict --json` and the API give it."""
+    return head.head_kind.describe(head, scores, top_k, threshold)

@@ -1,0 +1,142 @@
+"""Multi-task and multi-label training on tiny two-colour photos: one backbone, named heads."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashionlens import load_config, train
+from fashionlens.errors import DataError
+from fashionlens.models import read_info
+
+from .helpers import COLOURS, TINY_TRAIN
+
+NAMES = sorted(COLOURS)
+
+
+def _two_colour_photo(path: Path, top: str, bottom: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((40, 48, 3), np.int16)
+    arr[:20] = COLOURS[top]
+    arr[20:] = COLOURS[bottom]
+    arr += rng.integers(-20, 21, size=arr.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB").save(path)
+
+
+@pytest.fixture(scope="module")
+def two_colour_csv(tmp_path_factory) -> Path:
+    """Photos with a top and a bottom colour: `top` (a class), `tags` (both colours),
+    `title` (text naming the top colour), a few rows missing `top`, and a split column."""
+    root = tmp_path_factory.mktemp("multi")
+    rows = []
+    n = 0
+    for top in NAMES:
+        for bottom in NAMES:
+            for k in range(5):
+                n += 1
+                _two_colour_photo(root / "images" / f"{n}.png", top, bottom, seed=n)
+                rows.append({"id": n, "top": "" if k < 2 and top == "red" else top,
+                             "tags": ";".join(sorted({top, bottom})),
+                             "title": f"A {top.upper()} over {bottom} item",
+                             "split": "validation" if k == 0 else "train"})
+    with (root / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+def _config(data: Path, out: Path, tasks: list[dict], *extra: str):
+    config = data.parent / f"config-{len(list(data.parent.glob('config-*')))}.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(data), "image_column": "id", "image_dir": "images",
+                 "image_extension": ".png", "split_column": "split"},
+        "tasks": tasks}))
+    return load_config(config, overrides=[*TINY_TRAIN, f"output.dir={out}", "output.name=m",
+                                          "train.epochs=3", *extra])
+
+
+TASKS = [
+    {"name": "top", "kind": "classification"},
+    {"name": "colours", "kind": "multilabel", "column": "tags"},
+    {"name": "named", "column": "title",
+     "keywords": {"red": ["red"], "blue": ["blue"]}, "default": "other"},
+]
+
+
+@pytest.fixture(scope="module")
+def multi_run(two_colour_csv, tmp_path_factory):
+    return train(_config(two_colour_csv, tmp_path_factory.mktemp("runs"), TASKS))
+
+
+def test_one_model_declares_every_head_and_scores_each_task(multi_run):
+    info = read_info(multi_run.model_dir)
+    assert [(h.name, h.kind) for h in info.heads] == [
+        ("top", "classification"), ("colours", "multilabel"), ("named", "classification")]
+    assert info.head("colours").classes == NAMES
+    assert len(info.head("colours").thresholds) == 3  # tuned on validation, stored
+    assert info.head("named").classes == ["blue", "other", "red"]  # keywords + default
+    summary = json.loads((multi_run.output_dir / "metrics.json").read_text())
+    tasks = summary["metrics"]["tasks"]
+    assert set(tasks) == {"top", "colours", "named"}
+    assert tasks["top"]["accuracy"] >= 0.6  # the probe separates solid colours
+    for key in ("micro_f1", "macro_f1", "map", "exact_match", "micro_f1_crossfit", "per_tag"):
+        assert key in tasks["colours"], key
+    assert tasks["colours"]["micro_f1"] > 0.6
+    assert set(summary["metrics"]["summary"]) >= {"top", "colours", "named", "score"}
+    # Rows with an empty `top` still trained the other heads; they are not scored for top.
+    assert tasks["top"]["num_images"] == 6 and tasks["colours"]["num_images"] == 9
+    assert summary["history"][0]["epoch"] == 0 and "val_score" in summary["history"][-1]
+    for name in ("confusion-top.png", "confusion-named.png", "curves.png"):
+        assert (multi_run.output_dir / name).is_file(), name
+
+
+@pytest.mark.parametrize(("tasks", "message"), [
+    ([{"name": "top", "column": "nope"}], "no column 'nope'"),
+    ([{"name": "split"}], "one class only"),
+    ([{"name": "top", "mapping": {"purple": "red"}}], "never has: purple"),
+    ([{"name": "vector"}], "reserved"),
+    ([{"name": "top"}, {"name": "top"}], "two tasks are named 'top'"),
+])
+def test_bad_task_settings_name_the_column_or_value(two_colour_csv, tmp_path, tasks, message):
+    with pytest.raises(DataError, match=message):
+        train(_config(two_colour_csv, tmp_path, tasks))
+
+
+def test_a_tag_only_in_validation_is_named(two_colour_csv, tmp_path):
+    lines = two_colour_csv.read_text().splitlines()
+    lines = [lines[0]] + [line.replace("validation", "validation").replace(
+        "blue;red,A", "blue;red;scarf,A") if line.endswith(",validation") else line
+        for line in lines[1:]]
+    odd = two_colour_csv.parent / "odd.csv"
+    odd.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="only in the validation photos.*scarf"):
+        train(_config(odd, tmp_path, [{"name": "colours", "kind": "multilabel",
+                                       "column": "tags"}]))
+    # With min_count the rare tag is dropped, named in the report, and training goes on.
+    run = train(_config(odd, tmp_path, [{"name": "colours", "kind": "multilabel",
+                                         "column": "tags", "min_count": 2}],
+                        "train.epochs=1"))
+    summary = json.loads((run.output_dir / "metrics.json").read_text())
+    assert summary["tasks"]["colours"]["tags_not_learned"] == {"scarf": 0}
+
+
+def test_empty_tag_rows_everywhere_are_refused(two_colour_csv, tmp_path):
+    lines = two_colour_csv.read_text().splitlines()
+    header = lines[0].split(",")
+    at = header.index("tags")
+    blank = [lines[0]] + [",".join("" if i == at else v for i, v in enumerate(line.split(",")))
+                          for line in lines[1:]]
+    path = two_colour_csv.parent / "blank.csv"
+    path.write_text("\n".join(blank) + "\n")
+    with pytest.raises(DataError, match=r"every row is empty in the task columns \(tags\)"):
+        train(_config(path, tmp_path, [{"name": "colours", "kind": "multilabel",
+                                        "column": "tags"}]))
