@@ -140,3 +140,45 @@ def test_empty_tag_rows_everywhere_are_refused(two_colour_csv, tmp_path):
     with pytest.raises(DataError, match=r"every row is empty in the task columns \(tags\)"):
         train(_config(path, tmp_path, [{"name": "colours", "kind": "multilabel",
                                         "column": "tags"}]))
+
+
+def test_predict_json_gives_every_task(multi_run, two_colour_csv):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+
+    photo = two_colour_csv.parent / "images" / "1.png"  # blue over blue
+    result = CliRunner().invoke(app, ["predict", str(photo), "--model",
+                                      str(multi_run.model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout.splitlines()[0])
+    assert set(answer) == {"path", "tasks"}  # no top-level label: several tasks
+    assert set(answer["tasks"]) == {"top", "colours", "named"}
+    top = answer["tasks"]["top"]
+    assert set(top) == {"label", "probability", "top_k"} and top["label"] in NAMES
+    colours = answer["tasks"]["colours"]
+    assert set(colours) == {"tags", "scores"} and set(colours["scores"]) == set(NAMES)
+    shown = [t["probability"] for t in colours["tags"]]
+    assert shown == sorted(shown, reverse=True)
+    thresholds = dict(zip(NAMES, read_info(multi_run.model_dir).head("colours").thresholds,
+                          strict=True))
+    assert {t["label"] for t in colours["tags"]} == {
+        tag for tag, p in colours["scores"].items() if p >= thresholds[tag]}
+    # --threshold 0 keeps every tag; the table shows a row per task.
+    everything = CliRunner().invoke(app, ["predict", str(photo), "--model",
+                                          str(multi_run.model_dir), "--json",
+                                          "--threshold", "0"])
+    assert len(json.loads(everything.stdout)["tasks"]["colours"]["tags"]) == 3
+    table = CliRunner().invoke(app, ["predict", str(photo), "--model", str(multi_run.model_dir)])
+    assert table.exit_code == 0 and "colours" in table.output and "named" in table.output
+
+
+def test_evaluate_scores_a_multi_task_model_per_task(multi_run, two_colour_csv):
+    from fashionlens.evaluation.evaluate import evaluate
+
+    result = evaluate(multi_run.model_dir, two_colour_csv, splits=["validation"],
+                      split_column="split")
+    tasks = result.metrics["tasks"]
+    saved = json.loads((multi_run.output_dir / "metrics.json").read_text())["metrics"]["tasks"]
+    assert tasks["top"]["accuracy"] == pytest.approx(saved["top"]["accuracy"])
+    assert tasks["colours"]["micro_f1"] == pytest.approx(saved["colours"]["micro_f1"])

@@ -57,7 +57,11 @@ def test_predict_folder_with_one_corrupt_photo(predictor, photo_folder):
     assert len(good) == 4
     for r in good:
         _check_probabilities(r, predictor.classes, 2)
-        assert set(r.to_dict()) == {"path", "label", "probability", "top_k"}
+        answer = r.to_dict()
+        assert set(answer) == {"path", "label", "probability", "top_k", "tasks"}
+        # The one task under its head's name says the same as the top level.
+        assert answer["tasks"] == {"label": {k: answer[k] for k in ("label", "probability",
+                                                                    "top_k")}}
     # the model scored perfectly on held-out solid colours; fresh ones must be right too
     assert [r.label for r in good] == ["blue", "green", "red", "red"]
 

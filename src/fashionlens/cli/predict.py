@@ -1,4 +1,5 @@
-"""`fashionlens predict [--model M] IMAGE_OR_FOLDER`: top-k garment types per photo."""
+"""`fashionlens predict [--model M] IMAGE_OR_FOLDER`: every head's answer per photo
+(top-k garment types; attributes; tags above their thresholds)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,14 @@ def predict(
         typer.Option("--tta", help="Average over test-time views (slower, often more "
                                    "accurate)."),
     ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Tag models: keep tags scoring at least this "
+                                            "(instead of each tag's tuned threshold)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
 ) -> None:
-    """Predict the garment type of photos."""
+    """Predict garment type, attributes or tags of photos."""
     root = Path(target or SAMPLE_PHOTOS)
     paths = collect_images(root)
 
@@ -48,31 +54,55 @@ def predict(
         return str(Path(path).relative_to(root) if base is root
                    else Path(path).resolve().relative_to(base))
 
-    predictor = Predictor(model)
+    predictor = Predictor(model, threshold=threshold)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))
+    single = predictor.info.single_label
     table = None
     if not as_json:
-        table = Table(title=f"model: {predictor.info.name or predictor.model_dir}  "
-                            f"({len(predictor.classes)} classes)", title_justify="left")
+        title = f"model: {predictor.info.name or predictor.model_dir}  "
+        if single:
+            title += f"({len(predictor.classes)} classes)"
+        else:
+            title += "(" + ", ".join(h.name for h in predictor.heads) + ")"
+        table = Table(title=title, title_justify="left")
         table.add_column("photo", overflow="fold")
-        table.add_column("prediction")
-        table.add_column("probability", justify="right")
-        table.add_column(f"top {top_k}", overflow="fold")
+        if single:
+            table.add_column("prediction")
+            table.add_column("probability", justify="right")
+            table.add_column(f"top {top_k}", overflow="fold")
+        else:  # a row per task: five attributes fit 80 columns this way
+            table.add_column("task")
+            table.add_column("prediction", overflow="fold")
     failed = 0
     for prediction in results:
         failed += prediction.error is not None
         if as_json:
             print(json.dumps(prediction.to_dict()), flush=True)
         elif prediction.error:
-            table.add_row(shown(prediction.path), f"[red]error: {prediction.error}[/]", "", "")
-        else:
+            table.add_row(shown(prediction.path), f"[red]error: {prediction.error}[/]",
+                          *([""] * (len(table.columns) - 2)))
+        elif single:
             others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in prediction.top_k)
             table.add_row(shown(prediction.path), prediction.label, f"{prediction.probability:.3f}",
                           others)
+        else:
+            for number, (task, answer) in enumerate(prediction.tasks.items()):
+                table.add_row(shown(prediction.path) if number == 0 else "", task,
+                              answer_text(answer, top_k), end_section=number ==
+                              len(prediction.tasks) - 1)
     if table is not None:
         out.print(table)
     if failed:
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
         if failed == len(paths):
             raise FashionLensError("no photo could be read")
+
+
+def answer_text(answer: dict, top_k: int) -> str:
+    """One task's answer in a table cell: 'Tshirts 0.93 (Tops 0.04, ...)' or the tags."""
+    if "tags" in answer:
+        return ", ".join(f"{t['label']} {t['probability']:.2f}" for t in answer["tags"]) or \
+            "(no tag above its threshold)"
+    others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in answer["top_k"][1:top_k])
+    return f"{answer['label']} {answer['probability']:.2f}" + (f" ({others})" if others else "")
