@@ -182,3 +182,15 @@ def test_evaluate_scores_a_multi_task_model_per_task(multi_run, two_colour_csv):
     saved = json.loads((multi_run.output_dir / "metrics.json").read_text())["metrics"]["tasks"]
     assert tasks["top"]["accuracy"] == pytest.approx(saved["top"]["accuracy"])
     assert tasks["colours"]["micro_f1"] == pytest.approx(saved["colours"]["micro_f1"])
+
+
+def test_the_evaluate_command_prints_a_row_per_task(multi_run, two_colour_csv):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(multi_run.model_dir),
+                                      "--data", str(two_colour_csv), "--split", "validation"])
+    assert result.exit_code == 0, result.output
+    for task in ("top", "colours", "named", "micro-f1", "mean monitored score"):
+        assert task in result.output, task

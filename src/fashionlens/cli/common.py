@@ -131,6 +131,31 @@ def metrics_table(metrics: dict, title: str | None = None) -> Table:
     return table
 
 
+def tasks_table(metrics: dict, title: str | None = None) -> Table:
+    """A multi-task model's figures: a row per task with its headline numbers."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("task")
+    table.add_column("figures", overflow="fold")
+    table.add_column("images", justify="right")
+    for name, figures in metrics["summary"].items():
+        if not isinstance(figures, dict):
+            continue
+        shown = "   ".join(f"{key.replace('_', '-')} {value:.4f}" for key, value in figures.items()
+                           if isinstance(value, float | int))
+        table.add_row(name, shown, str(metrics["tasks"][name].get("num_images", "")))
+    return table
+
+
+def print_metrics(metrics: dict, title: str | None = None) -> None:
+    """Per-class table and summary line of one task, or the per-task table of several."""
+    if "tasks" in metrics:
+        out.print(tasks_table(metrics, title))
+        out.print(f"mean monitored score {metrics['summary']['score']:.4f}")
+        return
+    out.print(metrics_table(metrics, title))
+    out.print(summary_line(metrics))
+
+
 def summary_line(metrics: dict) -> str:
     return (f"accuracy {metrics['accuracy']:.4f}   top-3 accuracy {metrics['top3_accuracy']:.4f}"
             f"   macro-F1 {metrics['macro_f1']:.4f}   images {metrics['num_images']}")

@@ -18,9 +18,8 @@ from .common import (
     ImageExt,
     ModelName,
     err,
-    metrics_table,
     out,
-    summary_line,
+    print_metrics,
 )
 
 
@@ -74,8 +73,7 @@ def evaluate(
         err.print(f"[yellow]not scored (labels unknown to the model):[/] {result.unknown_labels}")
     # The title is a line of its own: as a table title it would wrap at the table's width.
     out.print(f"{result.name or model_dir} on {data} ({result.precision})", highlight=False)
-    out.print(metrics_table(result.metrics))
-    out.print(summary_line(result.metrics))
+    print_metrics(result.metrics)
 
 
 def _model_and_data(positional: list[str], model: str | None,

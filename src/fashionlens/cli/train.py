@@ -15,9 +15,8 @@ from .common import (
     Overrides,
     err,
     load_run_config,
-    metrics_table,
     out,
-    summary_line,
+    print_metrics,
 )
 
 # Config field -> the flag that sets it, so an error names what the user typed.
@@ -95,8 +94,7 @@ def train(
         err.print(f"[yellow]{len(result.skipped)} unreadable photos were skipped; "
                   f"see {result.output_dir / 'skipped.txt'}[/]")
     if result.metrics:
-        out.print(metrics_table(result.metrics, "Validation"))
-        out.print(summary_line(result.metrics))
+        print_metrics(result.metrics, "Validation")
     fit = result.fit
     kept = ("the linear probe (epoch 0)" if fit.best_epoch == 0 and fit.probe_score is not None
             else f"epoch {fit.best_epoch}")
