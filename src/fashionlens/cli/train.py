@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import ConfigError
+from ..training.run import resume_config
 from ..training.run import train as run_training
 from .common import (
     DataOption,
@@ -78,8 +80,13 @@ def train(
         typer.Option(help="Random seed; a seeded run is reproducible."),
     ] = None,
     override: Overrides = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN", help="Continue an interrupted run from its last epoch "
+                                         "(its folder; the run's own config is used)."),
+    ] = None,
 ) -> None:
-    """Train a garment classifier on your labelled photos."""
+    """Train a classifier, attribute tagger or tag model on your labelled photos."""
     given = {
         "data.path": data, "data.image_column": image_column, "data.target_column": target_column,
         "data.split_column": split_column, "data.group_column": group_column,
@@ -88,8 +95,15 @@ def train(
         "train.lr": lr, "output.dir": output, "output.name": name,
         "output.exist_ok": exist_ok or None, "seed": seed,
     }
-    cfg = load_run_config(config, override, given, FLAGS)
-    result = run_training(cfg)
+    if resume is not None:
+        mixed = [flag for key, flag in FLAGS.items() if given.get(key) is not None]
+        if config is not None or override or mixed:
+            raise ConfigError("--resume continues a run with its own config.yaml; give no "
+                              "config file, -o or other training flags with it"
+                              + (f" (got {', '.join(mixed)})" if mixed else ""))
+        result = run_training(resume_config(resume), resume=resume)
+    else:
+        result = run_training(load_run_config(config, override, given, FLAGS))
     if result.skipped:
         err.print(f"[yellow]{len(result.skipped)} unreadable photos were skipped; "
                   f"see {result.output_dir / 'skipped.txt'}[/]")

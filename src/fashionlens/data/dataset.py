@@ -8,13 +8,13 @@ the training size, and keeps it in memory. Unreadable photos are skipped and lis
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..errors import ImageError
 from .images import load_image, resize_short_side
@@ -80,7 +80,17 @@ class PhotoDataset(Dataset):
             return self._cache[index]
         return self._read(self.samples[index].path)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """`key` is a row, or (row, seed) from `SeededEpochSampler`: then the photo's random
+        augmentation is drawn from that seed alone."""
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._item(index)
+        return self._item(key)
+
+    def _item(self, index: int):
         try:
             img = self.image(index)
         except ImageError as exc:
@@ -103,3 +113,26 @@ def collate_skipping(batch: list):
         return None, errors
     images, indices = zip(*good, strict=True)
     return (torch.stack(images), torch.tensor(indices)), errors
+
+
+class SeededEpochSampler(Sampler):
+    """Draws rows as `base` does, in an order and with augmentation seeds that depend only
+    on (run seed, epoch, position): not on which worker process decodes a photo or how
+    long it has lived. An interrupted run resumed at epoch k sees exactly the batches an
+    uninterrupted one would."""
+
+    def __init__(self, base: Sampler, generator: torch.Generator, seed: int) -> None:
+        self.base, self.generator, self.seed = base, generator, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        for position, index in enumerate(self.base):
+            yield int(index), (start + position) % (2**63 - 1)
+
+    def __len__(self) -> int:
+        return len(self.base)

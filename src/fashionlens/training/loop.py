@@ -12,21 +12,25 @@ stopping on the validation metric, keeping the best weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from ..config import TrainConfig
-from ..data.dataset import PhotoDataset, collate_skipping
+from ..data.dataset import PhotoDataset, SeededEpochSampler, collate_skipping
 from ..data.transforms import Preprocess
+from ..errors import DataError
 from ..inference.runtime import FEATURES, TorchRuntime, run_dataset
 from ..models.artifact import ModelInfo
 from ..models.embedding import pooled_features
@@ -73,21 +77,22 @@ def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
     return line + (f" | {row['seconds']:.0f} s" if "seconds" in row else "")
 
 
-def make_loader(dataset: PhotoDataset, cfg: TrainConfig, shuffle: bool, seed: int,
-                batch_size: int | None = None, weights: np.ndarray | None = None
-                ) -> DataLoader:
-    """`weights`: per-photo draw weights (a balanced sampler) instead of shuffling."""
+def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
+                weights: np.ndarray | None = None) -> DataLoader:
+    """The training loader: shuffled (or drawn by `weights`, a balanced sampler) through a
+    `SeededEpochSampler`; call `loader.sampler.set_epoch(e)` before each epoch."""
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
-    if shuffle and weights is not None:
-        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
-                                        generator=generator)
+    if weights is not None:
+        base = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
+                                     generator=generator)
+    else:
+        base = RandomSampler(dataset, generator=generator)
     workers = cfg.num_workers if cfg.num_workers is not None else 1
-    return DataLoader(dataset, batch_size=batch_size or cfg.batch_size,
-                      shuffle=shuffle and sampler is None, sampler=sampler,
+    return DataLoader(dataset, batch_size=cfg.batch_size,
+                      sampler=SeededEpochSampler(base, generator, seed),
                       num_workers=workers, persistent_workers=workers > 0,
-                      collate_fn=collate_skipping, generator=generator,
-                      drop_last=shuffle and len(dataset) > (batch_size or cfg.batch_size))
+                      collate_fn=collate_skipping,
+                      drop_last=len(dataset) > cfg.batch_size)
 
 
 def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDataset,
@@ -183,11 +188,14 @@ def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.01
 def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         train_set: PhotoDataset, train_targets: dict[str, np.ndarray],
         val_set: PhotoDataset | None, val_targets: dict[str, np.ndarray] | None,
-        probe_set: PhotoDataset | None, cfg: TrainConfig, seed: int) -> FitResult:
+        probe_set: PhotoDataset | None, cfg: TrainConfig, seed: int,
+        checkpoint: Path | None = None, resume: dict | None = None) -> FitResult:
     """Train in place; on return the model holds the best weights seen.
 
     The loop sums the tasks' weighted losses and never asks what kind of head it trains;
-    validation and the probe's features run through the model's runtime.
+    validation and the probe's features run through the model's runtime. After every
+    epoch the whole state goes to `checkpoint` (atomically); `resume` (a checkpoint read
+    back) continues from there, giving what an uninterrupted run gives.
     """
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -199,8 +207,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     model.train()
     for task in tasks:
         task.prepare(train_targets[task.name], cfg, device)
-    started = time.perf_counter()
-    if cfg.linear_probe and probe_set is not None and len(probe_set):
+    started = time.perf_counter() - (resume["elapsed"] if resume else 0.0)
+    if cfg.linear_probe and probe_set is not None and len(probe_set) and resume is None:
         linear_probe(runtime, tasks, probe_set, train_targets, cfg.probe_photos, seed)
 
     frozen = freeze_early_stages(model, cfg.freeze_stages)
@@ -210,7 +218,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     weights = None
     if cfg.balance == "sampler":  # drawn as the first task asks (its rare classes or tags)
         weights = tasks[0].sample_weights(train_targets[tasks[0].name])
-    loader = make_loader(train_set, cfg, True, seed, weights=weights)
+    loader = make_loader(train_set, cfg, seed, weights=weights)
     has_val = val_set is not None and len(val_set) > 0 and val_targets is not None
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     layer_decay=cfg.layer_decay)
@@ -231,14 +239,31 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
 
     result = FitResult(precision=precision)
     best_state = copy.deepcopy(model.state_dict())
-    if has_val and cfg.linear_probe:
+    bad_epochs, best_tuned, first_epoch = 0, float("-inf"), 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if plateau is not None:
+            plateau.load_state_dict(resume["plateau"])
+        best_state = resume["best_state"]
+        result = FitResult(**{**resume["result"], "precision": precision})
+        bad_epochs, best_tuned = resume["bad_epochs"], resume["best_tuned"]
+        first_epoch = resume["epoch"] + 1
+        log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
+    elif has_val and cfg.linear_probe:
         row, _ = validate(runtime, tasks, val_set, val_targets)
         row = {"epoch": 0, **row}
         result.best_score = result.probe_score = row[monitor_key]
         result.history.append(row)
         log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
-    bad_epochs, best_tuned = 0, float("-inf")
-    for epoch in range(1, cfg.epochs + 1):
+    stop = False
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if stop:
+            break
+        loader.sampler.set_epoch(epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout: the same draws after a resume
         model.train()
         if cfg.freeze_bn:
             freeze_batchnorm_statistics(model)
@@ -291,18 +316,39 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         result.history.append(row)
         log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
         if has_val and bad_epochs >= cfg.early_stopping_patience:
-            result.stopped_early = True
+            result.stopped_early = stop = True
             log.info("early stopping: no improvement for %d epochs", bad_epochs)
-            break
         if cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes:
-            result.stopped_early = True
+            result.stopped_early = stop = True
             log.info("stopping: time budget of %.1f minutes reached", cfg.max_minutes)
-            break
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "plateau": plateau.state_dict() if plateau is not None else None,
+                "best_state": best_state, "bad_epochs": bad_epochs, "best_tuned": best_tuned,
+                "result": dataclasses.asdict(result),
+                "elapsed": time.perf_counter() - started})
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started
     result.monitor = monitor_key
     return result
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write the training state atomically: a kill mid-write leaves the previous one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means an unusable checkpoint
+        raise DataError(f"{path}: cannot read this training checkpoint ({exc})") from exc
 
 
 def _monitor_key(tasks: list[Task]) -> str:

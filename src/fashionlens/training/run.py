@@ -37,14 +37,14 @@ from ..models.heads import attach_heads
 from ..progress import track
 from ..tasks import Task, TaskConfig, build_tasks
 from ..tasks.base import check_task_configs
-from .loop import FitResult, fit
+from .loop import FitResult, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 # What a run writes into its folder; `output.exist_ok` clears these (and only these) first.
 RUN_OUTPUTS = ("model", "metrics.json", "config.yaml", "curves.png", "confusion.png",
-               "skipped.txt", "validation.txt", "confusion-*.png")
+               "skipped.txt", "validation.txt", "confusion-*.png", "checkpoint.pt")
 
 
 @dataclass
@@ -198,8 +198,28 @@ def fine_tuning_note(fit: FitResult, monitor: str, num_val: int) -> str:
             f"weights (epoch 0) were kept.{small}")
 
 
-def train(config: RunConfig) -> RunResult:
-    """Fine-tune a pretrained backbone on the configured photos and save everything."""
+CHECKPOINT = "checkpoint.pt"  # the last epoch's training state, removed when the run ends
+
+
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The config an interrupted run was started with (its own config.yaml)."""
+    from ..config import load_config
+
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / CHECKPOINT).is_file():
+        finished = (run_dir / "model" / "model.json").is_file()
+        raise DataError(f"{run_dir}: no {CHECKPOINT} to resume from ("
+                        + ("the run finished; its model is in model/" if finished else
+                           "not a run folder, or the run stopped before its first epoch ended")
+                        + ")")
+    return load_config(run_dir / "config.yaml")
+
+
+def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
+    """Fine-tune a pretrained backbone on the configured photos and save everything.
+
+    `resume`: an interrupted run's folder; training continues from its last epoch (the
+    config is the run's own: `resume_config`)."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.seed)
@@ -209,10 +229,15 @@ def train(config: RunConfig) -> RunResult:
     preprocess = run_preprocess(config)
     prepared = prepare_datasets(config, preprocess, config.seed)
     train_ds, val_ds, tasks = prepared.train_ds, prepared.val_ds, prepared.tasks
-    # The folder is claimed once the data is known to be usable: a typo in a path leaves
-    # no empty run folder behind.
-    out = _output_dir(config)
-    config.save(out / "config.yaml")
+    state = None
+    if resume is not None:
+        out = Path(resume).expanduser()
+        state = load_checkpoint(out / CHECKPOINT)
+    else:
+        # The folder is claimed once the data is known to be usable: a typo in a path
+        # leaves no empty run folder behind.
+        out = _output_dir(config)
+        config.save(out / "config.yaml")
     if len(val_ds):  # the photos this run never trains on: `predict runs/NAME/validation.txt`
         (out / "validation.txt").write_text(
             "".join(f"{Path(s.path).resolve()}\n" for s in val_ds.samples))
@@ -227,7 +252,8 @@ def train(config: RunConfig) -> RunResult:
 
     seed_everything(config.seed)
     result = fit(model, tasks, preprocess, train_ds, prepared.train_targets, val_ds,
-                 prepared.val_targets, probe_ds, config.train, config.seed)
+                 prepared.val_targets, probe_ds, config.train, config.seed,
+                 checkpoint=out / CHECKPOINT, resume=state)
     # Photos found unreadable during training (without preloading) are listed too.
     skipped = {**train_ds.skipped, **val_ds.skipped}
     heads = [t.head_spec() for t in tasks]  # multilabel thresholds are tuned by now
@@ -282,6 +308,7 @@ def train(config: RunConfig) -> RunResult:
                      metrics=_slim(metrics))
     model_dir = save_model(model.float().cpu(), info, out / "model",
                            half=config.output.half_weights)
+    (out / CHECKPOINT).unlink(missing_ok=True)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
                      skipped=skipped, note=note)
 
