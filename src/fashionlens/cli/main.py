@@ -13,6 +13,7 @@ from .common import err, setup_logging
 from .embed import evaluate_search_command, train_embedding_command
 from .evaluate import evaluate
 from .predict import predict
+from .runs import runs
 from .search import search
 from .serve import serve
 from .train import train
@@ -38,6 +39,7 @@ app.command()(search)
 app.command("train-embedding")(train_embedding_command)
 app.command("evaluate-search")(evaluate_search_command)
 app.command()(serve)
+app.command()(runs)
 app.add_typer(catalog_app, name="catalog")
 
 

@@ -1,0 +1,381 @@
+"""A model card (`README.md`) next to the weights: what a model is, what it was trained on,
+how well it did on validation and where it should not be trusted.
+
+Everything in it comes from the model's own description (`ModelInfo`: architecture, heads,
+pre-processing, resolved config, validation metrics) and the run's `metrics.json`
+(`summary`: photo counts, time, precision, memory); nothing is estimated or filled in, so
+a field the run did not record is left out rather than guessed. No torch import: cards are
+cheap to write and to read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .artifact import ModelInfo
+    from .heads import HeadSpec
+
+CARD_FILE = "README.md"
+MAX_NAMES = 24  # class or tag names listed in full; longer lists are abbreviated
+MAX_ROWS = 30  # per-class / per-tag rows in a metrics table
+
+# Readable names of the metric keys the task kinds report (tasks/*.py), in display order.
+CLASSIFICATION_METRICS = {
+    "accuracy": "accuracy",
+    "top3_accuracy": "top-3 accuracy",
+    "macro_f1": "macro-F1",
+    "macro_precision": "macro precision",
+    "macro_recall": "macro recall",
+}
+MULTILABEL_METRICS = {
+    "micro_f1": "micro-F1 (thresholds tuned on these photos)",
+    "micro_f1_crossfit": "micro-F1, cross-fitted thresholds",
+    "micro_f1_at_0.5": "micro-F1 at threshold 0.5",
+    "micro_precision": "micro precision",
+    "micro_recall": "micro recall",
+    "macro_f1": "macro-F1 (tags present in validation)",
+    "macro_f1_30": "macro-F1 (tags with 30+ validation photos)",
+    "map": "mean average precision (mAP)",
+    "exact_match": "exact match (every tag right)",
+}
+FITS = {
+    "letterbox": "the whole photo fitted inside and padded with the mean colour",
+    "stretch": "the whole photo resized to exactly this shape",
+}
+
+
+def write_model_card(model_dir: Path, info: ModelInfo, summary: dict | None = None) -> Path:
+    """Write `model_dir/README.md` atomically (temporary file + rename), so a reader never
+    sees half a card; returns its path."""
+    model_dir = Path(model_dir)
+    target = model_dir / CARD_FILE
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{CARD_FILE}.", suffix=".tmp", dir=model_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(card_text(info, summary))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a card is not
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def card_text(info: ModelInfo, summary: dict | None = None) -> str:
+    """The card as Markdown, from `info` (model.json) and `summary` (metrics.json)."""
+    summary = summary or {}
+    config = info.config or {}
+    metrics = info.metrics or summary.get("metrics") or {}
+    scored = [h for h in info.heads if h.head_kind.has_classes]
+    sections = [
+        _title(info, scored),
+        _what_it_is(info, config),
+        _tasks(info, scored),
+        _data(config, summary, scored),
+        _validation(scored, metrics, summary, config),
+        _training(config, summary),
+        _limits(info, config, scored, metrics),
+    ]
+    return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
+
+
+# --- sections -----------------------------------------------------------------------------
+
+def _title(info: ModelInfo, scored: list[HeadSpec]) -> str:
+    name = info.name or info.architecture
+    tasks = ", ".join(f"`{h.name}` ({h.kind})" for h in scored) or "no scored task"
+    return (f"# {name}\n\n"
+            f"A fashionlens model on the `{info.architecture}` image backbone, with "
+            f"{_plural(len(scored), 'task')}: {tasks}. This card was written from the "
+            f"model's `model.json` and its training run's records.")
+
+
+def _what_it_is(info: ModelInfo, config: dict) -> str:
+    pre = info.preprocess
+    height, width = pre.shape
+    lines = ["## What it is", "",
+             f"- Architecture: `{info.architecture}`"]
+    pretrained = _get(config, "model", "pretrained")
+    if pretrained:
+        lines[-1] += f" (starting weights: `{pretrained}`)"
+    input_line = f"- Input: {height}×{width} RGB (height × width), fit `{pre.fit}`: "
+    if pre.fit == "crop":
+        input_line += (f"short side resized to {pre.resize_size} px, then a centre crop "
+                       f"(crop fraction {pre.crop_pct:g})")
+    else:
+        input_line += FITS.get(pre.fit, pre.fit)
+    lines.append(input_line + ".")
+    lines.append(f"- Normalisation: mean {_numbers(pre.mean)}, std {_numbers(pre.std)}; "
+                 f"{pre.interpolation} resizing.")
+    lines.append(f"- Heads: {', '.join(f'`{h.name}` ({h.kind})' for h in info.heads)}.")
+    return "\n".join(lines)
+
+
+def _tasks(info: ModelInfo, scored: list[HeadSpec]) -> str:
+    lines = ["## Tasks"]
+    for head in info.heads:
+        lines += ["", f"### `{head.name}` ({head.kind})", ""]
+        description = head.head_kind.description
+        if head.kind == "embedding":
+            dim = (info.embedding or {}).get("dim")
+            lines.append(f"{description.capitalize()}" + (f": {dim} numbers per photo."
+                                                          if dim else "."))
+            continue
+        noun = "tags" if head.kind == "multilabel" else "classes"
+        column = f" from the data column `{head.column}`" if head.column else ""
+        lines.append(f"{description.capitalize()}; {len(head.classes)} {noun}{column}: "
+                     f"{_names(head.classes)}.")
+        if head.kind == "multilabel":
+            if head.thresholds is not None:
+                low, high = min(head.thresholds), max(head.thresholds)
+                lines.append("")
+                lines.append(f"A tag is kept when its score is at or above its own threshold "
+                             f"(tuned on the validation photos; from {low:.3f} to {high:.3f}).")
+            else:
+                lines.append("")
+                lines.append("A tag is kept when its score is at least 0.5 (no thresholds "
+                             "were tuned).")
+    if len(lines) == 1:
+        lines += ["", "This model declares no heads."]
+    return "\n".join(lines)
+
+
+def _data(config: dict, summary: dict, scored: list[HeadSpec]) -> str:
+    data = config.get("data") or {}
+    lines = ["## Training data", ""]
+    if not data and not summary:
+        return "\n".join(lines + ["The training data was not recorded with this model."])
+    path = data.get("path")
+    if path:
+        lines.append(f"- Source: `{path}`")
+    if str(path or "").lower().endswith((".csv", ".tsv", ".txt")):
+        detail = [f"images in column `{data.get('image_column', 'image')}`"]
+        if data.get("image_dir"):
+            detail.append(f"under `{data['image_dir']}`")
+        if data.get("image_extension"):
+            detail.append(f"extension `{data['image_extension']}`")
+        lines.append(f"- Layout: CSV file, {', '.join(detail)}")
+        single = len(scored) == 1 and not scored[0].column
+        columns = ([f"`{data['target_column']}` → `{scored[0].name}`"]
+                   if single and data.get("target_column")
+                   else [f"`{h.column}` → `{h.name}`" for h in scored if h.column])
+        if columns:
+            lines.append(f"- Label columns: {', '.join(columns)}")
+    elif path:
+        lines.append("- Layout: a folder per class (the class is the sub-folder's name)")
+    split = _split(data, config.get("seed"))
+    if split:
+        lines.append(f"- Split: {split}")
+    if data.get("exclude_labels"):
+        lines.append(f"- Left out labels: {', '.join(map(str, data['exclude_labels']))}")
+    counts = [f"{summary[key]} {what}" for key, what in
+              (("num_train_images", "training photos"),
+               ("num_val_images", "validation photos")) if key in summary]
+    if counts:
+        lines.append(f"- Photos: {', '.join(counts)}")
+    unread = len(summary.get("skipped_images") or {}) + len(summary.get("missing_images") or [])
+    if unread:
+        lines.append(f"- Listed but not used (unreadable or missing): {unread} photos")
+    for name, report in (summary.get("tasks") or {}).items():
+        if not isinstance(report, dict):
+            continue
+        folded = {k: v for k, v in report.items() if k.startswith("folded_into_")}
+        for key, values in folded.items():
+            lines.append(f"- `{name}`: rare values folded into `{key[len('folded_into_'):]}`: "
+                         f"{_names(_keys(values))}")
+        if report.get("tags_not_learned"):
+            lines.append(f"- `{name}`: tags too rare to learn (not predicted): "
+                         f"{_names(_keys(report['tags_not_learned']))}")
+    return "\n".join(lines)
+
+
+def _validation(scored: list[HeadSpec], metrics: dict, summary: dict, config: dict) -> str:
+    lines = ["## Validation metrics", ""]
+    if not metrics:
+        return "\n".join(lines + ["No validation metrics were recorded (the run had no "
+                                  "validation photos)."])
+    per_task = metrics.get("tasks") if isinstance(metrics.get("tasks"), dict) else None
+    if per_task is None:
+        per_task = {scored[0].name if scored else "label": metrics}
+    kinds = {h.name: h.kind for h in scored}
+    where = (f"on the {summary['num_val_images']} validation photos"
+             if "num_val_images" in summary else "on the validation photos")
+    tta = " with test-time augmentation" if _get(config, "train", "tta") else ""
+    lines.append(f"Measured {where}{tta}; the model did not train on them.")
+    overall = metrics.get("summary") if isinstance(metrics.get("summary"), dict) else {}
+    if "score" in overall:
+        lines += ["", f"Overall score: {_fmt(overall['score'])} (the mean of each task's "
+                      f"monitored figure: {_monitors(per_task, kinds, config)})."]
+    for name, figures in per_task.items():
+        if not isinstance(figures, dict):
+            continue
+        kind = kinds.get(name) or ("multilabel" if "micro_f1" in figures else "classification")
+        lines += ["", f"### `{name}` ({kind})", ""]
+        names = MULTILABEL_METRICS if kind == "multilabel" else CLASSIFICATION_METRICS
+        rows = [(label, _fmt(figures[key])) for key, label in names.items()
+                if figures.get(key) is not None]
+        if "num_images" in figures:
+            rows.append(("photos scored", str(figures["num_images"])))
+        lines += _table(("metric", "value"), rows)
+        if kind == "multilabel":
+            lines += ["", "`micro_f1` uses thresholds tuned on these same validation photos, "
+                          "which flatters it; `micro_f1_crossfit` uses thresholds tuned on the "
+                          "other half of the validation photos (two halves, each scored with "
+                          "the other's thresholds) and is the fairer figure."]
+            lines += _per_tag(figures.get("per_tag") or {})
+        else:
+            lines += _per_class(figures.get("per_class") or {})
+    return "\n".join(lines)
+
+
+def _training(config: dict, summary: dict) -> str:
+    lines = ["## Training", ""]
+    if "train_seconds" in summary:
+        line = f"- Training time: {summary['train_seconds'] / 60:.1f} min"
+        if "total_seconds" in summary:
+            line += f" ({summary['total_seconds'] / 60:.1f} min for the whole run)"
+        lines.append(line)
+    if summary.get("precision"):
+        lines.append(f"- Precision: {summary['precision']}")
+    if "peak_rss_mb" in summary:
+        lines.append(f"- Peak memory: {summary['peak_rss_mb']:.0f} MB (resident set size "
+                     f"of the training process)")
+    epochs = _get(config, "train", "epochs")
+    if epochs is not None:
+        line = f"- Epochs: {epochs}"
+        if summary.get("kept"):
+            line += f"; weights kept from {summary['kept']}"
+        if summary.get("stopped_early"):
+            line += " (stopped early)"
+        lines.append(line)
+    if config.get("seed") is not None:
+        lines.append(f"- Seed: {config['seed']}")
+    if summary.get("note"):
+        lines.append(f"- Note: {summary['note']}")
+    if len(lines) == 2:
+        lines.append("Not recorded with this model.")
+    return "\n".join(lines)
+
+
+def _limits(info: ModelInfo, config: dict, scored: list[HeadSpec], metrics: dict) -> str:
+    path = (config.get("data") or {}).get("path")
+    source = f"the photos in `{path}`" if path else "its training photos"
+    lines = ["## Intended use and limits", "",
+             f"- Intended use: describing garment photos like {source} "
+             f"({', '.join(f'`{h.name}`' for h in scored) or 'no scored task'}); for "
+             f"example to pre-fill listings for a person to check.",
+             f"- It learned only from {source}. Photos unlike them (other photography styles, "
+             "lighting or backgrounds, garment types that are not among its classes) still "
+             "get answers, often confident and wrong."]
+    if any(h.kind == "classification" for h in scored):
+        lines.append("- A classification head always picks one of its classes; it cannot "
+                     "say \"none of these\".")
+    if any(h.kind == "multilabel" for h in scored):
+        lines.append("- Tag thresholds were tuned on the validation photos, so figures "
+                     "measured with them on those photos are optimistic; on new photos "
+                     "expect results nearer `micro_f1_crossfit`.")
+    if metrics:
+        lines.append("- The validation figures come from the same source as the training "
+                     "photos; on other sources expect them to be lower.")
+    lines.append("- Not for decisions about people: it describes garments, not the people "
+                 "who wear or sell them.")
+    return "\n".join(lines)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _per_class(per_class: dict) -> list[str]:
+    rows = [(name, _fmt(row.get("precision")), _fmt(row.get("recall")), _fmt(row.get("f1")),
+             str(row.get("support", "")))
+            for name, row in per_class.items() if isinstance(row, dict)]
+    return _long_table("Per class:", ("class", "precision", "recall", "F1", "support"), rows)
+
+
+def _per_tag(per_tag: dict) -> list[str]:
+    rows = [(name, _fmt(row.get("f1")), _fmt(row.get("ap")), _fmt(row.get("threshold")),
+             str(row.get("support", "")))
+            for name, row in per_tag.items() if isinstance(row, dict)]
+    return _long_table("Per tag:", ("tag", "F1", "AP", "threshold", "support"), rows)
+
+
+def _long_table(caption: str, header: Sequence[str], rows: list[tuple]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", caption, ""] + _table(header, rows[:MAX_ROWS])
+    if len(rows) > MAX_ROWS:
+        lines += ["", f"… and {len(rows) - MAX_ROWS} more (see the run's `metrics.json`)."]
+    return lines
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [row(header), "|" + "|".join("---" for _ in header) + "|"] + [row(r) for r in rows]
+
+
+def _monitors(per_task: dict, kinds: dict, config: dict) -> str:
+    """Which figure each task's share of the score is (mirrors Task.monitor)."""
+    monitor = _get(config, "train", "monitor") or "accuracy"
+    return ", ".join(f"`{name}` {'map' if kinds.get(name) == 'multilabel' else monitor}"
+                     for name in per_task)
+
+
+def _split(data: dict, seed: Any) -> str:
+    if data.get("split_column"):
+        return (f"by the column `{data['split_column']}`: rows marked "
+                f"{_names(data.get('train_splits') or [])} for training, "
+                f"{_names(data.get('val_splits') or [])} for validation")
+    fraction = data.get("val_fraction")
+    if fraction is None:
+        return ""
+    text = f"a random {fraction:.0%} of the photos held out for validation"
+    if data.get("group_column"):
+        text += f", whole groups of `{data['group_column']}` on one side"
+    if seed is not None:
+        text += f" (seed {seed})"
+    return text
+
+
+def _names(names: Sequence[str], limit: int = MAX_NAMES) -> str:
+    shown = ", ".join(str(n) for n in names[:limit])
+    if len(names) > limit:
+        shown += f", … ({len(names) - limit} more)"
+    return shown or "none"
+
+
+def _keys(values: Any) -> list[str]:
+    if isinstance(values, dict):
+        return [str(k) for k in values]
+    if isinstance(values, list | tuple):
+        return [str(v) for v in values]
+    return [str(values)]
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _get(config: dict, section: str, key: str) -> Any:
+    part = config.get(section)
+    return part.get(key) if isinstance(part, dict) else None
