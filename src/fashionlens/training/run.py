@@ -33,6 +33,7 @@ from ..evaluation.evaluate import evaluate_dataset
 from ..evaluation.plots import plot_confusion, plot_curves
 from ..inference.runtime import TorchRuntime
 from ..models import ModelInfo, architecture_preprocess, create_model, save_model
+from ..models.card import write_model_card
 from ..models.heads import attach_heads
 from ..progress import track
 from ..tasks import Task, TaskConfig, build_tasks
@@ -308,6 +309,7 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
                      metrics=_slim(metrics))
     model_dir = save_model(model.float().cpu(), info, out / "model",
                            half=config.output.half_weights)
+    write_model_card(model_dir, info, summary)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
                      skipped=skipped, note=note)
