@@ -667,11 +667,17 @@ def test_protected_reads(engine):
 def test_models_list_detail_and_plots(client):
     listing = client.get("/api/v1/models").json()
     assert listing["default"] == "clothing10"
-    (model,) = listing["models"]
-    assert model["default"] and len(model["classes"]) == 10
+    # Every bundled model is served; clothing10 first, the default.
+    model = listing["models"][0]
+    assert model["name"] == "clothing10" and model["default"]
+    assert len(model["classes"]) == 10 and model["input_shape"] == [224, 224]
+    assert model["input_size"] == 224
     assert model["metrics"]["accuracy"] > 0.9 and model["metrics"]["num_images"] == 341
     assert set(model["per_class"]["Hat"]) >= {"precision", "recall", "f1", "support"}
-    assert model["tasks"][0]["type"] == "single_label" and model["catalog_queries"] is True
+    (task,) = model["tasks"]
+    assert task["type"] == "single_label" and model["catalog_queries"] is True
+    assert task["classes"] == model["classes"] and task["per_class"] == model["per_class"]
+    assert task["metrics"]["accuracy"] == model["metrics"]["accuracy"]
     assert client.get("/api/v1/models/clothing10").json() == model
     assert client.get("/api/v1/models/default").json()["name"] == "clothing10"
     for which in ("confusion", "curves"):

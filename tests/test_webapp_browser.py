@@ -46,12 +46,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium"
                                 reason="Debian chromium is not installed (.ci/run installs it)")
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
+def _serve(app):
+    """Run `app` with uvicorn on a free loopback port; yields its URL."""
     import uvicorn
 
-    catalog = build_demo_catalog(tmp_path_factory.mktemp("browser") / "catalog", limit=2)
-    app = create_app(ServiceSettings(catalog=str(catalog), api_key=KEY, currency="EUR"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -67,6 +65,23 @@ def live_server(tmp_path_factory):
     server.should_exit = True
     thread.join(timeout=15)
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    catalog = build_demo_catalog(tmp_path_factory.mktemp("browser") / "catalog", limit=2)
+    yield from _serve(create_app(ServiceSettings(catalog=str(catalog), api_key=KEY,
+                                                 currency="EUR")))
+
+
+@pytest.fixture(scope="module")
+def tasks_server(tmp_path_factory):
+    """A multi-task model (a garment class and tags) beside the bundled one, no catalog."""
+    from .test_service_tasks import save_multitask_model
+
+    multi = save_multitask_model(tmp_path_factory.mktemp("browser-tasks"))
+    yield from _serve(create_app(ServiceSettings(models=["default", str(multi)],
+                                                 api_key=KEY)))
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +301,48 @@ def test_phone_item_dialog_shows_steering_and_neighbours_together(phone, live_se
     assert phone.evaluate(in_view, "#steer-weight")
     assert phone.evaluate(in_view, "#neighbours .item")
     phone.screenshot(path=str(SHOTS / "catalog-dialog-phone-viewport.png"))
+
+
+def test_tasks_of_a_multi_task_model(browser, tasks_server):
+    """Each task of the chosen model: the garment as bars, the tags as a list whose own
+    slider re-filters the scores already sent (no new request); at a phone's width."""
+    for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        for page in _open(browser, tasks_server, viewport=viewport):
+            classify_calls: list[str] = []
+            page.on("request", lambda r, calls=classify_calls:
+                    calls.append(r.url) if "/api/v1/classify" in r.url else None)
+            page.goto(tasks_server + "/")
+            page.wait_for_selector("#model option", state="attached")
+            page.select_option("#model", "multi")
+            assert "garment (3 classes)" in page.locator("#model-tasks").inner_text()
+            assert "tags (4 tags)" in page.locator("#model-tasks").inner_text()
+            page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"))
+            page.wait_for_selector('#prediction .task[data-task="tags"] .tag-scores')
+            garment = page.locator('#prediction .task[data-task="garment"]')
+            assert garment.locator(".bar").count() == 3
+            tags = page.locator('#prediction .task[data-task="tags"]')
+            assert "each tag's own" in tags.locator("output").inner_text()
+            assert len(classify_calls) == 1
+            slider = tags.locator("input[type=range]")
+            slider.fill("0")
+            assert tags.locator(".tags .tag").count() == 4
+            assert tags.locator("output").inner_text() == "0%"
+            slider.fill("100")
+            assert tags.locator(".tags .tag").count() == 0
+            assert "no tag reaches" in tags.locator(".verdict").inner_text()
+            tags.locator("button", has_text="model's thresholds").click()
+            assert "each tag's own" in tags.locator("output").inner_text()
+            assert len(classify_calls) == 1  # all of it client-side
+            assert page.locator("#threshold-field").is_visible()  # for the garment
+            assert _overflow(page) <= 0
+            shoot(page, f"try-it-tasks-{name}")
+
+            page.goto(tasks_server + "/models.html")
+            page.wait_for_selector(".models section table")
+            text = page.locator(".models").inner_text()
+            assert "garment" in text and "Per tag" in text and "mAP" in text
+            assert "mean task score" in text and "64×80 px input" in text
+            wool = page.locator(".models tr", has_text="wool").first
+            assert wool.locator("td").all_inner_texts()[-1] == "0.800"
+            assert _overflow(page) <= 0
+            shoot(page, f"models-tasks-{name}")

@@ -50,8 +50,9 @@ def serve(
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", metavar="NAME_OR_PATH",
-                     help=MODEL_HELP + ", to serve (repeatable; the first is the default; "
-                                       "without it: 'default')."),
+                     help=MODEL_HELP + ", to serve (repeatable; the first is the default). "
+                                       "Without it: every bundled model, the bundled "
+                                       "default model answering requests that name none."),
     ] = None,
     catalog: Annotated[
         Path | None,

@@ -1,9 +1,10 @@
 """The service's shared state: models loaded once, the catalog, and how work is scheduled.
 
-- Every served model is a `Predictor`, loaded at start-up. Its forward pass runs behind a
-  `MicroBatcher` on one inference thread, and yields both the class probabilities and
-  the pooled features, so a "classify" and a "similar items" request for the catalog's
-  own model share batches.
+- Every served model is a `Predictor`, loaded at start-up (by default every bundled
+  model; `ServiceSettings.model_specs`). Its forward pass runs behind a `MicroBatcher`
+  on one inference thread and yields, from one run of the model, every head's scores
+  (by head name: a classifier's softmax, a tagger's sigmoid) and the search vector, so
+  a "classify" and a "similar items" request for the catalog's own model share batches.
 - Photo decoding and pre-processing run on the request thread pool (Pillow releases the
   GIL), never on the event loop.
 - The catalog (SQLite + FAISS) lives on a thread of its own: its SQLite connection
@@ -38,7 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.predictor import Predictor
-from ..inference.runtime import PROBABILITIES, VECTOR
+from ..inference.runtime import VECTOR
+from ..models.heads import HeadSpec
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder
 from .batching import MicroBatcher
@@ -85,9 +87,10 @@ def decode_upload(data: bytes, name: str, max_side: int, draft_size: int | None
 
 @dataclass
 class Output:
-    """What one forward pass gives for one photo."""
+    """What one forward pass gives for one photo: each scored head's scores by head name
+    (empty for the catalog embedder's pass) and the search vector, where there is one."""
 
-    probabilities: np.ndarray | None
+    scores: dict[str, np.ndarray]
     vector: np.ndarray | None
 
 
@@ -103,6 +106,15 @@ class ServedModel:
         self.transform = predictor.transform
         self.draft_size = self.info.preprocess.resize_size
         self.runtime = predictor.runtime
+        self.heads: list[HeadSpec] = self.info.scored_heads
+        # One run gives every head and, where the model makes one, the search vector.
+        self.outputs = [h.name for h in self.heads]
+        missing = [name for name in self.outputs if name not in self.runtime.outputs]
+        if missing:
+            raise ModelError(f"{model_dir}: the model cannot run its head(s) "
+                             f"{', '.join(missing)} on their own (no timm forward_head)")
+        if VECTOR in self.runtime.outputs:
+            self.outputs.append(VECTOR)
         self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,
             max_wait_ms=settings.batch_wait_ms, name=f"model {name}")
@@ -112,11 +124,13 @@ class ServedModel:
         return self.info.classes
 
     def forward(self, tensors: list[torch.Tensor]) -> list[Output]:
-        """One pass over a micro-batch (runs on the inference thread): the class
-        probabilities and, where the model gives one, the search vector."""
-        outputs = self.runtime.run(torch.stack(tensors))
-        vectors = outputs.get(VECTOR, [None] * len(tensors))
-        return [Output(p, v) for p, v in zip(outputs[PROBABILITIES], vectors, strict=True)]
+        """One pass over a micro-batch (runs on the inference thread): every head's
+        scores and, where the model gives one, the search vector."""
+        outputs = self.runtime.run(torch.stack(tensors), self.outputs)
+        vectors = outputs.get(VECTOR)
+        return [Output({h.name: outputs[h.name][i] for h in self.heads},
+                       None if vectors is None else vectors[i])
+                for i in range(len(tensors))]
 
     def plot(self, which: str) -> Path | None:
         """The run's confusion matrix or curves image, next to the model or in its run."""
@@ -179,7 +193,7 @@ class QueryEncoder:
         if self.model is not None:
             return await self.model.batcher.submit(tensor)
         assert self.batcher is not None
-        return Output(None, await self.batcher.submit(tensor))
+        return Output({}, await self.batcher.submit(tensor))
 
 
 @dataclass
@@ -304,8 +318,17 @@ class Engine:
         self._requery = asyncio.Lock()  # one rebuild of the query encoder at a time
         self.cache = OutputCache(settings.cache_entries)
         try:
-            for spec in settings.models or ["default"]:
-                self._load_model(spec)
+            for spec in settings.model_specs():
+                try:
+                    self._load_model(spec)
+                except FashionLensError as exc:
+                    # A bundled model found, not asked for, must not stop the service.
+                    if settings.models or spec == "default":
+                        raise
+                    log.warning("not serving the bundled model %s: %s", spec, exc)
+            if not self.models:
+                raise ModelError("none of the bundled models could be loaded (see the "
+                                 "warnings above); name one with --model")
             self.default_model = next(iter(self.models))
             if settings.catalog:
                 self.catalog = CatalogService(Path(settings.catalog).expanduser())

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..models.resolve import DEFAULT_NAME, bundled_models
 
 API_KEY_ENV = "FASHIONLENS_API_KEY"
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -27,7 +28,8 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 class ServiceSettings:
     """Everything `create_app` needs; defaults are the safe choices (loopback, no CORS)."""
 
-    # Model folders to serve; empty means the bundled garment model. The first is the default.
+    # Models to serve (names or folders; `model_specs`); empty means every bundled model.
+    # The first is the default.
     models: list[str] = field(default_factory=list)
     catalog: str | None = None
     # Write endpoints need this key; without one they are refused altogether.
@@ -63,6 +65,17 @@ class ServiceSettings:
     max_image_side: int = 20_000
     host: str = "127.0.0.1"
     port: int = 8000
+
+    def model_specs(self) -> list[str]:
+        """The models to load: those named, else every bundled one with the default
+        (clothing10) first, so it answers requests that name no model. A bundled model
+        added to the package is served without any setting."""
+        if self.models:
+            return list(self.models)
+        bundled = bundled_models()
+        if DEFAULT_NAME in bundled or not bundled:  # none at all: 'default' says why
+            return ["default", *(name for name in bundled if name != DEFAULT_NAME)]
+        return list(bundled)
 
     @property
     def max_upload_bytes(self) -> int:

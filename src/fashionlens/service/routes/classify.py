@@ -1,8 +1,16 @@
 """Classify (or, for tag models, tag) one photo.
 
-The response lists tasks, each with its classes and probabilities, so a model with
-several tasks (garment type, colour, pattern) or with tags and thresholds fits the same
-shape: `{"model": ..., "tasks": [{"name", "type", "label", "classes": [...]}, ...]}`.
+The response lists tasks, one per scored head of the model, so a model with several
+tasks (garment type, colour, pattern) or with tags and thresholds fits the same shape:
+`{"model": ..., "tasks": [{"name", "type", ...}, ...]}`. Each entry is the head's answer
+from `models.heads.describe` plus what the API adds (`service.tasks`):
+
+- `"type": "single_label"` (a classification head): `label` (null when below
+  `threshold`), `probability`, `top_k`, `classes` (the top k, leaving out those below
+  `threshold`) and `num_classes`;
+- `"type": "multi_label"` (a multilabel head): `tags` (every tag at or above its
+  threshold, highest first), `scores` (each tag's probability) and `thresholds` (each
+  tag's threshold used: the model's own, or `threshold` for every tag when given).
 """
 
 from __future__ import annotations
@@ -14,32 +22,26 @@ import torch
 from fastapi import APIRouter, Query, Request
 
 from ...data.transforms import tta_views
-from ...inference.runtime import PROBABILITIES
 from ..engine import ServedModel
 from ..errors import error_responses
+from ..tasks import task_answer
 from ..uploads import IMAGE_BODY_OPENAPI, read_image, read_image_bytes
 from .common import get_engine
 
 router = APIRouter(tags=["classify"])
 
 
-def classification_task(served: ServedModel, probs: np.ndarray, top_k: int,
-                        threshold: float | None) -> dict:
-    """One single-label task: the best class (None below the threshold) and the top k."""
-    order = np.argsort(-probs)
-    best = int(order[0])
-    sure = threshold is None or probs[best] >= threshold
-    classes = [{"label": served.classes[i], "probability": round(float(probs[i]), 6)}
-               for i in order[:top_k] if threshold is None or probs[i] >= threshold]
-    return {"name": served.info.task, "type": "single_label",
-            "label": served.classes[best] if sure else None,
-            "probability": round(float(probs[best]), 6), "classes": classes,
-            "num_classes": len(served.classes)}
+def tasks_of(served: ServedModel, scores: dict[str, np.ndarray], top_k: int,
+             threshold: float | None) -> list[dict]:
+    """Every scored head's answer for one photo."""
+    return [task_answer(head, scores[head.name].tolist(), top_k, threshold)
+            for head in served.heads]
 
 
-def _tta_probabilities(served: ServedModel, img) -> np.ndarray:
+def _tta_scores(served: ServedModel, img) -> dict[str, np.ndarray]:
+    """Each head's scores averaged over the test-time views (one run for all heads)."""
     views = torch.stack(tta_views(img, served.info.preprocess))
-    return served.runtime.run(views, (PROBABILITIES,))[PROBABILITIES].mean(0)
+    return {name: values.mean(0) for name, values in served.predictor.scores(views).items()}
 
 
 @router.post("/classify", summary="Classify a photo (multipart upload or raw image body)",
@@ -49,10 +51,14 @@ async def classify(
     request: Request,
     model: str | None = Query(None, description="A served model's name (default: the "
                                                 "service's default model)."),
-    top_k: int = Query(5, ge=1, le=1000, description="How many classes to return."),
+    top_k: int = Query(5, ge=1, le=1000, description="How many classes to return "
+                                                     "(single-label tasks)."),
     threshold: float | None = Query(None, ge=0.0, le=1.0,
-                                    description="Leave out classes below this probability; "
-                                                "the label is null if none reaches it."),
+                                    description="Single-label tasks: leave out classes "
+                                                "below this probability (the label is "
+                                                "null if none reaches it). Multi-label "
+                                                "tasks: the threshold of every tag, in "
+                                                "place of the model's own."),
     tta: bool = Query(False, description="Average over test-time views (slower, "
                                          "slightly more accurate)."),
 ) -> dict:
@@ -62,12 +68,12 @@ async def classify(
         img = await read_image(request, engine.settings.max_image_side, None)
         size = {"width": img.width, "height": img.height}
         loop = asyncio.get_running_loop()
-        probs = await loop.run_in_executor(engine.inference, _tta_probabilities, served, img)
+        scores = await loop.run_in_executor(engine.inference, _tta_scores, served, img)
     else:
         data, name = await read_image_bytes(request)
         result = await engine.photo_output(data, name, served.name, served.draft_size,
                                            served.transform, served.batcher.submit)
         size = {"width": result.width, "height": result.height}
-        probs = result.output.probabilities
+        scores = result.output.scores
     return {"model": served.name, "image": size, "top_k": top_k, "threshold": threshold,
-            "tta": tta, "tasks": [classification_task(served, probs, top_k, threshold)]}
+            "tta": tta, "tasks": tasks_of(served, scores, top_k, threshold)}

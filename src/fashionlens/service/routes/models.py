@@ -1,5 +1,12 @@
-"""The served models: their classes, validation metrics (overall and per class), the
-confusion matrix and training curves of their run, and the choice of the default."""
+"""The served models: their tasks (one per scored head, with classes, tag thresholds and
+validation metrics per task), the confusion matrix and training curves of their run, and
+the choice of the default.
+
+A model's top-level `metrics`, `per_class` and `classes` keep the first release's
+meaning: a one-task model's overall figures and per-class table; for a multi-task model
+`metrics` holds the summary's figures (`summary` the whole summary) and `per_class` the
+first task's table.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +19,36 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine import PLOTS, Engine, ServedModel
 from ..errors import ApiError, error_responses
 from ..security import require_write
+from ..tasks import task_listing
 from .common import API_PREFIX, get_engine
 
 router = APIRouter(tags=["models"])
 
+# The model-wide figures: a one-task model's own, a multi-task summary's mean monitored
+# `score` and photo count.
 OVERALL = ("accuracy", "top3_accuracy", "macro_f1", "macro_precision", "macro_recall",
-           "num_images")
+           "num_images", "score")
 
 
-def describe(engine: Engine, served: ServedModel) -> dict:
+def model_summary(engine: Engine, served: ServedModel) -> dict:
+    """One served model as GET /models lists it."""
     metrics = served.metrics()
     info = served.info
+    tasks = task_listing(info, metrics)
+    summary = metrics.get("summary") if isinstance(metrics.get("tasks"), dict) else None
+    overall = summary if isinstance(summary, dict) else metrics
     return {
         "name": served.name,
         "default": served.name == engine.default_model,
         "architecture": info.architecture,
         "task": info.task,
-        "tasks": [{"name": info.task, "type": "single_label", "classes": info.classes}],
+        "tasks": tasks,
         "classes": info.classes,
         "input_size": info.preprocess.size,
-        "metrics": {k: metrics[k] for k in OVERALL if k in metrics},
-        "per_class": metrics.get("per_class", {}),
+        "input_shape": list(info.preprocess.shape),  # [height, width]
+        "metrics": {k: v for k, v in overall.items() if k in OVERALL},
+        "summary": summary,
+        "per_class": tasks[0]["per_class"] if tasks else {},
         "confusion_matrix": metrics.get("confusion_matrix"),
         "plots": {which: (f"{API_PREFIX}/models/{served.name}/plots/{which}"
                           if served.plot(which) else None) for which in PLOTS},
@@ -44,7 +60,7 @@ def describe(engine: Engine, served: ServedModel) -> dict:
 async def list_models(request: Request) -> dict:
     engine = get_engine(request)
     return {"default": engine.default_model,
-            "models": [describe(engine, m) for m in engine.models.values()]}
+            "models": [model_summary(engine, m) for m in engine.models.values()]}
 
 
 class DefaultChoice(BaseModel):
@@ -73,7 +89,7 @@ def _lookup(engine: Engine, name: str) -> ServedModel:
 @router.get("/models/{name}", summary="One served model", responses=error_responses(404))
 async def get_model(request: Request, name: str) -> dict:
     engine = get_engine(request)
-    return describe(engine, _lookup(engine, name))
+    return model_summary(engine, _lookup(engine, name))
 
 
 @router.get("/models/{name}/plots/{which}", summary="Confusion matrix or training curves",

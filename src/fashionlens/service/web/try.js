@@ -3,10 +3,80 @@
 
 // `ready` settles once the models and the catalog have been looked up: a photo chosen
 // before that waits for it instead of assuming there is no catalog.
-const state = { blob: null, result: null, stream: null, catalog: false, ready: null };
+// `tagLimits`: a tag task's threshold chosen with its slider (absent: each tag's own).
+const state = { blob: null, result: null, stream: null, catalog: false, ready: null,
+  models: [], tagLimits: {}, tagsOpen: {} };
+const TOP_K = 10;  // bars per single-label task
 
 function filtersFromText(text) {
   return text.split(";").map((f) => f.trim()).filter(Boolean);
+}
+
+function scoreBar(label, probability, below) {
+  const fill = el("div", { class: "fill" });
+  fill.style.width = (100 * probability).toFixed(1) + "%";
+  return el("li", { class: "bar" + (below ? " below" : ""), "data-label": label },
+    el("span", { text: label }),
+    el("div", { class: "track", role: "img", "aria-label": label + " " + percent(probability) }, fill),
+    el("span", { class: "value", text: percent(probability) }));
+}
+
+// A single-label task: its verdict and the top classes as bars, those below the page's
+// threshold dimmed.
+function classTask(task, prefix, threshold) {
+  const entries = task.classes || [];
+  const best = entries.length ? entries[0] : null;
+  const verdict = best && best.probability >= threshold
+    ? el("p", { class: "verdict" }, prefix, el("strong", { text: best.label }), " (" + percent(best.probability) + ")")
+    : el("p", { class: "verdict", text: prefix + "Not sure: no class reaches the threshold." });
+  const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + task.name },
+    entries.map((e) => scoreBar(e.label, e.probability, e.probability < threshold)));
+  return el("div", { class: "task", "data-task": task.name }, verdict, list);
+}
+
+// A multi-label task: the tags that apply, with a slider of its own. The service sent
+// every tag's score, so moving the slider re-filters them here without a new request;
+// until it is moved, each tag keeps the threshold the model tuned for it.
+function tagTask(task, prefix, index) {
+  const scores = Object.entries(task.scores || {}).sort((a, b) => b[1] - a[1]);
+  const own = task.thresholds || {};
+  const id = "tag-threshold-" + index;
+  const slider = el("input", { type: "range", id, min: "0", max: "100", step: "1", value: "50",
+    "aria-describedby": id + "-hint" });
+  const shown = el("output", { id: id + "-value", for: id });
+  const reset = el("button", { type: "button", class: "secondary small", text: "Use the model's thresholds" });
+  const verdict = el("p", { class: "verdict" });
+  const chips = el("ul", { class: "tags", "aria-label": "Tags for " + task.name });
+  const bars = el("ul", { class: "bars", "aria-label": "Every tag's probability for " + task.name });
+  const all = el("details", { class: "tag-scores" }, el("summary", { text: "All " + scores.length + " tag scores" }), bars);
+  all.open = Boolean(state.tagsOpen[task.name]);
+  all.addEventListener("toggle", () => { state.tagsOpen[task.name] = all.open; });
+
+  function update() {
+    const chosen = state.tagLimits[task.name];
+    if (chosen !== undefined) slider.value = String(Math.round(chosen * 100));
+    const limit = (tag) => (chosen !== undefined ? chosen : (own[tag] ?? 0.5));
+    shown.textContent = chosen !== undefined ? Math.round(chosen * 100) + "%" : "each tag's own";
+    reset.hidden = chosen === undefined;
+    const kept = scores.filter(([tag, p]) => p >= limit(tag));
+    verdict.replaceChildren(prefix, el("strong", { text: kept.length ? kept.map(([tag]) => tag).join(", ") : "no tag reaches its threshold" }));
+    chips.replaceChildren(...kept.map(([tag, p]) => el("li", { class: "tag", "data-label": tag }, tag + " ", el("span", { class: "value", text: percent(p) }))));
+    bars.replaceChildren(...scores.map(([tag, p]) => scoreBar(tag, p, p < limit(tag))));
+  }
+  slider.addEventListener("input", () => { state.tagLimits[task.name] = Number(slider.value) / 100; update(); });
+  reset.addEventListener("click", () => {
+    delete state.tagLimits[task.name];
+    slider.value = "50";
+    update();
+    slider.focus();
+  });
+  update();
+  return el("div", { class: "task", "data-task": task.name }, verdict,
+    el("div", { class: "field" },
+      el("label", { for: id }, "Tag threshold: ", shown,
+        el("span", { class: "muted", id: id + "-hint", text: " (tags below it are not selected)" })),
+      el("div", { class: "row slider-row" }, slider, reset)),
+    chips, all);
 }
 
 function renderPrediction() {
@@ -14,33 +84,15 @@ function renderPrediction() {
   const threshold = Number(document.getElementById("threshold").value) / 100;
   document.getElementById("threshold-value").textContent = Math.round(threshold * 100) + "%";
   if (!state.result) return;
+  const tasks = state.result.tasks;
+  // The page's slider concerns single-label tasks; tag tasks bring their own.
+  document.getElementById("threshold-field").hidden = tasks.every((t) => t.type === "multi_label");
   box.replaceChildren(el("p", { class: "muted", text: "Model: " + state.result.model }));
-  for (const task of state.result.tasks) {
-    const tags = task.type === "multi_label";
-    const entries = tags ? task.tags : task.classes;
-    const best = entries.length ? entries[0] : null;
-    if (tags) {
-      const chosen = entries.filter((t) => t.probability >= threshold).map((t) => t.label);
-      box.append(el("p", { class: "verdict" }, task.name + ": ",
-        el("strong", { text: chosen.length ? chosen.join(", ") : "no tag above the threshold" })));
-    } else if (best && best.probability >= threshold) {
-      box.append(el("p", { class: "verdict" }, task.name === "classification" ? "" : task.name + ": ",
-        el("strong", { text: best.label }), " (" + percent(best.probability) + ")"));
-    } else {
-      box.append(el("p", { class: "verdict", text: "Not sure: no class reaches the threshold." }));
-    }
-    const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + task.name });
-    for (const entry of entries) {
-      const fill = el("div", { class: "fill" });
-      fill.style.width = (100 * entry.probability).toFixed(1) + "%";
-      const below = entry.probability < threshold;
-      list.append(el("li", { class: "bar" + (below ? " below" : ""), "data-label": entry.label },
-        el("span", { text: entry.label }),
-        el("div", { class: "track", role: "img", "aria-label": entry.label + " " + percent(entry.probability) }, fill),
-        el("span", { class: "value", text: percent(entry.probability) })));
-    }
-    box.append(list);
-  }
+  // Several tasks each get a heading; the verdict then needs no name before it.
+  tasks.forEach((task, index) => {
+    if (tasks.length > 1) box.append(el("h3", { text: task.name }));
+    box.append(task.type === "multi_label" ? tagTask(task, "", index) : classTask(task, "", threshold));
+  });
 }
 
 // Any file the person picked is sent; the service decides whether it is a photo.
@@ -67,10 +119,11 @@ function forPerson(error) {
 
 async function classify() {
   const model = document.getElementById("model").value;
-  const result = await api("/classify" + query({ model, top_k: 1000 }), {
+  const result = await api("/classify" + query({ model, top_k: TOP_K }), {
     method: "POST", headers: { "Content-Type": uploadType(state.blob) }, body: state.blob,
   });
   state.result = result;
+  state.tagLimits = {};
   renderPrediction();
 }
 
@@ -192,10 +245,21 @@ function setupCamera() {
   });
 }
 
+// What the chosen model answers: its tasks, under the picker.
+function describeModel() {
+  const chosen = state.models.find((m) => m.name === document.getElementById("model").value);
+  const box = document.getElementById("model-tasks");
+  if (!chosen) { box.textContent = ""; return; }
+  box.textContent = "Answers: " + chosen.tasks.map((t) => t.name + " (" + t.num_classes + " " +
+    (t.type === "multi_label" ? "tags" : "classes") + ")").join(", ");
+}
+
 async function loadModels() {
   const select = document.getElementById("model");
   const data = await api("/models");
+  state.models = data.models;
   select.replaceChildren(...data.models.map((m) => el("option", { value: m.name, selected: m.default }, m.name + (m.default ? " (default)" : ""))));
+  describeModel();
   try {
     const info = await api("/catalog");
     setCurrency(info.currency);
@@ -209,6 +273,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setupPhotoInput();
   setupCamera();
   document.getElementById("threshold").addEventListener("input", renderPrediction);
+  document.getElementById("model").addEventListener("change", describeModel);
   for (const id of ["model", "k"]) {
     document.getElementById(id).addEventListener("change", () => { if (state.blob) analyse(state.blob); });
   }
