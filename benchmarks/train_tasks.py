@@ -24,25 +24,15 @@ from pathlib import Path
 
 import torch
 
-from fashionlens import Predictor, load_config, train
+from fashionlens import load_config, train
 from fashionlens.precision import cpu_description
+from train_clothing import throughput  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # The targets (products: accuracy per task; outfits: micro-F1 with tuned thresholds).
 TARGETS = {"articleType": 0.90, "baseColour": 0.70, "season": 0.73, "usage": 0.92,
            "gender": 0.92, "tags": 0.60}
-
-
-def throughput(model_dir: Path, paths: list[Path], batch_size: int = 32) -> dict:
-    predictor = Predictor(model_dir)
-    list(predictor.predict_paths(paths[:batch_size], batch_size=batch_size))  # warm-up
-    start = time.perf_counter()
-    results = list(predictor.predict_paths(paths, batch_size=batch_size))
-    seconds = time.perf_counter() - start
-    return {"images": len(results), "seconds": round(seconds, 2),
-            "images_per_second": round(len(results) / seconds, 1),
-            "precision": predictor.precision}
 
 
 def task_figures(name: str, metrics: dict) -> dict:
