@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from train_clothing import throughput  # this folder is on sys.path when run as a script
 
 from fashionlens import load_config, train
 from fashionlens.precision import cpu_description
-from train_clothing import throughput  # this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 
