@@ -21,6 +21,7 @@ from .common import (
     out,
     print_metrics,
 )
+from .export import RuntimeName
 
 
 def evaluate(
@@ -54,6 +55,7 @@ def evaluate(
         bool, typer.Option("--tta", help="Average predictions over test-time views."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
     model, data, model_flag = _model_and_data(list(positional or []), model, data)
@@ -62,7 +64,7 @@ def evaluate(
         split_column = "split"
     result = run_evaluation(model_dir, data, splits=split, tta=tta, split_column=split_column,
                             image_column=image_column, target_column=target_column,
-                            image_dir=image_dir, image_extension=image_ext)
+                            image_dir=image_dir, image_extension=image_ext, runtime=runtime)
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return

@@ -12,6 +12,7 @@ from .catalog import catalog_app
 from .common import err, setup_logging
 from .embed import evaluate_search_command, train_embedding_command
 from .evaluate import evaluate
+from .export import export
 from .predict import predict
 from .runs import runs
 from .search import search
@@ -35,6 +36,7 @@ def _options(
 app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
+app.command()(export)
 app.command()(search)
 app.command("train-embedding")(train_embedding_command)
 app.command("evaluate-search")(evaluate_search_command)

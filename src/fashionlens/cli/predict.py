@@ -15,6 +15,7 @@ from ..errors import FashionLensError
 from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 from ..progress import track
 from .common import ModelName, err, out
+from .export import RuntimeName
 
 
 def predict(
@@ -37,6 +38,7 @@ def predict(
                                             "(instead of each tag's tuned threshold)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Predict garment type, attributes or tags of photos."""
     root = Path(target or SAMPLE_PHOTOS)
@@ -54,7 +56,7 @@ def predict(
         return str(Path(path).relative_to(root) if base is root
                    else Path(path).resolve().relative_to(base))
 
-    predictor = Predictor(model, threshold=threshold)
+    predictor = Predictor(model, threshold=threshold, runtime=runtime)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))
     single = predictor.info.single_label

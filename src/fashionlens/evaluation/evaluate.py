@@ -12,8 +12,9 @@ import numpy as np
 from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
 from ..data.sources import FOLDER_COLUMN, csv_columns
 from ..errors import DataError
+from ..inference.backends import Runtime, load_runtime
 from ..inference.predictor import tta_outputs
-from ..inference.runtime import TorchRuntime, run_dataset
+from ..inference.runtime import run_dataset
 from ..progress import track
 from ..tasks import Task, TaskConfig, tasks_from_heads
 from ..tasks.base import check_task_configs
@@ -53,14 +54,15 @@ def spec_for_model(data: str | Path, model_config: dict, **overrides) -> DataSpe
 
 def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | None = None,
              tta: bool = False, precision: str = "auto", device: str = "cpu",
-             **columns) -> EvaluationResult:
+             runtime: str = "torch", **columns) -> EvaluationResult:
     """Score `model_dir` on the photos in `data` (folder per class or CSV).
 
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
     image_column, target_column, split_column, image_dir or image_extension. A model with
-    several heads reads each head's column (as trained) and is scored per task.
+    several heads reads each head's column (as trained) and is scored per task. `runtime`
+    picks what runs the model (`inference.backends.load_runtime`).
     """
-    runtime = TorchRuntime.load(model_dir, device=device, precision=precision)
+    runtime = load_runtime(model_dir, runtime, device=device, precision=precision)
     info = runtime.info
     spec = spec_for_model(data, info.config, **columns)
     trained = [TaskConfig(**c) for c in (info.config.get("tasks") or [])
@@ -108,7 +110,7 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
                             precision=runtime.precision, name=info.name)
 
 
-def evaluate_dataset(runtime: TorchRuntime, dataset: PhotoDataset, tasks: list[Task],
+def evaluate_dataset(runtime: Runtime, dataset: PhotoDataset, tasks: list[Task],
                      targets: dict[str, np.ndarray], tta: bool = False, tune: bool = False,
                      batch_size: int = 64) -> dict:
     """Score a model (behind its runtime) per task on a dataset and its encoded targets.

@@ -21,7 +21,8 @@ from ..errors import FashionLensError, ImageError
 from ..models.artifact import ModelInfo
 from ..models.heads import HeadSpec, describe
 from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
-from .runtime import PROBABILITIES, RuntimeHolder, TorchRuntime
+from .backends import Runtime, load_runtime
+from .runtime import PROBABILITIES, RuntimeHolder
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -111,13 +112,14 @@ class Predictor(RuntimeHolder):
     """Loads a model once; predicts for paths, bytes or PIL images.
 
     `model` is anything `models.resolve.resolve_model` accepts: None or 'default', a
-    bundled model's name, a model folder or a run folder.
+    bundled model's name, a model folder or a run folder. `runtime` picks what runs it
+    (`inference.backends.load_runtime`: torch, onnxruntime, openvino or auto).
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2,
-                 threshold: float | None = None) -> None:
-        self.runtime = TorchRuntime.load(model, device=device, precision=precision)
+                 threshold: float | None = None, runtime: str = "torch") -> None:
+        self.runtime = load_runtime(model, runtime, device=device, precision=precision)
         self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
         self.threshold = threshold  # replaces every multilabel head's own thresholds
@@ -203,7 +205,7 @@ class Predictor(RuntimeHolder):
                     yield Prediction(path=str(path), error=tensors[i].reason)
 
 
-def tta_outputs(runtime: TorchRuntime, dataset, outputs: list[str]
+def tta_outputs(runtime: Runtime, dataset, outputs: list[str]
                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Named outputs averaged over test-time views for every readable photo of a
     PhotoDataset, and the rows they belong to."""

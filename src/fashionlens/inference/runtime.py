@@ -142,29 +142,36 @@ class TorchRuntime:
         wanted = tuple(outputs) if outputs is not None else self.outputs
         self._check(wanted)
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        result: dict[str, np.ndarray] = {}
-        named = [h for h in self.heads if h.name in wanted]
         with autocast(self.device, self.precision):
-            features = None
-            if (VECTOR in wanted or FEATURES in wanted or named
-                    or (PROBABILITIES in wanted and self._splits)):
-                features = backbone_features(self.model, batch)
-            logits = None
-            if PROBABILITIES in wanted or (VECTOR in wanted and self._posterior()):
-                logits = (classifier_logits(self.model, features) if self._splits
-                          else self.model(batch))
-            if VECTOR in wanted:
-                vectors = search_vectors(self.model, features, logits)
-                result[VECTOR] = normalise(vectors.float().cpu().numpy())
-            if PROBABILITIES in wanted:
-                result[PROBABILITIES] = logits.float().softmax(-1).cpu().numpy()
-            if FEATURES in wanted or named:
-                pooled = self._pooled(features)
-                if FEATURES in wanted:
-                    result[FEATURES] = pooled.float().cpu().numpy()
-                by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named])
-                for head in named:
-                    result[head.name] = activate(head, by_head[head.name]).cpu().numpy()
+            tensors = self.forward(batch, wanted)
+        return {name: normalise(values.float().cpu().numpy()) if name == VECTOR
+                else values.float().cpu().numpy() for name, values in tensors.items()}
+
+    def forward(self, batch: torch.Tensor, wanted: Collection[str]) -> dict[str, torch.Tensor]:
+        """The named outputs as tensors, before `run`'s conversion to arrays: the one
+        place their math lives, which `inference.export` traces for the other backends.
+        `vector` is the search vector before `run` scales it to unit length again."""
+        result: dict[str, torch.Tensor] = {}
+        named = [h for h in self.heads if h.name in wanted]
+        features = None
+        if (VECTOR in wanted or FEATURES in wanted or named
+                or (PROBABILITIES in wanted and self._splits)):
+            features = backbone_features(self.model, batch)
+        logits = None
+        if PROBABILITIES in wanted or (VECTOR in wanted and self._posterior()):
+            logits = (classifier_logits(self.model, features) if self._splits
+                      else self.model(batch))
+        if VECTOR in wanted:
+            result[VECTOR] = search_vectors(self.model, features, logits)
+        if PROBABILITIES in wanted:
+            result[PROBABILITIES] = logits.float().softmax(-1)
+        if FEATURES in wanted or named:
+            pooled = self._pooled(features)
+            if FEATURES in wanted:
+                result[FEATURES] = pooled.float()
+            by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named])
+            for head in named:
+                result[head.name] = activate(head, by_head[head.name])
         return result
 
     def _pooled(self, features: torch.Tensor) -> torch.Tensor:
@@ -192,8 +199,11 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
                         collate_fn=collate_skipping)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     seen = []
-    was_training = runtime.model.training
-    runtime.model.eval()
+    # Only a torch model has a training mode; the other backends are inference-only.
+    network = getattr(runtime, "model", None)
+    was_training = network.training if isinstance(network, nn.Module) else None
+    if was_training is not None:
+        network.eval()
     try:
         for batch, errors in track(loader, description):
             dataset.record_skipped(errors)
@@ -204,7 +214,8 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
                 parts[name].append(values)
             seen.append(indices.numpy())
     finally:
-        runtime.model.train(was_training)
+        if was_training is not None:
+            network.train(was_training)
     rows = seen
     if not rows:
         return {name: np.zeros((0, 0), np.float32) for name in outputs}, np.zeros(0, np.int64)

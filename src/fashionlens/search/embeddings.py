@@ -23,8 +23,9 @@ import torch
 
 from ..data.transforms import eval_transform
 from ..errors import ImageError, ModelError
+from ..inference.backends import load_runtime
 from ..inference.predictor import decoded_batches, prepare_photo
-from ..inference.runtime import VECTOR, RuntimeHolder, TorchRuntime, normalise
+from ..inference.runtime import VECTOR, RuntimeHolder, normalise
 from ..models.resolve import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
@@ -49,13 +50,15 @@ class Embedder(RuntimeHolder):
     `model` is anything `models.resolve.resolve_model` accepts, backbone names included
     (loaded with `pretrained` weights); None or 'default' is the bundled garment model,
     or when that is not installed the `efficientnet_lite0` backbone with its embedded
-    ImageNet weights.
+    ImageNet weights. `runtime` picks what runs it (`inference.backends.load_runtime`;
+    a backbone always runs in torch).
     """
 
     def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
-                 device: str = "cpu", precision: str | None = None, threads: int = 2) -> None:
-        self.runtime = TorchRuntime.load(model, backbone=True, pretrained=pretrained,
-                                         device=device, precision=precision)
+                 device: str = "cpu", precision: str | None = None, threads: int = 2,
+                 runtime: str = "torch") -> None:
+        self.runtime = load_runtime(model, runtime, backbone=True, pretrained=pretrained,
+                                    device=device, precision=precision)
         if VECTOR not in self.runtime.outputs:
             raise ModelError(f"{self.runtime.spec}: the architecture has no forward_head; "
                              "cannot take its pooled features")

@@ -1,0 +1,233 @@
+"""The same runtime interface on ONNX Runtime and OpenVINO, and the one way to load any.
+
+A model folder exported by `inference.export` (an ONNX graph, or OpenVINO IR converted
+from it) runs here behind TorchRuntime's `run(batch, outputs) -> {name: array}` and its
+attributes, so Predictor, Embedder and evaluation do not care which one they hold. The
+exported graph gives every output TorchRuntime declares except `features` (linear probes
+and training read those, in torch). Both run fp32 on the CPU; that is what the export's
+agreement check compared against torch.
+
+`load_runtime(model, runtime)` picks: `torch` (eager PyTorch, every device and precision),
+`onnxruntime`, `openvino`, or `auto` (OpenVINO if installed, else ONNX Runtime, else
+torch). Backbones (no model folder) and non-CPU devices always run in torch. The export
+happens on first use and is cached (`inference.export.exported_path`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+import torch
+
+from ..data.transforms import Preprocess
+from ..errors import ConfigError, ModelError
+from ..models.artifact import ModelInfo, read_info
+from ..models.heads import HeadSpec
+from ..models.resolve import resolve_model
+from ..precision import resolve_device
+from .runtime import VECTOR, TorchRuntime, fingerprint_of
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+MANIFEST = "export.json"
+ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"  # its weights: model.bin beside it
+INPUT_NAME = "images"
+# What each backend runs, and the Python module that provides it.
+FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
+MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def read_manifest(directory: Path) -> dict:
+    """An export's `export.json`; ModelError naming the file when missing or unreadable."""
+    path = Path(directory) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{directory}: not an exported model (no {MANIFEST})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable ({exc})") from exc
+
+
+class ExportedBackend:
+    """What the exported backends share: TorchRuntime's attributes (but `model`) and
+    `run`, read from the model folder and the export's manifest."""
+
+    backend = ""
+    format = ""
+
+    def __init__(self, directory: str | Path, *, info: ModelInfo, spec: str = "",
+                 fingerprint: str = "", folder: Path | None = None,
+                 threads: int | None = None) -> None:
+        self.directory = Path(directory)
+        manifest = read_manifest(self.directory)
+        if manifest.get("format") != self.format:
+            raise ModelError(f"{self.directory}: holds a '{manifest.get('format')}' export, "
+                             f"not '{self.format}'")
+        self.manifest = manifest
+        self.info = info
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.folder = folder
+        self.preprocess: Preprocess = info.preprocess
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+        self.heads: list[HeadSpec] = info.scored_heads
+        self.outputs: tuple[str, ...] = tuple(manifest["outputs"])
+        self.dims: dict[str, int] = {k: int(v) for k, v in manifest.get("dims", {}).items()}
+        # All the cores for one batch at a time: the callers run batches one after another.
+        self.threads = max(1, threads or os.cpu_count() or 1)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def vector_dim(self) -> int:
+        if VECTOR not in self.outputs:
+            raise ModelError(f"{self.spec or self.directory}: the export gives no search vector")
+        return self.dims[VECTOR]
+
+    def _check(self, wanted: Collection[str]) -> None:
+        missing = [name for name in wanted if name not in self.outputs]
+        if missing:
+            raise ModelError(f"{self.spec or self.directory} ({self.backend}) gives no "
+                             f"{', '.join(missing)} (it gives: {', '.join(self.outputs)})")
+
+    def run(self, batch: torch.Tensor | np.ndarray, outputs: Collection[str] | None = None
+            ) -> dict[str, np.ndarray]:
+        """The named outputs for a batch of pre-processed photos (N x 3 x H x W)."""
+        wanted = tuple(outputs) if outputs is not None else self.outputs
+        self._check(wanted)
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().cpu().float().numpy()
+        images = np.ascontiguousarray(batch, dtype=np.float32)
+        expected = (3, *self.preprocess.shape)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ModelError(f"{self.spec or self.directory}: exported for batches of "
+                             f"N x {' x '.join(map(str, expected))}, got "
+                             f"{' x '.join(map(str, images.shape))}")
+        if not len(images):
+            return {name: np.zeros((0, self.dims.get(name, 0)), np.float32) for name in wanted}
+        return self._infer(images, wanted)
+
+    def _infer(self, images: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class OnnxRuntimeBackend(ExportedBackend):
+    """An ONNX export on ONNX Runtime's CPU provider (its sessions are thread-safe)."""
+
+    backend = "onnxruntime"
+    format = "onnx"
+
+    def __init__(self, directory: str | Path, **kwargs) -> None:
+        super().__init__(directory, **kwargs)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # warnings about unused initialisers are noise
+        path = self.directory / ONNX_FILE
+        try:
+            self._session = ort.InferenceSession(str(path), options,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001  (ORT raises its own untyped errors)
+            raise ModelError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+
+    def _infer(self, images: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+        values = self._session.run(list(wanted), {INPUT_NAME: images})
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(wanted, values,
+                                                                         strict=True)}
+
+
+class OpenVinoBackend(ExportedBackend):
+    """OpenVINO IR on the CPU plugin, asked for f32 (it would pick bf16 on CPUs that have
+    it, which the agreement check did not measure)."""
+
+    backend = "openvino"
+    format = "openvino"
+
+    def __init__(self, directory: str | Path, **kwargs) -> None:
+        super().__init__(directory, **kwargs)
+        import openvino as ov
+
+        path = self.directory / OPENVINO_FILE
+        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:  # noqa: BLE001  (OpenVINO raises RuntimeError for all)
+            raise ModelError(f"{path}: OpenVINO cannot load it ({exc})") from exc
+        self._ports = {name: self._compiled.output(name) for name in self.outputs}
+
+    def _infer(self, images: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+        # A request per call: one shared request would not be safe across threads.
+        result = self._compiled.create_infer_request().infer({0: images})
+        return {name: np.array(result[self._ports[name]], dtype=np.float32) for name in wanted}
+
+
+BACKENDS: dict[str, type[ExportedBackend]] = {"onnxruntime": OnnxRuntimeBackend,
+                                              "openvino": OpenVinoBackend}
+Runtime: TypeAlias = TorchRuntime | ExportedBackend
+
+
+def installed(runtime: str) -> bool:
+    """Whether a backend's Python package is installed (without importing it)."""
+    return importlib.util.find_spec(MODULE_OF[runtime]) is not None
+
+
+def choose_runtime(runtime: str) -> str:
+    """'auto' -> openvino if installed, else onnxruntime, else torch; others as given."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime}: not one of {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        return runtime
+    return next((name for name in ("openvino", "onnxruntime") if installed(name)), "torch")
+
+
+def load_runtime(model: str | Path | None = None, runtime: str = "torch", *,
+                 backbone: bool = False, pretrained: str = "embedded",
+                 device: str | torch.device = "cpu", precision: str | None = None,
+                 flag: str = "--model", threads: int | None = None) -> Runtime:
+    """A runtime for anything `models.resolve.resolve_model` names, on `runtime`.
+
+    Exported backends need a model folder and the CPU: a backbone, or another device,
+    runs in torch whatever was asked. They run fp32; an explicit bf16 stays in torch
+    under 'auto' and is refused for a named backend.
+    """
+    chosen = choose_runtime(runtime)
+    ref = resolve_model(model, backbone=backbone, flag=flag)
+    on_cpu = resolve_device(device).type == "cpu"
+    if chosen != "torch" and (ref.folder is None or not on_cpu):
+        if runtime != "auto":
+            log.info("%s: runs in torch (%s has no %s export)", ref.name,
+                     "a backbone" if ref.folder is None else f"device {device}", chosen)
+        chosen = "torch"
+    if chosen != "torch" and precision == "bf16":
+        if runtime != "auto":
+            raise ConfigError(f"--runtime {chosen} runs fp32; bf16 needs --runtime torch")
+        chosen = "torch"
+    if chosen == "torch":
+        return TorchRuntime.load(model, backbone=backbone, pretrained=pretrained,
+                                 device=device, precision=precision, flag=flag)
+    if not installed(chosen):
+        raise ConfigError(f"--runtime {chosen}: the {MODULE_OF[chosen]} package is not "
+                          f"installed (pip install {MODULE_OF[chosen]})")
+    from .export import ensure_exported
+
+    directory = ensure_exported(ref.folder, FORMAT_OF[chosen])
+    info = read_info(ref.folder)
+    return BACKENDS[chosen](directory, info=info, spec=ref.name,
+                            fingerprint=fingerprint_of(ref.folder, info), folder=ref.folder,
+                            threads=threads)
