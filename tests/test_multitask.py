@@ -194,3 +194,12 @@ def test_the_evaluate_command_prints_a_row_per_task(multi_run, two_colour_csv):
     assert result.exit_code == 0, result.output
     for task in ("top", "colours", "named", "micro-f1", "mean monitored score"):
         assert task in result.output, task
+
+
+def test_a_tag_model_logs_its_own_figures_per_epoch():
+    from fashionlens.training.loop import epoch_line
+
+    line = epoch_line({"epoch": 2, "train_loss": 0.9, "train_accuracy": 0.5, "val_loss": 1.25,
+                       "val_micro_f1": 0.41, "val_map": 0.52, "seconds": 3}, 12)
+    assert line == ("epoch 2/12: train loss 0.900 acc 0.500 | val loss 1.250 micro-f1 0.410 "
+                    "map 0.520 | 3 s")

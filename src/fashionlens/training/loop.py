@@ -73,6 +73,10 @@ def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
         parts.append(val)
     elif "val_score" in row:
         parts.append(f"val loss {row['val_loss']:.3f} score {row['val_score']:.3f}")
+    elif "val_loss" in row:  # one task of another kind: its own figures (tags: micro-F1, mAP)
+        figures = [f"{key[4:].replace('_', '-')} {value:.3f}" for key, value in row.items()
+                   if key.startswith("val_") and key != "val_loss"][:2]
+        parts.append(" ".join([f"val loss {row['val_loss']:.3f}", *figures]))
     line = parts[0] + ": " + " | ".join(parts[1:])
     return line + (f" | {row['seconds']:.0f} s" if "seconds" in row else "")
 
