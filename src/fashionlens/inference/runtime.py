@@ -228,8 +228,9 @@ class RuntimeHolder:
     runtime: TorchRuntime
 
     @property
-    def model(self) -> nn.Module:
-        return self.runtime.model
+    def model(self) -> nn.Module | None:
+        """The torch module (None behind an exported backend)."""
+        return getattr(self.runtime, "model", None)
 
     @property
     def preprocess(self) -> Preprocess:
