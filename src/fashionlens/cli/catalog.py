@@ -1,19 +1,29 @@
-"""`fashionlens catalog ...`: build and maintain a catalog for visual search."""
+"""`fashionlens catalog ...`: build and maintain a catalog for visual search.
+
+search.catalog (and with it torch) is imported inside the commands, so that `catalog
+--help` starts fast.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from ..errors import FashionLensError, ItemExistsError
 from ..progress import StepBar, track
-from ..search.catalog import DUPLICATE_THRESHOLD, AddReport, Catalog, read_source
-from .common import MODEL_HELP, CatalogModelName, ImageDir, ImageExt, err, out
+from .common import MODEL_HELP, CatalogModelName, ImageDir, ImageExt, RuntimeName, err, out
 from .search import CatalogOption, item_table
+
+if TYPE_CHECKING:
+    from ..search.catalog import AddReport, Catalog
+
+# search.catalog.DUPLICATE_THRESHOLD, spelled here for the option's default because that
+# module imports torch (a test checks that the two agree).
+DUPLICATE_THRESHOLD = 0.93
 
 catalog_app = typer.Typer(
     no_args_is_help=True,
@@ -59,6 +69,8 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None = None,
             **options) -> AddReport:
+    from ..search.catalog import AddReport, read_source
+
     items = read_source(source, image_root=image_root, **options)
     report = AddReport()
     for problem in items.problems:
@@ -101,12 +113,15 @@ def build(
     column: ColumnMap = None,
     image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Create a catalog from a CSV export or a folder of photos; run again to resume.
 
     Photos are copied into the catalog; ids already in it are skipped.
     """
-    with Catalog(catalog, create=True, model=model) as cat:
+    from ..search.catalog import Catalog
+
+    with Catalog(catalog, create=True, model=model, runtime=runtime) as cat:
         _ingest(cat, source, batch_size, image_root,
                 **_csv_options(id_column, image_column, image_dir, image_ext, column))
 
@@ -128,18 +143,21 @@ def add(
     image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
     model: CatalogModelName = None,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 
     Fails (exit 2) when every item's id is already taken, e.g. by another process that
     added the same items first.
     """
+    from ..search.catalog import Catalog
+
     options = _csv_options(id_column, image_column, image_dir, image_ext, column)
     if not source.is_dir() and source.suffix.lower() not in (".csv", ".tsv"):
         options = {"item_id": item_id, "fields": _pairs(fields, "--set")}
     elif item_id or fields:
         raise FashionLensError("--id and --set apply to a single photo")
-    with Catalog(catalog, model=model) as cat:
+    with Catalog(catalog, model=model, runtime=runtime) as cat:
         report = _ingest(cat, source, batch_size, image_root, **options)
     if report.existing and not report.added:
         raise ItemExistsError(catalog, report.existing)
@@ -152,6 +170,8 @@ def update(
     fields: SetOption = None,
 ) -> None:
     """Change an item's metadata, e.g. --set price=25 --set colour=red."""
+    from ..search.catalog import Catalog
+
     values = _pairs(fields, "--set")
     if not values:
         raise FashionLensError("nothing to update: give --set FIELD=VALUE")
@@ -166,6 +186,8 @@ def sold(
     catalog: CatalogOption,
 ) -> None:
     """Mark items as sold (they stay searchable with --filter status=sold)."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         for item_id in item_ids:
             cat.get(item_id)  # every id is checked before any is changed
@@ -180,6 +202,8 @@ def remove(
     catalog: CatalogOption,
 ) -> None:
     """Delete items, their vectors and their stored photos."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         cat.remove(item_ids)
         left = len(cat)
@@ -189,6 +213,8 @@ def remove(
 @catalog_app.command()
 def rebuild(catalog: CatalogOption) -> None:
     """Re-create the search index from the stored vectors and drop unused photos."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         result = cat.rebuild()
     out.print(f"index rebuilt: {result['items']} items, {result['index'] or 'no'} index, "
@@ -205,12 +231,15 @@ def reembed(
                                        "(default: 'default')."),
     ] = None,
     batch_size: BatchSize = 32,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Recompute every item's vector with another model, from the catalog's photos.
 
     Resumable; the catalog changes in one step at the end.
     """
-    with Catalog(catalog) as cat:
+    from ..search.catalog import Catalog
+
+    with Catalog(catalog, runtime=runtime) as cat:
         total = len(cat)
         with StepBar("re-embedding", total) as bar:
             result = cat.reembed(model, batch_size=batch_size,
@@ -233,6 +262,8 @@ def duplicates(
     as_json: Annotated[bool, typer.Option("--json", help="Print the pairs as JSON.")] = False,
 ) -> None:
     """List pairs of items whose photos are near-identical (e.g. a listing posted twice)."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         pairs = cat.near_duplicates(threshold)
     if as_json:
@@ -256,6 +287,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Summarise a catalog: items by status and category, model, index."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         summary = cat.info()
         repaired = cat.repaired
@@ -310,6 +343,8 @@ def directions(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List, learn or remove the steering directions used by `search --steer`."""
+    from ..search.catalog import Catalog
+
     with Catalog(catalog) as cat:
         if remove:
             cat.remove_directions(remove)
@@ -361,7 +396,7 @@ def import_vectors(
     """
     import numpy as np
 
-    from ..search.catalog import records_from_csv
+    from ..search.catalog import Catalog, records_from_csv
 
     try:
         array = np.load(vectors, mmap_mode="r")  # rows are read a batch at a time

@@ -1,18 +1,27 @@
-"""Shared CLI plumbing: logging to stderr, readable errors, tables, help output."""
+"""Shared CLI plumbing: logging to stderr, readable errors, tables, help output, and
+the option types every command shares.
+
+Nothing here imports torch (nor does any command module at import time): `fashionlens
+--help` and `fashionlens runs` must start in well under a second, so the heavy modules
+are imported inside the commands that use them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from ..config import FieldError, RunConfig, load_config, nest
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 out = Console()
 err = Console(stderr=True)
@@ -55,6 +64,31 @@ Overrides = Annotated[
                       "(repeatable; after the YAML file and the flags)."),
 ]
 
+# inference.backends.RUNTIMES, spelled here because that module imports torch (a test
+# checks that the two agree).
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A check that an option's value is one of `choices` (any typer version)."""
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+# What runs a model, for every command that runs one (predict, evaluate, search, catalog,
+# serve). Catalog vectors do not depend on it: every backend has the same fingerprint.
+RuntimeName = Annotated[
+    str,
+    typer.Option("--runtime", metavar="[" + "|".join(RUNTIMES) + "]",
+                 callback=one_of(RUNTIMES),
+                 help="What runs the model: torch, onnxruntime, openvino, or auto (OpenVINO "
+                      "if installed, else ONNX Runtime, else torch). The others run fp32 on "
+                      "the CPU from an export made and checked on first use (cached)."),
+]
+
 
 def load_run_config(config: Path | None, overrides: list[str] | None, given: dict,
                     flags: dict[str, str]) -> RunConfig:
@@ -64,6 +98,8 @@ def load_run_config(config: Path | None, overrides: list[str] | None, given: dic
     A bad value that came from a flag is reported under that flag (`flags`: dotted field ->
     '--flag'), e.g. '--margin: must be positive', not 'metric.margin: ...'.
     """
+    from ..config import FieldError, load_config, nest  # imports torch (via tasks)
+
     given = {key: value for key, value in given.items() if value is not None}
     values: dict = {}
     for key, value in given.items():

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ..data import DataSpec
-from ..data.sources import load_labelled
-from ..data.splits import split_train_val
 from ..errors import ConfigError, FashionLensError, ModelError
-from ..evaluation.retrieval import category_protocol, pairs_protocol
-from ..models.resolve import resolve_model
-from ..search.embeddings import Embedder
-from ..training.metric import train_embedding
 from .common import (
     DataOption,
     EmbeddingModelName,
@@ -30,6 +23,11 @@ from .common import (
     overridden,
 )
 
+if TYPE_CHECKING:
+    from ..config import MetricConfig
+    from ..data.sources import DataSpec
+    from ..training.metric import MetricResult
+
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 TargetColumn = Annotated[str, typer.Option(help="CSV column with the category label.")]
 SplitColumn = Annotated[
@@ -39,6 +37,8 @@ SplitColumn = Annotated[
 
 def _spec(data, image_column, target_column, split_column, image_dir, image_ext,
           group_column=None) -> DataSpec:
+    from ..data.sources import DataSpec
+
     return DataSpec(path=data, image_column=image_column, target_column=target_column,
                     split_column=split_column, group_column=group_column, image_dir=image_dir,
                     image_extension=image_ext)
@@ -58,6 +58,15 @@ EMBEDDING_FLAGS = {
     "output.dir": "--output", "output.name": "--name",
 }
 DEFAULT_RUN_NAME = "embedding"
+
+
+def train_embedding(cfg: MetricConfig, spec: DataSpec, output: Path,
+                    name: str = DEFAULT_RUN_NAME) -> MetricResult:
+    """training.metric.train_embedding, imported when called: it needs torch, which
+    `--help` must not load (a module-level name, so tests can replace it)."""
+    from ..training.metric import train_embedding as run
+
+    return run(cfg, spec, output, name=name)
 
 
 def _config_and_data(positional: list[str], data: str | None) -> tuple[Path | None, str | None]:
@@ -142,6 +151,8 @@ def train_embedding_command(
 
     The saved model both classifies (if the base did) and embeds, e.g. for `catalog build`.
     """
+    from ..models.resolve import resolve_model
+
     if model is not None and base is not None:
         raise ConfigError("--base is the older spelling of --model: give one of them")
     model_flag = "--base" if base is not None else "--model"
@@ -213,6 +224,11 @@ def evaluate_search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure how well a model's embedding finds the same item and the same category."""
+    from ..data.sources import load_labelled
+    from ..data.splits import split_train_val
+    from ..evaluation.retrieval import category_protocol, pairs_protocol
+    from ..search.embeddings import Embedder
+
     if positional_data is not None and data is not None:
         raise ConfigError(f"one data set at most, got {positional_data} and --data {data}")
     data = data or positional_data

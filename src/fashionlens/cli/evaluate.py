@@ -10,18 +10,16 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ..evaluation.evaluate import evaluate as run_evaluation
-from ..models.resolve import resolve_model
 from .common import (
     DataOption,
     ImageDir,
     ImageExt,
     ModelName,
+    RuntimeName,
     err,
     out,
     print_metrics,
 )
-from .export import RuntimeName
 
 
 def evaluate(
@@ -58,6 +56,9 @@ def evaluate(
     runtime: RuntimeName = "torch",
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
+    from ..evaluation.evaluate import evaluate as run_evaluation
+    from ..models.resolve import resolve_model
+
     model, data, model_flag = _model_and_data(list(positional or []), model, data)
     model_dir = resolve_model(model, flag=model_flag).folder
     if split and not split_column:

@@ -1,7 +1,7 @@
 """`fashionlens export MODEL [--format onnx|openvino] [--output DIR]`: a saved model as
 ONNX or OpenVINO IR, checked against torch on the sample photos before it is written.
 
-Also the `--runtime` option that `predict` and `evaluate` share."""
+The `--runtime` option that uses such exports lives in cli/common.py (RuntimeName)."""
 
 from __future__ import annotations
 
@@ -12,29 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..inference.backends import MANIFEST, RUNTIMES
-from .common import MODEL_HELP, out
+from .common import MODEL_HELP, one_of, out
 
 FORMATS = ("onnx", "openvino")  # inference.export.FORMATS; that module loads lazily
-
-
-def _one_of(choices: tuple[str, ...]):
-    """A check that an option's value is one of `choices` (any typer version)."""
-    def check(value: str) -> str:
-        if value not in choices:
-            raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
-        return value
-    return check
-
-
-RuntimeName = Annotated[
-    str,
-    typer.Option("--runtime", metavar="[" + "|".join(RUNTIMES) + "]",
-                 callback=_one_of(RUNTIMES),
-                 help="What runs the model: torch, onnxruntime, openvino, or auto (OpenVINO "
-                      "if installed, else ONNX Runtime, else torch). The others run fp32 on "
-                      "the CPU from an export made and checked on first use (cached)."),
-]
 
 
 def _size(n: int) -> str:
@@ -48,7 +28,7 @@ def export(
     ] = "default",
     fmt: Annotated[
         str,
-        typer.Option("--format", "-f", metavar="[onnx|openvino]", callback=_one_of(FORMATS),
+        typer.Option("--format", "-f", metavar="[onnx|openvino]", callback=one_of(FORMATS),
                      help="onnx (ONNX Runtime) or openvino (OpenVINO IR)."),
     ] = "onnx",
     output: Annotated[
@@ -59,6 +39,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a model to ONNX or OpenVINO; refused unless it agrees with torch."""
+    from ..inference.backends import MANIFEST
     from ..inference.export import export_model
 
     folder = export_model(model, fmt, output)

@@ -12,10 +12,8 @@ import typer
 from rich.table import Table
 
 from ..errors import FashionLensError
-from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 from ..progress import track
-from .common import ModelName, err, out
-from .export import RuntimeName
+from .common import ModelName, RuntimeName, err, out
 
 
 def predict(
@@ -41,6 +39,8 @@ def predict(
     runtime: RuntimeName = "torch",
 ) -> None:
     """Predict garment type, attributes or tags of photos."""
+    from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
+
     root = Path(target or SAMPLE_PHOTOS)
     paths = collect_images(root)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import FashionLensError
-from ..search.catalog import Catalog, Item, Match
-from ..search.steering import parse_steering
-from .common import CatalogModelName, out
+from .common import CatalogModelName, RuntimeName, out
+
+if TYPE_CHECKING:
+    from ..search.catalog import Item, Match
 
 CatalogOption = Annotated[
     Path,
@@ -106,11 +107,15 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     model: CatalogModelName = None,
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Find the catalog items that look most like a photo, or like another item."""
+    from ..search.catalog import Catalog
+    from ..search.steering import parse_steering
+
     if (image is None) == (item is None):
         raise FashionLensError("give a photo to search with, or --item ID (one of them)")
-    with Catalog(catalog, model=model) as cat:
+    with Catalog(catalog, model=model, runtime=runtime) as cat:
         weights = parse_steering(steer)
         matches = cat.search(image, item=item, k=k, filters=filters, steer=weights)
     if as_json:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import FashionLensError
-from .common import MODEL_HELP, err, out
+from .common import MODEL_HELP, RuntimeName, err, out
 
 if TYPE_CHECKING:
     from ..service.settings import ServiceSettings
@@ -46,7 +46,16 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _typed(ctx: typer.Context, parameter: str) -> bool:
+    """Whether the command's `parameter` was given on the command line (or by its
+    environment variable) rather than left at its default. Compared by name: typer may
+    bring its own copy of click, whose ParameterSource is another enum."""
+    source = ctx.get_parameter_source(parameter)
+    return getattr(source, "name", "DEFAULT") in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
 def serve(
+    ctx: typer.Context,
     model: Annotated[
         list[str] | None,
         typer.Option("--model", "-m", metavar="NAME_OR_PATH",
@@ -97,6 +106,7 @@ def serve(
                           "folder) and make up an API key if none is given."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    runtime: RuntimeName = "torch",
 ) -> None:
     """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
     from ..service import ServiceSettings, create_app
@@ -106,7 +116,9 @@ def serve(
     overrides = {"models": model or None, "catalog": str(catalog) if catalog else None,
                  "api_key": api_key, "max_upload_mb": max_upload_mb,
                  "cors_origins": cors_origin or None, "cache_entries": cache_entries,
-                 "currency": currency}
+                 "currency": currency,
+                 # Only when typed: the default must not override the config file's.
+                 "runtime": runtime if _typed(ctx, "runtime") else None}
     if config is not None:
         settings = ServiceSettings.from_yaml(config, **overrides)
     else:

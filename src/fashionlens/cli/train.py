@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ..training.run import resume_config
-from ..training.run import train as run_training
 from .common import (
     DataOption,
     ImageDir,
@@ -87,6 +85,9 @@ def train(
     ] = None,
 ) -> None:
     """Train a classifier, attribute tagger or tag model on your labelled photos."""
+    from ..training.run import resume_config
+    from ..training.run import train as run_training
+
     given = {
         "data.path": data, "data.image_column": image_column, "data.target_column": target_column,
         "data.split_column": split_column, "data.group_column": group_column,

@@ -1,13 +1,54 @@
-"""Reading labelled photos: layouts, splits, decoding and augmentation."""
+"""Reading labelled photos: layouts, splits, decoding and augmentation.
 
-from .dataset import PhotoDataset, collate_skipping
-from .images import load_image
-from .sources import DataSpec, LabelledSet, Sample, load_labelled
-from .splits import split_train_val
-from .transforms import AugmentConfig, Preprocess, eval_transform, train_transform
+The names below load on first use (module `__getattr__`): reading a CSV or listing a
+folder (data.sources, data.splits) must not import torch and torchvision, which only the
+dataset and the transforms need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module (relative to this package) that defines it.
+_EXPORTS = {
+    "AugmentConfig": ".transforms",
+    "DataSpec": ".sources",
+    "LabelledSet": ".sources",
+    "PhotoDataset": ".dataset",
+    "Preprocess": ".transforms",
+    "Sample": ".sources",
+    "collate_skipping": ".dataset",
+    "eval_transform": ".transforms",
+    "load_image": ".images",
+    "load_labelled": ".sources",
+    "split_train_val": ".splits",
+    "train_transform": ".transforms",
+}
 
 __all__ = [
     "AugmentConfig", "DataSpec", "LabelledSet", "PhotoDataset", "Preprocess", "Sample",
     "collate_skipping", "eval_transform", "load_image", "load_labelled", "split_train_val",
     "train_transform",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
+    from .dataset import PhotoDataset, collate_skipping
+    from .images import load_image
+    from .sources import DataSpec, LabelledSet, Sample, load_labelled
+    from .splits import split_train_val
+    from .transforms import AugmentConfig, Preprocess, eval_transform, train_transform
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -678,12 +678,17 @@ class Catalog:
     `dim` makes a new catalog of precomputed vectors of that size without loading any
     model (`add_vectors`; search by vector or item; a photo search then needs a model
     giving vectors of that size).
+    `runtime` is what runs the embedders this catalog loads (`inference.backends`:
+    torch, onnxruntime, openvino or auto); every backend gives the same fingerprint, so
+    vectors embedded with one are searched with another.
     """
 
     def __init__(self, path: str | Path, *, create: bool = False,
                  model: str | Path | None = None, embedder: Embedder | None = None,
-                 dim: int | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
+                 dim: int | None = None, lock_timeout: float = LOCK_TIMEOUT_S,
+                 runtime: str = "torch") -> None:
         self.path = Path(path).expanduser()
+        self.runtime = runtime
         self.lock_timeout = float(lock_timeout)
         self._lock = filelock.FileLock(self.path / LOCK_FILE, thread_local=False,
                                        preserve_lock_file=True)
@@ -697,7 +702,8 @@ class Catalog:
                 raise FashionLensError(f"{self.path}: exists and is not an empty folder; "
                                        "choose a new folder for the catalog")
             if embedder is None and model is not None:
-                embedder = Embedder(model)  # a bad model fails before any folder is made
+                # A bad model fails before any folder is made.
+                embedder = Embedder(model, runtime=runtime)
             self.path.mkdir(parents=True, exist_ok=True)
         (self.path / IMAGES_DIR).mkdir(exist_ok=True)
         self._db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
@@ -745,7 +751,7 @@ class Catalog:
         if embedder is not None:
             self._use_embedder(embedder)
         elif model is not None and self._meta("model_fingerprint") is None:
-            self._use_embedder(Embedder(model))
+            self._use_embedder(Embedder(model, runtime=self.runtime))
         self._open_index()
         if (self.path / PENDING_FILE).exists():  # a writer crashed: clean up if we can
             with self._writing(wait=False):
@@ -1026,12 +1032,12 @@ class Catalog:
                     "vectors were computed with (--model)")
             if spec is not None and self._model_request is None:
                 try:
-                    embedder = Embedder.from_spec(spec)
+                    embedder = Embedder.from_spec(spec, runtime=self.runtime)
                 except ModelError as exc:
                     raise ModelError(f"{exc} (the model this catalog was built with; if it "
                                      "moved, pass its new location with --model)") from exc
             else:
-                embedder = Embedder(self._model_request)
+                embedder = Embedder(self._model_request, runtime=self.runtime)
             self._use_embedder(embedder)
         return self._embedder
 
@@ -1195,7 +1201,7 @@ class Catalog:
         space; the index is rebuilt last. Until the swap the catalog stays as it was; an
         unreadable photo stops the run before the swap, naming the item.
         """
-        embedder = Embedder(model)
+        embedder = Embedder(model, runtime=self.runtime)
         vectorless = [r[0] for r in self._db.execute(
             "SELECT id FROM items WHERE image = '' ORDER BY key LIMIT 6")]
         if vectorless:

@@ -244,8 +244,9 @@ def photo_digest(data: bytes) -> bytes:
 class CatalogService:
     """A catalog opened on, and only ever used from, its own thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, runtime: str = "torch") -> None:
         self.path = path
+        self.runtime = runtime
         self.executor = DaemonThreadExecutor("catalog")
         self.catalog: Catalog
         self.embedder: Embedder | None
@@ -253,7 +254,7 @@ class CatalogService:
         self.images_dir = (self.path / "images").resolve()
 
     def _open(self) -> tuple[Catalog, Embedder | None]:
-        catalog = Catalog(self.path)
+        catalog = Catalog(self.path, runtime=self.runtime)
         try:
             return catalog, catalog.embedder()
         except ModelError:
@@ -331,7 +332,8 @@ class Engine:
                                  "warnings above); name one with --model")
             self.default_model = next(iter(self.models))
             if settings.catalog:
-                self.catalog = CatalogService(Path(settings.catalog).expanduser())
+                self.catalog = CatalogService(Path(settings.catalog).expanduser(),
+                                              runtime=settings.runtime)
                 if self.catalog.embedder is not None:
                     self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
                                               self.inference, settings)
@@ -340,7 +342,7 @@ class Engine:
             raise
 
     def _load_model(self, spec: str) -> None:
-        predictor = Predictor(spec)
+        predictor = Predictor(spec, runtime=self.settings.runtime)
         model_dir = predictor.model_dir
         name = base = _model_name(model_dir, predictor.model_info.name)
         n = 2

@@ -63,6 +63,9 @@ class ServiceSettings:
     cache_entries: int = 256
     # Photos whose width or height exceeds this are refused before decoding.
     max_image_side: int = 20_000
+    # What runs the models and the catalog's embedder (inference.backends.RUNTIMES);
+    # vectors match across runtimes, so a catalog built with one is served with another.
+    runtime: str = "torch"
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -113,6 +116,11 @@ class ServiceSettings:
                 raise ConfigError(f"currency must be a three-letter ISO 4217 code such as "
                                   f"EUR or USD, not {self.currency!r}")
             self.currency = code
+        from ..inference.backends import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, "
+                              f"not {self.runtime!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, not {self.port}")
         return self
