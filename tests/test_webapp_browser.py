@@ -253,9 +253,15 @@ def test_models_page(page, live_server):
     assert hat[:3] == ["1.000", "1.000", "1.000"] and hat[3] == "14", hat
     assert page.locator(".models button:disabled").count() == 0
     assert "answers every request that names no model" in text
-    page.wait_for_function("() => [...document.querySelectorAll('.plots img')]"
+    # The default model's section comes first; plots further down load lazily (on scroll),
+    # now that the bundled products and outfits models are listed too.
+    first = page.locator(".models section").first
+    assert "clothing10" in first.inner_text()
+    first.locator(".plots").scroll_into_view_if_needed()
+    page.wait_for_function("() => [...document.querySelector('.models section')"
+                           ".querySelectorAll('.plots img')]"
                            ".every(img => img.complete && img.naturalWidth > 0)")
-    assert page.locator(".plots img").count() == 2
+    assert first.locator(".plots img").count() == 2
     assert page.locator("#compare table").count() == 1
 
 
