@@ -127,15 +127,23 @@ def evaluate_dataset(runtime: Runtime, dataset: PhotoDataset, tasks: list[Task],
                                     description="evaluate")
     if len(rows) == 0:
         raise DataError("no readable images to evaluate")
+    per_task = score_tasks(tasks, outputs, rows, targets, tune=tune)
+    if len(tasks) == 1:
+        return per_task[tasks[0].name]
+    return {"tasks": per_task, "summary": summarise(tasks, per_task)}
+
+
+def score_tasks(tasks: list[Task], outputs: dict[str, np.ndarray], rows: np.ndarray,
+                targets: dict[str, np.ndarray], tune: bool = False) -> dict[str, dict]:
+    """Each task's figures from the runtime's outputs for dataset rows `rows` (`tune`:
+    fit its decision thresholds on them first)."""
     per_task = {}
     for task in tasks:
         scores, wanted = outputs[task.name], targets[task.name][rows]
         if tune:
             task.tune(scores, wanted)
         per_task[task.name] = task.metrics(scores, wanted)
-    if len(tasks) == 1:
-        return per_task[tasks[0].name]
-    return {"tasks": per_task, "summary": summarise(tasks, per_task)}
+    return per_task
 
 
 def summarise(tasks: list[Task], per_task: dict[str, dict]) -> dict:

@@ -36,6 +36,7 @@ from ..models.embedding import (
     backbone_features,
     classifier_logits,
     embedding_head,
+    pooled_part,
     search_vectors,
 )
 from ..models.heads import activate, head_logits
@@ -166,17 +167,13 @@ class TorchRuntime:
         if PROBABILITIES in wanted:
             result[PROBABILITIES] = logits.float().softmax(-1)
         if FEATURES in wanted or named:
-            pooled = self._pooled(features)
+            pooled = pooled_part(self.model, features)
             if FEATURES in wanted:
                 result[FEATURES] = pooled.float()
             by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named])
             for head in named:
                 result[head.name] = activate(head, by_head[head.name])
         return result
-
-    def _pooled(self, features: torch.Tensor) -> torch.Tensor:
-        head = embedding_head(self.model)
-        return features if head is None else features[:, :head.spec.pooled_features]
 
     def _posterior(self) -> bool:
         head = embedding_head(self.model)

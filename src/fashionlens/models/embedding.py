@@ -141,12 +141,16 @@ def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([pooled, *(s.mean((2, 3)).to(pooled.dtype) for s in stages)], -1)
 
 
+def pooled_part(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The pooled features within `backbone_features` (without the tapped stages): what
+    the classifier and every task head read."""
+    head = embedding_head(model)
+    return features if head is None else features[:, :head.spec.pooled_features]
+
+
 def classifier_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """The classifier's logits from `backbone_features` (it reads the pooled part)."""
-    head = embedding_head(model)
-    if head is not None:
-        features = features[:, :head.spec.pooled_features]
-    return model.get_classifier()(features)
+    return model.get_classifier()(pooled_part(model, features))
 
 
 def search_vectors(model: nn.Module, features: torch.Tensor,

@@ -73,14 +73,16 @@ class ClassificationTask(Task):
             log.info("task %s: %d rare values (< %d photos) folded into '%s'", config.name,
                      len(rare), config.min_count, config.other)
         unknown_val = Counter(v for s in val if (v := task.raw(s)) is not None
-                              and v not in task.index and not task._folds(v))
+                              and v not in task.index and not task.folds)
         if unknown_val:
             task.unknown_in_validation = dict(unknown_val)
             log.warning("task %s: validation values never seen in training are not scored: %s",
                         config.name, ", ".join(sorted(unknown_val)[:10]))
         return task
 
-    def _folds(self, value: str) -> bool:
+    @property
+    def folds(self) -> bool:
+        """Whether values training never saw (or saw too rarely) count as `other`."""
         return self.config.min_count > 1 and self.config.other in self.index
 
     def target(self, sample: Sample) -> int:
@@ -89,7 +91,7 @@ class ClassificationTask(Task):
             return MISSING
         if value in self.index:
             return self.index[value]
-        return self.index[self.config.other] if self._folds(value) else MISSING
+        return self.index[self.config.other] if self.folds else MISSING
 
     def encode(self, samples: Sequence[Sample]) -> np.ndarray:
         return np.array([self.target(s) for s in samples], dtype=np.int64)
@@ -97,9 +99,12 @@ class ClassificationTask(Task):
     def present(self, targets: np.ndarray) -> np.ndarray:
         return targets != MISSING
 
+    def _bincount(self, targets: np.ndarray) -> np.ndarray:
+        return np.bincount(targets[targets != MISSING], minlength=len(self.classes))
+
     def counts(self, targets: np.ndarray) -> dict[str, int]:
-        totals = np.bincount(targets[targets != MISSING], minlength=len(self.classes))
-        return {name: int(n) for name, n in zip(self.classes, totals, strict=True)}
+        return {name: int(n) for name, n in zip(self.classes, self._bincount(targets),
+                                                strict=True)}
 
     def prepare(self, train_targets: np.ndarray, train: TrainConfig,
                 device: torch.device) -> None:
@@ -108,9 +113,7 @@ class ClassificationTask(Task):
         self._weights = None
         self._balance = train.balance
         if train.balance in ("sqrt", "inverse"):
-            counts = np.bincount(train_targets[train_targets != MISSING],
-                                 minlength=len(self.classes)).astype(np.float64)
-            counts = np.maximum(counts, 1.0)
+            counts = np.maximum(self._bincount(train_targets).astype(np.float64), 1.0)
             weights = 1.0 / (np.sqrt(counts) if train.balance == "sqrt" else counts)
             weights *= len(self.classes) / weights.sum()
             self._weights = torch.tensor(weights, dtype=torch.float32, device=device)

@@ -31,6 +31,7 @@ from ..config import TrainConfig
 from ..data.dataset import PhotoDataset, SeededEpochSampler, collate_skipping
 from ..data.transforms import Preprocess
 from ..errors import DataError
+from ..evaluation.evaluate import score_tasks
 from ..inference.runtime import FEATURES, TorchRuntime, run_dataset
 from ..models.artifact import ModelInfo
 from ..models.embedding import pooled_features
@@ -121,9 +122,8 @@ def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDatas
 
 
 def validate(runtime: TorchRuntime, tasks: list[Task], dataset: PhotoDataset,
-             targets: dict[str, np.ndarray], tune: bool = False
-             ) -> tuple[dict, dict[str, dict]]:
-    """One history row's val_* part, and each task's full metrics.
+             targets: dict[str, np.ndarray]) -> dict:
+    """One history row's val_* part.
 
     One task: `val_loss`, `val_accuracy`, `val_macro_f1` (or its kind's keys) as before;
     several: `val_<task>_<key>` each, `val_loss` summed with the task weights, and
@@ -131,24 +131,19 @@ def validate(runtime: TorchRuntime, tasks: list[Task], dataset: PhotoDataset,
     """
     outputs, rows = run_dataset(runtime, dataset, [t.name for t in tasks],
                                 description="validate")
-    row: dict = {"val_loss": 0.0}
-    metrics: dict[str, dict] = {}
-    monitored = []
+    metrics = score_tasks(tasks, outputs, rows, targets)
+    row: dict = {"val_loss": sum(task.weight * task.val_loss(outputs[task.name],
+                                                             targets[task.name][rows])
+                                 for task in tasks)}
     for task in tasks:
-        scores, wanted = outputs[task.name], targets[task.name][rows]
-        if tune:
-            task.tune(scores, wanted)
-        metrics[task.name] = task.metrics(scores, wanted)
-        row["val_loss"] += task.weight * task.val_loss(scores, wanted)
         prefix = "val_" if len(tasks) == 1 else f"val_{task.name}_"
         for key in (*task.headline, task.monitor):
             value = metrics[task.name].get(key)
             if isinstance(value, float | int):
                 row[prefix + key] = float(value)
-        monitored.append(metrics[task.name][task.monitor])
     if len(tasks) > 1:
-        row["val_score"] = float(np.mean(monitored))
-    return row, metrics
+        row["val_score"] = float(np.mean([metrics[t.name][t.monitor] for t in tasks]))
+    return row
 
 
 def freeze_early_stages(model: torch.nn.Module, stages: int) -> int:
@@ -238,7 +233,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         scheduler = None
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.3,
                                                              patience=1)
-    on_device = {name: torch.as_tensor(t) for name, t in train_targets.items()}
+    target_tensors = {name: torch.as_tensor(t) for name, t in train_targets.items()}
     monitor_key = _monitor_key(tasks)
 
     result = FitResult(precision=precision)
@@ -257,7 +252,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         first_epoch = resume["epoch"] + 1
         log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
     elif has_val and cfg.linear_probe:
-        row, _ = validate(runtime, tasks, val_set, val_targets)
+        row = validate(runtime, tasks, val_set, val_targets)
         row = {"epoch": 0, **row}
         result.best_score = result.probe_score = row[monitor_key]
         result.history.append(row)
@@ -285,7 +280,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                     logits = head_logits(model, heads, pooled_features(model, images))
                 loss = torch.zeros((), device=device)
                 for task in tasks:
-                    wanted = on_device[task.name][indices].to(device)
+                    wanted = target_tensors[task.name][indices].to(device)
                     loss = loss + task.weight * task.loss(logits[task.name].float(), wanted)
                     hits, count = task.correct(logits[task.name].detach(), wanted)
                     right, answers = right + hits, answers + count
@@ -302,7 +297,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                "lr": optimizer.param_groups[-1]["lr"],
                "seconds": time.perf_counter() - epoch_start}
         if has_val:
-            scores, _ = validate(runtime, tasks, val_set, val_targets)
+            scores = validate(runtime, tasks, val_set, val_targets)
             row.update(scores)
             score = row[monitor_key]
             if plateau is not None:

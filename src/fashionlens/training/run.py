@@ -257,7 +257,6 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
                  checkpoint=out / CHECKPOINT, resume=state)
     # Photos found unreadable during training (without preloading) are listed too.
     skipped = {**train_ds.skipped, **val_ds.skipped}
-    heads = [t.head_spec() for t in tasks]  # multilabel thresholds are tuned by now
 
     metrics: dict = {}
     if len(val_ds):
@@ -267,8 +266,9 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
                                               preprocess=preprocess, heads=heads))
         metrics = evaluate_dataset(runtime, val_ds, tasks, prepared.val_targets,
                                    tta=config.train.tta, tune=True)
-        heads = [t.head_spec() for t in tasks]
-    note = fine_tuning_note(result, config.train.monitor, len(val_ds))
+    heads = [t.head_spec() for t in tasks]  # with the thresholds just tuned (multilabel)
+    # The figure the best epoch was chosen by: one task's monitor, or the tasks' mean.
+    note = fine_tuning_note(result, result.monitor.removeprefix("val_"), len(val_ds))
     summary = {
         "metrics": metrics,
         "best_epoch": result.best_epoch,
