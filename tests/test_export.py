@@ -21,8 +21,10 @@ from fashionlens.inference.backends import (
     OpenVinoBackend,
     load_runtime,
 )
-from fashionlens.inference.export import ensure_exported, export_model, exported_path
+from fashionlens.inference.export import export_model
+from fashionlens.inference.export_cache import ensure_exported, exported_path, find_exported
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
+from fashionlens.models.info import weights_digest
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.embedding import (
     EmbeddingSpec,
@@ -91,8 +93,12 @@ def test_an_export_gives_torchs_outputs(request, photos, which, fmt, runtime):
     torch_runtime = TorchRuntime.load(folder, precision="fp32")
     expected_names = [n for n in torch_runtime.outputs if n != FEATURES]
     assert manifest["outputs"] == expected_names
-    assert manifest["agreement"]["photos"] == len(photos)
-    assert max(manifest["agreement"]["max_abs_diff"].values()) <= 1e-3
+    # ONNX is checked on both backends that run it, IR on OpenVINO
+    assert sorted(manifest["agreement"]) == (["onnxruntime", "openvino"] if fmt == "onnx"
+                                             else ["openvino"])
+    for agreement in manifest["agreement"].values():
+        assert agreement["photos"] == len(photos)
+        assert max(agreement["max_abs_diff"].values()) <= 1e-3
 
     loaded = load_runtime(folder, runtime)
     assert loaded.backend == runtime and loaded.precision == "fp32"
@@ -133,7 +139,7 @@ def test_the_export_is_cached_and_rebuilt_when_the_weights_change(single, photos
     save_model(model, info, single)  # same folder, new weights digest
     assert ensure_exported(single, "onnx") == first and len(calls) == 2
     manifest = json.loads((first / "export.json").read_text())
-    assert manifest["weights_digest"] == export.weights_digest(single)
+    assert manifest["weights_digest"] == weights_digest(single)
     np.testing.assert_allclose(load_runtime(single, "onnxruntime").run(_batch())["label"],
                                TorchRuntime.load(single, precision="fp32").run(
                                    _batch())["label"], atol=1e-4)
@@ -173,7 +179,8 @@ def test_predictor_and_evaluate_on_onnxruntime_answer_as_torch(single, photos, t
     export_model(single, "onnx", photos=photos)
     inbox = [write_photo(tmp_path / "in" / f"{name}.jpg", colour, size=(57, 71), seed=9)
              for name, colour in sorted(COLOURS.items())]
-    torch_answers = list(Predictor(single, precision="fp32").predict_paths(inbox))
+    torch_answers = list(Predictor(single, precision="fp32", runtime="torch")
+                         .predict_paths(inbox))
     onnx = Predictor(single, runtime="onnxruntime")
     assert onnx.runtime.backend == "onnxruntime"
     for a, b in zip(torch_answers, onnx.predict_paths(inbox), strict=True):
@@ -181,7 +188,7 @@ def test_predictor_and_evaluate_on_onnxruntime_answer_as_torch(single, photos, t
         assert a.tasks.keys() == b.tasks.keys()
         assert abs(a.probability - b.probability) < 1e-4
     # run_dataset (evaluation) works without a torch module to switch to eval mode
-    by_torch = evaluate(single, tiny_folder, precision="fp32")
+    by_torch = evaluate(single, tiny_folder, precision="fp32", runtime="torch")
     by_onnx = evaluate(single, tiny_folder, runtime="onnxruntime")
     assert by_onnx.metrics["accuracy"] == by_torch.metrics["accuracy"]
 
@@ -189,7 +196,9 @@ def test_predictor_and_evaluate_on_onnxruntime_answer_as_torch(single, photos, t
 def test_which_runtime_load_runtime_picks(single, monkeypatch):
     backbone = load_runtime(ARCH, "onnxruntime", backbone=True, pretrained="none")
     assert isinstance(backbone, TorchRuntime)  # no model folder: nothing to export
-    assert isinstance(load_runtime(single), TorchRuntime)  # torch is the default
+    assert isinstance(load_runtime(single, "torch"), TorchRuntime)
+    assert isinstance(load_runtime(single), OpenVinoBackend)  # auto: OpenVINO, exported
+    assert (single / "export" / "onnx" / "export.json").is_file()  # on first use
     monkeypatch.setattr(backends, "installed", lambda name: name == "onnxruntime")
     assert backends.choose_runtime("auto") == "onnxruntime"
     monkeypatch.setattr(backends, "installed", lambda name: False)
@@ -208,9 +217,27 @@ def test_a_bundled_model_exports_to_the_user_cache(tmp_path, monkeypatch):
     if not (DEFAULT_MODEL / "model.json").is_file():
         pytest.skip("the bundled model is not installed")
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
-    digest = export.weights_digest(DEFAULT_MODEL)
+    digest = weights_digest(DEFAULT_MODEL)
     assert exported_path(DEFAULT_MODEL, "openvino") == \
         tmp_path / "cache" / f"{DEFAULT_MODEL.name}-{digest}" / "openvino"
+
+
+@pytest.mark.parametrize("name", ["clothing10", "products", "outfits"])
+def test_the_bundled_models_ship_a_current_checked_export(name, tmp_path, monkeypatch):
+    """What an install without torch runs: it must match the shipped weights, or predict
+    there would fail (re-export with `fashionlens export NAME --output <model>/export/onnx`)."""
+    folder = DEFAULT_MODEL.parent / name
+    if not (folder / "model.json").is_file():
+        pytest.skip(f"the bundled model {name} is not installed")
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
+    shipped = find_exported(folder, "onnx")
+    assert shipped == folder / "export" / "onnx"
+    manifest = json.loads((shipped / "export.json").read_text())
+    assert sorted(manifest["agreement"]) == ["onnxruntime", "openvino"]
+    assert all(a["photos"] == 40 for a in manifest["agreement"].values())
+    # lossless: the fp16 weights stay fp16 numbers behind a Cast, so about the same size
+    assert manifest["fp16_stored_weights"] > 0
+    assert manifest["files"]["model.onnx"] < 1.2 * manifest["source_weights_bytes"]
 
 
 def test_the_export_command_reports_where_and_how_close(single, tmp_path, monkeypatch,

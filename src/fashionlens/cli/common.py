@@ -64,8 +64,8 @@ Overrides = Annotated[
                       "(repeatable; after the YAML file and the flags)."),
 ]
 
-# inference.backends.RUNTIMES, spelled here because that module imports torch (a test
-# checks that the two agree).
+# inference.backends.RUNTIMES, spelled here so that `--help` imports no inference code (a
+# test checks that the two agree).
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 
 
@@ -84,9 +84,11 @@ RuntimeName = Annotated[
     str,
     typer.Option("--runtime", metavar="[" + "|".join(RUNTIMES) + "]",
                  callback=one_of(RUNTIMES),
-                 help="What runs the model: torch, onnxruntime, openvino, or auto (OpenVINO "
-                      "if installed, else ONNX Runtime, else torch). The others run fp32 on "
-                      "the CPU from an export made and checked on first use (cached)."),
+                 help="What runs the model: auto (the default: OpenVINO if installed, else "
+                      "ONNX Runtime, else torch; torch for a backbone or a GPU), torch, "
+                      "onnxruntime or openvino. The exported ones run fp32 on the CPU from "
+                      "a checked ONNX export (shipped with the bundled models; made on "
+                      "first use for others, which needs torch, and cached)."),
 ]
 
 

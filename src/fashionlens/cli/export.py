@@ -39,22 +39,24 @@ def export(
     ] = None,
 ) -> None:
     """Export a model to ONNX or OpenVINO; refused unless it agrees with torch."""
-    from ..inference.backends import MANIFEST
     from ..inference.export import export_model
+    from ..inference.export_cache import MANIFEST
 
     folder = export_model(model, fmt, output)
     manifest = json.loads((folder / MANIFEST).read_text())
-    agreement = manifest["agreement"]
     out.print(f"wrote {fmt} export of {manifest['model']} to {folder}", highlight=False)
-    table = Table(title=f"agreement with torch on {agreement['photos']} sample photos "
-                        f"(tolerance {agreement['tolerance']:g})", title_justify="left")
-    table.add_column("output")
-    table.add_column("max abs difference", justify="right")
-    table.add_column("same top-1", justify="right")
-    for name, diff in agreement["max_abs_diff"].items():
-        table.add_row(name, f"{diff:.2g}", agreement["top1_same"].get(name, "-"))
-    out.print(table)
+    for backend, agreement in manifest["agreement"].items():
+        table = Table(title=f"{backend} against torch on {agreement['photos']} sample photos "
+                            f"(tolerance {agreement['tolerance']:g})", title_justify="left")
+        table.add_column("output")
+        table.add_column("max abs difference", justify="right")
+        table.add_column("same top-1", justify="right")
+        for name, diff in agreement["max_abs_diff"].items():
+            table.add_row(name, f"{diff:.2g}", agreement["top1_same"].get(name, "-"))
+        out.print(table)
     files = manifest["files"]
     shown = ", ".join(f"{name} {_size(size)}" for name, size in files.items())
-    out.print(f"files: {shown} (fp32; the torch weights: "
+    stored = ("fp16-stored weights, computed in fp32" if manifest.get("fp16_stored_weights")
+              else "fp32")
+    out.print(f"files: {shown} ({stored}; the torch weights: "
               f"{_size(manifest['source_weights_bytes'])})", highlight=False)

@@ -36,7 +36,7 @@ def predict(
                                             "(instead of each tag's tuned threshold)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Predict garment type, attributes or tags of photos."""
     from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images

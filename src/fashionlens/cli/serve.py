@@ -106,7 +106,7 @@ def serve(
                           "folder) and make up an API key if none is given."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
     from ..service import ServiceSettings, create_app

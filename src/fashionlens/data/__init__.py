@@ -17,7 +17,7 @@ _EXPORTS = {
     "DataSpec": ".sources",
     "LabelledSet": ".sources",
     "PhotoDataset": ".dataset",
-    "Preprocess": ".transforms",
+    "Preprocess": ".preprocess",
     "Sample": ".sources",
     "collate_skipping": ".dataset",
     "eval_transform": ".transforms",
@@ -36,9 +36,10 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads them
     from .dataset import PhotoDataset, collate_skipping
     from .images import load_image
+    from .preprocess import Preprocess
     from .sources import DataSpec, LabelledSet, Sample, load_labelled
     from .splits import split_train_val
-    from .transforms import AugmentConfig, Preprocess, eval_transform, train_transform
+    from .transforms import AugmentConfig, eval_transform, train_transform
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

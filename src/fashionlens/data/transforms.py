@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
+
+from .preprocess import FITS, Preprocess, eval_array, letterbox, tta_arrays
+
+__all__ = ["FITS", "AugmentConfig", "Letterbox", "Preprocess", "eval_transform",
+           "keep_colour", "train_transform", "tta_views"]
 
 _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -17,73 +22,8 @@ _INTERPOLATION = {
 }
 
 
-FITS = ("crop", "letterbox", "stretch")
-
-
-@dataclass
-class Preprocess:
-    """How a model expects its input; stored inside every model artifact.
-
-    `fit`: `crop` (the ImageNet way: short side to size / crop_pct, centre size x size)
-    suits phone photos of one garment. Product shots (60x80) and full-body street photos
-    lose what matters to a square crop, so `letterbox` (the whole photo, fitted inside
-    `height` x `width`, padded with the mean colour) and `stretch` (resized to exactly
-    that) keep it all.
-    """
-
-    size: int = 224
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-    fit: str = "crop"
-    height: int | None = None  # letterbox / stretch: the input's height and width
-    width: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.fit not in FITS:
-            raise ValueError(f"fit '{self.fit}' is not one of {', '.join(FITS)}")
-        if self.fit != "crop":
-            self.height = int(self.height or self.size)
-            self.width = int(self.width or self.size)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(height, width) of the model's input."""
-        if self.fit == "crop":
-            return self.size, self.size
-        return int(self.height), int(self.width)
-
-    @property
-    def resize_size(self) -> int:
-        """A short side that is enough to decode a photo at (JPEG draft mode, caches)."""
-        if self.fit == "crop":
-            return int(round(self.size / self.crop_pct))
-        return max(self.shape)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        if self.fit == "crop":  # format-1 artifacts had no fit: keep them byte-identical
-            for key in ("fit", "height", "width"):
-                out.pop(key)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocess:
-        return cls(
-            size=int(d["size"]),
-            mean=tuple(d["mean"]),
-            std=tuple(d["std"]),
-            interpolation=d.get("interpolation", "bicubic"),
-            crop_pct=float(d.get("crop_pct", 0.875)),
-            fit=str(d.get("fit", "crop")),
-            height=None if d.get("height") is None else int(d["height"]),
-            width=None if d.get("width") is None else int(d["width"]),
-        )
-
-
 class Letterbox(torch.nn.Module):
-    """The whole photo, scaled to fit inside (height, width), centred on a mean-colour pad."""
+    """`preprocess.letterbox` as a torchvision step (training's whole-photo fits)."""
 
     def __init__(self, shape: tuple[int, int], fill: tuple[int, int, int],
                  interpolation: T.InterpolationMode) -> None:
@@ -91,18 +31,10 @@ class Letterbox(torch.nn.Module):
         self.shape, self.fill, self.interpolation = shape, fill, interpolation
 
     def forward(self, img: Image.Image) -> Image.Image:
-        height, width = self.shape
-        scale = min(height / img.height, width / img.width)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        if size == (width, height) and img.size == size:
-            return img
         resample = {T.InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
                     T.InterpolationMode.BILINEAR: Image.Resampling.BILINEAR}.get(
             self.interpolation, Image.Resampling.NEAREST)
-        resized = img.convert("RGB").resize(size, resample)
-        canvas = Image.new("RGB", (width, height), self.fill)
-        canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
-        return canvas
+        return letterbox(img, self.shape, self.fill, resample)
 
 
 @dataclass
@@ -127,21 +59,18 @@ def _finish(pre: Preprocess) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
 
 
-def _whole_photo(pre: Preprocess) -> list:
-    interp = _INTERPOLATION[pre.interpolation]
-    if pre.fit == "stretch":
-        return [T.Resize(pre.shape, interpolation=interp, antialias=True)]
-    fill = tuple(int(round(255 * m)) for m in pre.mean)
-    return [Letterbox(pre.shape, fill, interp)]
+class EvalTransform:
+    """`preprocess.eval_array` as a tensor: the one eval pipeline, for torch callers."""
+
+    def __init__(self, pre: Preprocess, size: int | None = None) -> None:
+        self.pre, self.size = pre, size
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(eval_array(img, self.pre, self.size))
 
 
-def eval_transform(pre: Preprocess, size: int | None = None) -> T.Compose:
-    if pre.fit != "crop":
-        return T.Compose([*_whole_photo(pre), *_finish(pre)])
-    size = size or pre.size
-    interp = _INTERPOLATION[pre.interpolation]
-    return T.Compose([T.Resize(int(round(size / pre.crop_pct)), interpolation=interp),
-                      T.CenterCrop(size), *_finish(pre)])
+def eval_transform(pre: Preprocess, size: int | None = None) -> EvalTransform:
+    return EvalTransform(pre, size)
 
 
 def train_transform(pre: Preprocess, aug: AugmentConfig, size: int | None = None) -> T.Compose:
@@ -201,14 +130,5 @@ def keep_colour(aug: AugmentConfig) -> AugmentConfig:
 
 
 def tta_views(img: Image.Image, pre: Preprocess) -> list[torch.Tensor]:
-    """Test-time augmentation: the centre crop, its mirror, and a wider full view (the
-    whole-photo fits: the photo and its mirror)."""
-    base = eval_transform(pre)
-    if pre.fit != "crop":
-        view = base(img)
-        return [view, torch.flip(view, dims=[-1])]
-    wide = T.Compose([T.Resize((pre.size, pre.size),
-                               interpolation=_INTERPOLATION[pre.interpolation]),
-                      *_finish(pre)])
-    center = base(img)
-    return [center, torch.flip(center, dims=[-1]), wide(img)]
+    """`preprocess.tta_arrays` as tensors."""
+    return list(torch.from_numpy(tta_arrays(img, pre)))

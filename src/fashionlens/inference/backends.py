@@ -9,52 +9,51 @@ agreement check compared against torch.
 
 `load_runtime(model, runtime)` picks: `torch` (eager PyTorch, every device and precision),
 `onnxruntime`, `openvino`, or `auto` (OpenVINO if installed, else ONNX Runtime, else
-torch). Backbones (no model folder) and non-CPU devices always run in torch. The export
-happens on first use and is cached (`inference.export.exported_path`).
+torch). Backbones (no model folder) and non-CPU devices always run in torch. Both exported
+backends read the same checked ONNX export (OpenVINO compiles it directly; an IR folder
+from `fashionlens export --format openvino` loads too). The export happens on first use
+and is cached (`inference.export_cache`); the bundled models ship theirs.
+
+Nothing here imports torch unless torch is what runs: predict, search, the catalog and
+the service work from an install without it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import torch
 
-from ..data.transforms import Preprocess
+from ..data.preprocess import Preprocess
 from ..errors import ConfigError, ModelError
-from ..models.artifact import ModelInfo, read_info
-from ..models.heads import HeadSpec
+from ..models.info import HeadSpec, ModelInfo, fingerprint_of, read_info
 from ..models.resolve import resolve_model
-from ..precision import resolve_device
-from .runtime import VECTOR, TorchRuntime, fingerprint_of
+from .export_cache import (
+    INPUT_NAME,
+    ONNX_FILE,
+    OPENVINO_FILE,
+    ensure_exported,
+    read_manifest,
+)
+from .outputs import VECTOR
+
+if TYPE_CHECKING:
+    import torch
+
+    from .runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
-MANIFEST = "export.json"
-ONNX_FILE = "model.onnx"
-OPENVINO_FILE = "model.xml"  # its weights: model.bin beside it
-INPUT_NAME = "images"
-# What each backend runs, and the Python module that provides it.
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}
+# The Python module that provides each exported backend.
 MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
-
-
-def read_manifest(directory: Path) -> dict:
-    """An export's `export.json`; ModelError naming the file when missing or unreadable."""
-    path = Path(directory) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{directory}: not an exported model (no {MANIFEST})") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable ({exc})") from exc
+# What each backend reads: both run the ONNX export; OpenVINO also its own IR.
+READS = {"onnxruntime": ("onnx",), "openvino": ("onnx", "openvino")}
 
 
 class ExportedBackend:
@@ -62,23 +61,22 @@ class ExportedBackend:
     `run`, read from the model folder and the export's manifest."""
 
     backend = ""
-    format = ""
 
     def __init__(self, directory: str | Path, *, info: ModelInfo, spec: str = "",
                  fingerprint: str = "", folder: Path | None = None,
                  threads: int | None = None) -> None:
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
-        if manifest.get("format") != self.format:
+        if manifest.get("format") not in READS[self.backend]:
             raise ModelError(f"{self.directory}: holds a '{manifest.get('format')}' export, "
-                             f"not '{self.format}'")
+                             f"which {self.backend} does not run")
         self.manifest = manifest
         self.info = info
         self.spec = spec
         self.fingerprint = fingerprint
         self.folder = folder
         self.preprocess: Preprocess = info.preprocess
-        self.device = torch.device("cpu")
+        self.device = "cpu"
         self.precision = "fp32"
         self.heads: list[HeadSpec] = info.scored_heads
         self.outputs: tuple[str, ...] = tuple(manifest["outputs"])
@@ -102,13 +100,12 @@ class ExportedBackend:
             raise ModelError(f"{self.spec or self.directory} ({self.backend}) gives no "
                              f"{', '.join(missing)} (it gives: {', '.join(self.outputs)})")
 
-    def run(self, batch: torch.Tensor | np.ndarray, outputs: Collection[str] | None = None
+    def run(self, batch: np.ndarray | torch.Tensor, outputs: Collection[str] | None = None
             ) -> dict[str, np.ndarray]:
-        """The named outputs for a batch of pre-processed photos (N x 3 x H x W)."""
+        """The named outputs for a batch of pre-processed photos (N x 3 x H x W; a CPU
+        tensor converts through NumPy's array protocol)."""
         wanted = tuple(outputs) if outputs is not None else self.outputs
         self._check(wanted)
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().float().numpy()
         images = np.ascontiguousarray(batch, dtype=np.float32)
         expected = (3, *self.preprocess.shape)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -127,7 +124,6 @@ class OnnxRuntimeBackend(ExportedBackend):
     """An ONNX export on ONNX Runtime's CPU provider (its sessions are thread-safe)."""
 
     backend = "onnxruntime"
-    format = "onnx"
 
     def __init__(self, directory: str | Path, **kwargs) -> None:
         super().__init__(directory, **kwargs)
@@ -156,15 +152,16 @@ class OpenVinoBackend(ExportedBackend):
     it, which the agreement check did not measure)."""
 
     backend = "openvino"
-    format = "openvino"
 
     def __init__(self, directory: str | Path, **kwargs) -> None:
         super().__init__(directory, **kwargs)
         import openvino as ov
 
-        path = self.directory / OPENVINO_FILE
-        config = {"INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32",
-                  "PERFORMANCE_HINT": "LATENCY"}
+        ir = self.directory / OPENVINO_FILE
+        path = ir if ir.is_file() else self.directory / ONNX_FILE
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": self.threads,
+                                  "INFERENCE_PRECISION_HINT": "f32",
+                                  "PERFORMANCE_HINT": "LATENCY"}
         try:
             self._compiled = ov.Core().compile_model(str(path), "CPU", config)
         except Exception as exc:  # noqa: BLE001  (OpenVINO raises RuntimeError for all)
@@ -179,7 +176,7 @@ class OpenVinoBackend(ExportedBackend):
 
 BACKENDS: dict[str, type[ExportedBackend]] = {"onnxruntime": OnnxRuntimeBackend,
                                               "openvino": OpenVinoBackend}
-Runtime: TypeAlias = TorchRuntime | ExportedBackend
+Runtime: TypeAlias = "TorchRuntime | ExportedBackend"
 
 
 def installed(runtime: str) -> bool:
@@ -196,9 +193,20 @@ def choose_runtime(runtime: str) -> str:
     return next((name for name in ("openvino", "onnxruntime") if installed(name)), "torch")
 
 
-def load_runtime(model: str | Path | None = None, runtime: str = "torch", *,
+def _on_cpu(device: Any) -> bool:
+    """Whether `device` is the CPU, without importing torch for the plain spellings."""
+    if str(device) in ("cpu", ""):
+        return True
+    if str(device) == "auto" and importlib.util.find_spec("torch") is None:
+        return True
+    from ..precision import resolve_device
+
+    return resolve_device(device).type == "cpu"
+
+
+def load_runtime(model: str | Path | None = None, runtime: str = "auto", *,
                  backbone: bool = False, pretrained: str = "embedded",
-                 device: str | torch.device = "cpu", precision: str | None = None,
+                 device: Any = "cpu", precision: str | None = None,
                  flag: str = "--model", threads: int | None = None) -> Runtime:
     """A runtime for anything `models.resolve.resolve_model` names, on `runtime`.
 
@@ -208,8 +216,7 @@ def load_runtime(model: str | Path | None = None, runtime: str = "torch", *,
     """
     chosen = choose_runtime(runtime)
     ref = resolve_model(model, backbone=backbone, flag=flag)
-    on_cpu = resolve_device(device).type == "cpu"
-    if chosen != "torch" and (ref.folder is None or not on_cpu):
+    if chosen != "torch" and (ref.folder is None or not _on_cpu(device)):
         if runtime != "auto":
             log.info("%s: runs in torch (%s has no %s export)", ref.name,
                      "a backbone" if ref.folder is None else f"device {device}", chosen)
@@ -219,14 +226,19 @@ def load_runtime(model: str | Path | None = None, runtime: str = "torch", *,
             raise ConfigError(f"--runtime {chosen} runs fp32; bf16 needs --runtime torch")
         chosen = "torch"
     if chosen == "torch":
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError(f"{ref.name} needs torch here ("
+                              f"{'a backbone' if ref.folder is None else 'this runtime'}), "
+                              "which this install lacks: pip install 'fashionlens[train]', "
+                              "or --runtime openvino with a model folder")
+        from .runtime import TorchRuntime
+
         return TorchRuntime.load(model, backbone=backbone, pretrained=pretrained,
                                  device=device, precision=precision, flag=flag)
     if not installed(chosen):
         raise ConfigError(f"--runtime {chosen}: the {MODULE_OF[chosen]} package is not "
                           f"installed (pip install {MODULE_OF[chosen]})")
-    from .export import ensure_exported
-
-    directory = ensure_exported(ref.folder, FORMAT_OF[chosen])
+    directory = ensure_exported(ref.folder, "onnx")
     info = read_info(ref.folder)
     return BACKENDS[chosen](directory, info=info, spec=ref.name,
                             fingerprint=fingerprint_of(ref.folder, info), folder=ref.folder,

@@ -11,17 +11,18 @@ samples through the model's eval transform): every output within `TOLERANCE`, an
 same top-1 class for every classification output on every photo. The folder is built
 aside and renamed into place, so a half-written export never exists.
 
-Where exports live (`exported_path`): `<model folder>/export/<format>/`; for a bundled
-model (a read-only install) or any folder we cannot write to, a user cache folder:
-`$FASHIONLENS_CACHE` or `~/.cache/fashionlens/`, then `<model name>-<weights digest>/`.
-An export records the weights digest (and what shapes the graph) it was made from and is
-rebuilt when they change.
+An ONNX export is checked on every installed backend that runs it (ONNX Runtime and
+OpenVINO, which compiles ONNX directly); an IR export on OpenVINO. Weights that are
+exactly half-precision numbers (the bundled models store fp16) are kept in fp16 in the
+graph behind a Cast to fp32: the same numbers at half the size, which is what lets the
+bundled models ship their exports for installs without torch.
+
+Where exports live and when one is current: `inference.export_cache`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -37,102 +38,32 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from torch import nn
 
-from ..data.transforms import eval_transform
 from ..errors import FashionLensError, ImageError, ModelError
-from ..models.artifact import WEIGHTS_FILE, ModelInfo, read_info, weights_digest
-from ..models.resolve import BUNDLED_DIR, SAMPLE_PHOTOS
-from .backends import (
-    BACKENDS,
+from ..models.info import WEIGHTS_FILE, fingerprint_of, weights_digest
+from ..models.resolve import SAMPLE_PHOTOS
+from .backends import BACKENDS, READS, ExportedBackend, installed
+from .export_cache import (
     INPUT_NAME,
     MANIFEST,
     ONNX_FILE,
     OPENVINO_FILE,
-    ExportedBackend,
+    check_format,
+    exported_path,
+    graph_key,
 )
+from .outputs import FEATURES, PROBABILITIES, VECTOR
 from .predictor import collect_images, prepare_photo
-from .runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime, fingerprint_of
+from .runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "openvino")
-BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino"}
-CACHE_ENV = "FASHIONLENS_CACHE"
-EXPORT_DIR = "export"
 # fp32 against fp32: differences are reordered sums, ~1e-6; 1e-3 on probabilities and
 # unit-vector components is far below anything that changes an answer or a ranking.
 TOLERANCE = 1e-3
 OPSET = 17
 CHECK_BATCH = 16
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ModelError(f"--format {fmt}: not one of {', '.join(FORMATS)}")
-
-
-def cache_root() -> Path:
-    """Where exports of models we may not write beside go: $FASHIONLENS_CACHE or
-    ~/.cache/fashionlens."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fashionlens"
-
-
-def _is_bundled(folder: Path) -> bool:
-    return folder.parent == BUNDLED_DIR.resolve()
-
-
-def exported_path(folder: str | Path, fmt: str) -> Path:
-    """Where the `fmt` export of the model in `folder` lives (whether or not it exists)."""
-    _check_format(fmt)
-    folder = Path(folder).resolve()
-    if not _is_bundled(folder) and os.access(folder, os.W_OK):
-        return folder / EXPORT_DIR / fmt
-    key = f"{folder.name}-{weights_digest(folder)}"
-    if not _is_bundled(folder):  # two read-only folders may share a name and weights
-        key += "-" + hashlib.sha256(str(folder).encode()).hexdigest()[:8]
-    return cache_root() / key / fmt
-
-
-def graph_key(info: ModelInfo) -> str:
-    """What shapes the exported graph besides the weights: the architecture, each head's
-    name, kind and size, the embedding settings and the input size (not thresholds)."""
-    described = {"architecture": info.architecture,
-                 "heads": [[h.name, h.kind, len(h.classes)] for h in info.heads],
-                 "embedding": info.embedding, "input": list(info.preprocess.shape)}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def is_current(directory: Path, folder: Path, fmt: str) -> bool:
-    """Whether `directory` holds a `fmt` export of the model in `folder` as it is now."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (manifest.get("format") == fmt
-            and manifest.get("weights_digest") == weights_digest(folder)
-            and manifest.get("graph_key") == graph_key(read_info(folder)))
-
-
-def ensure_exported(folder: str | Path, fmt: str) -> Path:
-    """The cached `fmt` export of the model in `folder`, made first if missing or stale.
-    A file lock keeps two processes from exporting the same model at once."""
-    folder = Path(folder).resolve()
-    target = exported_path(folder, fmt)
-    if is_current(target, folder, fmt):
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelError(f"{target.parent}: cannot create the export folder ({exc}); set "
-                         f"{CACHE_ENV} to a writable folder") from exc
-    with FileLock(str(target.parent / f".{fmt}.lock")):
-        if not is_current(target, folder, fmt):
-            log.info("exporting %s to %s (first use; cached in %s)", folder, fmt, target)
-            export_model(folder, fmt, target)
-    return target
 
 
 class ExportedOutputs(nn.Module):
@@ -165,7 +96,8 @@ def _write_onnx(runtime: TorchRuntime, names: Sequence[str], path: Path) -> dict
             torch.onnx.export(wrapper, (example,), str(path), dynamo=False,
                               input_names=[INPUT_NAME], output_names=list(names),
                               dynamic_axes={INPUT_NAME: batch, **{n: batch for n in names}},
-                              opset_version=OPSET, do_constant_folding=True)
+                              opset_version=OPSET, do_constant_folding=True,
+                              training=torch.onnx.TrainingMode.PRESERVE)
         except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds)
             raise ModelError(f"{runtime.spec}: {runtime.info.architecture} cannot be "
                              f"exported to ONNX ({type(exc).__name__}: {exc})") from exc
@@ -183,24 +115,23 @@ def _write_openvino(onnx_path: Path, xml_path: Path) -> None:
 
 
 def check_photos(runtime: TorchRuntime, photos: Sequence[str | Path] | None = None
-                 ) -> torch.Tensor:
-    """The photos an export is checked on, through the model's eval transform."""
+                 ) -> np.ndarray:
+    """The photos an export is checked on, through the model's eval pipeline."""
     if photos is None:
         if not SAMPLE_PHOTOS.is_dir():
             raise ModelError(f"{SAMPLE_PHOTOS}: the sample photos an export is checked on "
                              "are not installed")
         photos = collect_images(SAMPLE_PHOTOS)
-    transform = eval_transform(runtime.preprocess)
-    tensors = []
+    arrays = []
     for photo in photos:
         with contextlib.suppress(ImageError):
-            tensors.append(prepare_photo(photo, transform, runtime.preprocess.resize_size))
-    if not tensors:
+            arrays.append(prepare_photo(photo, runtime.preprocess))
+    if not arrays:
         raise ModelError("no readable photo to check the export against")
-    return torch.stack(tensors)
+    return np.stack(arrays)
 
 
-def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: torch.Tensor,
+def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: np.ndarray,
                     tolerance: float = TOLERANCE) -> dict:
     """Compare every exported output with torch's on `images`; ModelError naming the
     output unless all are within `tolerance` and every classification output picks the
@@ -216,7 +147,7 @@ def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: tor
         expected, got = runtime.run(batch, names), backend.run(batch, names)
         for name in names:
             if got[name].shape != expected[name].shape:
-                raise ModelError(f"{runtime.spec}: the {backend.format} export gives "
+                raise ModelError(f"{runtime.spec}: the {backend.backend} export gives "
                                  f"'{name}' of shape {got[name].shape}, torch "
                                  f"{expected[name].shape}")
             worst[name] = max(worst[name], float(np.abs(got[name] - expected[name]).max()))
@@ -228,17 +159,58 @@ def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: tor
     count = len(images)
     for name in names:
         if not worst[name] <= tolerance:  # also refuses NaN
-            raise ModelError(f"{runtime.spec}: the {backend.format} export disagrees with "
+            raise ModelError(f"{runtime.spec}: the export on {backend.backend} disagrees with "
                              f"torch on '{name}': max abs difference {worst[name]:.3g} > "
                              f"{tolerance:g} over {count} photos; not written")
     for name in classifying:
         if same[name] != count:
-            raise ModelError(f"{runtime.spec}: the {backend.format} export picks another "
+            raise ModelError(f"{runtime.spec}: the export on {backend.backend} picks another "
                              f"top-1 class than torch for '{name}' on {count - same[name]} "
                              f"of {count} photos; not written")
     return {"photos": count, "tolerance": tolerance,
             "max_abs_diff": {n: float(f"{worst[n]:.3g}") for n in names},
             "top1_same": {n: f"{same[n]}/{count}" for n in classifying}}
+
+
+def _half_weights(path: Path) -> int:
+    """Store every float initializer whose values are all exact fp16 numbers as fp16,
+    behind a Cast back to fp32 (folded away when a backend loads the graph): lossless by
+    construction. Returns how many were converted."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            kept.append(init)
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if values.size < 16 or not np.array_equal(half.astype(np.float32), values):
+            kept.append(init)
+            continue
+        stored = numpy_helper.from_array(half, f"{init.name}__fp16")
+        kept.append(stored)
+        casts.append(helper.make_node("Cast", [stored.name], [init.name],
+                                      to=TensorProto.FLOAT, name=f"{init.name}__to_fp32"))
+    if casts:
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(casts + nodes)
+        onnx.save(graph_model, str(path))
+    return len(casts)
+
+
+def _stored_half(folder: Path) -> bool:
+    """Whether the model's weights file holds fp16 tensors (the bundled models do)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS_FILE), framework="np") as fh:
+        return any(fh.get_slice(k).get_dtype() == "F16" for k in fh.keys())  # noqa: SIM118
 
 
 def _version(package: str) -> str:
@@ -275,7 +247,7 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
     """Export a saved model (any `resolve_model` spelling) to `fmt` in `out` (default:
     `exported_path`), after checking it against torch on `photos` (default: the bundled
     samples). Returns the folder; `export.json` there says what it holds."""
-    _check_format(fmt)
+    check_format(fmt)
     runtime = TorchRuntime.load(model, device="cpu", precision="fp32")
     folder = runtime.folder
     names = [n for n in runtime.outputs if n != FEATURES]
@@ -296,9 +268,14 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
     try:
         onnx_path = tmp / ONNX_FILE
         dims = _write_onnx(runtime, names, onnx_path)
+        halved = _half_weights(onnx_path) if _stored_half(folder) else 0
         if fmt == "openvino":
             _write_openvino(onnx_path, tmp / OPENVINO_FILE)
             onnx_path.unlink()
+        checkers = [name for name, reads in READS.items() if fmt in reads and installed(name)]
+        if not checkers:
+            raise ModelError(f"no installed runtime runs a {fmt} export to check it on "
+                             "(pip install openvino)")
         manifest = {
             "format": fmt, "model": runtime.spec, "architecture": runtime.info.architecture,
             "outputs": names, "dims": dims,
@@ -306,15 +283,17 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
             "weights_digest": weights_digest(folder), "graph_key": graph_key(runtime.info),
             "fingerprint": fingerprint_of(folder, runtime.info),
             "preprocess": runtime.preprocess.to_dict(), "opset": OPSET,
-            "versions": {name: _version(name) for name in ("torch", "onnx",
-                                                             BACKEND_OF[fmt])},
+            "fp16_stored_weights": halved,
+            "versions": {name: _version(name) for name in ("torch", "onnx", *checkers)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        backend = BACKENDS[BACKEND_OF[fmt]](tmp, info=runtime.info, spec=runtime.spec,
-                                            fingerprint=runtime.fingerprint, folder=folder)
-        manifest["agreement"] = check_agreement(runtime, backend, images, tolerance)
-        del backend  # releases the files before they move
+        manifest["agreement"] = {}
+        for name in checkers:
+            backend = BACKENDS[name](tmp, info=runtime.info, spec=runtime.spec,
+                                     fingerprint=runtime.fingerprint, folder=folder)
+            manifest["agreement"][name] = check_agreement(runtime, backend, images, tolerance)
+            del backend  # releases the files before they move
         manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())
                              if p.name != MANIFEST}
         manifest["source_weights_bytes"] = (folder / WEIGHTS_FILE).stat().st_size

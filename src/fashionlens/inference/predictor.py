@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.images import is_image_file, load_image
-from ..data.transforms import eval_transform, tta_views
+from ..data.preprocess import Preprocess, eval_array, tta_arrays
 from ..errors import FashionLensError, ImageError
-from ..models.artifact import ModelInfo
-from ..models.heads import HeadSpec, describe
+from ..models.info import HeadSpec, ModelInfo, describe
 from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
 from .backends import Runtime, load_runtime
-from .runtime import PROBABILITIES, RuntimeHolder
+from .holder import RuntimeHolder
+from .outputs import PROBABILITIES
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -81,19 +80,20 @@ def read_photo_list(path: Path) -> list[Path]:
     return photos
 
 
-def prepare_photo(source, transform, draft_size: int | None = None,
-                  name: str | None = None) -> torch.Tensor:
-    """A photo (path, bytes or PIL image) as the model's input tensor; ImageError if unreadable."""
+def prepare_photo(source, pre: Preprocess, name: str | None = None) -> np.ndarray:
+    """A photo (path, bytes or PIL image) as the model's input array (3 x H x W float32);
+    ImageError if unreadable. JPEGs are decoded at reduced scale when big enough
+    (`Preprocess.resize_size`: draft mode never goes below what the resize needs)."""
     img = (source if hasattr(source, "mode")
-           else load_image(source, draft_size=draft_size, name=name))
-    return transform(img)
+           else load_image(source, draft_size=pre.resize_size, name=name))
+    return eval_array(img, pre)
 
 
 def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threads: int
-                    ) -> Iterator[tuple[list, list[torch.Tensor | ImageError]]]:
+                    ) -> Iterator[tuple[list, list[np.ndarray | ImageError]]]:
     """Decode photos on a small thread pool, a batch at a time, in order.
 
-    Yields `(chunk, tensors)` where each entry of `tensors` is `prepare(source)`, or the
+    Yields `(chunk, arrays)` where each entry of `arrays` is `prepare(source)`, or the
     `ImageError` it raised: one unreadable photo never stops the others.
     """
     def safe(source):
@@ -118,12 +118,10 @@ class Predictor(RuntimeHolder):
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2,
-                 threshold: float | None = None, runtime: str = "torch") -> None:
+                 threshold: float | None = None, runtime: str = "auto") -> None:
         self.runtime = load_runtime(model, runtime, device=device, precision=precision)
-        self.transform = eval_transform(self.info.preprocess)
         self.threads = threads
         self.threshold = threshold  # replaces every multilabel head's own thresholds
-        self._draft = self.info.preprocess.resize_size
         if not self.heads:
             raise FashionLensError(f"{self.spec}: this model has no heads that predict "
                                    "(an embedding-only model: use it for search)")
@@ -148,13 +146,13 @@ class Predictor(RuntimeHolder):
     def heads(self) -> list[HeadSpec]:
         return self.info.scored_heads
 
-    def _prepare(self, source) -> torch.Tensor:
-        return prepare_photo(source, self.transform, self._draft)
+    def _prepare(self, source) -> np.ndarray:
+        return prepare_photo(source, self.info.preprocess)
 
-    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return self.runtime.run(batch, (PROBABILITIES,))[PROBABILITIES]
 
-    def scores(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+    def scores(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every head's scores for a batch, by head name."""
         return self.runtime.run(batch, [h.name for h in self.heads])
 
@@ -173,12 +171,10 @@ class Predictor(RuntimeHolder):
         label = name or (str(source) if isinstance(source, str | Path) else "<image>")
         if tta:
             img = source if hasattr(source, "mode") else load_image(source, name=label)
-            views = self.scores(torch.stack(tta_views(img, self.info.preprocess)))
+            views = self.scores(tta_arrays(img, self.info.preprocess))
             scores = {name: values.mean(0) for name, values in views.items()}
         else:
-            if isinstance(source, bytes):
-                source = load_image(source, draft_size=self._draft, name=label)
-            batch = self.scores(self._prepare(source).unsqueeze(0))
+            batch = self.scores(prepare_photo(source, self.info.preprocess, label)[None])
             scores = {name: values[0] for name, values in batch.items()}
         return self._result(label, scores, top_k)
 
@@ -193,16 +189,16 @@ class Predictor(RuntimeHolder):
                     yield Prediction(path=str(path), error=exc.reason)
             return
 
-        for chunk, tensors in decoded_batches(paths, self._prepare, batch_size, self.threads):
-            good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
-            batch = self.scores(torch.stack([tensors[i] for i in good])) if good else {}
+        for chunk, arrays in decoded_batches(paths, self._prepare, batch_size, self.threads):
+            good = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
+            batch = self.scores(np.stack([arrays[i] for i in good])) if good else {}
             by_pos = {i: {name: values[row] for name, values in batch.items()}
                       for row, i in enumerate(good)}
             for i, path in enumerate(chunk):
                 if i in by_pos:
                     yield self._result(str(path), by_pos[i], top_k)
                 else:
-                    yield Prediction(path=str(path), error=tensors[i].reason)
+                    yield Prediction(path=str(path), error=arrays[i].reason)
 
 
 def tta_outputs(runtime: Runtime, dataset, outputs: list[str]
@@ -216,7 +212,7 @@ def tta_outputs(runtime: Runtime, dataset, outputs: list[str]
             img = dataset.image(index)
         except ImageError:
             continue
-        views = torch.stack(tta_views(img, runtime.preprocess))
+        views = tta_arrays(img, runtime.preprocess)
         for name, values in runtime.run(views, outputs).items():
             parts[name].append(values.mean(0))
         rows.append(index)

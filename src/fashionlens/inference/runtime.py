@@ -20,8 +20,6 @@ the same batches and give the same names.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Collection
 from pathlib import Path
 
@@ -29,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import Preprocess
+from ..data.preprocess import Preprocess
 from ..errors import ModelError
-from ..models.artifact import ModelInfo, load_model, weights_digest
+from ..models.artifact import load_model
 from ..models.embedding import (
     backbone_features,
     classifier_logits,
@@ -40,31 +38,12 @@ from ..models.embedding import (
     search_vectors,
 )
 from ..models.heads import activate, head_logits
+from ..models.info import ModelInfo, fingerprint_of
 from ..models.registry import create_model, model_preprocess
 from ..models.resolve import ModelRef, resolve_model
 from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import track
-
-PROBABILITIES = "probabilities"
-VECTOR = "vector"
-FEATURES = "features"
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero), as contiguous float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def fingerprint_of(folder: Path, info: ModelInfo) -> str:
-    """Names the vectors a saved model makes: its weights and its embedding settings (a
-    changed posterior weight gives same-size but different vectors)."""
-    fingerprint = f"{info.architecture}:{weights_digest(folder)}"
-    if info.embedding:
-        settings = json.dumps(info.embedding, sort_keys=True).encode()
-        fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
-    return fingerprint
+from .outputs import FEATURES, PROBABILITIES, VECTOR, normalise
 
 
 class TorchRuntime:
@@ -137,12 +116,12 @@ class TorchRuntime:
                              f"(it gives: {', '.join(self.outputs) or 'nothing'})")
 
     @torch.no_grad()
-    def run(self, batch: torch.Tensor, outputs: Collection[str] | None = None
+    def run(self, batch: torch.Tensor | np.ndarray, outputs: Collection[str] | None = None
             ) -> dict[str, np.ndarray]:
         """The named outputs for a batch of pre-processed photos (N x 3 x H x W)."""
         wanted = tuple(outputs) if outputs is not None else self.outputs
         self._check(wanted)
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        batch = torch.as_tensor(batch).to(self.device).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             tensors = self.forward(batch, wanted)
         return {name: normalise(values.float().cpu().numpy()) if name == VECTOR
@@ -217,36 +196,3 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
     if not rows:
         return {name: np.zeros((0, 0), np.float32) for name in outputs}, np.zeros(0, np.int64)
     return {name: np.concatenate(v) for name, v in parts.items()}, np.concatenate(rows)
-
-
-class RuntimeHolder:
-    """What a runtime holds, under the names its users (Predictor, Embedder) expose."""
-
-    runtime: TorchRuntime
-
-    @property
-    def model(self) -> nn.Module | None:
-        """The torch module (None behind an exported backend)."""
-        return getattr(self.runtime, "model", None)
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return self.runtime.preprocess
-
-    @property
-    def spec(self) -> str:
-        """How to name the model again: bundled models by name, not where installed."""
-        return self.runtime.spec
-
-    @property
-    def fingerprint(self) -> str:
-        return self.runtime.fingerprint
-
-    @property
-    def device(self) -> torch.device:
-        return self.runtime.device
-
-    @property
-    def precision(self) -> str:
-        """'bf16' or 'fp32': what the forward passes run in."""
-        return self.runtime.precision

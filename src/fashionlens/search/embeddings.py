@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..data.transforms import eval_transform
 from ..errors import ImageError, ModelError
 from ..inference.backends import load_runtime
+from ..inference.holder import RuntimeHolder
+from ..inference.outputs import VECTOR, normalise
 from ..inference.predictor import decoded_batches, prepare_photo
-from ..inference.runtime import VECTOR, RuntimeHolder, normalise
 from ..models.resolve import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
@@ -51,20 +50,18 @@ class Embedder(RuntimeHolder):
     (loaded with `pretrained` weights); None or 'default' is the bundled garment model,
     or when that is not installed the `efficientnet_lite0` backbone with its embedded
     ImageNet weights. `runtime` picks what runs it (`inference.backends.load_runtime`;
-    a backbone always runs in torch).
+    `auto`: OpenVINO for a model folder on the CPU; a backbone always runs in torch).
     """
 
     def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
                  device: str = "cpu", precision: str | None = None, threads: int = 2,
-                 runtime: str = "torch") -> None:
+                 runtime: str = "auto") -> None:
         self.runtime = load_runtime(model, runtime, backbone=True, pretrained=pretrained,
                                     device=device, precision=precision)
         if VECTOR not in self.runtime.outputs:
             raise ModelError(f"{self.runtime.spec}: the architecture has no forward_head; "
                              "cannot take its pooled features")
-        self.transform = eval_transform(self.preprocess)
         self.threads = threads
-        self._draft = self.preprocess.resize_size
         self.dim = self.runtime.vector_dim
 
     @classmethod
@@ -75,16 +72,16 @@ class Embedder(RuntimeHolder):
             return cls(name, pretrained=pretrained, **kwargs)
         return cls(spec, **kwargs)
 
-    def vectors(self, batch: torch.Tensor) -> np.ndarray:
+    def vectors(self, batch: np.ndarray) -> np.ndarray:
         """Unit vectors for a batch of pre-processed photos."""
         return self.runtime.run(batch, (VECTOR,))[VECTOR]
 
-    def _prepare(self, source, name: str | None = None) -> torch.Tensor:
-        return prepare_photo(source, self.transform, self._draft, name=name)
+    def _prepare(self, source, name: str | None = None) -> np.ndarray:
+        return prepare_photo(source, self.preprocess, name=name)
 
     def embed_one(self, source, name: str | None = None) -> np.ndarray:
         """One photo's vector; raises ImageError when the photo cannot be read."""
-        return self.vectors(self._prepare(source, name).unsqueeze(0))[0]
+        return self.vectors(self._prepare(source, name)[None])[0]
 
     def embed(self, sources: Sequence, names: Sequence[str] | None = None,
               batch_size: int = 32) -> Iterator[Embedded]:
@@ -100,15 +97,15 @@ class Embedder(RuntimeHolder):
         labelled = list(zip(sources, names, strict=True))
         batches = decoded_batches(labelled, lambda pair: self._prepare(*pair), batch_size,
                                   self.threads)
-        for chunk, tensors in batches:
-            good = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)]
-            vecs = self.vectors(torch.stack([tensors[i] for i in good])) if good else []
+        for chunk, arrays in batches:
+            good = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
+            vecs = self.vectors(np.stack([arrays[i] for i in good])) if good else []
             by_pos = dict(zip(good, vecs, strict=True))
             for i, (_, name) in enumerate(chunk):
                 if i in by_pos:
                     yield Embedded(source=name, vector=by_pos[i])
                 else:
-                    error = tensors[i]
+                    error = arrays[i]
                     reason = error.reason if isinstance(error, ImageError) else str(error)
                     yield Embedded(source=name, error=reason)
 

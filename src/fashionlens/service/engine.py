@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
@@ -115,7 +114,7 @@ class ServedModel:
                              f"{', '.join(missing)} on their own (no timm forward_head)")
         if VECTOR in self.runtime.outputs:
             self.outputs.append(VECTOR)
-        self.batcher: MicroBatcher[torch.Tensor, Output] = MicroBatcher(
+        self.batcher: MicroBatcher[np.ndarray, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,
             max_wait_ms=settings.batch_wait_ms, name=f"model {name}")
 
@@ -123,10 +122,10 @@ class ServedModel:
     def classes(self) -> list[str]:
         return self.info.classes
 
-    def forward(self, tensors: list[torch.Tensor]) -> list[Output]:
+    def forward(self, tensors: list[np.ndarray]) -> list[Output]:
         """One pass over a micro-batch (runs on the inference thread): every head's
         scores and, where the model gives one, the search vector."""
-        outputs = self.runtime.run(torch.stack(tensors), self.outputs)
+        outputs = self.runtime.run(np.stack(tensors), self.outputs)
         vectors = outputs.get(VECTOR)
         return [Output({h.name: outputs[h.name][i] for h in self.heads},
                        None if vectors is None else vectors[i])
@@ -173,14 +172,14 @@ class QueryEncoder:
         self.transform = self.model.transform if self.model else embedder.transform
         self.draft_size = (self.model.draft_size if self.model
                            else embedder.preprocess.resize_size)
-        self.batcher: MicroBatcher[torch.Tensor, np.ndarray] | None = None
+        self.batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
         if self.model is None:
             self.batcher = MicroBatcher(self._vectors, executor, max_batch=settings.max_batch,
                                         max_wait_ms=settings.batch_wait_ms,
                                         name="catalog embedder")
 
-    def _vectors(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
-        return list(self.embedder.vectors(torch.stack(tensors)))
+    def _vectors(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.embedder.vectors(np.stack(tensors)))
 
     @property
     def key(self) -> str:
@@ -189,7 +188,7 @@ class QueryEncoder:
             return self.model.name
         return f"catalog embedder {self.embedder.fingerprint}"
 
-    async def submit(self, tensor: torch.Tensor) -> Output:
+    async def submit(self, tensor: np.ndarray) -> Output:
         if self.model is not None:
             return await self.model.batcher.submit(tensor)
         assert self.batcher is not None
@@ -244,7 +243,7 @@ def photo_digest(data: bytes) -> bytes:
 class CatalogService:
     """A catalog opened on, and only ever used from, its own thread."""
 
-    def __init__(self, path: Path, runtime: str = "torch") -> None:
+    def __init__(self, path: Path, runtime: str = "auto") -> None:
         self.path = path
         self.runtime = runtime
         self.executor = DaemonThreadExecutor("catalog")
@@ -361,8 +360,8 @@ class Engine:
         return self.models[name]
 
     async def photo_output(self, data: bytes, name: str, key: str, draft_size: int | None,
-                           transform: Callable[[Image.Image], torch.Tensor],
-                           submit: Callable[[torch.Tensor], Awaitable[Output]],
+                           transform: Callable[[Image.Image], np.ndarray],
+                           submit: Callable[[np.ndarray], Awaitable[Output]],
                            need_vector: bool = False) -> PhotoResult:
         """Decode, pre-process and run one uploaded photo through a batched forward pass,
         or take the result from the cache when the same bytes went through it lately."""

@@ -65,7 +65,7 @@ class ServiceSettings:
     max_image_side: int = 20_000
     # What runs the models and the catalog's embedder (inference.backends.RUNTIMES);
     # vectors match across runtimes, so a catalog built with one is served with another.
-    runtime: str = "torch"
+    runtime: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import torch
 from fastapi import APIRouter, Query, Request
 
-from ...data.transforms import tta_views
+from ...data.preprocess import tta_arrays
 from ..engine import ServedModel
 from ..errors import error_responses
 from ..tasks import task_answer
@@ -40,7 +39,7 @@ def tasks_of(served: ServedModel, scores: dict[str, np.ndarray], top_k: int,
 
 def _tta_scores(served: ServedModel, img) -> dict[str, np.ndarray]:
     """Each head's scores averaged over the test-time views (one run for all heads)."""
-    views = torch.stack(tta_views(img, served.info.preprocess))
+    views = tta_arrays(img, served.info.preprocess)
     return {name: values.mean(0) for name, values in served.predictor.scores(views).items()}
 
 

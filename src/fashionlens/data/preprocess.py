@@ -1,0 +1,162 @@
+"""What a model expects as input, and how a photo becomes it: Pillow and NumPy only.
+
+Inference (predict, search, the catalog, the service) runs without torch, so the eval
+pipeline lives here as plain array code: resize and crop with Pillow, then scale and
+normalise with NumPy. It reproduces torchvision's `Resize` / `CenterCrop` / `ToImage` /
+`ToDtype(scale=True)` / `Normalize` on PIL images step for step (torchvision resizes PIL
+images with Pillow itself), so models trained with torchvision's augmentations see the
+same pixels here; `tests/test_preprocess.py` holds the two to 1e-6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+FITS = ("crop", "letterbox", "stretch")
+RESAMPLING = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+@dataclass
+class Preprocess:
+    """How a model expects its input; stored inside every model artifact.
+
+    `fit`: `crop` (the ImageNet way: short side to size / crop_pct, centre size x size)
+    suits phone photos of one garment. Product shots (60x80) and full-body street photos
+    lose what matters to a square crop, so `letterbox` (the whole photo, fitted inside
+    `height` x `width`, padded with the mean colour) and `stretch` (resized to exactly
+    that) keep it all.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    fit: str = "crop"
+    height: int | None = None  # letterbox / stretch: the input's height and width
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise ValueError(f"fit '{self.fit}' is not one of {', '.join(FITS)}")
+        if self.interpolation not in RESAMPLING:
+            raise ValueError(f"interpolation '{self.interpolation}' is not one of "
+                             f"{', '.join(RESAMPLING)}")
+        if self.fit != "crop":
+            self.height = int(self.height or self.size)
+            self.width = int(self.width or self.size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        if self.fit == "crop":
+            return self.size, self.size
+        return int(self.height), int(self.width)
+
+    @property
+    def resize_size(self) -> int:
+        """A short side that is enough to decode a photo at (JPEG draft mode, caches)."""
+        if self.fit == "crop":
+            return int(round(self.size / self.crop_pct))
+        return max(self.shape)
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """The mean colour as 8-bit RGB: what letterboxing and rotation pad with."""
+        return tuple(int(round(255 * m)) for m in self.mean)  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        if self.fit == "crop":  # format-1 artifacts had no fit: keep them byte-identical
+            for key in ("fit", "height", "width"):
+                out.pop(key)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(
+            size=int(d["size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=d.get("interpolation", "bicubic"),
+            crop_pct=float(d.get("crop_pct", 0.875)),
+            fit=str(d.get("fit", "crop")),
+            height=None if d.get("height") is None else int(d["height"]),
+            width=None if d.get("width") is None else int(d["width"]),
+        )
+
+
+def letterbox(img: Image.Image, shape: tuple[int, int], fill: tuple[int, int, int],
+              resample: Image.Resampling) -> Image.Image:
+    """The whole photo, scaled to fit inside (height, width), centred on a `fill` pad."""
+    height, width = shape
+    scale = min(height / img.height, width / img.width)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if size == (width, height) and img.size == size:
+        return img
+    resized = img.convert("RGB").resize(size, resample)
+    canvas = Image.new("RGB", (width, height), fill)
+    canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
+
+
+def resize_short(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """Short side to `size`, the long side scaled and truncated (torchvision's rule)."""
+    width, height = img.size
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
+    return img if new == img.size else img.resize(new, resample)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """The centred size x size square (torchvision's rounding; Pillow pads with black)."""
+    width, height = img.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def fitted(img: Image.Image, pre: Preprocess, size: int | None = None) -> Image.Image:
+    """The photo resized (and cropped or padded) to the model's input, still a PIL image."""
+    resample = RESAMPLING[pre.interpolation]
+    if pre.fit == "stretch":
+        height, width = pre.shape
+        return img if img.size == (width, height) else img.resize((width, height), resample)
+    if pre.fit == "letterbox":
+        return letterbox(img, pre.shape, pre.fill, resample)
+    size = size or pre.size
+    return center_crop(resize_short(img, int(round(size / pre.crop_pct)), resample), size)
+
+
+def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """An RGB image as the normalised 3 x H x W float32 array a model reads."""
+    pixels = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.float32)
+    pixels = pixels / np.float32(255.0)
+    pixels -= np.asarray(pre.mean, dtype=np.float32)
+    pixels /= np.asarray(pre.std, dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def eval_array(img: Image.Image, pre: Preprocess, size: int | None = None) -> np.ndarray:
+    """One photo as the model's input (3 x H x W float32): what every inference path uses."""
+    return to_array(fitted(img, pre, size), pre)
+
+
+def tta_arrays(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """Test-time views (V x 3 x H x W): the centre crop, its mirror and a wider full view
+    (the whole-photo fits: the photo and its mirror)."""
+    view = eval_array(img, pre)
+    views = [view, view[:, :, ::-1]]
+    if pre.fit == "crop":
+        wide = img.resize((pre.size, pre.size), RESAMPLING[pre.interpolation])
+        views.append(to_array(wide, pre))
+    return np.ascontiguousarray(np.stack(views))

@@ -1,0 +1,20 @@
+"""The names of a runtime's outputs, and the one NumPy step every backend shares.
+
+Kept free of torch so the exported backends, the service and the catalog can name
+outputs without importing it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROBABILITIES = "probabilities"
+VECTOR = "vector"
+FEATURES = "features"
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), as contiguous float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

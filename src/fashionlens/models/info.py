@@ -1,0 +1,249 @@
+"""What a saved model is, read without torch: its heads, input and how to name its outputs.
+
+`model.json` describes a model: architecture, heads (each with its kind, class or tag
+names and thresholds), pre-processing, the resolved training config and the validation
+metrics. Everything that only reads that description (predicting through an exported
+backend, the service, the catalog, model cards) imports this module and never torch;
+`models.artifact` builds the torch network from it and `models.heads` the head modules.
+
+Head kinds (a registry, like timm's model registry: `HEAD_KINDS[name]`):
+
+- `classification`: one label of `classes` (softmax);
+- `multilabel`: any number of `classes` (tags), each scored on its own (sigmoid) and kept
+  when at or above its threshold (`thresholds`, tuned on validation when trained);
+- `embedding`: the search vector (`models.embedding`; declared by `EmbeddingSpec`).
+
+Format 1 (the first release, e.g. the bundled `clothing10`) had one `classes` list and no
+`heads`; it reads as one classification head named `label`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.preprocess import Preprocess
+from ..errors import ModelError
+from .resolve import META_FILE
+
+FORMAT_VERSION = 2
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_HEAD = "label"  # the one head of a format-1 model
+# Output names a head may not take: the runtime's own outputs.
+RESERVED_NAMES = ("probabilities", "vector", "features", "embedding")
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    name: str
+    activation: str | None  # logits -> scores: "softmax" or "sigmoid" (models.heads)
+    # (head, one photo's scores, top_k, threshold override) -> the public answer
+    describe: Callable[[HeadSpec, Sequence[float], int, float | None], dict] | None = None
+    has_classes: bool = True
+    description: str = ""
+
+
+HEAD_KINDS: dict[str, HeadKind] = {}
+
+
+def register_head_kind(kind: HeadKind) -> HeadKind:
+    HEAD_KINDS[kind.name] = kind
+    return kind
+
+
+def describe_label(head: HeadSpec, scores: Sequence[float], top_k: int,
+                   threshold: float | None = None) -> dict:
+    """`{"label", "probability", "top_k": [{"label", "probability"}, ...]}`."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: max(1, min(top_k,
+                                                                              len(scores)))]
+    top = [{"label": head.classes[i], "probability": round(float(scores[i]), 6)}
+           for i in order]
+    return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
+
+
+def describe_tags(head: HeadSpec, scores: Sequence[float], top_k: int,
+                  threshold: float | None = None) -> dict:
+    """`{"tags": [...at or above threshold, highest first], "scores": {tag: p}}`; one
+    `threshold` replaces every tag's own."""
+    limits = ([threshold] * len(head.classes) if threshold is not None
+              else head.threshold_list())
+    kept = sorted((i for i in range(len(scores)) if scores[i] >= limits[i]),
+                  key=lambda i: -scores[i])
+    return {"tags": [{"label": head.classes[i], "probability": round(float(scores[i]), 6)}
+                     for i in kept],
+            "scores": {name: round(float(p), 6) for name, p in zip(head.classes, scores,
+                                                                   strict=True)}}
+
+
+register_head_kind(HeadKind("classification", "softmax", describe_label,
+                            description="one label per photo (softmax)"))
+register_head_kind(HeadKind("multilabel", "sigmoid", describe_tags,
+                            description="every tag that applies (sigmoid, per-tag thresholds)"))
+register_head_kind(HeadKind("embedding", None, has_classes=False,
+                            description="the search vector"))
+
+
+@dataclass
+class HeadSpec:
+    """One head as `model.json` lists it."""
+
+    name: str
+    kind: str = "classification"
+    classes: list[str] = field(default_factory=list)
+    thresholds: list[float] | None = None  # multilabel: one per class
+    column: str | None = None  # the data column it was trained from
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ModelError(f"head '{self.name}': unknown kind '{self.kind}'; known kinds: "
+                             f"{', '.join(HEAD_KINDS)}")
+        if HEAD_KINDS[self.kind].has_classes and len(self.classes) < 1:
+            raise ModelError(f"head '{self.name}' ({self.kind}) names no classes")
+        if self.thresholds is not None and len(self.thresholds) != len(self.classes):
+            raise ModelError(f"head '{self.name}': {len(self.thresholds)} thresholds for "
+                             f"{len(self.classes)} classes")
+
+    @property
+    def head_kind(self) -> HeadKind:
+        return HEAD_KINDS[self.kind]
+
+    def threshold_list(self) -> list[float]:
+        """Per-class decision thresholds (multilabel); 0.5 where none was tuned."""
+        return list(self.thresholds) if self.thresholds is not None else [0.5] * len(self.classes)
+
+    def to_dict(self) -> dict:
+        out: dict = {"name": self.name, "kind": self.kind}
+        if self.classes:
+            out["classes"] = list(self.classes)
+        if self.thresholds is not None:
+            out["thresholds"] = [round(float(t), 4) for t in self.thresholds]
+        if self.column:
+            out["column"] = self.column
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "model.json") -> HeadSpec:
+        try:
+            thresholds = d.get("thresholds")
+            return cls(name=str(d["name"]), kind=str(d.get("kind", "classification")),
+                       classes=[str(c) for c in d.get("classes", [])],
+                       thresholds=None if thresholds is None else [float(t) for t in thresholds],
+                       column=d.get("column"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed head {d!r} ({exc})") from exc
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from exc
+
+
+def task_heads(heads: list[HeadSpec]) -> list[HeadSpec]:
+    """The heads that score classes (everything but the embedding)."""
+    return [h for h in heads if h.head_kind.has_classes]
+
+
+def describe(head: HeadSpec, scores: Sequence[float], top_k: int = 3,
+             threshold: float | None = None) -> dict:
+    """One photo's answer for one head, as `predict --json` and the API give it."""
+    return head.head_kind.describe(head, scores, top_k, threshold)
+
+
+@dataclass
+class ModelInfo:
+    """What a saved model is. `classes` alone (format 1) means one classification head
+    named `label`; `heads` lists them all otherwise (the first one's classes are then
+    `classes`, when it is a classification head)."""
+
+    architecture: str
+    classes: list[str]
+    preprocess: Preprocess
+    task: str = "classification"
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    name: str = ""
+    embedding: dict | None = None  # an EmbeddingSpec when the model has an embedding head
+    heads: list[HeadSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.heads and self.classes:
+            self.heads = [HeadSpec(LEGACY_HEAD, "classification", list(self.classes))]
+        scored = task_heads(self.heads)
+        self.classes = (list(scored[0].classes)
+                        if scored and scored[0].kind == "classification" else [])
+        if self.embedding and not any(h.kind == "embedding" for h in self.heads):
+            self.heads.append(HeadSpec("embedding", "embedding"))
+
+    @property
+    def scored_heads(self) -> list[HeadSpec]:
+        return task_heads(self.heads)
+
+    def head(self, name: str) -> HeadSpec:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise ModelError(f"{self.name or 'this model'} has no head '{name}' (heads: "
+                         f"{', '.join(h.name for h in self.heads)})")
+
+    @property
+    def single_label(self) -> bool:
+        """One classification head and nothing else that scores: today's classifiers."""
+        scored = self.scored_heads
+        return len(scored) == 1 and scored[0].kind == "classification"
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "task": self.task,
+            "architecture": self.architecture,
+            "classes": self.classes,
+            "heads": [h.to_dict() for h in self.heads],
+            "preprocess": self.preprocess.to_dict(),
+            "config": self.config,
+            "metrics": self.metrics,
+            **({"embedding": self.embedding} if self.embedding else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> ModelInfo:
+        try:
+            heads = [HeadSpec.from_dict(h, source) for h in d.get("heads") or []]
+            return cls(architecture=d["architecture"], classes=list(d.get("classes") or []),
+                       preprocess=Preprocess.from_dict(d["preprocess"]),
+                       task=d.get("task", "classification"), config=d.get("config", {}),
+                       metrics=d.get("metrics", {}), name=d.get("name", ""),
+                       embedding=d.get("embedding"), heads=heads)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: malformed model description ({exc})") from exc
+
+
+def weights_digest(directory: str | Path) -> str:
+    """A short SHA-256 of the model's weights file: which weights a result came from."""
+    h = hashlib.sha256()
+    with (Path(directory) / WEIGHTS_FILE).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_info(directory: str | Path) -> ModelInfo:
+    directory = Path(directory)
+    meta = directory / META_FILE
+    if not meta.is_file():
+        raise ModelError(f"{directory}: not a fashionlens model folder (no {META_FILE})")
+    try:
+        data = json.loads(meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta}: invalid JSON ({exc})") from exc
+    return ModelInfo.from_dict(data, str(meta))
+
+
+def fingerprint_of(folder: Path, info: ModelInfo) -> str:
+    """Names the vectors a saved model makes: its weights and its embedding settings (a
+    changed posterior weight gives same-size but different vectors)."""
+    fingerprint = f"{info.architecture}:{weights_digest(folder)}"
+    if info.embedding:
+        settings = json.dumps(info.embedding, sort_keys=True).encode()
+        fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
+    return fingerprint
