@@ -113,7 +113,7 @@ def build(
     column: ColumnMap = None,
     image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Create a catalog from a CSV export or a folder of photos; run again to resume.
 
@@ -143,7 +143,7 @@ def add(
     image_root: ImageRoot = None,
     batch_size: BatchSize = 32,
     model: CatalogModelName = None,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 
@@ -231,7 +231,7 @@ def reembed(
                                        "(default: 'default')."),
     ] = None,
     batch_size: BatchSize = 32,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Recompute every item's vector with another model, from the catalog's photos.
 

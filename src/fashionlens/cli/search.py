@@ -107,7 +107,7 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     model: CatalogModelName = None,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Find the catalog items that look most like a photo, or like another item."""
     from ..search.catalog import Catalog
