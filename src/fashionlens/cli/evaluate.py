@@ -53,7 +53,7 @@ def evaluate(
         bool, typer.Option("--tta", help="Average predictions over test-time views."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
-    runtime: RuntimeName = "torch",
+    runtime: RuntimeName = "auto",
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
     from ..evaluation.evaluate import evaluate as run_evaluation

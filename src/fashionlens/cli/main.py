@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..errors import FashionLensError
 from .catalog import catalog_app
@@ -45,11 +46,23 @@ app.command()(runs)
 app.add_typer(catalog_app, name="catalog")
 
 
+# Packages only the `train` extra installs: a command that needs one says which extra.
+TRAINING_PACKAGES = ("torch", "torchvision", "timm", "matplotlib", "onnx",
+                     "pytorch_metric_learning")
+
+
 def main() -> None:
     try:
         app()
     except FashionLensError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_PACKAGES:
+            raise
+        err.print(f"[bold red]error:[/] this command needs {exc.name}, which the plain "
+                  "install leaves out (it predicts, searches, catalogs and serves without "
+                  "it): pip install 'fashionlens\\[train]'", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

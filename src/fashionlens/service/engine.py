@@ -37,9 +37,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
+from ..inference.outputs import VECTOR
 from ..inference.predictor import Predictor
-from ..inference.runtime import VECTOR
-from ..models.heads import HeadSpec
+from ..models.info import HeadSpec
 from ..search.catalog import Catalog
 from ..search.embeddings import Embedder
 from .batching import MicroBatcher

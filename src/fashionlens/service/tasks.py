@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..models.artifact import ModelInfo
-from ..models.heads import HeadSpec, describe
+from ..models.info import HeadSpec, ModelInfo, describe
 
 
 def _single_label(head: HeadSpec, answer: dict, threshold: float | None) -> dict:
