@@ -144,15 +144,23 @@ def train_embedding_command(
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="auto (default), cpu or cuda.")] = None,
     override: Overrides = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Train with N processes on this machine, one per GPU "
+                                       "(re-runs this command under torchrun)."),
+    ] = None,
 ) -> None:
     """Train an embedding for visual search (metric learning).
 
     Settings: the metric: section of a YAML run config, then the flags, then -o/--set.
 
     The saved model both classifies (if the base did) and embeds, e.g. for `catalog build`.
+    Several GPUs: --nproc N, or torchrun --nproc_per_node=N -m fashionlens.cli.main ...
     """
     from ..models.resolve import resolve_model
+    from ..training.distributed import is_main_process, relaunch
 
+    relaunch(nproc)
     if model is not None and base is not None:
         raise ConfigError("--base is the older spelling of --model: give one of them")
     model_flag = "--base" if base is not None else "--model"
@@ -189,6 +197,8 @@ def train_embedding_command(
         spec.path = str(Path(spec.path).expanduser().resolve())
     name = run.output.name or DEFAULT_RUN_NAME
     result = train_embedding(cfg, spec, Path(run.output.dir) / name, name=name)
+    if not is_main_process():
+        return
     table = Table(title=f"embedding {name}: validation retrieval", title_justify="left")
     for column in ("metric", "before", "after"):
         table.add_column(column, justify="left" if column == "metric" else "right")

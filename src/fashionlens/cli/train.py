@@ -83,10 +83,22 @@ def train(
         typer.Option(metavar="RUN", help="Continue an interrupted run from its last epoch "
                                          "(its folder; the run's own config is used)."),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Train with N processes on this machine, one per GPU "
+                                       "(re-runs this command under torchrun; --batch-size "
+                                       "stays the global batch)."),
+    ] = None,
 ) -> None:
-    """Train a classifier, attribute tagger or tag model on your labelled photos."""
+    """Train a classifier, attribute tagger or tag model on your labelled photos.
+
+    Several GPUs: --nproc N, or torchrun --nproc_per_node=N -m fashionlens.cli.main train.
+    """
+    from ..training.distributed import is_main_process, relaunch
     from ..training.run import resume_config
     from ..training.run import train as run_training
+
+    relaunch(nproc)
 
     given = {
         "data.path": data, "data.image_column": image_column, "data.target_column": target_column,
@@ -105,6 +117,8 @@ def train(
         result = run_training(resume_config(resume), resume=resume)
     else:
         result = run_training(load_run_config(config, override, given, FLAGS))
+    if not is_main_process():
+        return
     if result.skipped:
         err.print(f"[yellow]{len(result.skipped)} unreadable photos were skipped; "
                   f"see {result.output_dir / 'skipped.txt'}[/]")

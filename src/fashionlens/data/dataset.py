@@ -136,3 +136,44 @@ class SeededEpochSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.base)
+
+
+class ShardedEpochSampler(Sampler):
+    """One process's share of a `SeededEpochSampler`'s batches, for distributed training.
+
+    Every process draws the same seeded order; global batch k is positions
+    [k*batch_size, (k+1)*batch_size) of it, and process `rank` takes the rank-th of
+    `world` equal slices of each (a DataLoader with batch_size // world then yields
+    exactly those slices). Together the processes see the batches, and the augmentation
+    seeds, that one process sees. With `drop_last` the incomplete last batch is dropped,
+    as one process drops it; otherwise it is shared out as evenly as it allows."""
+
+    def __init__(self, base: SeededEpochSampler, batch_size: int, drop_last: bool,
+                 rank: int, world: int) -> None:
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not a multiple of {world} processes")
+        self.base, self.batch_size, self.drop_last = base, batch_size, drop_last
+        self.rank, self.world = rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def _slices(self, total: int) -> Iterator[tuple[int, int]]:
+        """(start, end) positions of this process's part of each global batch."""
+        full, rest = divmod(total, self.batch_size)
+        local = self.batch_size // self.world
+        for batch in range(full):
+            start = batch * self.batch_size + self.rank * local
+            yield start, start + local
+        if rest and not self.drop_last:
+            start = full * self.batch_size
+            yield (start + rest * self.rank // self.world,
+                   start + rest * (self.rank + 1) // self.world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = list(self.base)
+        for start, end in self._slices(len(order)):
+            yield from order[start:end]
+
+    def __len__(self) -> int:
+        return sum(end - start for start, end in self._slices(len(self.base)))

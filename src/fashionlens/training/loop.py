@@ -28,17 +28,23 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from ..config import TrainConfig
-from ..data.dataset import PhotoDataset, SeededEpochSampler, collate_skipping
+from ..data.dataset import (
+    PhotoDataset,
+    SeededEpochSampler,
+    ShardedEpochSampler,
+    collate_skipping,
+)
 from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..evaluation.evaluate import score_tasks
-from ..inference.runtime import FEATURES, TorchRuntime, run_dataset
+from ..inference.runtime import FEATURES, TorchRuntime
 from ..models.artifact import ModelInfo
 from ..models.embedding import pooled_features
 from ..models.heads import head_logits, head_module
 from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import StepBar
 from ..tasks import Task
+from . import distributed
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,10 @@ def epoch_line(row: dict, epochs: int, monitor: str = "accuracy") -> str:
 def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
                 weights: np.ndarray | None = None) -> DataLoader:
     """The training loader: shuffled (or drawn by `weights`, a balanced sampler) through a
-    `SeededEpochSampler`; call `loader.sampler.set_epoch(e)` before each epoch."""
+    `SeededEpochSampler`; call `loader.sampler.set_epoch(e)` before each epoch.
+
+    Under torchrun, `cfg.batch_size` is the global batch: this process loads its
+    batch_size / world share of each (`ShardedEpochSampler`)."""
     generator = torch.Generator().manual_seed(seed)
     if weights is not None:
         base = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
@@ -93,23 +102,33 @@ def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
     else:
         base = RandomSampler(dataset, generator=generator)
     workers = cfg.num_workers if cfg.num_workers is not None else 1
-    return DataLoader(dataset, batch_size=cfg.batch_size,
-                      sampler=SeededEpochSampler(base, generator, seed),
+    sampler: SeededEpochSampler | ShardedEpochSampler = SeededEpochSampler(base, generator, seed)
+    drop_last = len(dataset) > cfg.batch_size
+    batch_size, ctx = cfg.batch_size, distributed.current()
+    if ctx.world > 1:
+        distributed.check_batch(cfg.batch_size, len(dataset))
+        sampler = ShardedEpochSampler(sampler, cfg.batch_size, drop_last, ctx.rank, ctx.world)
+        batch_size, drop_last = cfg.batch_size // ctx.world, False  # the sampler drops
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, persistent_workers=workers > 0,
-                      collate_fn=collate_skipping,
-                      drop_last=len(dataset) > cfg.batch_size)
+                      collate_fn=collate_skipping, drop_last=drop_last)
 
 
 def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDataset,
                  targets: dict[str, np.ndarray], limit: int, seed: int) -> None:
-    """Initialise every head from a logistic regression on frozen pooled features."""
+    """Initialise every head from a logistic regression on frozen pooled features.
+
+    Under torchrun the processes share the feature pass; the main process fits the heads
+    and `distributed.wrap` hands its weights to the others."""
     rows = None
     if len(probe_set) > limit:
         rows = np.sort(np.random.default_rng(seed).choice(len(probe_set), limit, replace=False))
         log.info("linear probe on %d of %d training photos (train.probe_photos)", limit,
                  len(probe_set))
-    outputs, seen = run_dataset(runtime, probe_set, (FEATURES,), description="linear probe",
-                                rows=None if rows is None else rows.tolist())
+    outputs, seen = distributed.run_sharded(runtime, probe_set, (FEATURES,), "linear probe",
+                                            rows=None if rows is None else rows.tolist())
+    if not distributed.current().main:
+        return
     heads = runtime.heads
     for task in tasks:
         fitted = task.probe(outputs[FEATURES], targets[task.name][seen])
@@ -129,8 +148,8 @@ def validate(runtime: TorchRuntime, tasks: list[Task], dataset: PhotoDataset,
     several: `val_<task>_<key>` each, `val_loss` summed with the task weights, and
     `val_score`, the mean of the tasks' monitored figures (what early stopping reads).
     """
-    outputs, rows = run_dataset(runtime, dataset, [t.name for t in tasks],
-                                description="validate")
+    outputs, rows = distributed.run_sharded(runtime, dataset, [t.name for t in tasks],
+                                            "validate")
     metrics = score_tasks(tasks, outputs, rows, targets)
     row: dict = {"val_loss": sum(task.weight * task.val_loss(outputs[task.name],
                                                              targets[task.name][rows])
@@ -195,8 +214,12 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     validation and the probe's features run through the model's runtime. After every
     epoch the whole state goes to `checkpoint` (atomically); `resume` (a checkpoint read
     back) continues from there, giving what an uninterrupted run gives.
+
+    Under torchrun (`distributed.session`) each process trains on its share of every
+    batch, the gradients are averaged, and only the main process writes the checkpoint.
     """
-    device = resolve_device(cfg.device)
+    ctx = distributed.current()
+    device = ctx.device if ctx.active else resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     log.info("device %s, precision %s", device, precision)
     heads = [task.head_spec() for task in tasks]
@@ -214,6 +237,12 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     if frozen:
         log.info("frozen: stem and first %d stages (%.2fM parameters)", cfg.freeze_stages,
                  frozen / 1e6)
+    if not cfg.freeze_bn:
+        model = distributed.sync_batchnorm(model)
+    # The one place the model is wrapped: DDP under torchrun (weights from the main
+    # process, gradients averaged), the plain forward pass in one process.
+    forward = distributed.wrap(distributed.Forward(
+        model, lambda net, images: head_logits(net, heads, pooled_features(net, images))))
     weights = None
     if cfg.balance == "sampler":  # drawn as the first task asks (its rare classes or tags)
         weights = tasks[0].sample_weights(train_targets[tasks[0].name])
@@ -252,7 +281,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         first_epoch = resume["epoch"] + 1
         log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
     elif has_val and cfg.linear_probe:
-        row = validate(runtime, tasks, val_set, val_targets)
+        row = distributed.broadcast(validate(runtime, tasks, val_set, val_targets))
         row = {"epoch": 0, **row}
         result.best_score = result.probe_score = row[monitor_key]
         result.history.append(row)
@@ -262,7 +291,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         if stop:
             break
         loader.sampler.set_epoch(epoch)
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout: the same draws after a resume
+        # Dropout: the same draws after a resume (and other draws on each process).
+        torch.manual_seed(seed * 1_000_003 + epoch + ctx.seed_offset)
         model.train()
         if cfg.freeze_bn:
             freeze_batchnorm_statistics(model)
@@ -277,7 +307,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 images = images.to(device, non_blocking=True).contiguous(
                     memory_format=torch.channels_last)
                 with autocast(device, precision):
-                    logits = head_logits(model, heads, pooled_features(model, images))
+                    logits = forward(images)
                 loss = torch.zeros((), device=device)
                 for task in tasks:
                     wanted = target_tensors[task.name][indices].to(device)
@@ -292,12 +322,13 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 loss_sum += loss.item() * len(indices)
                 seen += len(indices)
                 bar.advance(f"loss {loss_sum / seen:.3f} acc {right / max(answers, 1):.3f}")
+        loss_sum, right, answers, seen = distributed.all_sum([loss_sum, right, answers, seen])
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                "train_accuracy": right / max(answers, 1),
                "lr": optimizer.param_groups[-1]["lr"],
                "seconds": time.perf_counter() - epoch_start}
         if has_val:
-            scores = validate(runtime, tasks, val_set, val_targets)
+            scores = distributed.broadcast(validate(runtime, tasks, val_set, val_targets))
             row.update(scores)
             score = row[monitor_key]
             if plateau is not None:
@@ -320,7 +351,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         if cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes:
             result.stopped_early = stop = True
             log.info("stopping: time budget of %.1f minutes reached", cfg.max_minutes)
-        if checkpoint is not None:
+        stop = result.stopped_early = distributed.broadcast(stop)  # the main's clock decides
+        if checkpoint is not None and ctx.main:
             save_checkpoint(checkpoint, {
                 "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

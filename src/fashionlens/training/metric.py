@@ -33,7 +33,7 @@ import torch
 import yaml
 from pytorch_metric_learning import distances, losses, miners
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import LOSSES, MINING, MODES, MetricConfig  # noqa: F401 (re-exported)
 from ..data import DataSpec, eval_transform, load_labelled
@@ -55,6 +55,7 @@ from ..models.embedding import (
 from ..models.resolve import resolve_model
 from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import track
+from . import distributed
 from .loop import freeze_batchnorm_statistics, freeze_early_stages
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,21 @@ def read_photos(data: LabelledSet, short_side: int, threads: int
 def view_features(model: nn.Module, dataset: ViewSet, device: torch.device, precision: str,
                   threads: int, description: str, search: bool = False) -> np.ndarray:
     """What the embedding head reads (or, with `search`, the search vectors) for every
-    photo's views: [photos, views, dim]."""
-    loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(dataset.views) + 1)),
+    photo's views: [photos, views, dim]. Under torchrun each process computes its share
+    of the photos and every process gets them all."""
+    if not distributed.current().active:
+        return _view_features(model, dataset, device, precision, threads, description, search)
+    rows = distributed.shard(len(dataset))
+    part = _view_features(model, Subset(dataset, rows), device, precision, threads,
+                          description, search) if rows else None
+    return np.concatenate([p for p in distributed.all_gather(part) if p is not None])
+
+
+def _view_features(model: nn.Module, dataset: ViewSet | Subset, device: torch.device,
+                   precision: str, threads: int, description: str, search: bool
+                   ) -> np.ndarray:
+    views = (dataset.dataset if isinstance(dataset, Subset) else dataset).views
+    loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(views) + 1)),
                         num_workers=threads if threads > 1 else 0,
                         persistent_workers=False)
     model.eval()
@@ -284,13 +298,46 @@ def train_head(features: np.ndarray, items: np.ndarray, categories: np.ndarray,
     return history
 
 
+def _share(batch: list[int]) -> tuple[list[int], list[int]]:
+    """This process's contiguous part of a batch of photos, and every process's count."""
+    ctx = distributed.current()
+    bounds = [len(batch) * r // ctx.world for r in range(ctx.world + 1)]
+    return (batch[bounds[ctx.rank]:bounds[ctx.rank + 1]],
+            [bounds[r + 1] - bounds[r] for r in range(ctx.world)])
+
+
+def _whole_batch(local: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """The embeddings of the whole batch from every process's part, in batch order; only
+    this process's part carries gradients (the loss mines pairs across all parts)."""
+    ctx = distributed.current()
+    if not ctx.active or ctx.world == 1:
+        return local
+    padded = local.new_zeros((max(counts), *local.shape[1:]))
+    padded[:len(local)] = local.detach()
+    parts = [torch.empty_like(padded) for _ in counts]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([local if r == ctx.rank else part[:counts[r]]
+                      for r, part in enumerate(parts)])
+
+
 def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarray,
                categories: np.ndarray, transform, cfg: MetricConfig, device: torch.device,
                precision: str, evaluate=None) -> list[dict]:
-    """Train backbone and head together on fresh re-shot views each epoch."""
-    torch.manual_seed(cfg.seed)
+    """Train backbone and head together on fresh re-shot views each epoch.
+
+    Under torchrun every process draws the same batches and embeds its part of each; the
+    loss is computed on the whole batch on every process, scaled by the number of
+    processes, so DDP's average of the gradients is the one-process gradient. Batches
+    with fewer photos than processes are skipped there."""
+    ctx = distributed.current()
+    torch.manual_seed(cfg.seed + ctx.seed_offset)
     rng = np.random.default_rng(cfg.seed)
     freeze_early_stages(model, cfg.freeze_stages)
+    # The one place the model is wrapped (DDP under torchrun). The classifier takes no
+    # part in the embedding's forward pass, hence find_unused_parameters.
+    forward = distributed.wrap(distributed.Forward(
+        model, lambda net, flat: head(backbone_features(net, flat))),
+        find_unused_parameters=True)
     loss, miner = make_loss(cfg)
     own = {id(p) for p in head.parameters()}
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
@@ -309,21 +356,24 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
         order = [photos_of[int(i)][rng.integers(len(photos_of[int(i)]))]
                  for chunk in _batches(items, cfg.batch_items, rng) for i in chunk]
         batches = [order[s:s + cfg.batch_items] for s in range(0, len(order), cfg.batch_items)]
-        batches = [b for b in batches if len(b) >= 2]
-        loader = DataLoader(dataset, batch_sampler=batches,
+        batches = [b for b in batches if len(b) >= max(2, ctx.world)]
+        shares = [_share(b) for b in batches]
+        loader = DataLoader(dataset, batch_sampler=[mine for mine, _ in shares],
                             num_workers=cfg.threads if cfg.threads > 1 else 0)
         total, count, started = 0.0, 0, time.perf_counter()
-        for photos, batch in zip(track(batches, description=f"epoch {epoch}"), loader,
-                                 strict=True):
-            n = batch.shape[0]
+        for photos, (_, counts), batch in zip(track(batches, description=f"epoch {epoch}"),
+                                              shares, loader, strict=True):
+            n = len(photos)
             flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
-                embeddings = head(backbone_features(model, flat))
+                embeddings = forward(flat)
+            # Two views per photo: each process's rows are 2 x its photos.
+            embeddings = _whole_batch(embeddings.float(), [2 * c for c in counts])
             labels = torch.as_tensor(items[photos]).repeat_interleave(2)
             cats = torch.as_tensor(categories[photos]).repeat_interleave(2)
-            value = combined_loss(embeddings.float(), labels, cats, cfg, loss, miner)
+            value = combined_loss(embeddings, labels, cats, cfg, loss, miner)
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            (value * ctx.world).backward()
             optimizer.step()
             scheduler.step()
             total, count = total + float(value.detach()) * n, count + n
@@ -338,18 +388,31 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
 
 def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
                     name: str = "embedding") -> MetricResult:
-    """Train an embedding head on `data` and save run folder + model; see module doc."""
+    """Train an embedding head on `data` and save run folder + model; see module doc.
+
+    Under torchrun the processes share the backbone's passes (and, in full mode, every
+    batch); the main process trains the head of head mode and writes the run folder."""
     cfg = cfg.with_defaults()
     cfg.check()
+    with distributed.session(cfg.device, flag="metric.device"):
+        return _train_embedding(cfg, data, output, name)
+
+
+def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name: str
+                     ) -> MetricResult:
+    ctx = distributed.current()
     started = time.perf_counter()
     run_dir = Path(output)
     if cfg.item_column:
         data.group_column = cfg.item_column
     labelled = load_labelled(data)
     train_set, val_set = split_train_val(labelled, data, cfg.seed)
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx.active else resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     torch.set_num_threads(max(1, cfg.threads))
+    # A seeded start (a random-init backbone, the embedding head): the run repeats, and
+    # the processes of a distributed run build the same model.
+    torch.manual_seed(cfg.seed)
     model, info = load_base(cfg.base, cfg.pretrained)
     classifies = len(info.classes) >= 2
     if cfg.posterior_weight is None:  # full mode moves the backbone under the classifier
@@ -398,6 +461,8 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
                                   "features of validation photos")[:, 0]
         val_views = view_features(model, val_view_set, device, precision, cfg.threads,
                                   "features of re-shot validation views")[:, 0]
+        if not ctx.main:  # the head trains on the main process alone (a small CPU job)
+            return MetricResult(run_dir, run_dir / "model", {})
         model.cpu()  # the backbone's work is done; the head and the classifier stay
         if cfg.hidden == 0:
             _pca_init(head, features[:, 0])
@@ -430,6 +495,8 @@ def train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path,
         baseline = {}
         history = train_full(model, head, train_images, items, categories, transform, cfg,
                              device, precision, evaluate)
+        if not ctx.main:  # the main process writes the run folder
+            return MetricResult(run_dir, run_dir / "model", {}, history)
     model.eval()
     final = {k: v for k, v in history[-1].items() if k not in ("epoch", "loss", "seconds")}
     metrics = {"validation": final, "before_training": baseline,

@@ -38,6 +38,7 @@ from ..models.heads import attach_heads
 from ..progress import track
 from ..tasks import Task, TaskConfig, build_tasks
 from ..tasks.base import check_task_configs
+from . import distributed
 from .loop import FitResult, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,17 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
     """Fine-tune a pretrained backbone on the configured photos and save everything.
 
     `resume`: an interrupted run's folder; training continues from its last epoch (the
-    config is the run's own: `resume_config`)."""
+    config is the run's own: `resume_config`).
+
+    Started by torchrun, each process runs this; they train together (`distributed`) and
+    the main process alone writes the run folder. The others return a RunResult without
+    metrics."""
+    with distributed.session(config.train.device):
+        return _train(config, resume)
+
+
+def _train(config: RunConfig, resume: str | Path | None) -> RunResult:
+    ctx = distributed.current()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.seed)
@@ -233,13 +244,13 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
     state = None
     if resume is not None:
         out = Path(resume).expanduser()
-        state = load_checkpoint(out / CHECKPOINT)
+        # Read by the main process and sent to the others: other machines need no copy.
+        state = distributed.from_main(lambda: load_checkpoint(out / CHECKPOINT))
     else:
         # The folder is claimed once the data is known to be usable: a typo in a path
         # leaves no empty run folder behind.
-        out = _output_dir(config)
-        config.save(out / "config.yaml")
-    if len(val_ds):  # the photos this run never trains on: `predict runs/NAME/validation.txt`
+        out = distributed.from_main(lambda: _claim_output_dir(config))
+    if len(val_ds) and ctx.main:  # never trained on: `predict runs/NAME/validation.txt`
         (out / "validation.txt").write_text(
             "".join(f"{Path(s.path).resolve()}\n" for s in val_ds.samples))
     log.info("training on %d photos, validating on %d; %s", len(train_ds), len(val_ds),
@@ -255,12 +266,16 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
     result = fit(model, tasks, preprocess, train_ds, prepared.train_targets, val_ds,
                  prepared.val_targets, probe_ds, config.train, config.seed,
                  checkpoint=out / CHECKPOINT, resume=state)
+    if not ctx.main:  # the main process evaluates and writes the run's files
+        return RunResult(output_dir=out, model_dir=out / "model", metrics={}, fit=result,
+                         skipped={})
     # Photos found unreadable during training (without preloading) are listed too.
     skipped = {**train_ds.skipped, **val_ds.skipped}
 
     metrics: dict = {}
     if len(val_ds):
-        runtime = TorchRuntime(model, preprocess, device=config.train.device,
+        runtime = TorchRuntime(model, preprocess,
+                               device=ctx.device if ctx.active else config.train.device,
                                precision=result.precision,
                                info=ModelInfo(architecture=model_cfg.name, classes=[],
                                               preprocess=preprocess, heads=heads))
@@ -313,6 +328,12 @@ def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
     (out / CHECKPOINT).unlink(missing_ok=True)
     return RunResult(output_dir=out, model_dir=model_dir, metrics=metrics, fit=result,
                      skipped=skipped, note=note)
+
+
+def _claim_output_dir(config: RunConfig) -> Path:
+    out = _output_dir(config)
+    config.save(out / "config.yaml")
+    return out
 
 
 def _per_task(metrics: dict, tasks: list[Task]) -> dict[str, dict]:
