@@ -336,7 +336,6 @@ def ground_truth(gen: Generator, n: int, price: float, queries: np.ndarray, work
 def serve(workdir: Path, price: float, count: int) -> dict:
     """Open the catalog in this (fresh) process and measure searches; prints JSON."""
     from fashionlens.search import Catalog
-    from fashionlens.search.filters import parse_filters
 
     truth = np.load(workdir / "truth.npy")
     truth_filtered = np.load(workdir / "truth-filtered.npy")
@@ -349,11 +348,11 @@ def serve(workdir: Path, price: float, count: int) -> dict:
     opened = time.perf_counter() - start
     filters = ["status=available", f"price<{price}"]
     start = time.perf_counter()
-    mask = cat._filter_mask(parse_filters(filters))
+    mask = cat.filter_mask(filters)
     columns_s = time.perf_counter() - start
     out: dict = {"index": index.describe(), "open_s": round(opened, 2),
                  "filter_columns_first_use_s": round(columns_s, 2),
-                 "filter_columns_mb": round(cat._filter_columns().nbytes / 2**20, 1),
+                 "filter_columns_mb": round(cat.planner.filter_columns().nbytes / 2**20, 1),
                  "repaired_on_open": cat.repaired}
     n_truth = len(truth)
 
@@ -371,7 +370,7 @@ def serve(workdir: Path, price: float, count: int) -> dict:
         key_to_id = None
         m = None if flt is None else mask
         raw, seconds = timed(lambda q, m=m: index.search(q, 10, mask=m)[1][0], queries)
-        key_to_id = {int(r[0]): int(r[1][1:]) for r in cat._db.execute(
+        key_to_id = {int(r[0]): int(r[1][1:]) for r in cat.store.db.execute(
             "SELECT key, id FROM items WHERE key IN (%s)" % ",".join(  # noqa: UP031
                 str(int(k)) for k in np.unique(np.concatenate(raw[:n_truth])) if k >= 0))}
         row["index_only"] = percentiles(seconds)

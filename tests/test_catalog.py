@@ -15,7 +15,11 @@ from fashionlens.errors import DataError, FashionLensError, ImageError, UnknownI
 from fashionlens.search import Catalog, Embedder, FilterError, ItemRecord, parse_filters
 from fashionlens.search import catalog as catalog_module
 from fashionlens.search import index as index_module
+from fashionlens.search import query as query_module
 from fashionlens.search.index import VectorIndex
+from fashionlens.search.indexing import IndexKeeper
+from fashionlens.search.ingest import Ingestor
+from fashionlens.search.store import CatalogStore
 
 from .helpers import pattern_photo, write_corrupt_jpeg, write_pattern_photo
 
@@ -179,7 +183,7 @@ def test_model_of_another_catalog_is_refused(catalog, tmp_path):
 
 def test_add_update_sold_remove_are_incremental(catalog, tmp_path, monkeypatch):
     index = catalog.index
-    monkeypatch.setattr(Catalog, "rebuild", lambda *a, **k: pytest.fail("re-indexed"))
+    monkeypatch.setattr(IndexKeeper, "rebuild", lambda *a, **k: pytest.fail("re-indexed"))
     more = write_shop(tmp_path / "more", n=3, start=20)
     report = catalog.add_source(more, **CSV_OPTIONS)
     assert sorted(report.added) == ["item20", "item21", "item22"]
@@ -228,23 +232,26 @@ def test_catalog_persists_across_reopen(catalog, embedder):
 
 
 def _failing_insert(monkeypatch, fail_at: int) -> None:
+    """The `fail_at`-th batch insert dies after its rows went in, before the commit."""
     calls = {"n": 0}
-    original = Catalog._insert_row
+    original = CatalogStore.insert_items
 
     def insert(self, *args):
         calls["n"] += 1
+        keys = original(self, *args)
         if calls["n"] == fail_at:
+            assert len(keys)  # the rows were inserted: the rollback must undo them
             raise RuntimeError("power cut")
-        return original(self, *args)
+        return keys
 
-    monkeypatch.setattr(Catalog, "_insert_row", insert)
+    monkeypatch.setattr(CatalogStore, "insert_items", insert)
 
 
 def test_crash_mid_batch_leaves_catalog_unchanged_and_rerun_resumes(catalog, tmp_path,
                                                                     monkeypatch, embedder):
     before = _snapshot(catalog)
     more = write_shop(tmp_path / "more", n=4, start=30)
-    _failing_insert(monkeypatch, fail_at=3)
+    _failing_insert(monkeypatch, fail_at=1)
     with pytest.raises(RuntimeError, match="power cut"):
         catalog.add_source(more, **CSV_OPTIONS)
     assert _snapshot(catalog) == before
@@ -259,7 +266,7 @@ def test_crash_mid_batch_leaves_catalog_unchanged_and_rerun_resumes(catalog, tmp
 
 def test_interrupted_multi_batch_build_keeps_whole_batches_and_resumes(tmp_path, embedder,
                                                                        shop, monkeypatch):
-    _failing_insert(monkeypatch, fail_at=6)  # in the second batch of four
+    _failing_insert(monkeypatch, fail_at=2)  # the second batch of four
     with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat, \
             pytest.raises(RuntimeError):
         cat.add_source(shop, batch_size=4, **CSV_OPTIONS)
@@ -320,7 +327,7 @@ def test_missing_or_damaged_index_is_rebuilt(catalog, embedder, damage):
 @pytest.fixture(params=["exact", "faiss-selector"])
 def search_path(request, monkeypatch):
     if request.param == "faiss-selector":
-        monkeypatch.setattr(catalog_module, "EXACT_LIMIT", 0)
+        monkeypatch.setattr(query_module, "EXACT_LIMIT", 0)
     return request.param
 
 
@@ -417,8 +424,8 @@ def test_ivf_index_takes_incremental_changes(tmp_path, embedder, shop, small_swi
         top = cat.search(photo, k=1)[0]
         assert top.item.id == "item05" and top.distance < 1e-4  # re-ranked: exact similarity
         rebuilds = []
-        rebuild = Catalog.rebuild
-        monkeypatch.setattr(Catalog, "rebuild", lambda *a, **k: rebuilds.append(1))
+        rebuild = IndexKeeper.rebuild
+        monkeypatch.setattr(IndexKeeper, "rebuild", lambda *a, **k: rebuilds.append(1))
         cat.remove("item05")
         assert cat.index is index and index.ntotal == 11 and 6 not in set(index.ids())
         assert "item05" not in [m.item.id for m in cat.search(photo, k=11)]
@@ -429,7 +436,7 @@ def test_ivf_index_takes_incremental_changes(tmp_path, embedder, shop, small_swi
         assert "item06" not in [m.item.id for m in cat.search(item="item00", k=3,
                                                               filters="category=Dress")]
         assert not rebuilds
-        monkeypatch.setattr(Catalog, "rebuild", rebuild)
+        monkeypatch.setattr(IndexKeeper, "rebuild", rebuild)
 
     with Catalog(tmp_path / "cat", embedder=embedder) as cat:
         assert not cat.repaired and cat.index.kind == "ivf" and len(cat) == 11
@@ -447,7 +454,7 @@ def test_ivf_index_takes_incremental_changes(tmp_path, embedder, shop, small_swi
 
 def test_index_misses_are_completed_exactly(tmp_path, embedder, shop, small_switch,
                                             monkeypatch):
-    monkeypatch.setattr(catalog_module, "EXACT_LIMIT", 0)
+    monkeypatch.setattr(query_module, "EXACT_LIMIT", 0)
     with Catalog(tmp_path / "cat", create=True, embedder=embedder) as cat:
         cat.add_source(shop, **CSV_OPTIONS)
         assert cat.index.kind == "ivf"
@@ -538,7 +545,7 @@ def test_interrupted_bulk_load_keeps_whole_batches_and_resumes(tmp_path, monkeyp
     vectors = clustered_vectors(400, 8, seed=1)
     records = vector_records(400)
     calls = {"n": 0}
-    original = Catalog._add_vector_batch
+    original = Ingestor.commit
 
     def failing(self, *args):
         calls["n"] += 1
@@ -547,10 +554,10 @@ def test_interrupted_bulk_load_keeps_whole_batches_and_resumes(tmp_path, monkeyp
         return original(self, *args)
 
     with Catalog(tmp_path / "cat", create=True, dim=8) as cat:
-        monkeypatch.setattr(Catalog, "_add_vector_batch", failing)
+        monkeypatch.setattr(Ingestor, "commit", failing)
         with pytest.raises(RuntimeError, match="power cut"):
             cat.add_vectors(records, vectors, batch_rows=100)
-        monkeypatch.setattr(Catalog, "_add_vector_batch", original)
+        monkeypatch.setattr(Ingestor, "commit", original)
         assert len(cat) == 200
     with Catalog(tmp_path / "cat") as cat:  # the index never took those 200: repaired
         assert cat.repaired and cat.index.ntotal == 200 and cat.index.kind == "ivf"
@@ -587,9 +594,9 @@ def test_filter_columns_agree_with_sql(tmp_path):
             for text in [*filters, ["category=dress", "price<50", "status!=sold"]]:
                 conditions = parse_filters(text)
                 where, params = to_sql(conditions)
-                expected = sorted(r[0] for r in cat._db.execute(
+                expected = sorted(r[0] for r in cat.store.db.execute(
                     f"SELECT key FROM items WHERE {where}", params))
-                assert np.flatnonzero(cat._filter_mask(conditions)).tolist() == expected, text
+                assert np.flatnonzero(cat.filter_mask(text)).tolist() == expected, text
 
         check()
         cat.update("x1", category="Hat", price=None)
@@ -657,20 +664,20 @@ def test_import_vectors_command(tmp_path, embedder):
 def test_reembed_swaps_in_another_models_vectors_and_directions(catalog, model_dir):
     catalog.learn_directions("category", min_count=3)
     before_dirs = catalog.directions()
-    old_vector = catalog._stored_vector("item03")[1].copy()
+    old_vector = catalog.vector("item03")
     result = catalog.reembed(model_dir)
     assert result["items"] == 12 and result["resumed"] == 0
     assert result["directions"] == before_dirs and catalog.directions() == before_dirs
     assert catalog.model == str(Path(model_dir).resolve()) and result["index"] == "flat"
-    new_vector = catalog._stored_vector("item03")[1]
+    new_vector = catalog.vector("item03")
     assert not np.allclose(old_vector, new_vector)
-    assert np.allclose(new_vector, Embedder(model_dir).embed_one(
+    assert np.allclose(new_vector, Embedder(model_dir, runtime=catalog.runtime).embed_one(
         catalog.path / catalog.get("item03").image), atol=1e-3)
     # The photo search now uses the new model, and the item finds itself first.
     photo = catalog.path / catalog.get("item03").image
     assert catalog.search(photo, k=1)[0].item.id == "item03"
-    assert catalog._meta("reembed_target") is None  # the staging is gone
-    assert not catalog._db.execute(
+    assert catalog.store.meta("reembed_target") is None  # the staging is gone
+    assert not catalog.store.db.execute(
         "SELECT name FROM sqlite_master WHERE name = 'reembed'").fetchall()
     reopened = Catalog(catalog.path)
     assert reopened.model == catalog.model and not reopened.repaired

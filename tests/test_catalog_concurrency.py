@@ -21,6 +21,7 @@ from fashionlens.search import Catalog, Embedder, ItemRecord
 from fashionlens.search import catalog as catalog_module
 from fashionlens.search import index as index_module
 from fashionlens.search.index import VectorIndex
+from fashionlens.search.store import CatalogStore
 
 from .helpers import pattern_photo, write_pattern_photo
 from .test_catalog import clustered_vectors
@@ -152,7 +153,7 @@ def test_a_writer_that_ignores_the_lock_gets_a_clear_error_and_deletes_nothing(
     with Catalog(path, create=True, embedder=embedder) as cat:
         cat.add(_records(["x0"], seed=50))
         kept = cat.get("x0").image
-        monkeypatch.setattr(Catalog, "_existing", lambda self, ids: set())  # the stale look
+        monkeypatch.setattr(CatalogStore, "existing", lambda self, ids: set())  # the stale look
         photo = write_pattern_photo(tmp_path / "p.png", seed=3, fmt="PNG")
         with pytest.raises(ItemExistsError, match="item id 'x0' already exists"):
             cat.add([ItemRecord("x0", photo)])
@@ -197,7 +198,7 @@ def _saved_ids(cat: Catalog) -> set[int]:
 
 
 def _keys(cat: Catalog) -> set[int]:
-    return {r[0] for r in cat._db.execute("SELECT key FROM items")}
+    return {r[0] for r in cat.store.db.execute("SELECT key FROM items")}
 
 
 def test_a_reader_sees_another_writers_changes_and_does_not_clobber_them(tmp_path):
@@ -326,7 +327,7 @@ def test_pending_photos_still_in_use_are_kept(tmp_path):
     cat.add_vectors(_records(["a", "b"], seed=1), clustered_vectors(2, DIM, seed=1))
     in_use = cat.get("a").image
     removed = cat.get("b").image
-    cat._db.execute("DELETE FROM items WHERE id = 'b'")  # committed, photo not yet deleted
+    cat.store.db.execute("DELETE FROM items WHERE id = 'b'")  # committed, photo not yet deleted
     outside = tmp_path / "mine.png"
     outside.write_bytes(b"user file")
     stray = tmp_path / "cat" / "images" / "stray.png"  # not listed: left for `rebuild`

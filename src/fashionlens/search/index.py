@@ -29,6 +29,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .backends import IndexCapabilities
+
 # Exact (flat) search costs one pass over n x dim float32 values per query, on one core.
 # Measured on the 2-core reference machine with realistic 1280-d vectors
 # (benchmarks/results-scale-1280.json, `flat_scan`, load average 1.1-1.5): p50 2.5 ms at 10k
@@ -89,13 +91,22 @@ def bitmap_of(mask: np.ndarray) -> np.ndarray:
 
 
 class VectorIndex:
-    """A FAISS index of unit vectors with int64 ids (the items' rowids)."""
+    """A FAISS index of unit vectors with int64 ids (the items' rowids): the `faiss`
+    index backend (`backends.IndexBackend`)."""
 
     def __init__(self, index: faiss.Index, kind: str) -> None:
         self.index = index
         self.kind = kind
         if kind == "ivf":
             self._ivf = faiss.extract_index_ivf(index)
+
+    @property
+    def capabilities(self) -> IndexCapabilities:
+        """Flat: exact inner products and range search; IVF: 8-bit code similarities
+        (the catalog re-ranks a shortlist with the float vectors)."""
+        if self.kind == "flat":
+            return IndexCapabilities(exact=True, filtered=True, range_search=True)
+        return IndexCapabilities(exact=False, filtered=True, range_search=False)
 
     # -- making, reading, writing
 
