@@ -369,15 +369,19 @@ def directions(
 
 @catalog_app.command("import-vectors")
 def import_vectors(
-    vectors: Annotated[Path, typer.Argument(help="A .npy file: one embedding per row.")],
-    metadata: Annotated[Path, typer.Argument(help="A CSV: data row i describes vector i.")],
+    vectors: Annotated[Path, typer.Argument(
+        help="The shards `fashionlens embed` wrote (its --out folder, or .parquet files), "
+             "or a .npy file: one embedding per row (then METADATA is needed).")],
     catalog: CatalogOption,
+    metadata: Annotated[Path | None, typer.Argument(
+        help="With a .npy file: a CSV whose data row i describes vector i.")] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", metavar="NAME_OR_PATH",
-                     help=MODEL_HELP + ", or a backbone name: the model the vectors were "
-                                       "computed with (needed to search by photo; without "
-                                       "it the catalog is searched by item or vector)."),
+                     help=MODEL_HELP + ", or a backbone name: the model the .npy vectors "
+                                       "were computed with (needed to search by photo; "
+                                       "without it the catalog is searched by item or "
+                                       "vector). Shards carry their model."),
     ] = None,
     id_column: IdColumn = "id",
     image_column: Annotated[
@@ -391,9 +395,47 @@ def import_vectors(
 ) -> None:
     """Bulk-add items whose embeddings are already computed.
 
-    Creates the catalog if needed; ids already in it are skipped, so running it again
-    resumes.
+    Shards (from `fashionlens embed`): one streaming, atomic import (every item or none;
+    memory bounded by a shard); their model fingerprint must be the catalog's (a new
+    catalog takes theirs), and an id already in the catalog is an error. A .npy file
+    and a CSV: ids already in the catalog are skipped, so running it again resumes.
+    Creates the catalog if needed.
     """
+    source = vectors.expanduser()
+    if source.is_dir() or source.suffix.lower() in (".parquet", ".pq"):
+        if metadata is not None:
+            raise FashionLensError(f"{metadata}: shards carry their metadata; give only "
+                                   "the shard folder")
+        _import_shards(source, catalog)
+        return
+    if metadata is None:
+        raise FashionLensError(f"{vectors}: a .npy file needs its METADATA CSV (or give the "
+                               "folder of shards `fashionlens embed` wrote)")
+    _import_npy(vectors, metadata, catalog, model, id_column, image_column, image_dir,
+                image_ext, column, image_root)
+
+
+def _import_shards(source: Path, catalog: Path) -> None:
+    from ..search.catalog import Catalog
+    from ..search.shards import shard_files
+
+    files = shard_files(source)  # a folder that is not a finished job fails here
+    import pyarrow.parquet as pq
+
+    total = sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)
+    exists = (catalog / "catalog.sqlite").is_file()
+    with Catalog(catalog, create=not exists) as cat, StepBar("importing", total) as bar:
+        result = cat.import_shards(files, progress=lambda n: bar.advance(steps=n))
+        out.print(f"imported {result['added']} items from {result['shards']} shards "
+                  f"(model {result['model']}, {result['dim']}-d); the catalog now holds "
+                  f"{len(cat)} items, {cat.index.kind if cat.index else 'no'} index "
+                  f"({cat.path})", highlight=False)
+
+
+def _import_npy(vectors: Path, metadata: Path, catalog: Path, model: str | None,
+                id_column: str, image_column: str | None, image_dir: str | None,
+                image_ext: str | None, column: list[str] | None,
+                image_root: Path | None) -> None:
     import numpy as np
 
     from ..search.catalog import Catalog, records_from_csv

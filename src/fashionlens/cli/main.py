@@ -12,6 +12,7 @@ from ..errors import FashionLensError
 from .catalog import catalog_app
 from .common import err, setup_logging
 from .embed import evaluate_search_command, train_embedding_command
+from .embed_photos import embed_photos
 from .evaluate import evaluate
 from .export import export
 from .predict import predict
@@ -41,6 +42,7 @@ app.command()(export)
 app.command()(search)
 app.command("train-embedding")(train_embedding_command)
 app.command("evaluate-search")(evaluate_search_command)
+app.command("embed")(embed_photos)
 app.command()(serve)
 app.command()(runs)
 app.add_typer(catalog_app, name="catalog")
