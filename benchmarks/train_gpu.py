@@ -120,13 +120,15 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _embedding(args: argparse.Namespace, ddp: bool) -> dict:
-    """Metric learning, full mode, through the command line (and torchrun)."""
+    """Metric learning, full mode, through the command line (and torchrun), starting from
+    the classifier the single-GPU run trained."""
     data = Path(args.data).resolve()
     name = f"gpu-embedding-{'ddp' if ddp else 'single'}"
     command = ["-m", "fashionlens.cli.main", "train-embedding", "--data",
                str(data / "labels.csv"), "--image-dir", str(data / "images"),
                "--image-ext", ".jpg", "--split-column", "split", "--model",
-               "efficientnet_lite0", "--mode", "full", "--epochs", "2", "--output",
+               str(Path(args.runs).resolve() / "gpu-single" / "model"), "--mode", "full",
+               "--epochs", "2", "--output",
                str(Path(args.runs).resolve()), "--name", name, "-o", "metric.threads=8"]
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
                                     "--nproc_per_node=1"] if ddp else [])
