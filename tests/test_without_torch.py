@@ -1,6 +1,7 @@
-"""The plain install has no torch: predict, catalog, search and serve must work without
-it on the bundled models (their shipped ONNX exports), and commands that need it must
-say which extra to install. torch, timm and torchvision are made unimportable in a fresh
+"""The plain install has no torch (nor scikit-learn, matplotlib, onnx, ONNX Runtime):
+predict, catalog, search and serve must work without them
+on the bundled models (their shipped ONNX exports), and commands that need them must
+say which extra to install. Those packages are made unimportable in a fresh
 interpreter (None in sys.modules: `import` fails and `find_spec` finds nothing, as when
 they are not installed)."""
 
@@ -15,7 +16,7 @@ import pytest
 
 from fashionlens.models.resolve import BUNDLED_DIR, SAMPLE_PHOTOS
 
-HEAVY = ("torch", "timm", "torchvision")
+HEAVY = ("torch", "timm", "torchvision", "sklearn", "matplotlib", "onnx", "onnxruntime")
 MARKER = "HEAVY-MODULES="
 BLOCK = f"""
 import json, sys

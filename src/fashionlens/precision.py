@@ -28,6 +28,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # /proc/cpuinfo flags that mean native bf16 arithmetic: x86 (AVX512-BF16, AMX-BF16) and
 # ARMv8.6 (the "bf16" feature).
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# x86 flags of int8 dot-product instructions, which int8 inference speeds up with.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -70,7 +72,8 @@ def cpu_description(cpuinfo: str | None = None) -> dict:
     return {"model": model, "cores": os.cpu_count(),
             "native_bf16": bool(flags & NATIVE_BF16_FLAGS) if cpuinfo
             else _torch_native_bf16(),
-            "avx512": "avx512f" in flags, "avx2": "avx2" in flags}
+            "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
+            "int8_dot": bool(flags & INT8_DOT_FLAGS)}
 
 
 def _torch_native_bf16() -> bool:

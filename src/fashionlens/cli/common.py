@@ -66,7 +66,7 @@ Overrides = Annotated[
 
 # inference.backends.RUNTIMES, spelled here so that `--help` imports no inference code (a
 # test checks that the two agree).
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "openvino-int8")
 
 
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:

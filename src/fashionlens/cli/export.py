@@ -12,9 +12,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import MODEL_HELP, one_of, out
+from ..errors import ConfigError
+from .common import MODEL_HELP, ImageDir, ImageExt, one_of, out
 
-FORMATS = ("onnx", "openvino")  # inference.export.FORMATS; that module loads lazily
+FORMATS = ("onnx", "openvino", "openvino-int8")  # inference.export_cache.FORMATS (lazy)
 
 
 def _size(n: int) -> str:
@@ -28,8 +29,10 @@ def export(
     ] = "default",
     fmt: Annotated[
         str,
-        typer.Option("--format", "-f", metavar="[onnx|openvino]", callback=one_of(FORMATS),
-                     help="onnx (ONNX Runtime) or openvino (OpenVINO IR)."),
+        typer.Option("--format", "-f", metavar="[" + "|".join(FORMATS) + "]",
+                     callback=one_of(FORMATS),
+                     help="onnx (ONNX Runtime and OpenVINO), openvino (OpenVINO IR), or "
+                          "openvino-int8 (quantised; needs --calibrate)."),
     ] = "onnx",
     output: Annotated[
         Path | None,
@@ -37,10 +40,32 @@ def export(
                      help="Folder to write (default: where --runtime finds it: the model "
                           "folder's export/FORMAT, or the user cache for bundled models)."),
     ] = None,
+    calibrate: Annotated[
+        Path | None,
+        typer.Option(metavar="DATA",
+                     help="int8: photos to calibrate on: a folder per class or a CSV as "
+                          "training reads them (labels measure the accuracy change on the "
+                          "photos left over), or a folder / .txt list of unlabelled photos."),
+    ] = None,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(help="int8, CSV: only rows whose 'split' column has this value."),
+    ] = None,
+    image_dir: ImageDir = None,
+    image_ext: ImageExt = None,
+    calibration_size: Annotated[
+        int, typer.Option(min=10, help="int8: photos to calibrate on (NNCF advises 300)."),
+    ] = 300,
 ) -> None:
     """Export a model to ONNX or OpenVINO; refused unless it agrees with torch."""
-    from ..inference.export import export_model
     from ..inference.export_cache import MANIFEST
+
+    if fmt == "openvino-int8":
+        _int8(model, output, calibrate, split, image_dir, image_ext, calibration_size)
+        return
+    if calibrate is not None:
+        raise ConfigError("--calibrate is for --format openvino-int8")
+    from ..inference.export import export_model
 
     folder = export_model(model, fmt, output)
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -60,3 +85,50 @@ def export(
               else "fp32")
     out.print(f"files: {shown} ({stored}; the torch weights: "
               f"{_size(manifest['source_weights_bytes'])})", highlight=False)
+
+
+def _int8(model: str, output: Path | None, data: Path | None, split: list[str] | None,
+          image_dir: str | None, image_ext: str | None, size: int) -> None:
+    from ..data.sources import DataSpec, load_labelled
+    from ..errors import DataError
+    from ..inference.predictor import collect_images
+    from ..inference.quantize import CalibrationPhoto, quantize_model
+
+    if data is None:
+        raise ConfigError("--format openvino-int8 needs --calibrate DATA: photos like the "
+                          "ones the model will see (about 300)")
+    labelled = data.suffix.lower() == ".csv" or (data.is_dir() and any(
+        p.is_dir() for p in data.iterdir()))
+    if labelled:
+        spec = DataSpec(path=str(data), image_dir=image_dir, image_extension=image_ext,
+                        split_column="split" if split else None)
+        try:
+            samples = load_labelled(spec).samples
+        except DataError:
+            if data.suffix.lower() == ".csv":
+                raise
+            samples = []
+        if split:
+            samples = [s for s in samples if s.split in split]
+        photos = [CalibrationPhoto(s.path, s.label) for s in samples]
+    else:
+        photos = [CalibrationPhoto(p) for p in collect_images(data)]
+    if not photos:
+        raise ConfigError(f"--calibrate {data}: no photos found")
+    folder = quantize_model(model, photos, out=output, calibration_size=size)
+    manifest = json.loads((folder / "export.json").read_text())
+    out.print(f"wrote int8 export of {manifest['model']} to {folder}", highlight=False)
+    speed, accuracy = manifest["speed"], manifest["accuracy"]
+    table = Table(title=f"int8 against fp32 on this CPU ({manifest['cpu']['model']})",
+                  title_justify="left")
+    for column in ("", "fp32", "int8"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row(f"images/s (batch {speed['batch']})", f"{speed['fp32_images_per_s']:.1f}",
+                  f"{speed['int8_images_per_s']:.1f}")
+    if "int8" in accuracy:
+        table.add_row(f"accuracy ({accuracy['photos']} held-out photos)",
+                      f"{accuracy['fp32']:.4f}", f"{accuracy['int8']:.4f}")
+    out.print(table)
+    verdict = "runs by default (--runtime auto)" if manifest["recommended"] else \
+        "not run by default; --runtime openvino-int8 runs it"
+    out.print(f"{verdict}: {manifest['reason']}", highlight=False)

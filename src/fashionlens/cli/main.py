@@ -49,8 +49,8 @@ app.add_typer(catalog_app, name="catalog")
 
 
 # Packages only the `train` extra installs: a command that needs one says which extra.
-TRAINING_PACKAGES = ("torch", "torchvision", "timm", "matplotlib", "onnx",
-                     "pytorch_metric_learning")
+TRAINING_PACKAGES = ("torch", "torchvision", "timm", "matplotlib", "onnx", "onnxruntime",
+                     "pytorch_metric_learning", "sklearn", "nncf")
 
 
 def main() -> None:

@@ -26,11 +26,9 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +50,7 @@ from .export_cache import (
     check_format,
     exported_path,
     graph_key,
+    publish,
 )
 from .outputs import FEATURES, PROBABILITIES, VECTOR
 from .predictor import collect_images, prepare_photo
@@ -220,27 +219,6 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def _publish(tmp: Path, target: Path) -> None:
-    """Rename the finished export into place, replacing an older export there."""
-    umask = _umask()
-    for path in tmp.iterdir():
-        os.chmod(path, 0o666 & ~umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
-    if not target.exists():
-        tmp.replace(target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    target.replace(old)
-    tmp.replace(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | None = None,
                  *, photos: Sequence[str | Path] | None = None,
                  tolerance: float = TOLERANCE) -> Path:
@@ -298,7 +276,7 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
                              if p.name != MANIFEST}
         manifest["source_weights_bytes"] = (folder / WEIGHTS_FILE).stat().st_size
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _publish(tmp, target)
+        publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,8 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 from filelock import FileLock
@@ -25,7 +27,7 @@ from ..models.resolve import BUNDLED_DIR
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "openvino-int8")  # the last: inference.quantize
 CACHE_ENV = "FASHIONLENS_CACHE"
 EXPORT_DIR = "export"
 MANIFEST = "export.json"
@@ -123,6 +125,9 @@ def ensure_exported(folder: str | Path, fmt: str) -> Path:
     found = find_exported(folder, fmt)
     if found is not None:
         return found
+    if fmt == "openvino-int8":  # calibrated on the user's photos: never made implicitly
+        raise ModelError(f"{folder}: has no current int8 export; make one with `fashionlens "
+                         "export MODEL --format openvino-int8 --calibrate PHOTOS`")
     if importlib.util.find_spec("torch") is None:
         raise ModelError(f"{folder}: has no current {fmt} export, and making one needs "
                          "torch, which this install lacks: pip install 'fashionlens[train]' "
@@ -141,3 +146,24 @@ def ensure_exported(folder: str | Path, fmt: str) -> Path:
             log.info("exporting %s to %s (first use; cached in %s)", folder, fmt, target)
             export_model(folder, fmt, target)
     return target
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Rename the finished export into place, replacing an older export there."""
+    umask = _umask()
+    for path in tmp.iterdir():
+        os.chmod(path, 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
+    if not target.exists():
+        tmp.replace(target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.replace(old)
+    tmp.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
