@@ -21,6 +21,7 @@ end. `--url` targets a running server instead (`--pid` then names its process fo
     python benchmarks/load_service.py --clients 8 --duration 60 \
         --out benchmarks/results-load-service.json
     python benchmarks/load_service.py --clients 4 --duration 300   # memory over 5 minutes
+    python benchmarks/load_service.py --clients 4 --runtime torch  # the PyTorch server
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ def percentiles(values: list[float]) -> dict:
             "max": round(float(arr.max()), 1)}
 
 
-def start_server(port: int, workdir: Path, cache_entries: int | None) -> subprocess.Popen:
+def start_server(port: int, workdir: Path, cache_entries: int | None,
+                 runtime: str = "auto") -> subprocess.Popen:
     command = [sys.executable, "-m", "fashionlens.cli.main", "-q", "serve", "--demo",
                "--catalog", str(workdir / "catalog"), "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning"]
+               "--port", str(port), "--log-level", "warning", "--runtime", runtime]
     if cache_entries is not None:
         command += ["--cache-entries", str(cache_entries)]
     env = {**os.environ, "FASHIONLENS_PROGRESS": "0"}
@@ -257,6 +259,9 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=20,
                         help="seconds to wait after the load before reading the server's "
                              "memory again")
+    parser.add_argument("--runtime", default="auto",
+                        help="serve --runtime for the server this script starts (auto, "
+                             "torch, onnxruntime, openvino, openvino-int8)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     if args.clients < 1 or args.duration <= 0 or args.duration > 3600:
@@ -272,7 +277,8 @@ def main() -> None:
         pid = args.pid
     else:
         url = f"http://127.0.0.1:{free_port()}"
-        proc = start_server(int(url.rsplit(":", 1)[1]), workdir, args.cache_entries)
+        proc = start_server(int(url.rsplit(":", 1)[1]), workdir, args.cache_entries,
+                            args.runtime)
         pid = proc.pid
     photo_paths = sorted(SAMPLE_PHOTOS.rglob("*.jpg"))
     try:
@@ -312,6 +318,7 @@ def main() -> None:
         "duration_s": round(stats["elapsed"], 1),
         "warmup_s": args.warmup,
         "server": "started by this script (serve --demo)" if proc else url,
+        "runtime": args.runtime if proc else None,
         "cache_entries": args.cache_entries if proc else None,
         "server_startup_s": round(startup_s, 1) if proc else None,
         "requests": requests,
