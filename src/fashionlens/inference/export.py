@@ -26,8 +26,6 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -47,10 +45,11 @@ from .export_cache import (
     MANIFEST,
     ONNX_FILE,
     OPENVINO_FILE,
+    building,
     check_format,
     exported_path,
+    finish,
     graph_key,
-    publish,
 )
 from .outputs import FEATURES, PROBABILITIES, VECTOR
 from .predictor import collect_images, prepare_photo
@@ -238,12 +237,7 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
         raise FashionLensError(f"{target}: exists and is not an export; choose another "
                                "output folder")
     images = check_photos(runtime, photos)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as exc:
-        raise ModelError(f"{target}: cannot write the export there ({exc})") from exc
-    try:
+    with building(target) as tmp:
         onnx_path = tmp / ONNX_FILE
         dims = _write_onnx(runtime, names, onnx_path)
         halved = _half_weights(onnx_path) if _stored_half(folder) else 0
@@ -272,12 +266,6 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
                                      fingerprint=runtime.fingerprint, folder=folder)
             manifest["agreement"][name] = check_agreement(runtime, backend, images, tolerance)
             del backend  # releases the files before they move
-        manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())
-                             if p.name != MANIFEST}
         manifest["source_weights_bytes"] = (folder / WEIGHTS_FILE).stat().st_size
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        publish(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        finish(tmp, target, manifest)
     return target

@@ -10,13 +10,16 @@ torch) on first use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
@@ -167,3 +170,27 @@ def publish(tmp: Path, target: Path) -> None:
     target.replace(old)
     tmp.replace(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def building(target: Path) -> Iterator[Path]:
+    """A private folder beside `target` to build an export in, removed if the build fails:
+    a half-written export never exists under the target's name."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise ModelError(f"{target}: cannot write the export there ({exc})") from exc
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def finish(tmp: Path, target: Path, manifest: dict) -> None:
+    """List the built files in the manifest, write it, and move the export into place."""
+    manifest["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())
+                         if p.name != MANIFEST}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    publish(tmp, target)

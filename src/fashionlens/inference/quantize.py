@@ -20,7 +20,6 @@ import json
 import logging
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,13 +33,13 @@ from ..models.resolve import resolve_model
 from ..precision import cpu_description
 from .export_cache import (
     INPUT_NAME,
-    MANIFEST,
     ONNX_FILE,
     OPENVINO_FILE,
+    building,
     ensure_exported,
     exported_path,
+    finish,
     graph_key,
-    publish,
     read_manifest,
 )
 from .outputs import PROBABILITIES
@@ -184,9 +183,7 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
                                      f"{accuracy['change_points']:+.2f} points")
 
     target = Path(out).expanduser().resolve() if out else exported_path(folder, INT8_FORMAT)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with building(target) as tmp:
         ov.save_model(quantized, str(tmp / OPENVINO_FILE), compress_to_fp16=False)
         written = {
             "format": INT8_FORMAT, "model": ref.name, "architecture": info.architecture,
@@ -202,14 +199,7 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
             "recommended": recommended, "reason": reason,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        written["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        (tmp / MANIFEST).write_text(json.dumps(written, indent=2))
-        publish(tmp, target)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        finish(tmp, target, written)
     return target
 
 
