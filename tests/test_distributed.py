@@ -1,10 +1,11 @@
 """Distributed training (torchrun + DDP): two CPU processes (gloo) train what one process
 trains, and a process started without torchrun is the plain single process.
 
-The two-process runs go through the real launcher (`--nproc 2` re-runs the command under
-torch.distributed.run). Tolerance: the processes average two half-batch gradients where
-one process takes one mean over the batch, so only float rounding may differ; losses
-agree to 1e-5 (relative) and weights to 1e-5 (absolute); measured here ~1e-7 and ~1e-8.
+The two-process runs go through the real launcher, torch.distributed.run, once for both
+commands (tests/distributed_worker.py runs them as the command line does). Tolerance: the
+processes average two half-batch gradients where one process takes one mean over the
+batch, so only float rounding may differ; losses agree to 1e-5 (relative) and weights to
+1e-5 (absolute); measured here ~1e-7 and ~1e-8.
 """
 
 from __future__ import annotations
@@ -37,14 +38,32 @@ def _flags(overrides: list[str]) -> list[str]:
     return [arg for item in overrides for arg in ("-o", item)]
 
 
-def _launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+EMBEDDING = dict(base="test_efficientnet", pretrained="none", mode="full", dim=16, views=2,
+                 epochs=2, batch_items=8, threads=1, precision="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tiny_folder, tmp_path_factory) -> tuple[Path, str]:
+    """`train` and `train-embedding --mode full` run by 2 CPU processes under torchrun:
+    their output folder and what they printed."""
+    out = tmp_path_factory.mktemp("two")
+    commands = [
+        ["train", "--name", "two", *_flags([*DIST_TRAIN, f"data.path={tiny_folder}",
+                                            f"output.dir={out}"])],
+        ["train-embedding", "--data", str(tiny_folder), "--output", str(out), "--name",
+         "emb", "-o", "data.val_fraction=0.25",
+         *_flags([f"metric.{k}={v}" for k, v in EMBEDDING.items()])],
+    ]
+    (out / "commands.json").write_text(json.dumps(commands))
     env = {**os.environ, "FASHIONLENS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # a fresh launch, whatever runs pytest
         env.pop(name, None)
-    result = subprocess.run([sys.executable, "-m", "fashionlens.cli.main", *args], cwd=cwd,
-                            env=env, capture_output=True, text=True, timeout=240)
+    worker = Path(__file__).with_name("distributed_worker.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(worker), str(out / "commands.json")],
+                            cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return out, result.stdout
 
 
 def _close_weights(a: Path, b: Path, atol: float = 1e-5) -> None:
@@ -116,14 +135,33 @@ def test_a_batch_the_processes_cannot_share_is_refused(monkeypatch):
         distributed.relaunch(0)
 
 
-def test_two_processes_train_what_one_process_trains(tiny_folder, tmp_path):
-    overrides = [*DIST_TRAIN, f"data.path={tiny_folder}", f"output.dir={tmp_path}"]
-    one = train(load_config(overrides=[*overrides, "output.name=one"]))
-    result = _launch(["train", "--nproc", "2", "--name", "two", *_flags(overrides)], tmp_path)
-    assert result.stdout.count("run folder:") == 1  # only the main process reports
+def test_nproc_runs_the_same_command_under_torchrun(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(distributed.subprocess, "call", lambda cmd: calls.append(cmd) or 3)
+    monkeypatch.setattr(sys, "argv", ["fashionlens", "-q", "train", "c.yaml", "--nproc", "2"])
+    with pytest.raises(SystemExit) as stop:
+        distributed.relaunch(2)
+    assert stop.value.code == 3  # torchrun's status is the command's
+    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      "--nproc_per_node=2", "-m", "fashionlens.cli.main", "-q", "train",
+                      "c.yaml"]]
+    distributed.relaunch(None)  # no --nproc: runs here
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    distributed.relaunch(2)  # already under torchrun: runs here
+    assert len(calls) == 1 and not distributed.is_main_process()
 
-    two = tmp_path / "two"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # one folder
+
+def test_two_processes_train_what_one_process_trains(tiny_folder, tmp_path, two_processes):
+    out, printed = two_processes
+    one = train(load_config(overrides=[*DIST_TRAIN, f"data.path={tiny_folder}",
+                                       f"output.dir={tmp_path}", "output.name=one"]))
+    assert printed.count("run folder:") == 1  # only the main process reports
+    two = out / "two"
+    assert not (out / "two-2").exists()  # one run folder, claimed by the main process
     assert not (two / "checkpoint.pt").exists() and (two / "model" / "model.json").is_file()
     a = json.loads((one.output_dir / "metrics.json").read_text())
     b = json.loads((two / "metrics.json").read_text())
@@ -138,20 +176,17 @@ def test_two_processes_train_what_one_process_trains(tiny_folder, tmp_path):
     _close_weights(one.model_dir / "model.safetensors", two / "model" / "model.safetensors")
 
 
-def test_two_processes_learn_the_embedding_one_process_learns(tiny_folder, tmp_path):
+def test_two_processes_learn_the_embedding_one_process_learns(tiny_folder, tmp_path,
+                                                              two_processes):
     """Metric learning in full mode: each process embeds half of every batch; the loss
     mines pairs across the whole batch."""
-    cfg = dict(base="test_efficientnet", pretrained="none", mode="full", dim=16, views=2,
-               epochs=2, batch_items=8, threads=1, precision="fp32", device="cpu")
-    one = train_embedding(MetricConfig(**cfg), DataSpec(path=str(tiny_folder),
-                                                        val_fraction=0.25), tmp_path / "one")
-    _launch(["train-embedding", "--nproc", "2", "--data", str(tiny_folder), "--output",
-             str(tmp_path), "--name", "two", "-o", "data.val_fraction=0.25",
-             *_flags([f"metric.{k}={v}" for k, v in cfg.items()])], tmp_path)
-    history = json.loads((tmp_path / "two" / "metrics.json").read_text())["history"]
+    out, _ = two_processes
+    one = train_embedding(MetricConfig(**EMBEDDING), DataSpec(path=str(tiny_folder),
+                                                              val_fraction=0.25),
+                          tmp_path / "one")
+    history = json.loads((out / "emb" / "metrics.json").read_text())["history"]
     assert len(history) == len(one.history) == 2
     for x, y in zip(one.history, history, strict=True):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
         assert y["pairs_top10"] == x["pairs_top10"]
-    _close_weights(one.model_dir / "model.safetensors",
-                   tmp_path / "two" / "model" / "model.safetensors")
+    _close_weights(one.model_dir / "model.safetensors", out / "emb" / "model" / "model.safetensors")
