@@ -24,7 +24,6 @@ from fashionlens.inference.backends import (
 from fashionlens.inference.export import export_model
 from fashionlens.inference.export_cache import ensure_exported, exported_path, find_exported
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
-from fashionlens.models.info import weights_digest
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.embedding import (
     EmbeddingSpec,
@@ -33,6 +32,7 @@ from fashionlens.models.embedding import (
     stage_taps,
 )
 from fashionlens.models.heads import HeadSpec, attach_heads
+from fashionlens.models.info import weights_digest
 from fashionlens.models.resolve import DEFAULT_MODEL
 
 from .helpers import COLOURS, write_photo
