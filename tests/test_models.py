@@ -98,6 +98,9 @@ def test_ported_checkpoint_with_renamed_keys_loads_in_order(tmp_path, source_mod
     # a port with a different head size still fits: the classifier is left fresh
     model = create_model(ARCH, num_classes=4, pretrained=str(path))
     _assert_same_backbone(model, source_model, skip_head=True)
+    # and a headless backbone (num_classes=0, what metric learning builds) drops its head
+    model = create_model(ARCH, num_classes=0, pretrained=str(path))
+    _assert_same_backbone(model, source_model, skip_head=True)
 
 
 def test_port_with_a_shape_mismatch_is_refused(tmp_path, source_model):

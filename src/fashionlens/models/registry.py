@@ -90,11 +90,15 @@ def _match_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     # Ports of the same network from another code base name layers differently but keep
     # their order and shapes; map them one-to-one when every backbone shape agrees.
     head = _classifier_prefix(model)
-    if len(state) == len(own) and all(
+    values = list(state.values())
+    if len(values) > len(own) and not any(name.startswith(head) for name in own):
+        # A headless backbone (num_classes=0): the checkpoint's trailing classifier goes.
+        values = values[:len(own)]
+    if len(values) == len(own) and all(
         a.shape == b.shape or name.startswith(head)
-        for a, (name, b) in zip(state.values(), own.items(), strict=True)
+        for a, (name, b) in zip(values, own.items(), strict=True)
     ):
-        return OrderedDict(zip(own.keys(), state.values(), strict=True))
+        return OrderedDict(zip(own.keys(), values, strict=True))
     raise ModelError(f"{source}: checkpoint keys do not match architecture "
                      f"{type(model).__name__} (e.g. '{next(iter(state))}')")
 
