@@ -239,8 +239,9 @@ def load_runtime(model: str | Path | None = None, runtime: str = "auto", *,
     """A runtime for anything `models.resolve.resolve_model` names, on `runtime`.
 
     Exported backends need a model folder and the CPU: a backbone, or another device,
-    runs in torch whatever was asked. They run fp32; an explicit bf16 stays in torch
-    under 'auto' and is refused for a named backend.
+    runs in torch whatever was asked. They run fp32 (or int8, see `inference.quantize`);
+    an explicit bf16 stays in torch under 'auto' and is refused for a named backend, and
+    an explicit fp32 keeps 'auto' off int8.
     """
     chosen = choose_runtime(runtime)
     ref = resolve_model(model, backbone=backbone, flag=flag)
@@ -251,7 +252,8 @@ def load_runtime(model: str | Path | None = None, runtime: str = "auto", *,
         chosen = "torch"
     if chosen != "torch" and precision == "bf16":
         if runtime != "auto":
-            raise ConfigError(f"--runtime {chosen} runs fp32; bf16 needs --runtime torch")
+            raise ConfigError(f"--runtime {chosen} does not run bf16; bf16 needs --runtime "
+                              "torch")
         chosen = "torch"
     if chosen == "torch":
         if importlib.util.find_spec("torch") is None:
