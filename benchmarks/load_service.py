@@ -52,13 +52,13 @@ def model_only_ms(photos: list[Path], repeats: int = 3) -> dict:
     """Batch-1 eager forward passes of the bundled model (the one `serve --demo` serves)
     on the same photos, in this process: the cost of the network alone, for scale.
     Decoding and pre-processing happen before the clock starts; the precision is the one
-    the server uses (bf16 autocast where the CPU has it)."""
+    torch server uses (bf16 autocast where the CPU has it)."""
     import torch
 
     from fashionlens.data.images import load_image
     from fashionlens.inference import Predictor
 
-    predictor = Predictor()
+    predictor = Predictor(runtime="torch")  # the eager network, whatever the server runs
     model = predictor.model.eval()
     tensors = [predictor.transform(load_image(p, draft_size=predictor.model_info.preprocess
                                               .resize_size))[None] for p in photos]

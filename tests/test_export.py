@@ -53,7 +53,8 @@ def photos(tmp_path_factory, tiny_folder):
 @pytest.fixture
 def single(tmp_path, model_dir):
     """A writable copy of the tiny trained classifier (exports go inside it)."""
-    return shutil.copytree(model_dir, tmp_path / "single")
+    return shutil.copytree(model_dir, tmp_path / "single",  # without exports others made
+                           ignore=shutil.ignore_patterns("export"))
 
 
 @pytest.fixture

@@ -71,14 +71,17 @@ def test_training_evaluation_and_prediction_share_the_decision(cpu_with, model_d
     from fashionlens.inference.predictor import Predictor
     from fashionlens.search.embeddings import Embedder
 
+    torch = {"runtime": "torch"}  # the exported runtimes run fp32 or int8 whatever the CPU
     cpu_with(CASCADE_LAKE)
-    assert Predictor(model_dir).precision == "fp32"
-    assert Embedder(model_dir).precision == "fp32"
-    assert evaluate(model_dir, tiny_folder).precision == "fp32"
+    assert Predictor(model_dir, **torch).precision == "fp32"
+    assert Embedder(model_dir, **torch).precision == "fp32"
+    assert evaluate(model_dir, tiny_folder, **torch).precision == "fp32"
     cpu_with(SAPPHIRE_RAPIDS)
-    assert Predictor(model_dir).precision == "bf16"
-    assert Embedder(model_dir).precision == "bf16"
-    assert Predictor(model_dir, precision="fp32").precision == "fp32"
+    assert Predictor(model_dir, **torch).precision == "bf16"
+    assert Embedder(model_dir, **torch).precision == "bf16"
+    assert evaluate(model_dir, tiny_folder, **torch).precision == "bf16"
+    assert Predictor(model_dir, precision="fp32", **torch).precision == "fp32"
+    assert Predictor(model_dir, precision="bf16").precision == "bf16"  # auto stays in torch
 
 
 def test_metric_learning_config_checks_precision_and_finite_floats():

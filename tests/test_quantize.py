@@ -14,7 +14,9 @@ from fashionlens.cli.main import app
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.inference import backends, quantize
 from fashionlens.inference.backends import OpenVinoBackend, OpenVinoInt8Backend, load_runtime
+from fashionlens.inference.outputs import VECTOR
 from fashionlens.inference.quantize import CalibrationPhoto, quantize_model, runs_int8_here
+from fashionlens.search.embeddings import Embedder
 
 pytest.importorskip("nncf")
 pytest.importorskip("openvino")
@@ -22,7 +24,8 @@ pytest.importorskip("openvino")
 
 @pytest.fixture
 def single(tmp_path, model_dir):
-    return shutil.copytree(model_dir, tmp_path / "single")
+    return shutil.copytree(model_dir, tmp_path / "single",
+                           ignore=shutil.ignore_patterns("export"))
 
 
 def _labelled(folder) -> list[CalibrationPhoto]:
@@ -48,6 +51,8 @@ def test_an_int8_export_is_measured_and_runs(single, tiny_folder, monkeypatch):
     got, want = int8.run(batch)["label"], fp32.run(batch)["label"]
     assert got.shape == want.shape and np.allclose(got.sum(1), 1, atol=1e-4)
     assert np.abs(got - want).max() < 0.2  # int8, not something else
+    norms = np.linalg.norm(int8.run(batch)[VECTOR], axis=1)  # int8 rounding renormalised
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
 def test_auto_runs_int8_only_where_it_passed(single, tiny_folder, monkeypatch, tmp_path):
@@ -62,6 +67,9 @@ def test_auto_runs_int8_only_where_it_passed(single, tiny_folder, monkeypatch, t
 
     rewrite(accuracy_ok=True, recommended=True)
     assert isinstance(load_runtime(single), OpenVinoInt8Backend)
+    # stored vectors must not depend on the CPU: embedders stay fp32 under auto
+    assert isinstance(Embedder(single).runtime, OpenVinoBackend)
+    assert Embedder(single).precision == "fp32"
     assert isinstance(load_runtime(single, precision="fp32"), OpenVinoBackend)
     assert not isinstance(load_runtime(single, precision="fp32"), OpenVinoInt8Backend)
     rewrite(accuracy_ok=False, recommended=False)

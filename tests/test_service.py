@@ -309,6 +309,14 @@ def test_classify_then_similar_of_one_photo_runs_the_model_once(client, engine):
 # --- similar items ---------------------------------------------------------------------------
 
 
+def test_the_model_making_the_catalogs_vectors_runs_like_its_embedder(engine):
+    """One pass answers classify and similar, with vectors like the stored ones (under
+    auto the model alone may run int8 where that is faster; embedders never do)."""
+    served = engine.models["clothing10"]
+    assert served.runtime.precision == engine.catalog.embedder.precision
+    assert engine.query.model is served
+
+
 def test_similar_to_a_photo(client):
     response = post_image(client, "/api/v1/similar", jpeg_bytes(HAT), k=3)
     assert response.status_code == 200

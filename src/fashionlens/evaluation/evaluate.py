@@ -54,7 +54,7 @@ def spec_for_model(data: str | Path, model_config: dict, **overrides) -> DataSpe
 
 def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | None = None,
              tta: bool = False, precision: str = "auto", device: str = "cpu",
-             runtime: str = "torch", **columns) -> EvaluationResult:
+             runtime: str = "auto", **columns) -> EvaluationResult:
     """Score `model_dir` on the photos in `data` (folder per class or CSV).
 
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides

@@ -116,7 +116,7 @@ class Catalog:
     def __init__(self, path: str | Path, *, create: bool = False,
                  model: str | Path | None = None, embedder: Embedder | None = None,
                  dim: int | None = None, lock_timeout: float = LOCK_TIMEOUT_S,
-                 runtime: str = "torch", backend: str | None = None) -> None:
+                 runtime: str = "auto", backend: str | None = None) -> None:
         self.path = Path(path).expanduser()
         self.runtime = runtime
         db_path = self.path / CATALOG_DB

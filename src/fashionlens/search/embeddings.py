@@ -50,14 +50,15 @@ class Embedder(RuntimeHolder):
     (loaded with `pretrained` weights); None or 'default' is the bundled garment model,
     or when that is not installed the `efficientnet_lite0` backbone with its embedded
     ImageNet weights. `runtime` picks what runs it (`inference.backends.load_runtime`;
-    `auto`: OpenVINO for a model folder on the CPU; a backbone always runs in torch).
+    `auto`: OpenVINO fp32 for a model folder on the CPU, never int8: stored vectors
+    must not depend on the CPU that made them; a backbone always runs in torch).
     """
 
     def __init__(self, model: str | Path | None = None, *, pretrained: str = "embedded",
                  device: str = "cpu", precision: str | None = None, threads: int = 2,
                  runtime: str = "auto") -> None:
         self.runtime = load_runtime(model, runtime, backbone=True, pretrained=pretrained,
-                                    device=device, precision=precision)
+                                    device=device, precision=precision, int8=False)
         if VECTOR not in self.runtime.outputs:
             raise ModelError(f"{self.runtime.spec}: the architecture has no forward_head; "
                              "cannot take its pooled features")

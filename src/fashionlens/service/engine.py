@@ -166,6 +166,7 @@ class QueryEncoder:
         for served in models:
             if VECTOR in served.runtime.outputs and \
                     served.runtime.fingerprint == embedder.fingerprint and \
+                    served.runtime.precision == embedder.precision and \
                     served.info.preprocess.to_dict() == embedder.preprocess.to_dict():
                 self.model = served
                 break
@@ -334,6 +335,7 @@ class Engine:
                 self.catalog = CatalogService(Path(settings.catalog).expanduser(),
                                               runtime=settings.runtime)
                 if self.catalog.embedder is not None:
+                    self._match_catalog_precision(self.catalog.embedder)
                     self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
                                               self.inference, settings)
         except BaseException:
@@ -350,6 +352,20 @@ class Engine:
         self.models[name] = ServedModel(name, model_dir.resolve(), predictor, self.inference,
                                         self.settings)
         log.info("serving model %s from %s", name, model_dir)
+
+    def _match_catalog_precision(self, embedder: Embedder) -> None:
+        """A served model that makes the catalog's vectors runs at the embedder's
+        precision, so one pass answers classify and similar with vectors like the stored
+        ones (under 'auto' a model may otherwise run int8, which embedders never do)."""
+        for name, served in list(self.models.items()):
+            if served.runtime.fingerprint == embedder.fingerprint and \
+                    served.runtime.precision != embedder.precision:
+                predictor = Predictor(str(served.model_dir), runtime=self.settings.runtime,
+                                      precision=embedder.precision)
+                self.models[name] = ServedModel(name, served.model_dir, predictor,
+                                                self.inference, self.settings)
+                log.info("model %s runs %s like the catalog's embedder", name,
+                         predictor.precision)
 
     def model(self, name: str | None) -> ServedModel:
         if not name:
