@@ -11,11 +11,13 @@ from rich.markup import escape
 from ..errors import FashionLensError
 from .catalog import catalog_app
 from .common import err, setup_logging
+from .datasheet import datasheet
 from .embed import evaluate_search_command, train_embedding_command
 from .embed_photos import embed_photos
 from .evaluate import evaluate
 from .export import export
 from .predict import predict
+from .review import review
 from .runs import runs
 from .search import search
 from .serve import serve
@@ -45,12 +47,14 @@ app.command("evaluate-search")(evaluate_search_command)
 app.command("embed")(embed_photos)
 app.command()(serve)
 app.command()(runs)
+app.command()(datasheet)
+app.command()(review)
 app.add_typer(catalog_app, name="catalog")
 
 
 # Packages only the `train` extra installs: a command that needs one says which extra.
 TRAINING_PACKAGES = ("torch", "torchvision", "timm", "matplotlib", "onnx", "onnxruntime",
-                     "pytorch_metric_learning", "sklearn", "nncf")
+                     "pytorch_metric_learning", "sklearn", "nncf", "cleanlab", "imagehash")
 
 
 def main() -> None:
