@@ -58,7 +58,8 @@ def test_predict_folder_with_one_corrupt_photo(predictor, photo_folder):
     for r in good:
         _check_probabilities(r, predictor.classes, 2)
         answer = r.to_dict()
-        assert set(answer) == {"path", "label", "probability", "top_k", "tasks"}
+        assert set(answer) == {"path", "label", "probability", "top_k", "tasks", "unknown_score",
+                               "unknown"}
         # The one task under its head's name says the same as the top level.
         assert answer["tasks"] == {"label": {k: answer[k] for k in ("label", "probability",
                                                                     "top_k")}}

@@ -22,6 +22,7 @@ from .runs import runs
 from .search import search
 from .serve import serve
 from .train import train
+from .unknown import calibrate_unknown
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -49,6 +50,7 @@ app.command()(serve)
 app.command()(runs)
 app.command()(datasheet)
 app.command()(review)
+app.command("calibrate-unknown")(calibrate_unknown)
 app.add_typer(catalog_app, name="catalog")
 
 

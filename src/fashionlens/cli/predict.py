@@ -15,6 +15,8 @@ from ..errors import FashionLensError
 from ..progress import track
 from .common import ModelName, RuntimeName, err, out
 
+NOT_A_GARMENT = "does not look like a garment we know"
+
 
 def predict(
     target: Annotated[
@@ -35,10 +37,20 @@ def predict(
         typer.Option(min=0.0, max=1.0, help="Tag models: keep tags scoring at least this "
                                             "(instead of each tag's tuned threshold)."),
     ] = None,
+    unknown_threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Call a photo 'not a garment we know' when its "
+                                            "unknown_score is at least this (instead of "
+                                            "the model's calibrated threshold)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
     runtime: RuntimeName = "auto",
 ) -> None:
-    """Predict garment type, attributes or tags of photos."""
+    """Predict garment type, attributes or tags of photos.
+
+    Each answer carries `unknown_score` (0-1, higher = less like a garment the model
+    knows) and `unknown` (the score at or above the model's threshold); both are null for
+    a model never calibrated (`fashionlens calibrate-unknown`)."""
     from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 
     root = Path(target or SAMPLE_PHOTOS)
@@ -56,7 +68,8 @@ def predict(
         return str(Path(path).relative_to(root) if base is root
                    else Path(path).resolve().relative_to(base))
 
-    predictor = Predictor(model, threshold=threshold, runtime=runtime)
+    predictor = Predictor(model, threshold=threshold, runtime=runtime,
+                          unknown_threshold=unknown_threshold)
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))
     single = predictor.info.single_label
@@ -69,6 +82,8 @@ def predict(
             title += "(" + ", ".join(h.name for h in predictor.heads) + ")"
         table = Table(title=title, title_justify="left")
         table.add_column("photo", overflow="fold")
+        if predictor.unknown is None:
+            title += "\nnot calibrated for 'not a garment': no unknown score"
         if single:
             table.add_column("prediction")
             table.add_column("probability", justify="right")
@@ -86,13 +101,20 @@ def predict(
                           *([""] * (len(table.columns) - 2)))
         elif single:
             others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in prediction.top_k)
-            table.add_row(shown(prediction.path), prediction.label, f"{prediction.probability:.3f}",
+            label = prediction.label
+            if prediction.unknown:
+                label = f"[yellow]{NOT_A_GARMENT}[/] (unknown {prediction.unknown_score:.2f})"
+            table.add_row(shown(prediction.path), label, f"{prediction.probability:.3f}",
                           others)
         else:
-            for number, (task, answer) in enumerate(prediction.tasks.items()):
+            rows = list(prediction.tasks.items())
+            if prediction.unknown:
+                rows.insert(0, ("unknown", {"text": f"[yellow]{NOT_A_GARMENT}[/] "
+                                                    f"({prediction.unknown_score:.2f})"}))
+            for number, (task, answer) in enumerate(rows):
                 table.add_row(shown(prediction.path) if number == 0 else "", task,
-                              answer_text(answer, top_k), end_section=number ==
-                              len(prediction.tasks) - 1)
+                              answer.get("text") or answer_text(answer, top_k),
+                              end_section=number == len(rows) - 1)
     if table is not None:
         out.print(table)
     if failed:

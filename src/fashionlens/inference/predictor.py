@@ -22,6 +22,7 @@ from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
 from .backends import Runtime, load_runtime
 from .holder import RuntimeHolder
 from .outputs import PROBABILITIES
+from .unknown import UnknownScorer, answer, check_threshold, scorer_for
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -31,7 +32,9 @@ class Prediction:
     """One photo's answer. `tasks` holds every head's (`models.heads.describe`): for a
     classification head `{"label", "probability", "top_k"}`, for a multilabel head
     `{"tags", "scores"}`. A one-task classifier also fills the top-level `label`,
-    `probability` and `top_k` (the first release's answer)."""
+    `probability` and `top_k` (the first release's answer). `unknown_score` (0-1, higher
+    = less like a garment the model knows) and `unknown` (at or above the threshold)
+    come from `inference.unknown`; both are None for a model never calibrated."""
 
     path: str
     label: str | None = None
@@ -39,6 +42,8 @@ class Prediction:
     top_k: list[dict] = field(default_factory=list)
     error: str | None = None
     tasks: dict[str, dict] = field(default_factory=dict)
+    unknown_score: float | None = None
+    unknown: bool | None = None
 
     def to_dict(self) -> dict:
         if self.error is not None:
@@ -46,6 +51,7 @@ class Prediction:
         out: dict = {"path": self.path}
         if self.label is not None:
             out.update(label=self.label, probability=self.probability, top_k=self.top_k)
+        out.update(unknown_score=self.unknown_score, unknown=self.unknown)
         out["tasks"] = self.tasks
         return out
 
@@ -118,13 +124,22 @@ class Predictor(RuntimeHolder):
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu",
                  precision: str | None = None, threads: int = 2,
-                 threshold: float | None = None, runtime: str = "auto") -> None:
+                 threshold: float | None = None, runtime: str = "auto",
+                 unknown_threshold: float | None = None) -> None:
         self.runtime = load_runtime(model, runtime, device=device, precision=precision)
         self.threads = threads
         self.threshold = threshold  # replaces every multilabel head's own thresholds
+        # replaces the model's own "not a garment" threshold (`inference.unknown`)
+        self.unknown_threshold = check_threshold(unknown_threshold)
         if not self.heads:
             raise FashionLensError(f"{self.spec}: this model has no heads that predict "
                                    "(an embedding-only model: use it for search)")
+        where = str(self.model_dir / "model.json") if self.model_dir else "model.json"
+        self.unknown: UnknownScorer | None = scorer_for(self.info, where)
+        # One run gives every head and what the unknown score reads (the search vector).
+        self.outputs = [h.name for h in self.heads]
+        if self.unknown is not None:
+            self.outputs += [o for o in self.unknown.outputs if o not in self.outputs]
 
     @property
     def model_dir(self) -> Path:
@@ -153,17 +168,30 @@ class Predictor(RuntimeHolder):
         return self.runtime.run(batch, (PROBABILITIES,))[PROBABILITIES]
 
     def scores(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every head's scores for a batch, by head name."""
-        return self.runtime.run(batch, [h.name for h in self.heads])
+        """Every head's scores for a batch, by head name (and the search vector when the
+        unknown score reads it)."""
+        return self.runtime.run(batch, self.outputs)
+
+    def unknown_fields(self, outputs: dict[str, np.ndarray],
+                       threshold: float | None = None) -> dict:
+        """`unknown_score` and `unknown` of one photo, from its outputs (`scores`' for
+        that photo): the one place the CLI, the service and the catalog get them."""
+        if self.unknown is None:
+            return answer(None, None)
+        batch = {name: np.asarray(values)[None] for name, values in outputs.items()}
+        score = float(self.unknown.score_outputs(batch)[0])
+        return answer(self.unknown, score,
+                      self.unknown_threshold if threshold is None else threshold)
 
     def _result(self, name: str, scores: dict[str, np.ndarray], top_k: int) -> Prediction:
         tasks = {h.name: describe(h, scores[h.name].tolist(), top_k, self.threshold)
                  for h in self.heads}
+        unknown = self.unknown_fields(scores)
         if not self.info.single_label:
-            return Prediction(path=name, tasks=tasks)
+            return Prediction(path=name, tasks=tasks, **unknown)
         first = tasks[self.heads[0].name]
         return Prediction(path=name, label=first["label"], probability=first["probability"],
-                          top_k=first["top_k"], tasks=tasks)
+                          top_k=first["top_k"], tasks=tasks, **unknown)
 
     def predict_one(self, source, top_k: int = 3, tta: bool = False, name: str | None = None
                     ) -> Prediction:

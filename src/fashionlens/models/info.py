@@ -164,6 +164,8 @@ class ModelInfo:
     name: str = ""
     embedding: dict | None = None  # an EmbeddingSpec when the model has an embedding head
     heads: list[HeadSpec] = field(default_factory=list)
+    # "Not a garment" scorer and threshold (`inference.unknown`), None until calibrated.
+    unknown: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.heads and self.classes:
@@ -203,6 +205,7 @@ class ModelInfo:
             "config": self.config,
             "metrics": self.metrics,
             **({"embedding": self.embedding} if self.embedding else {}),
+            **({"unknown": self.unknown} if self.unknown else {}),
         }
 
     @classmethod
@@ -213,7 +216,7 @@ class ModelInfo:
                        preprocess=Preprocess.from_dict(d["preprocess"]),
                        task=d.get("task", "classification"), config=d.get("config", {}),
                        metrics=d.get("metrics", {}), name=d.get("name", ""),
-                       embedding=d.get("embedding"), heads=heads)
+                       embedding=d.get("embedding"), heads=heads, unknown=d.get("unknown"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
 

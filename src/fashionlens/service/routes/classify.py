@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 
 from ...data.preprocess import tta_arrays
+from ...inference.outputs import VECTOR
 from ..engine import ServedModel
 from ..errors import error_responses
 from ..tasks import task_answer
@@ -60,6 +61,12 @@ async def classify(
                                                 "place of the model's own."),
     tta: bool = Query(False, description="Average over test-time views (slower, "
                                          "slightly more accurate)."),
+    unknown_threshold: float | None = Query(None, ge=0.0, le=1.0,
+                                            description="Call the photo unknown (not a "
+                                                        "garment the model knows) when "
+                                                        "its unknown_score is at least "
+                                                        "this, in place of the model's "
+                                                        "calibrated threshold."),
 ) -> dict:
     engine = get_engine(request)
     served = engine.model(model)  # an unknown model fails before the upload is read
@@ -73,6 +80,12 @@ async def classify(
         result = await engine.photo_output(data, name, served.name, served.draft_size,
                                            served.transform, served.batcher.submit)
         size = {"width": result.width, "height": result.height}
-        scores = result.output.scores
+        scores = dict(result.output.scores)
+        if result.output.vector is not None:
+            scores[VECTOR] = result.output.vector
+    scorer = served.predictor.unknown
+    used = None if scorer is None else (scorer.threshold if unknown_threshold is None
+                                        else unknown_threshold)
     return {"model": served.name, "image": size, "top_k": top_k, "threshold": threshold,
-            "tta": tta, "tasks": tasks_of(served, scores, top_k, threshold)}
+            "tta": tta, **served.predictor.unknown_fields(scores, used),
+            "unknown_threshold": used, "tasks": tasks_of(served, scores, top_k, threshold)}

@@ -88,10 +88,21 @@ function renderPrediction() {
   // The page's slider concerns single-label tasks; tag tasks bring their own.
   document.getElementById("threshold-field").hidden = tasks.every((t) => t.type === "multi_label");
   box.replaceChildren(el("p", { class: "muted", text: "Model: " + state.result.model }));
+  // A photo the model was not made for (a landscape, a watch) gets that said instead of a
+  // confident wrong class; its guesses stay one click away.
+  let target = box;
+  if (state.result.unknown) {
+    box.append(el("p", { class: "verdict unknown-photo", role: "status" },
+      el("strong", { text: "This does not look like a garment we know." }),
+      " (unknown score " + percent(state.result.unknown_score) + ")"));
+    target = el("details", { class: "unknown-guesses" },
+      el("summary", { text: "What the model would guess anyway" }));
+    box.append(target);
+  }
   // Several tasks each get a heading; the verdict then needs no name before it.
   tasks.forEach((task, index) => {
-    if (tasks.length > 1) box.append(el("h3", { text: task.name }));
-    box.append(task.type === "multi_label" ? tagTask(task, "", index) : classTask(task, "", threshold));
+    if (tasks.length > 1) target.append(el("h3", { text: task.name }));
+    target.append(task.type === "multi_label" ? tagTask(task, "", index) : classTask(task, "", threshold));
   });
 }
 

@@ -1,0 +1,137 @@
+"""`fashionlens calibrate-unknown MODEL --in GARMENTS --out OTHERS`: fit the model's "not a
+garment" scorer and threshold (`inference.unknown`) and store them in its model.json.
+
+The garment photos given are split by a stable hash of their paths: half fit the scorer
+(class prototypes and the logistic weights, against half of each `--out` source), a
+quarter choose the threshold (photos the fit never saw), a quarter measure it with the
+other half of each `--out` source. `--test-in` / `--test-out` give a held-out mix of
+their own instead (e.g. other photographers, other kinds of photos).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import FashionLensError
+from ..progress import StepBar
+from .common import MODEL_HELP, RuntimeName, err, out
+
+PhotoSources = Annotated[
+    list[Path] | None,
+    typer.Option(metavar="PATH", help="A photo, a folder of photos or a .txt list of photos "
+                                      "(repeatable)."),
+]
+
+
+def calibrate_unknown(
+    model: Annotated[str, typer.Argument(help=MODEL_HELP + "; its model.json is updated.")],
+    garments: Annotated[
+        list[Path],
+        typer.Option("--in", metavar="PATH",
+                     help="Garment photos of the kinds the model knows, ideally ones it was "
+                          "not trained on: a photo, a folder or a .txt list (repeatable)."),
+    ],
+    others: Annotated[
+        list[Path],
+        typer.Option("--out", metavar="PATH",
+                     help="Photos that are not such garments (other objects, scenes), one "
+                          "source per option: a folder or a .txt list (repeatable)."),
+    ],
+    test_in: Annotated[list[Path] | None, typer.Option("--test-in", metavar="PATH",
+                                                       help="Held-out garment photos "
+                                                            "(repeatable).")] = None,
+    test_out: Annotated[list[Path] | None, typer.Option("--test-out", metavar="PATH",
+                                                        help="Held-out other photos, one "
+                                                             "source per option "
+                                                             "(repeatable).")] = None,
+    method: Annotated[str, typer.Option(help="auto (compare them all, keep the best on "
+                                             "photos the fit did not see), msp, entropy, "
+                                             "prototype, mahalanobis, combined or "
+                                             "combined-mahalanobis.")] = "auto",
+    max_false_rejection: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of garment photos the threshold "
+                                                   "may refuse (on photos not fitted on).")
+    ] = 0.02,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure, but leave model.json "
+                                                            "as it is.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 32,
+    runtime: RuntimeName = "auto",
+) -> None:
+    """Calibrate "not a garment" rejection: unknown_score and its threshold."""
+    from ..inference import unknown as u
+    from ..inference.backends import load_runtime
+    from ..inference.predictor import collect_images
+
+    rt = load_runtime(model, runtime)
+    if rt.folder is None:
+        raise FashionLensError(f"{model}: not a model folder; calibration writes model.json")
+    head = u.scored_head(rt.info)
+
+    def outputs(paths: list[Path], what: str) -> u.Outputs:
+        photos = [p for path in paths for p in collect_images(path)]
+        with StepBar(f"scoring {what} photos", len(photos)) as bar:
+            result, failed = u.collect_outputs(rt, photos, head, batch_size,
+                                               progress=lambda n: bar.advance(steps=n))
+        if failed:
+            err.print(f"[yellow]{len(failed)} {what} photo(s) could not be read, e.g. "
+                      f"{failed[0]}[/]")
+        return result
+
+    inside = outputs(garments, "garment")
+    sources = {str(path): outputs([path], "other") for path in others}
+    if test_in:
+        fit_a, fit_b, thr_a, thr_b = u.split_parts(inside, 4)
+        in_fit, in_threshold = u.concat([fit_a, fit_b]), u.concat([thr_a, thr_b])
+        in_test = outputs(test_in, "held-out garment")
+    else:
+        fit_a, fit_b, in_threshold, in_test = u.split_parts(inside, 4)
+        in_fit = u.concat([fit_a, fit_b])
+    if test_out:
+        out_fit = sources
+        out_test = {str(path): outputs([path], "held-out other") for path in test_out}
+    else:
+        halves = {name: u.split_parts(o, 2) for name, o in sources.items()}
+        out_fit = {name: h[0] for name, h in halves.items()}
+        out_test = {name: h[1] for name, h in halves.items()}
+    try:
+        spec, report = u.fit_scorer(in_fit, in_fit, out_fit, in_threshold, head, in_test,
+                                    out_test, method=method,
+                                    max_false_rejection=max_false_rejection)
+    except u.CalibrationError as exc:
+        raise FashionLensError(str(exc)) from exc
+    report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
+                  saved=not dry_run)
+    if not dry_run:
+        u.save_spec(rt.folder, spec)
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table(title=f"{rt.info.name or rt.folder}: 'not a garment' methods "
+                        f"({rt.backend})", title_justify="left")
+    for column in ("method", "AUROC (threshold set)", "AUROC (held out)",
+                   "garments refused (held out)", "others refused (held out)"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, figures in report["methods"].items():
+        table.add_row(name + (" *" if name == report["chosen"] else ""),
+                      _figure(figures.get("tune_auroc")),
+                      _figure(figures.get("held_out_auroc")),
+                      _share(figures.get("held_out_false_rejection")),
+                      _share(figures.get("held_out_rejected_other")))
+    out.print(table)
+    where = "kept out of" if dry_run else "written to"
+    out.print(f"chosen: {report['chosen']}, threshold {spec.threshold:.4f}; {where} "
+              f"{rt.folder / 'model.json'}")
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"

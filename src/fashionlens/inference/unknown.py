@@ -1,0 +1,552 @@
+""""Not a garment" rejection: one score per photo, from outputs every runtime gives.
+
+A model may declare in `model.json` how to tell photos it was not made for (a watch, a
+perfume bottle, a landscape, a blurred snapshot) from the garments it knows:
+
+```json
+"unknown": {"method": "prototype", "head": "label", "threshold": 0.62,
+            "parameters": {"features": [...], "mean": [...], "std": [...],
+                           "weights": [...], "bias": -1.3, "prototypes": [[...], ...]},
+            "calibration": {...figures measured when it was fitted...}}
+```
+
+Every method is the same two steps, so that one NumPy function applies them all (the
+CLI, the service, the catalog; PyTorch, ONNX Runtime or OpenVINO alike):
+
+1. raw features of a photo, each higher for a less familiar photo, computed from the
+   first classification head's probabilities and/or the unit search `vector`:
+   `msp` (1 - the top probability), `entropy` (of the probabilities, divided by its
+   maximum), `prototype` (1 - the cosine to the nearest class prototype: the mean search
+   vector of the calibration photos predicted as that class), `mahalanobis` (distance to
+   the nearest class mean under a shared covariance, in a low-rank whitened space);
+2. a logistic model of those features (weights fitted on in-distribution against
+   out-of-distribution photos), giving `unknown_score` in 0-1.
+
+A photo is `unknown` when its score is at or above `threshold`, chosen when calibrating so
+that at most a given share of in-distribution garment photos are refused. Calibration
+(`fit_scorer`) lives here too, torch-free; `fashionlens calibrate-unknown` drives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FashionLensError, ModelError
+from ..models.info import ModelInfo
+from .outputs import VECTOR, normalise
+
+# Raw features and what each one needs from the runtime.
+FEATURES = {"msp": "probabilities", "entropy": "probabilities", "prototype": "vector",
+            "mahalanobis": "vector"}
+# Methods: the raw features a method's logistic model reads.
+METHODS: dict[str, tuple[str, ...]] = {
+    "msp": ("msp",),
+    "entropy": ("entropy",),
+    "prototype": ("prototype",),
+    "mahalanobis": ("mahalanobis",),
+    "combined": ("msp", "entropy", "prototype"),
+    "combined-mahalanobis": ("msp", "entropy", "prototype", "mahalanobis"),
+}
+MAHALANOBIS_RANK = 32  # whitened directions kept: small enough to store in model.json
+DEFAULT_MAX_FALSE_REJECTION = 0.02
+
+
+class CalibrationError(FashionLensError):
+    """Calibration cannot be done with the photos given."""
+
+
+# --- the scorer ------------------------------------------------------------------------
+
+
+@dataclass
+class UnknownSpec:
+    """The `unknown` entry of model.json."""
+
+    method: str
+    threshold: float
+    parameters: dict
+    head: str | None = None  # the classification head whose probabilities it reads
+    calibration: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "head": self.head, "threshold": round(self.threshold, 6),
+                "parameters": self.parameters, "calibration": self.calibration}
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "model.json") -> UnknownSpec:
+        where = f"{source}: field 'unknown'"
+        if not isinstance(data, Mapping):
+            raise ModelError(f"{where} must be a mapping, got {type(data).__name__}")
+        try:
+            spec = cls(method=str(data["method"]), threshold=float(data["threshold"]),
+                       parameters=dict(data["parameters"]), head=data.get("head"),
+                       calibration=dict(data.get("calibration") or {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where} is malformed ({exc!r})") from exc
+        if spec.method not in METHODS:
+            raise ModelError(f"{where}: unknown method '{spec.method}' (known: "
+                             f"{', '.join(METHODS)})")
+        if not 0.0 <= spec.threshold <= 1.0 or not math.isfinite(spec.threshold):
+            raise ModelError(f"{where}: threshold {spec.threshold} is not in 0-1")
+        return spec
+
+
+def _array(parameters: Mapping, name: str, where: str, ndim: int) -> np.ndarray:
+    try:
+        values = np.asarray(parameters[name], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: parameter '{name}' is missing or not numbers") from exc
+    if values.ndim != ndim or not np.isfinite(values).all():
+        raise ModelError(f"{where}: parameter '{name}' must be a finite {ndim}-d array")
+    return values
+
+
+class UnknownScorer:
+    """Applies an `UnknownSpec` to a batch of runtime outputs (NumPy only)."""
+
+    def __init__(self, spec: UnknownSpec, where: str = "model.json") -> None:
+        self.spec = spec
+        where = f"{where}: field 'unknown'"
+        params = spec.parameters
+        self.features: tuple[str, ...] = tuple(params.get("features") or METHODS[spec.method])
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise ModelError(f"{where}: unknown feature(s) {', '.join(bad)}")
+        self.mean = _array(params, "mean", where, 1)
+        self.std = _array(params, "std", where, 1)
+        self.weights = _array(params, "weights", where, 1)
+        self.bias = float(params.get("bias", 0.0))
+        if not (len(self.mean) == len(self.std) == len(self.weights) == len(self.features)):
+            raise ModelError(f"{where}: mean, std and weights need one value per feature "
+                             f"({len(self.features)})")
+        self.prototypes = (normalise(_array(params, "prototypes", where, 2))
+                           if "prototype" in self.features else None)
+        self.centres = self.projection = None
+        if "mahalanobis" in self.features:
+            self.projection = _array(params, "projection", where, 2)
+            self.centres = _array(params, "centres", where, 2)
+        self.needs_vector = any(FEATURES[f] == "vector" for f in self.features)
+        self.needs_probabilities = any(FEATURES[f] == "probabilities" for f in self.features)
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    @property
+    def outputs(self) -> list[str]:
+        """The runtime outputs it reads: a head's name and/or `vector`."""
+        wanted = []
+        if self.needs_probabilities:
+            if not self.spec.head:
+                raise ModelError("model.json: field 'unknown' names no head to read")
+            wanted.append(self.spec.head)
+        if self.needs_vector:
+            wanted.append(VECTOR)
+        return wanted
+
+    def score_outputs(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Scores (0-1) for a batch, from named outputs (head name -> probabilities,
+        `vector`), as a runtime's `run` gives them."""
+        probabilities = outputs.get(self.spec.head) if self.spec.head else None
+        return self.score(probabilities, outputs.get(VECTOR))
+
+    def score(self, probabilities: np.ndarray | None, vectors: np.ndarray | None
+              ) -> np.ndarray:
+        raw = raw_features(self.features, probabilities, vectors, self.prototypes,
+                           self.projection, self.centres)
+        z = (raw - self.mean) / self.std
+        return _sigmoid(z @ self.weights + self.bias)
+
+    def decide(self, scores: np.ndarray | float, threshold: float | None = None):
+        """Whether each score is at or above the threshold (the model's unless given)."""
+        return np.asarray(scores) >= (self.threshold if threshold is None else threshold)
+
+
+def scorer_for(info: ModelInfo, where: str = "model.json") -> UnknownScorer | None:
+    """The model's scorer, or None when it was never calibrated."""
+    data = getattr(info, "unknown", None)
+    if not data:
+        return None
+    return UnknownScorer(UnknownSpec.from_dict(data, where), where)
+
+
+def answer(scorer: UnknownScorer | None, score: float | None,
+           threshold: float | None = None) -> dict:
+    """The public fields: `unknown_score` and `unknown` (None for an uncalibrated model)."""
+    if scorer is None or score is None:
+        return {"unknown_score": None, "unknown": None}
+    return {"unknown_score": round(float(score), 6),
+            "unknown": bool(scorer.decide(score, threshold))}
+
+
+def check_threshold(value: float | None, flag: str = "--unknown-threshold") -> float | None:
+    if value is not None and (not math.isfinite(value) or not 0.0 <= value <= 1.0):
+        raise FashionLensError(f"{flag} {value}: must be between 0 and 1")
+    return value
+
+
+# --- raw features --------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def raw_features(names: Sequence[str], probabilities: np.ndarray | None,
+                 vectors: np.ndarray | None, prototypes: np.ndarray | None = None,
+                 projection: np.ndarray | None = None, centres: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """N x len(names) raw scores, each higher for a less familiar photo."""
+    columns = []
+    for name in names:
+        if FEATURES[name] == "probabilities":
+            if probabilities is None:
+                raise ModelError(f"unknown-score feature '{name}' needs the class "
+                                 "probabilities, which this runtime did not give")
+            p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0)
+            p = p / p.sum(-1, keepdims=True)
+            if name == "msp":
+                columns.append(1.0 - p.max(-1))
+            else:
+                columns.append(-(p * np.log(p)).sum(-1) / math.log(max(p.shape[-1], 2)))
+            continue
+        if vectors is None:
+            raise ModelError(f"unknown-score feature '{name}' needs the search vector, "
+                             "which this runtime did not give")
+        v = normalise(vectors).astype(np.float64)
+        if name == "prototype":
+            columns.append(1.0 - (v @ prototypes.T).max(-1))
+        else:  # mahalanobis: nearest class centre in the whitened low-rank space
+            w = v @ projection
+            d = ((w[:, None, :] - centres[None]) ** 2).sum(-1)
+            columns.append(np.sqrt(d.min(-1)))
+    return np.stack(columns, -1) if columns else np.zeros((0, 0))
+
+
+# --- calibration -----------------------------------------------------------------------
+# Training-side: scikit-learn (the `train` extra) is imported inside these functions.
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """Area under the ROC curve of telling out- (positive) from in-distribution photos
+    by score: the chance a random other photo scores above a random garment."""
+    from sklearn.metrics import roc_auc_score
+
+    a, b = np.asarray(in_scores, float), np.asarray(out_scores, float)
+    if not len(a) or not len(b):
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]))
+
+
+def threshold_for(in_scores: np.ndarray, max_false_rejection: float) -> float:
+    """The lowest threshold at which at most `max_false_rejection` of the in-distribution
+    scores are at or above it."""
+    s = np.sort(np.asarray(in_scores, float))
+    if not len(s):
+        raise CalibrationError("no in-distribution photo to choose a threshold on")
+    allowed = int(math.floor(max_false_rejection * len(s) + 1e-9))
+    if allowed >= len(s):
+        return 0.0
+    return float(min(1.0, np.nextafter(s[len(s) - allowed - 1], np.inf)))
+
+
+def class_prototypes(probabilities: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """One unit mean vector per class, of the photos the model puts in that class (no
+    labels needed; a class no photo falls in takes its most probable photos)."""
+    v = normalise(vectors)
+    predicted = probabilities.argmax(-1)
+    rows = []
+    for c in range(probabilities.shape[1]):
+        members = v[predicted == c]
+        if not len(members):
+            members = v[np.argsort(-probabilities[:, c])[:5]]
+        rows.append(members.mean(0))
+    return normalise(np.stack(rows))
+
+
+def whitening(probabilities: np.ndarray, vectors: np.ndarray, rank: int = MAHALANOBIS_RANK
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """A low-rank whitening of the shared within-class covariance (D x r) and the class
+    centres in it (C x r): Mahalanobis distance as a Euclidean one."""
+    v = normalise(vectors).astype(np.float64)
+    predicted = probabilities.argmax(-1)
+    means = np.stack([v[predicted == c].mean(0) if (predicted == c).any() else v.mean(0)
+                      for c in range(probabilities.shape[1])])
+    centred = v - means[predicted]
+    cov = centred.T @ centred / max(1, len(v) - 1)
+    values, vecs = np.linalg.eigh(cov)
+    keep = np.argsort(values)[::-1][:min(rank, len(values))]
+    floor = max(values[keep].max() * 1e-3, 1e-9)
+    projection = vecs[:, keep] / np.sqrt(np.maximum(values[keep], floor))
+    return projection, means @ projection
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Class-balanced logistic regression (weights, bias): garments and other photos count
+    alike however many of each there are."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(class_weight="balanced", C=10.0, max_iter=1000)
+    model.fit(x, y)
+    return model.coef_[0].astype(float), float(model.intercept_[0])
+
+
+@dataclass
+class Outputs:
+    """The runtime outputs of a set of photos that calibration needs."""
+
+    probabilities: np.ndarray  # N x C (the scored head)
+    vectors: np.ndarray | None  # N x D unit vectors
+    paths: list[str] = field(default_factory=list)
+
+    def take(self, rows: np.ndarray | list[int]) -> Outputs:
+        rows = np.asarray(rows, dtype=np.int64)
+        return Outputs(self.probabilities[rows],
+                       None if self.vectors is None else self.vectors[rows],
+                       [self.paths[i] for i in rows])
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+
+def concat(parts: Iterable[Outputs]) -> Outputs:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise CalibrationError("no photo could be read")
+    return Outputs(np.concatenate([p.probabilities for p in parts]),
+                   None if any(p.vectors is None for p in parts)
+                   else np.concatenate([p.vectors for p in parts]),
+                   [path for p in parts for path in p.paths])
+
+
+def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Outputs,
+               in_threshold: Outputs, head: str, max_false_rejection: float) -> UnknownSpec:
+    """Fit one method: prototypes / whitening on `reference` garments, the logistic
+    weights on `in_fit` garments against `out_fit` other photos, the threshold on
+    `in_threshold` garments (photos neither of the others holds)."""
+    features = METHODS[method]
+    params: dict = {"features": list(features)}
+    prototypes = projection = centres = None
+    if any(FEATURES[f] == "vector" for f in features) and reference.vectors is None:
+        raise CalibrationError(f"method '{method}' needs the search vector; the model "
+                               "gives none")
+    if "prototype" in features:
+        params["prototypes"] = np.round(class_prototypes(reference.probabilities,
+                                                         reference.vectors), 5).tolist()
+        prototypes = normalise(np.asarray(params["prototypes"]))
+    if "mahalanobis" in features:
+        projection, centres = whitening(reference.probabilities, reference.vectors)
+        params["projection"] = np.round(projection, 5).tolist()
+        params["centres"] = np.round(centres, 5).tolist()
+        projection = np.asarray(params["projection"])
+        centres = np.asarray(params["centres"])
+
+    def raw(o: Outputs) -> np.ndarray:
+        return raw_features(features, o.probabilities, o.vectors, prototypes, projection,
+                            centres)
+
+    x_in, x_out = raw(in_fit), raw(out_fit)
+    x = np.vstack([x_in, x_out])
+    y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
+    mean, std = x.mean(0), np.maximum(x.std(0), 1e-9)
+    weights, bias = fit_logistic((x - mean) / std, y)
+    params.update(mean=np.round(mean, 8).tolist(), std=np.round(std, 8).tolist(),
+                  weights=np.round(weights, 6).tolist(), bias=round(bias, 6))
+    spec = UnknownSpec(method, 1.0, params, head)
+    scorer = UnknownScorer(spec)
+    spec.threshold = threshold_for(scorer.score(in_threshold.probabilities,
+                                                in_threshold.vectors), max_false_rejection)
+    return spec
+
+
+def evaluate_spec(spec: UnknownSpec, inside: Outputs, outside: Mapping[str, Outputs],
+                  threshold: float | None = None) -> dict:
+    """AUROC of the score and the rejection rates at the threshold, overall and per
+    out-of-distribution source."""
+    scorer = UnknownScorer(spec)
+    s_in = scorer.score(inside.probabilities, inside.vectors)
+    t = spec.threshold if threshold is None else threshold
+    per_source = {}
+    outs = []
+    for name, o in outside.items():
+        if not len(o):
+            continue
+        s = scorer.score(o.probabilities, o.vectors)
+        outs.append(s)
+        per_source[name] = {"photos": len(o), "auroc": round(auroc(s_in, s), 4),
+                            "rejected": round(float((s >= t).mean()), 4)}
+    s_out = np.concatenate(outs) if outs else np.zeros(0)
+    return {"auroc": round(auroc(s_in, s_out), 4) if len(s_out) else None,
+            "threshold": round(t, 6),
+            "false_rejection": round(float((s_in >= t).mean()), 4),
+            "rejected_out_of_distribution": round(float((s_out >= t).mean()), 4)
+            if len(s_out) else None,
+            "garment_photos": len(inside), "other_photos": int(len(s_out)),
+            "per_source": per_source}
+
+
+def holdout_part(key: str, parts: int = 2, salt: str = "unknown") -> int:
+    """A stable part (0 .. parts-1) of a key (a photo path, or a group such as a
+    photographer's id, so that one photographer's photos stay on one side)."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:4],
+                          "big") % parts
+
+
+def split_parts(outputs: Outputs, parts: int, keys: Sequence[str] | None = None
+                ) -> list[Outputs]:
+    """`outputs` in `parts` stable parts by a hash of each photo's key (default: path)."""
+    keys = list(keys) if keys is not None else outputs.paths
+    which = [holdout_part(k, parts) for k in keys]
+    return [outputs.take([i for i, w in enumerate(which) if w == p]) for p in range(parts)]
+
+
+def fit_scorer(reference: Outputs, in_fit: Outputs, out_fit: Mapping[str, Outputs],
+               in_threshold: Outputs, head: str, in_test: Outputs | None = None,
+               out_test: Mapping[str, Outputs] | None = None, method: str = "auto",
+               max_false_rejection: float = DEFAULT_MAX_FALSE_REJECTION,
+               log: Callable[[str], None] | None = None) -> tuple[UnknownSpec, dict]:
+    """Fit every candidate method (or `method`), pick one and report each.
+
+    `auto` picks the highest AUROC of `in_threshold` garments (not used to fit) against
+    the `out_fit` photos, preferring the simpler method within 0.002 of the best. The
+    held-out figures (`in_test` against `out_test`, when given) go into the spec's
+    `calibration` with the threshold-set figures.
+    """
+    for name, part in (("garment photos to fit on", in_fit),
+                       ("garment photos to choose the threshold on", in_threshold)):
+        if not len(part):
+            raise CalibrationError(f"no {name} (give more in-distribution photos)")
+    out_all = concat(out_fit.values())
+    candidates = list(METHODS)
+    if method != "auto":
+        if method not in METHODS:
+            raise CalibrationError(f"--method {method}: unknown (known: auto, "
+                                   f"{', '.join(METHODS)})")
+        candidates = [method]
+    if reference.vectors is None:
+        candidates = [m for m in candidates
+                      if all(FEATURES[f] != "vector" for f in METHODS[m])]
+        if not candidates:
+            raise CalibrationError(f"method '{method}' needs the search vector; the model "
+                                   "gives none")
+    comparison: dict[str, dict] = {}
+    specs: dict[str, UnknownSpec] = {}
+    for name in candidates:
+        spec = build_spec(name, reference, in_fit, out_all, in_threshold, head,
+                          max_false_rejection)
+        tune = evaluate_spec(spec, in_threshold, out_fit)
+        specs[name] = spec
+        comparison[name] = {"features": list(METHODS[name]), "tune_auroc": tune["auroc"],
+                            "threshold": round(spec.threshold, 6)}
+        if in_test is not None and len(in_test):
+            test = evaluate_spec(spec, in_test, out_test or {})
+            comparison[name].update(held_out_auroc=test["auroc"],
+                                    held_out_false_rejection=test["false_rejection"],
+                                    held_out_rejected_other=test[
+                                        "rejected_out_of_distribution"])
+        if log:
+            log(f"{name}: " + ", ".join(f"{k} {v}" for k, v in comparison[name].items()
+                                        if k != "features"))
+    best = max(c["tune_auroc"] for c in comparison.values())
+    chosen = next(n for n in candidates if comparison[n]["tune_auroc"] >= best - 0.002)
+    spec = specs[chosen]
+    calibration: dict = {
+        "chosen_by": "threshold-set AUROC" if method == "auto" else "--method",
+        "max_false_rejection": max_false_rejection,
+        "photos": {"reference": len(reference), "garments_fit": len(in_fit),
+                   "others_fit": len(out_all), "garments_threshold": len(in_threshold)},
+        "threshold_set": {k: v for k, v in evaluate_spec(spec, in_threshold, out_fit).items()
+                          if k != "per_source"},
+    }
+    report = {"chosen": chosen, "methods": comparison}
+    if in_test is not None and len(in_test):
+        held_out = evaluate_spec(spec, in_test, out_test or {})
+        calibration["held_out"] = held_out
+        report["held_out"] = held_out
+    spec.calibration = calibration
+    return spec, report
+
+
+def save_spec(folder: str | Path, spec: UnknownSpec | None) -> Path:
+    """Write (or, with None, remove) the `unknown` entry of a model folder's model.json
+    atomically, leaving every other field as it was (the export cache key does not read
+    it, so shipped exports stay current)."""
+    import json
+    import os
+    import tempfile
+
+    from ..models.resolve import META_FILE
+
+    path = Path(folder) / META_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the model description ({exc})") from exc
+    if spec is None:
+        data.pop("unknown", None)
+    else:
+        data["unknown"] = spec.to_dict()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- running a model over photos ---------------------------------------------------
+
+
+def collect_outputs(runtime, sources: Sequence, head: str, batch_size: int = 32,
+                    threads: int = 2, names: Sequence[str] | None = None,
+                    progress: Callable[[int], None] | None = None
+                    ) -> tuple[Outputs, list[str]]:
+    """The head's probabilities and the search vector (where the runtime gives one) of
+    every readable photo (paths, bytes or PIL images; `names` names them), and the names
+    of those it could not read."""
+    from .predictor import decoded_batches, prepare_photo
+
+    sources = list(sources)
+    names = [str(s) for s in sources] if names is None else list(names)
+    wanted = [head] + ([VECTOR] if VECTOR in runtime.outputs else [])
+    order = list(range(len(sources)))
+    probs, vecs, kept, failed = [], [], [], []
+
+    def prepare(i: int) -> np.ndarray:
+        return prepare_photo(sources[i], runtime.preprocess, names[i])
+
+    for chunk, arrays in decoded_batches(order, prepare, batch_size, threads):
+        good = [j for j, a in enumerate(arrays) if isinstance(a, np.ndarray)]
+        failed += [names[chunk[j]] for j in range(len(chunk)) if j not in good]
+        if good:
+            out = runtime.run(np.stack([arrays[j] for j in good]), wanted)
+            probs.append(out[head])
+            if VECTOR in out:
+                vecs.append(out[VECTOR])
+            kept += [names[chunk[j]] for j in good]
+        if progress:
+            progress(len(chunk))
+    if not probs:
+        return Outputs(np.zeros((0, 0)), None, []), failed
+    return Outputs(np.concatenate(probs), np.concatenate(vecs) if vecs else None, kept), failed
+
+
+def scored_head(info: ModelInfo) -> str:
+    """The first classification head: the one whose probabilities the score reads."""
+    for head in info.scored_heads:
+        if head.kind == "classification":
+            return head.name
+    raise CalibrationError(f"{info.name or 'this model'} has no classification head; "
+                           "'not a garment' rejection reads one")
