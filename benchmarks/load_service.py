@@ -60,9 +60,9 @@ def model_only_ms(photos: list[Path], repeats: int = 3) -> dict:
 
     predictor = Predictor(runtime="torch")  # the eager network, whatever the server runs
     model = predictor.model.eval()
-    tensors = [predictor.transform(load_image(p, draft_size=predictor.model_info.preprocess
-                                              .resize_size))[None] for p in photos]
-    tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    size = predictor.model_info.preprocess.resize_size
+    tensors = [torch.from_numpy(predictor.transform(load_image(p, draft_size=size)))[None]
+               .contiguous(memory_format=torch.channels_last) for p in photos]
     times: dict[str, list[float]] = {"fp32": [], predictor.precision: []}
     with torch.no_grad():
         for precision in times:
