@@ -107,6 +107,12 @@ def serve(
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     runtime: RuntimeName = "auto",
+    review: Annotated[
+        Path | None,
+        typer.Option(metavar="QUEUE.json",
+                     help="A review queue (fashionlens review DATA) to go through on the "
+                          "Review page; decisions are saved beside it."),
+    ] = None,
 ) -> None:
     """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
     from ..service import ServiceSettings, create_app
@@ -116,7 +122,7 @@ def serve(
     overrides = {"models": model or None, "catalog": str(catalog) if catalog else None,
                  "api_key": api_key, "max_upload_mb": max_upload_mb,
                  "cors_origins": cors_origin or None, "cache_entries": cache_entries,
-                 "currency": currency,
+                 "currency": currency, "review": str(review) if review else None,
                  # Only when typed: the default must not override the config file's.
                  "runtime": runtime if _typed(ctx, "runtime") else None}
     if config is not None:

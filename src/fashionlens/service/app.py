@@ -24,7 +24,7 @@ from .. import __version__
 from .engine import Engine
 from .errors import error_responses, install_handlers
 from .memory import IdleTrimmer
-from .routes import classify, health, items, models, similar
+from .routes import classify, health, items, models, review, similar
 from .routes.common import API_PREFIX
 from .security import BodySizeLimit, ReadDeadline, SecurityHeaders, require_read
 from .settings import ServiceSettings
@@ -71,6 +71,8 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
                   docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
+    # Read now, so a queue that is not one stops `serve` with its file named.
+    app.state.review = review.ReviewState(settings.review) if settings.review else None
     install_handlers(app)
 
     swagger = _swagger_assets()
@@ -95,7 +97,7 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
     api = APIRouter(prefix=API_PREFIX,
                     dependencies=[Depends(require_read)] if guarded else [],
                     responses=error_responses(401) if guarded else None)
-    for module in (classify, similar, items, models):
+    for module in (classify, similar, items, models, review):
         api.include_router(module.router)
     app.include_router(api)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -68,6 +68,9 @@ class ServiceSettings:
     runtime: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
+    # A review queue (`fashionlens review DATA`) for the Review page; its decisions file
+    # goes beside it.
+    review: str | None = None
 
     def model_specs(self) -> list[str]:
         """The models to load: those named, else every bundled one with the default
