@@ -19,7 +19,9 @@ from .common import MODEL_HELP, CatalogModelName, ImageDir, ImageExt, RuntimeNam
 from .search import CatalogOption, item_table
 
 if TYPE_CHECKING:
+    from ..inference.predictor import Predictor
     from ..search.catalog import AddReport, Catalog
+    from ..search.records import ItemRecord
 
 # search.catalog.DUPLICATE_THRESHOLD, spelled here for the option's default because that
 # module imports torch (a test checks that the two agree).
@@ -68,16 +70,19 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 
 def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None = None,
-            **options) -> AddReport:
+            screen: Predictor | None = None, **options) -> AddReport:
     from ..search.catalog import AddReport, read_source
 
     items = read_source(source, image_root=image_root, **options)
     report = AddReport()
     for problem in items.problems:
         report.record(problem)
-    for outcome in track(cat.add_iter(items.records, batch_size=batch_size,
+    records = items.records
+    if screen is not None:
+        records = _refuse_unknown(screen, records, report, batch_size)
+    for outcome in track(cat.add_iter(records, batch_size=batch_size,
                                       image_root=image_root), "embedding",
-                         total=len(items.records)):
+                         total=len(records)):
         report.record(outcome)
     if report.failed:
         table = Table(title="not added", title_justify="left")
@@ -93,6 +98,60 @@ def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None
     if report.failed and not report.added and not report.existing:
         raise FashionLensError(f"{source}: no item could be added")
     return report
+
+
+def _screening_model(cat: Catalog, threshold: float | None, runtime: str) -> Predictor:
+    """The model that tells garments from other photos for `--refuse-unknown`: the
+    catalog's own when it is a calibrated classifier, else the bundled default model."""
+    from ..inference.predictor import Predictor
+
+    if cat.model:
+        try:
+            own = Predictor(cat.model, unknown_threshold=threshold, runtime=runtime)
+        except FashionLensError:  # a backbone or an embedding-only model: no heads
+            own = None
+        if own is not None and own.unknown is not None:
+            return own
+    fallback = Predictor(None, unknown_threshold=threshold, runtime=runtime)
+    if fallback.unknown is None:
+        raise FashionLensError("--refuse-unknown: neither the catalog's model nor the default "
+                               "model is calibrated for 'not a garment' (fashionlens "
+                               "calibrate-unknown)")
+    return fallback
+
+
+def _refuse_unknown(predictor: Predictor, records: list[ItemRecord], report: AddReport,
+                    batch_size: int) -> list[ItemRecord]:
+    """The records whose photo looks like a garment the model knows; the others are
+    reported (as not added, naming the photo and its score). Photos are only read."""
+    from ..search.records import AddOutcome
+
+    with_photo = [r for r in records if r.image is not None]
+    verdicts = {}
+    for record, prediction in zip(with_photo, track(
+            predictor.predict_paths([r.image for r in with_photo], top_k=1,
+                                    batch_size=batch_size),
+            "checking photos", total=len(with_photo)), strict=True):
+        verdicts[id(record)] = prediction
+    kept, refused = [], []
+    threshold = predictor.unknown_threshold
+    if threshold is None and predictor.unknown is not None:
+        threshold = predictor.unknown.threshold
+    for record in records:
+        prediction = verdicts.get(id(record))
+        if prediction is not None and prediction.unknown:
+            refused.append(record.describe())
+            report.record(AddOutcome(record.id, "failed", record.describe(),
+                                     f"refused: not a garment we know (unknown_score "
+                                     f"{prediction.unknown_score:.3f})"))
+        else:  # unreadable photos go on, and the add reports them as it always does
+            kept.append(record)
+    if refused:
+        err.print(f"[yellow]refused {len(refused)} photo(s) that do not look like a garment "
+                  f"we know[/] (unknown_score at or above {threshold:.3f}, "
+                  f"{predictor.info.name or predictor.model_dir}): {', '.join(refused)}",
+                  soft_wrap=True)
+    return kept
 
 
 def _csv_options(id_column, image_column, image_dir, image_ext, column) -> dict:
@@ -144,6 +203,20 @@ def add(
     batch_size: BatchSize = 32,
     model: CatalogModelName = None,
     runtime: RuntimeName = "auto",
+    refuse_unknown: Annotated[
+        bool,
+        typer.Option("--refuse-unknown",
+                     help="Leave out photos that do not look like a garment the model "
+                          "knows (unknown_score at or above the threshold of the catalog's "
+                          "model if calibrated, else of the bundled default model); each "
+                          "is named. The photos themselves are left as they are."),
+    ] = False,
+    unknown_threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="With --refuse-unknown: refuse at this "
+                                            "unknown_score instead of the model's "
+                                            "threshold."),
+    ] = None,
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 
@@ -157,8 +230,12 @@ def add(
         options = {"item_id": item_id, "fields": _pairs(fields, "--set")}
     elif item_id or fields:
         raise FashionLensError("--id and --set apply to a single photo")
+    if unknown_threshold is not None and not refuse_unknown:
+        raise FashionLensError("--unknown-threshold applies with --refuse-unknown")
     with Catalog(catalog, model=model, runtime=runtime) as cat:
-        report = _ingest(cat, source, batch_size, image_root, **options)
+        screen = (_screening_model(cat, unknown_threshold, runtime) if refuse_unknown
+                  else None)
+        report = _ingest(cat, source, batch_size, image_root, screen=screen, **options)
     if report.existing and not report.added:
         raise ItemExistsError(catalog, report.existing)
 

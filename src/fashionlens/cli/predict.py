@@ -15,7 +15,7 @@ from ..errors import FashionLensError
 from ..progress import track
 from .common import ModelName, RuntimeName, err, out
 
-NOT_A_GARMENT = "does not look like a garment we know"
+NOT_A_GARMENT = "do not look like a garment we know"
 
 
 def predict(
@@ -92,6 +92,7 @@ def predict(
             table.add_column("task")
             table.add_column("prediction", overflow="fold")
     failed = 0
+    unknown: list[str] = []  # photos that do not look like a garment the model knows
     for prediction in results:
         failed += prediction.error is not None
         if as_json:
@@ -103,20 +104,26 @@ def predict(
             others = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in prediction.top_k)
             label = prediction.label
             if prediction.unknown:
-                label = f"[yellow]{NOT_A_GARMENT}[/] (unknown {prediction.unknown_score:.2f})"
+                unknown.append(shown(prediction.path))
+                label = f"[yellow]unknown[/] {prediction.unknown_score:.2f} ({label}?)"
             table.add_row(shown(prediction.path), label, f"{prediction.probability:.3f}",
                           others)
         else:
             rows = list(prediction.tasks.items())
             if prediction.unknown:
-                rows.insert(0, ("unknown", {"text": f"[yellow]{NOT_A_GARMENT}[/] "
-                                                    f"({prediction.unknown_score:.2f})"}))
+                unknown.append(shown(prediction.path))
+                rows.insert(0, ("unknown", {"text": f"[yellow]yes[/] "
+                                                    f"{prediction.unknown_score:.2f}"}))
             for number, (task, answer) in enumerate(rows):
                 table.add_row(shown(prediction.path) if number == 0 else "", task,
                               answer.get("text") or answer_text(answer, top_k),
                               end_section=number == len(rows) - 1)
     if table is not None:
         out.print(table)
+        if unknown:
+            out.print(f"[yellow]{len(unknown)} photo(s) {NOT_A_GARMENT}[/] (unknown_score at "
+                      f"or above {predictor.unknown_threshold or predictor.unknown.threshold:.3f}"
+                      f"): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     if failed:
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
         if failed == len(paths):

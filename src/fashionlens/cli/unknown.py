@@ -51,8 +51,9 @@ def calibrate_unknown(
                                                              "(repeatable).")] = None,
     method: Annotated[str, typer.Option(help="auto (compare them all, keep the best on "
                                              "photos the fit did not see), msp, entropy, "
-                                             "prototype, mahalanobis, combined or "
-                                             "combined-mahalanobis.")] = "auto",
+                                             "prototype, mahalanobis, combined or head "
+                                             "(a logistic rejection head on the search "
+                                             "vector).")] = "auto",
     max_false_rejection: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Share of garment photos the threshold "
                                                    "may refuse (on photos not fitted on).")

@@ -41,9 +41,11 @@ from ..errors import FashionLensError, ModelError
 from ..models.info import ModelInfo
 from .outputs import VECTOR, normalise
 
-# Raw features and what each one needs from the runtime.
+# Raw features and what each one needs from the runtime. `vector` is the unit search
+# vector itself (one column per dimension): with it the logistic model is a small
+# rejection head on the model's embedding.
 FEATURES = {"msp": "probabilities", "entropy": "probabilities", "prototype": "vector",
-            "mahalanobis": "vector"}
+            "mahalanobis": "vector", "vector": "vector"}
 # Methods: the raw features a method's logistic model reads.
 METHODS: dict[str, tuple[str, ...]] = {
     "msp": ("msp",),
@@ -51,9 +53,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "prototype": ("prototype",),
     "mahalanobis": ("mahalanobis",),
     "combined": ("msp", "entropy", "prototype"),
-    "combined-mahalanobis": ("msp", "entropy", "prototype", "mahalanobis"),
+    "head": ("vector", "msp", "prototype"),
 }
-MAHALANOBIS_RANK = 32  # whitened directions kept: small enough to store in model.json
+# L2 strength of each method's logistic model (scikit-learn's C, on standardised
+# features): the head's hundreds of weights need it; a few scores need next to none.
+STRENGTH = {"head": 0.1}
+MAHALANOBIS_RANK = 128  # principal directions kept: bounds what model.json stores
 DEFAULT_MAX_FALSE_REJECTION = 0.02
 
 
@@ -122,9 +127,9 @@ class UnknownScorer:
         self.std = _array(params, "std", where, 1)
         self.weights = _array(params, "weights", where, 1)
         self.bias = float(params.get("bias", 0.0))
-        if not (len(self.mean) == len(self.std) == len(self.weights) == len(self.features)):
-            raise ModelError(f"{where}: mean, std and weights need one value per feature "
-                             f"({len(self.features)})")
+        self.where = where
+        if not len(self.mean) == len(self.std) == len(self.weights):
+            raise ModelError(f"{where}: mean, std and weights need one value per feature")
         self.prototypes = (normalise(_array(params, "prototypes", where, 2))
                            if "prototype" in self.features else None)
         self.centres = self.projection = None
@@ -160,6 +165,10 @@ class UnknownScorer:
               ) -> np.ndarray:
         raw = raw_features(self.features, probabilities, vectors, self.prototypes,
                            self.projection, self.centres)
+        if raw.shape[-1] != len(self.weights):
+            raise ModelError(f"{self.where}: the scorer has {len(self.weights)} weights but "
+                             f"this model's outputs give {raw.shape[-1]} features (was it "
+                             "calibrated for another model?)")
         z = (raw - self.mean) / self.std
         return _sigmoid(z @ self.weights + self.bias)
 
@@ -202,7 +211,8 @@ def raw_features(names: Sequence[str], probabilities: np.ndarray | None,
                  vectors: np.ndarray | None, prototypes: np.ndarray | None = None,
                  projection: np.ndarray | None = None, centres: np.ndarray | None = None
                  ) -> np.ndarray:
-    """N x len(names) raw scores, each higher for a less familiar photo."""
+    """N x F raw features: one column per score (each higher for a less familiar photo),
+    D columns for `vector`."""
     columns = []
     for name in names:
         if FEATURES[name] == "probabilities":
@@ -220,13 +230,16 @@ def raw_features(names: Sequence[str], probabilities: np.ndarray | None,
             raise ModelError(f"unknown-score feature '{name}' needs the search vector, "
                              "which this runtime did not give")
         v = normalise(vectors).astype(np.float64)
-        if name == "prototype":
+        if name == "vector":
+            columns.append(v)
+        elif name == "prototype":
             columns.append(1.0 - (v @ prototypes.T).max(-1))
         else:  # mahalanobis: nearest class centre in the whitened low-rank space
             w = v @ projection
             d = ((w[:, None, :] - centres[None]) ** 2).sum(-1)
             columns.append(np.sqrt(d.min(-1)))
-    return np.stack(columns, -1) if columns else np.zeros((0, 0))
+    columns = [c if c.ndim == 2 else c[:, None] for c in columns]
+    return np.hstack(columns) if columns else np.zeros((0, 0))
 
 
 # --- calibration -----------------------------------------------------------------------
@@ -272,27 +285,30 @@ def class_prototypes(probabilities: np.ndarray, vectors: np.ndarray) -> np.ndarr
 
 def whitening(probabilities: np.ndarray, vectors: np.ndarray, rank: int = MAHALANOBIS_RANK
               ) -> tuple[np.ndarray, np.ndarray]:
-    """A low-rank whitening of the shared within-class covariance (D x r) and the class
-    centres in it (C x r): Mahalanobis distance as a Euclidean one."""
+    """A projection (D x r) under which Euclidean distance is the Mahalanobis distance of
+    the shared within-class covariance (Ledoit-Wolf shrunk, in the `rank` principal
+    directions of the within-class spread), and the class centres in it (C x r)."""
+    from sklearn.covariance import LedoitWolf
+
     v = normalise(vectors).astype(np.float64)
     predicted = probabilities.argmax(-1)
     means = np.stack([v[predicted == c].mean(0) if (predicted == c).any() else v.mean(0)
                       for c in range(probabilities.shape[1])])
     centred = v - means[predicted]
-    cov = centred.T @ centred / max(1, len(v) - 1)
-    values, vecs = np.linalg.eigh(cov)
-    keep = np.argsort(values)[::-1][:min(rank, len(values))]
-    floor = max(values[keep].max() * 1e-3, 1e-9)
-    projection = vecs[:, keep] / np.sqrt(np.maximum(values[keep], floor))
+    _, _, vt = np.linalg.svd(centred - centred.mean(0), full_matrices=False)
+    basis = vt[:min(rank, len(vt))].T
+    precision = LedoitWolf().fit(centred @ basis).precision_
+    projection = basis @ np.linalg.cholesky(precision)
     return projection, means @ projection
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_logistic(x: np.ndarray, y: np.ndarray, strength: float = 10.0
+                 ) -> tuple[np.ndarray, float]:
     """Class-balanced logistic regression (weights, bias): garments and other photos count
     alike however many of each there are."""
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(class_weight="balanced", C=10.0, max_iter=1000)
+    model = LogisticRegression(class_weight="balanced", C=strength, max_iter=3000)
     model.fit(x, y)
     return model.coef_[0].astype(float), float(model.intercept_[0])
 
@@ -337,13 +353,13 @@ def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Output
         raise CalibrationError(f"method '{method}' needs the search vector; the model "
                                "gives none")
     if "prototype" in features:
-        params["prototypes"] = np.round(class_prototypes(reference.probabilities,
-                                                         reference.vectors), 5).tolist()
+        params["prototypes"] = np.round(class_prototypes(
+            reference.probabilities, reference.vectors).astype(np.float64), 5).tolist()
         prototypes = normalise(np.asarray(params["prototypes"]))
     if "mahalanobis" in features:
         projection, centres = whitening(reference.probabilities, reference.vectors)
-        params["projection"] = np.round(projection, 5).tolist()
-        params["centres"] = np.round(centres, 5).tolist()
+        params["projection"] = np.round(projection.astype(np.float64), 5).tolist()
+        params["centres"] = np.round(centres.astype(np.float64), 5).tolist()
         projection = np.asarray(params["projection"])
         centres = np.asarray(params["centres"])
 
@@ -355,7 +371,7 @@ def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Output
     x = np.vstack([x_in, x_out])
     y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
     mean, std = x.mean(0), np.maximum(x.std(0), 1e-9)
-    weights, bias = fit_logistic((x - mean) / std, y)
+    weights, bias = fit_logistic((x - mean) / std, y, STRENGTH.get(method, 10.0))
     params.update(mean=np.round(mean, 8).tolist(), std=np.round(std, 8).tolist(),
                   weights=np.round(weights, 6).tolist(), bias=round(bias, 6))
     spec = UnknownSpec(method, 1.0, params, head)
