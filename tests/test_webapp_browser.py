@@ -182,6 +182,32 @@ def test_try_it_page(page, live_server):
     assert page.locator("#preview").is_visible()
 
 
+def test_try_it_says_when_a_photo_is_not_a_garment(page, live_server):
+    """A colour gradient (unknown_score 0.9995 with the bundled model, on every runtime)
+    gets the plain message, the class guesses tucked away; a garment photo does not."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:1:240j, 0:1:240j]
+    buffer = io.BytesIO()
+    Image.fromarray((np.stack([x, y, 1 - x], -1) * 255).astype(np.uint8)).save(buffer, "PNG")
+    page.goto(live_server + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#photo", files=[{"name": "gradient.png", "mimeType": "image/png",
+                                           "buffer": buffer.getvalue()}])
+    page.wait_for_selector("#prediction .unknown-photo")
+    assert page.locator("#prediction .unknown-photo").inner_text().startswith(
+        "This does not look like a garment we know.")
+    assert page.locator("#prediction .bar").first.is_hidden()  # guesses folded away
+    shoot(page, "try-it-not-a-garment")
+    page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"))
+    page.wait_for_selector("#prediction .bar")
+    assert page.locator("#prediction .unknown-photo").count() == 0
+    assert "Dress" in page.locator("#prediction .verdict").inner_text()
+
+
 def test_take_a_photo_with_the_camera(page, live_server):
     page.goto(live_server + "/")
     page.click("#camera-start")

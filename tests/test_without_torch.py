@@ -55,6 +55,7 @@ def test_predict_runs_the_bundled_models_without_torch():
     assert report == {"code": 0, "heavy": []}, errors
     answer = json.loads(output.splitlines()[0])
     assert answer["path"] == str(photo) and answer["label"] == "Dress"
+    assert 0 <= answer["unknown_score"] <= 1 and answer["unknown"] is False  # calibrated
     report, output, errors = _run(CLI, "predict", "--model", "products", "--json", photo)
     assert report == {"code": 0, "heavy": []}, errors
     tasks = json.loads(output.splitlines()[0])["tasks"]
