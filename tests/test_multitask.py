@@ -152,7 +152,9 @@ def test_predict_json_gives_every_task(multi_run, two_colour_csv):
                                       str(multi_run.model_dir), "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout.splitlines()[0])
-    assert set(answer) == {"path", "tasks"}  # no top-level label: several tasks
+    # no top-level label: several tasks; never calibrated for "not a garment"
+    assert set(answer) == {"path", "tasks", "unknown_score", "unknown"}
+    assert answer["unknown_score"] is None and answer["unknown"] is None
     assert set(answer["tasks"]) == {"top", "colours", "named"}
     top = answer["tasks"]["top"]
     assert set(top) == {"label", "probability", "top_k"} and top["label"] in NAMES

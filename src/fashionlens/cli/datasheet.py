@@ -91,8 +91,10 @@ def datasheet(
     as_json: Annotated[bool, typer.Option("--json", help="Print the measured figures as "
                                                          "JSON.")] = False,
 ) -> None:
-    """Write a datasheet for a dataset: what can be measured, and placeholders (kept when
-    regenerated) for what only a person can write."""
+    """Write a datasheet (Markdown and HTML) measuring a dataset.
+
+    What only a person can write (motivation, collection, consent, maintenance) gets
+    placeholders, and what was written there is kept when the datasheet is regenerated."""
     from ..curation.datasheet import write_datasheet
     from ..curation.duplicates import find_duplicates
 

@@ -58,8 +58,9 @@ def review(
     runtime: RuntimeName = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the probe's folds.")] = 0,
 ) -> None:
-    """List the photos a person should look at (likely mislabels, duplicates and leakage,
-    outliers, unreadable files), each saying why and how sure.
+    """List the photos a person should look at, each saying why and how sure.
+
+    Flagged: likely mislabels, duplicates and leakage, outliers, unreadable files.
 
     Then: fashionlens serve --review QUEUE (decide with the keyboard), and
     fashionlens review apply QUEUE --out cleaned.csv (a CSV that trains).
