@@ -105,7 +105,7 @@ def predict(
             label = prediction.label
             if prediction.unknown:
                 unknown.append(shown(prediction.path))
-                label = f"[yellow]unknown[/] {prediction.unknown_score:.2f} ({label}?)"
+                label = f"[yellow]unknown[/] {prediction.unknown_score:.3f} ({label}?)"
             table.add_row(shown(prediction.path), label, f"{prediction.probability:.3f}",
                           others)
         else:
@@ -113,7 +113,7 @@ def predict(
             if prediction.unknown:
                 unknown.append(shown(prediction.path))
                 rows.insert(0, ("unknown", {"text": f"[yellow]yes[/] "
-                                                    f"{prediction.unknown_score:.2f}"}))
+                                                    f"{prediction.unknown_score:.3f}"}))
             for number, (task, answer) in enumerate(rows):
                 table.add_row(shown(prediction.path) if number == 0 else "", task,
                               answer.get("text") or answer_text(answer, top_k),
