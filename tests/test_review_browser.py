@@ -68,8 +68,10 @@ def test_review_with_the_keyboard_saves_and_resumes(browser, review_server):  # 
         assert page.text_content("#review-labels") == FLIPS[photo.split("/")[1][:-4]]
         img = page.locator("#review-photo img")
         img.wait_for()
-        expect(img).to_have_js_property("complete", True)
-        assert img.bounding_box()["width"] >= 150  # the photo drawn large, not at 48 px
+        # loaded (an image without its fetched source yet is "complete" too), then drawn
+        # large: the 48 px photo fills the photo column, not its own size
+        page.wait_for_function("document.querySelector('#review-photo img').naturalWidth > 0")
+        assert img.bounding_box()["width"] >= 400
         page.keyboard.press("r")
         assert page.evaluate("document.activeElement.id") == "relabel-class"
         page.select_option("#relabel-class", suggested)
