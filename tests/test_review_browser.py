@@ -70,7 +70,10 @@ def test_review_with_the_keyboard_saves_and_resumes(browser, review_server):  # 
         img.wait_for()
         # loaded (an image without its fetched source yet is "complete" too), then drawn
         # large: the 48 px photo fills the photo column, not its own size
-        page.wait_for_function("document.querySelector('#review-photo img').naturalWidth > 0")
+        for _ in range(100):  # (wait_for_function's eval is refused by the page's CSP)
+            if img.evaluate("i => i.naturalWidth") > 0:
+                break
+            page.wait_for_timeout(50)
         assert img.bounding_box()["width"] >= 400
         page.keyboard.press("r")
         assert page.evaluate("document.activeElement.id") == "relabel-class"
