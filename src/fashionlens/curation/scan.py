@@ -116,14 +116,16 @@ def _read_cache(file: Path) -> dict[str, dict]:
         return {}
     try:
         with np.load(file, allow_pickle=False) as npz:
-            keys = [str(k) for k in npz["keys"]]
-            rows = {
-                k: {"stamp": str(npz["stamps"][i]), "sha256": str(npz["sha256"][i]),
-                    "phash": np.uint64(npz["phash"][i]), "width": int(npz["width"][i]),
-                    "height": int(npz["height"][i]), "format": str(npz["formats"][i]),
-                    "error": str(npz["errors"][i]) or None,
-                    "vector": npz["vectors"][i] if npz["vectors"].size else None}
-                for i, k in enumerate(keys)}
+            # each npz[name] reads and inflates the whole array again: once per name
+            data = {name: npz[name] for name in npz.files}
+        vectors = data["vectors"]
+        rows = {
+            str(k): {"stamp": str(data["stamps"][i]), "sha256": str(data["sha256"][i]),
+                     "phash": np.uint64(data["phash"][i]), "width": int(data["width"][i]),
+                     "height": int(data["height"][i]), "format": str(data["formats"][i]),
+                     "error": str(data["errors"][i]) or None,
+                     "vector": vectors[i] if vectors.size else None}
+            for i, k in enumerate(data["keys"])}
     except (OSError, KeyError, ValueError) as exc:
         log.warning("ignoring the unreadable cache %s (%s)", file, exc)
         return {}
