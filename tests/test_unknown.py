@@ -222,3 +222,29 @@ def test_predictor_scores_every_photo_the_same_way_in_a_batch(calibrated, tiny_f
     batched = [p.unknown_score for p in predictor.predict_paths(photos, batch_size=4)]
     alone = [predictor.predict_one(p).unknown_score for p in photos]
     np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+def test_calibration_reads_a_csv_as_training_does(calibrated, tiny_folder, tmp_path):
+    """Rows of the model's classes (and of the splits asked) only; --dry-run writes nothing."""
+    photos = sorted(tiny_folder.rglob("*.jpg"))
+    table = tmp_path / "labels.csv"
+    lines = ["image,label,split"]
+    lines += [f"{p},{p.parent.name},{'extra' if i % 4 else 'train'}"
+              for i, p in enumerate(photos)]
+    lines += [f"{photos[0]},Not sure,extra"]  # not a class of the model: left out
+    table.write_text("\n".join(lines) + "\n")
+    before = (calibrated / "model.json").read_bytes()
+    others = tmp_path / "others"
+    for i in range(8):
+        write_pattern_photo(others / f"p{i}.png", seed=200 + i)
+    args = ["calibrate-unknown", str(calibrated), "--in", str(table), "--out", str(others),
+            "--method", "msp", "--runtime", "torch", "--dry-run", "--json"]
+    result = CliRunner().invoke(app, [*args, "--in-split", "extra"])
+    assert result.exit_code == 0, result.output
+    photos_used = json.loads(result.stdout)["photos"]
+    wanted = sum(1 for i in range(len(photos)) if i % 4)
+    assert photos_used["garments_fit"] + photos_used["garments_threshold"] + \
+        photos_used["garments_held_out"] == wanted
+    assert (calibrated / "model.json").read_bytes() == before
+    none = CliRunner().invoke(app, [*args, "--in-split", "validation"])
+    assert "no row of the model's classes in split(s) validation" in str(none.exception)

@@ -34,7 +34,9 @@ def calibrate_unknown(
         list[Path],
         typer.Option("--in", metavar="PATH",
                      help="Garment photos of the kinds the model knows, ideally ones it was "
-                          "not trained on: a photo, a folder or a .txt list (repeatable)."),
+                          "not trained on: a photo, a folder, a .txt list, or a CSV read "
+                          "with the model's training columns, keeping rows of its classes "
+                          "and splitting by its group column (repeatable)."),
     ],
     others: Annotated[
         list[Path],
@@ -49,6 +51,9 @@ def calibrate_unknown(
                                                         help="Held-out other photos, one "
                                                              "source per option "
                                                              "(repeatable).")] = None,
+    in_split: Annotated[list[str] | None, typer.Option("--in-split", metavar="NAME",
+                                                       help="With a CSV --in: only rows of "
+                                                            "this split (repeatable).")] = None,
     method: Annotated[str, typer.Option(help="auto (compare them all, keep the best on "
                                              "photos the fit did not see), msp, entropy, "
                                              "prototype, mahalanobis, combined or head "
@@ -67,15 +72,17 @@ def calibrate_unknown(
     """Calibrate "not a garment" rejection: unknown_score and its threshold."""
     from ..inference import unknown as u
     from ..inference.backends import load_runtime
-    from ..inference.predictor import collect_images
 
     rt = load_runtime(model, runtime)
     if rt.folder is None:
         raise FashionLensError(f"{model}: not a model folder; calibration writes model.json")
     head = u.scored_head(rt.info)
 
-    def outputs(paths: list[Path], what: str) -> u.Outputs:
-        photos = [p for path in paths for p in collect_images(path)]
+    def outputs(paths: list[Path], what: str, keys: dict[str, str] | None = None
+                ) -> u.Outputs:
+        photos = [p for path in paths for p in _photos(path, rt.info, in_split, keys)]
+        if not photos:
+            raise FashionLensError(f"no {what} photos in {', '.join(map(str, paths))}")
         with StepBar(f"scoring {what} photos", len(photos)) as bar:
             result, failed = u.collect_outputs(rt, photos, head, batch_size,
                                                progress=lambda n: bar.advance(steps=n))
@@ -84,14 +91,16 @@ def calibrate_unknown(
                       f"{failed[0]}[/]")
         return result
 
-    inside = outputs(garments, "garment")
+    groups: dict[str, str] = {}  # photo -> its group (a CSV's group column), for the split
+    inside = outputs(garments, "garment", groups)
     sources = {str(path): outputs([path], "other") for path in others}
+    keys = [groups.get(p, p) for p in inside.paths]
     if test_in:
-        fit_a, fit_b, thr_a, thr_b = u.split_parts(inside, 4)
+        fit_a, fit_b, thr_a, thr_b = u.split_parts(inside, 4, keys)
         in_fit, in_threshold = u.concat([fit_a, fit_b]), u.concat([thr_a, thr_b])
-        in_test = outputs(test_in, "held-out garment")
+        in_test = outputs(test_in, "held-out garment", {})
     else:
-        fit_a, fit_b, in_threshold, in_test = u.split_parts(inside, 4)
+        fit_a, fit_b, in_threshold, in_test = u.split_parts(inside, 4, keys)
         in_fit = u.concat([fit_a, fit_b])
     if test_out:
         out_fit = sources
@@ -107,7 +116,8 @@ def calibrate_unknown(
     except u.CalibrationError as exc:
         raise FashionLensError(str(exc)) from exc
     report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
-                  saved=not dry_run)
+                  saved=not dry_run, photos={**spec.calibration["photos"],
+                                             "garments_held_out": len(in_test)})
     if not dry_run:
         u.save_spec(rt.folder, spec)
     if as_json:
@@ -128,6 +138,37 @@ def calibrate_unknown(
     where = "kept out of" if dry_run else "written to"
     out.print(f"chosen: {report['chosen']}, threshold {spec.threshold:.4f}; {where} "
               f"{rt.folder / 'model.json'}")
+
+
+def _photos(path: Path, info, splits: list[str] | None,
+            groups: dict[str, str] | None) -> list[Path]:
+    """The photos `path` names; a CSV is read as training read the model's data (its
+    columns), keeping rows of the model's classes (and of `splits`), and notes each
+    photo's group in `groups`."""
+    from ..inference.predictor import collect_images
+
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        return collect_images(path)
+    if groups is None:
+        raise FashionLensError(f"{path}: other photos come as a folder, a photo or a .txt "
+                               "list (a CSV is read for --in only)")
+    from ..data.sources import DataSpec, load_labelled
+
+    trained = (info.config or {}).get("data") or {}
+    fields = ("image_column", "target_column", "image_dir", "image_extension",
+              "split_column", "group_column")
+    spec = DataSpec(**{k: v for k, v in trained.items() if k in fields}, path=str(path))
+    if splits and not spec.split_column:
+        spec.split_column = "split"  # the model was trained on a folder: the usual name
+    samples = [s for s in load_labelled(spec).samples if s.label in set(info.classes)
+               and (not splits or s.split in splits)]
+    if not samples:
+        raise FashionLensError(f"{path}: no row of the model's classes"
+                               + (f" in split(s) {', '.join(splits)}" if splits else "")
+                               + f" (column '{spec.target_column}')")
+    if groups is not None:
+        groups.update({str(s.path): s.group for s in samples if s.group})
+    return [s.path for s in samples]
 
 
 def _figure(value: float | None) -> str:
