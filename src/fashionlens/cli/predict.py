@@ -70,6 +70,9 @@ def predict(
 
     predictor = Predictor(model, threshold=threshold, runtime=runtime,
                           unknown_threshold=unknown_threshold)
+    if unknown_threshold is not None and predictor.unknown is None:
+        err.print("[yellow]--unknown-threshold: this model is not calibrated for 'not a "
+                  "garment' (fashionlens calibrate-unknown); unknown_score stays null[/]")
     results = track(predictor.predict_paths(paths, top_k=top_k, batch_size=batch_size, tta=tta),
                     "predicting", total=len(paths))
     single = predictor.info.single_label

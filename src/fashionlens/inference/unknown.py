@@ -1,30 +1,34 @@
 """"Not a garment" rejection: one score per photo, from outputs every runtime gives.
 
 A model may declare in `model.json` how to tell photos it was not made for (a watch, a
-perfume bottle, a landscape, a blurred snapshot) from the garments it knows:
+perfume bottle, a landscape, a chart) from the garments it knows:
 
 ```json
-"unknown": {"method": "prototype", "head": "label", "threshold": 0.62,
-            "parameters": {"features": [...], "mean": [...], "std": [...],
-                           "weights": [...], "bias": -1.3, "prototypes": [[...], ...]},
+"unknown": {"method": "head", "head": "label", "threshold": 0.975,
+            "parameters": {"features": ["vector", "msp", "prototype"], "mean": [...],
+                           "std": [...], "weights": [...], "bias": -1.3,
+                           "prototypes": [[...], ...]},
             "calibration": {...figures measured when it was fitted...}}
 ```
 
 Every method is the same two steps, so that one NumPy function applies them all (the
 CLI, the service, the catalog; PyTorch, ONNX Runtime or OpenVINO alike):
 
-1. raw features of a photo, each higher for a less familiar photo, computed from the
-   first classification head's probabilities and/or the unit search `vector`:
-   `msp` (1 - the top probability), `entropy` (of the probabilities, divided by its
-   maximum), `prototype` (1 - the cosine to the nearest class prototype: the mean search
-   vector of the calibration photos predicted as that class), `mahalanobis` (distance to
-   the nearest class mean under a shared covariance, in a low-rank whitened space);
-2. a logistic model of those features (weights fitted on in-distribution against
-   out-of-distribution photos), giving `unknown_score` in 0-1.
+1. raw features of a photo, computed from the first classification head's probabilities
+   and/or the unit search `vector`: `msp` (1 - the top probability), `entropy` (of the
+   probabilities, divided by its maximum), `prototype` (1 - the cosine to the nearest
+   class prototype: the mean search vector of the reference photos the model puts in that
+   class), `mahalanobis` (distance to the nearest class mean under the shared, shrunk
+   within-class covariance, in its principal directions), `vector` (the search vector
+   itself: with it the logistic model below is a small rejection head);
+2. a logistic model of those features (weights fitted on garments against other photos),
+   giving `unknown_score` in 0-1 (higher = less like a garment the model knows).
 
 A photo is `unknown` when its score is at or above `threshold`, chosen when calibrating so
-that at most a given share of in-distribution garment photos are refused. Calibration
-(`fit_scorer`) lives here too, torch-free; `fashionlens calibrate-unknown` drives it.
+that at most a given share of garment photos the fit did not see are refused. A model
+without the entry gives None for both: no score rather than a made-up one. Calibration
+(`fit_scorer`, scikit-learn, the `train` extra) lives here too; `fashionlens
+calibrate-unknown` and `benchmarks/unknown.py` drive it.
 """
 
 from __future__ import annotations
