@@ -547,17 +547,16 @@ def collect_outputs(runtime, sources: Sequence, head: str, batch_size: int = 32,
     def prepare(i: int) -> np.ndarray:
         return prepare_photo(sources[i], runtime.preprocess, names[i])
 
-    for chunk, arrays in decoded_batches(order, prepare, batch_size, threads):
-        good = [j for j, a in enumerate(arrays) if isinstance(a, np.ndarray)]
-        failed += [names[chunk[j]] for j in range(len(chunk)) if j not in good]
-        if good:
-            out = runtime.run(np.stack([arrays[j] for j in good]), wanted)
+    for decoded in decoded_batches(order, prepare, batch_size, threads):
+        failed += [names[decoded.sources[j]] for j in sorted(decoded.errors)]
+        if decoded.batch is not None:
+            out = runtime.run(decoded.batch, wanted)
             probs.append(out[head])
             if VECTOR in out:
                 vecs.append(out[VECTOR])
-            kept += [names[chunk[j]] for j in good]
+            kept += [names[decoded.sources[j]] for j in decoded.rows]
         if progress:
-            progress(len(chunk))
+            progress(len(decoded.sources))
     if not probs:
         return Outputs(np.zeros((0, 0)), None, []), failed
     return Outputs(np.concatenate(probs), np.concatenate(vecs) if vecs else None, kept), failed

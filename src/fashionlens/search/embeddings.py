@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError, ModelError
+from ..errors import ModelError
 from ..inference.backends import load_runtime
 from ..inference.holder import RuntimeHolder
 from ..inference.outputs import VECTOR, normalise
@@ -98,17 +98,14 @@ class Embedder(RuntimeHolder):
         labelled = list(zip(sources, names, strict=True))
         batches = decoded_batches(labelled, lambda pair: self._prepare(*pair), batch_size,
                                   self.threads)
-        for chunk, arrays in batches:
-            good = [i for i, a in enumerate(arrays) if isinstance(a, np.ndarray)]
-            vecs = self.vectors(np.stack([arrays[i] for i in good])) if good else []
-            by_pos = dict(zip(good, vecs, strict=True))
-            for i, (_, name) in enumerate(chunk):
+        for decoded in batches:
+            vecs = self.vectors(decoded.batch) if decoded.batch is not None else []
+            by_pos = dict(zip(decoded.rows, vecs, strict=True))
+            for i, (_, name) in enumerate(decoded.sources):
                 if i in by_pos:
                     yield Embedded(source=name, vector=by_pos[i])
                 else:
-                    error = arrays[i]
-                    reason = error.reason if isinstance(error, ImageError) else str(error)
-                    yield Embedded(source=name, error=reason)
+                    yield Embedded(source=name, error=decoded.errors[i].reason)
 
     def embed_paths(self, paths: Sequence[str | Path], batch_size: int = 32
                     ) -> Iterator[Embedded]:
