@@ -15,7 +15,16 @@ from rich.table import Table
 
 from ..errors import FashionLensError, ItemExistsError
 from ..progress import StepBar, track
-from .common import MODEL_HELP, CatalogModelName, ImageDir, ImageExt, RuntimeName, err, out
+from .common import (
+    MODEL_HELP,
+    CatalogModelName,
+    ImageColumn,
+    ImageDir,
+    ImageExt,
+    RuntimeName,
+    err,
+    out,
+)
 from .search import CatalogOption, item_table
 
 if TYPE_CHECKING:
@@ -39,7 +48,6 @@ ModelOption = Annotated[
                                    "new catalog; later commands reuse its model."),
 ]
 IdColumn = Annotated[str, typer.Option(help="CSV column with the item ids.")]
-ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 ColumnMap = Annotated[
     list[str] | None,
     typer.Option("--column", help="Map a CSV column to an item field: FIELD=COLUMN, "

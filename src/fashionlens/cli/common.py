@@ -78,6 +78,10 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     return check
 
 
+# CSV options that mean the same in every command that reads a CSV of photos.
+ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
+
+
 # What runs a model, for every command that runs one (predict, evaluate, search, catalog,
 # serve). Catalog vectors do not depend on it: every backend has the same fingerprint.
 RuntimeName = Annotated[

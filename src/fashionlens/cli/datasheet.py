@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import EmbeddingModelName, ImageDir, ImageExt, RuntimeName, err, out
+from .common import (
+    EmbeddingModelName,
+    ImageColumn,
+    ImageDir,
+    ImageExt,
+    RuntimeName,
+    err,
+    out,
+)
 
 if TYPE_CHECKING:
     from ..curation.dataset import CurationSet
@@ -21,7 +29,6 @@ if TYPE_CHECKING:
 DataArgument = Annotated[str, typer.Argument(
     metavar="DATA", help="Labelled photos: a folder with a sub-folder per class, or a CSV file "
                          "(read as `fashionlens train --data` reads it).")]
-ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 TargetColumn = Annotated[str, typer.Option(help="CSV column with the class label.")]
 SplitColumn = Annotated[str | None, typer.Option(help="CSV column saying train/validation.")]
 GroupColumn = Annotated[str | None, typer.Option(

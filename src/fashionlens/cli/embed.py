@@ -14,6 +14,7 @@ from ..errors import ConfigError, FashionLensError, ModelError
 from .common import (
     DataOption,
     EmbeddingModelName,
+    ImageColumn,
     ImageDir,
     ImageExt,
     Overrides,
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from ..data.sources import DataSpec
     from ..training.metric import MetricResult
 
-ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 TargetColumn = Annotated[str, typer.Option(help="CSV column with the category label.")]
 SplitColumn = Annotated[
     str | None, typer.Option(help="CSV column saying train/validation (else a random split)."),

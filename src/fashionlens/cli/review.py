@@ -15,10 +15,17 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError
-from .common import EmbeddingModelName, ImageDir, ImageExt, RuntimeName, err, out
+from .common import (
+    EmbeddingModelName,
+    ImageColumn,
+    ImageDir,
+    ImageExt,
+    RuntimeName,
+    err,
+    out,
+)
 from .datasheet import (
     GroupColumn,
-    ImageColumn,
     NoModel,
     Separator,
     SplitColumn,
