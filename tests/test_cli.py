@@ -108,6 +108,8 @@ def test_predict_table(model_dir, inbox):
         assert name in out
     assert "error" in out
     assert "1 of 4 photos could not be read" in result.stderr
+    # The tiny model was never calibrated for "not a garment": the table says so.
+    assert "not calibrated for 'not a garment'" in out
 
 
 def test_predict_json_lines(model_dir, inbox):

@@ -83,10 +83,10 @@ def predict(
             title += f"({len(predictor.classes)} classes)"
         else:
             title += "(" + ", ".join(h.name for h in predictor.heads) + ")"
-        table = Table(title=title, title_justify="left")
-        table.add_column("photo", overflow="fold")
         if predictor.unknown is None:
             title += "\nnot calibrated for 'not a garment': no unknown score"
+        table = Table(title=title, title_justify="left")
+        table.add_column("photo", overflow="fold")
         if single:
             table.add_column("prediction")
             table.add_column("probability", justify="right")
