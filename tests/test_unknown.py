@@ -15,6 +15,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from fashionlens.cli.main import app
+from fashionlens.curation.dataset import load_curation_set
+from fashionlens.curation.review import build_queue
+from fashionlens.curation.scan import scan_photos
+from fashionlens.data.sources import DataSpec
 from fashionlens.errors import ModelError
 from fashionlens.inference import unknown as u
 from fashionlens.inference.predictor import Predictor
@@ -248,3 +252,54 @@ def test_calibration_reads_a_csv_as_training_does(calibrated, tiny_folder, tmp_p
     assert (calibrated / "model.json").read_bytes() == before
     none = CliRunner().invoke(app, [*args, "--in-split", "validation"])
     assert "no row of the model's classes in split(s) validation" in str(none.exception)
+
+
+def test_review_queue_lists_off_topic_photos(calibrated, model_dir, tiny_folder, tmp_path,
+                                            monkeypatch):
+    """The queue's off-topic check is the model's own unknown score (what `predict` says),
+    from the scan's one forward pass, cached; an off-topic photo gets one entry."""
+    data_dir = shutil.copytree(tiny_folder, tmp_path / "data")
+    first_class = sorted(p for p in data_dir.iterdir() if p.is_dir())[0]
+    for i in range(3):
+        write_pattern_photo(first_class / f"odd-{i}.png", seed=100 + i)
+    data = load_curation_set(DataSpec(path=str(data_dir)))
+    paths = [p.path for p in data.photos]
+    cache = tmp_path / "cache"
+    scan = scan_photos(paths, data.source, model=str(calibrated), runtime="torch",
+                       cache_dir=cache)
+    expected = [p.unknown_score for p in
+                Predictor(calibrated, runtime="torch").predict_paths(paths)]
+    np.testing.assert_allclose(scan.unknown_scores, expected, atol=1e-3)
+    assert scan.unknown_threshold == pytest.approx(
+        json.loads((calibrated / "model.json").read_text())["unknown"]["threshold"])
+    queue = build_queue(data, scan).queue
+    off = [e for e in queue["entries"] if e["reason"] == "off-topic"]
+    # (the scan's own scores: the threshold is one calibration photo's score, so a photo
+    # can sit exactly on it, where predict's 6-decimal rounding would tip it over)
+    flagged = {str(p) for p, s in zip(paths, scan.unknown_scores, strict=True)
+               if s >= scan.unknown_threshold}
+    assert {e["path"] for e in off} == flagged
+    assert {Path(e["path"]).name for e in off} >= {"odd-0.png", "odd-1.png", "odd-2.png"}
+    assert queue["counts"]["off-topic"] == len(off)
+    others = [e["path"] for e in queue["entries"] if e["reason"] in ("mislabel", "outlier")]
+    assert not flagged & set(others)
+    again = scan_photos(paths, data.source, model=str(calibrated), runtime="torch",
+                        cache_dir=cache)
+    assert again.cached == len(paths)
+    np.testing.assert_array_equal(again.unknown_scores, scan.unknown_scores)
+    # --unknown-threshold moves the line: at 0 every photo is listed, and only there.
+    monkeypatch.setenv("FASHIONLENS_CACHE", str(cache))
+    result = CliRunner().invoke(app, ["review", str(data_dir), "--model", str(calibrated),
+                                      "--runtime", "torch", "--unknown-threshold", "0",
+                                      "--out", str(tmp_path / "queue.json")])
+    assert result.exit_code == 0, result.output
+    everything = json.loads((tmp_path / "queue.json").read_text())
+    assert everything["unknown_threshold"] == 0
+    assert everything["counts"]["off-topic"] == len(paths)
+    assert everything["counts"]["mislabel"] == everything["counts"]["outlier"] == 0
+    # A model never calibrated: no scores, and the queue says why there is no such check.
+    plain = scan_photos(paths, data.source, model=str(model_dir), runtime="torch",
+                        cache_dir=cache)
+    assert plain.unknown_scores is None
+    notes = build_queue(data, plain).queue["notes"]
+    assert any("no off-topic check" in n for n in notes)

@@ -64,10 +64,17 @@ def review(
     no_model: NoModel = False,
     runtime: RuntimeName = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the probe's folds.")] = 0,
+    unknown_threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="List photos as off-topic (not a garment) from "
+                                            "this unknown_score instead of the model's "
+                                            "own threshold; lower finds more (e.g. 0.9)."),
+    ] = None,
 ) -> None:
     """List the photos a person should look at, each saying why and how sure.
 
-    Flagged: likely mislabels, duplicates and leakage, outliers, unreadable files.
+    Flagged: likely mislabels, duplicates and leakage, off-topic photos (not a garment),
+    outliers, unreadable files.
 
     Then: fashionlens serve --review QUEUE (decide with the keyboard), and
     fashionlens review apply QUEUE --out cleaned.csv (a CSV that trains).
@@ -87,7 +94,7 @@ def review(
                      split_column=split_column, group_column=group_column, image_dir=image_dir,
                      image_ext=image_ext, tags=tags, separator=separator, splits=split)
     scan = measure_photos(cset, None if no_model else (model or "default"), runtime)
-    result = build_queue(cset, scan, seed=seed,
+    result = build_queue(cset, scan, seed=seed, unknown_threshold=unknown_threshold,
                          progress=lambda step: err.print(f"checking {step}", highlight=False))
     target = (out_path or Path("review-queue.json")).expanduser()
     write_json_atomic(target, result.queue)

@@ -263,7 +263,8 @@ def build_sections(data: CurationSet, scan: Scan, groups: list[DuplicateGroup],
                      [_group_rows(g, data) for g in others[:LISTED]]))
     measured["Preprocessing, cleaning and labelling"].append(
         ("p", "Measured, not judged: `fashionlens review DATA` lists likely mislabels, "
-              "duplicates, outliers and unreadable files for a person to decide on."))
+              "duplicates, off-topic photos, outliers and unreadable files for a person to "
+              "decide on."))
     measured["Distribution"].append(("p", f"Source: `{data.source}`."))
     sections = []
     for heading, questions in SECTIONS:

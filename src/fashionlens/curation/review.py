@@ -1,8 +1,9 @@
 """The review queue: what a person should look at, each entry saying why and how sure.
 
 Entries, in the order a person goes through them: unreadable files, duplicates that
-straddle train and validation (leakage), other duplicates, likely mislabels (cleanlab's
-ranking), outliers (photos far from every other photo: off-topic shots, wrong crops).
+straddle train and validation (leakage), other duplicates, off-topic photos (not a
+garment, by the model's calibrated `unknown_score`), likely mislabels (cleanlab's
+ranking), outliers (photos far from every other photo: odd crops, rare views).
 Each entry has one subject photo (what a decision applies to) and the related photos
 that explain it (the other copies of a duplicate). The queue is a JSON file; the
 photos are only read.
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "fashionlens-review"
 VERSION = 1
-REASONS = ("unreadable", "leakage", "duplicate", "mislabel", "outlier")
+REASONS = ("unreadable", "leakage", "duplicate", "off-topic", "mislabel", "outlier")
 # Outliers: mean cosine distance to the nearest photos beyond Tukey's far-out fence
 # (third quartile + 3 interquartile ranges): data-driven, so a clean set flags none.
 NEIGHBOURS = 10
@@ -138,6 +139,23 @@ def mislabel_entries(issues: LabelIssues, photos: list[Photo], multilabel: bool
     return entries
 
 
+def off_topic_rows(scan: Scan, threshold: float) -> np.ndarray:
+    """Rows whose "not a garment" score reaches `threshold`, surest first."""
+    if scan.unknown_scores is None:
+        return np.zeros(0, np.int64)
+    scores = np.nan_to_num(scan.unknown_scores, nan=-1.0)
+    rows = np.flatnonzero(scores >= threshold)
+    return rows[np.argsort(-scores[rows], kind="stable")]
+
+
+def off_topic_entries(scan: Scan, photos: list[Photo], threshold: float) -> list[dict]:
+    return [_entry("off-topic", photos[int(i)], float(scan.unknown_scores[i]),
+                   f"does not look like a garment the model knows: unknown_score "
+                   f"{scan.unknown_scores[i]:.3f} (listed from {threshold:.3f}); another "
+                   f"kind of item, a scene, a screenshot")
+            for i in off_topic_rows(scan, threshold)]
+
+
 def outlier_entries(outliers: Outliers, photos: list[Photo]) -> list[dict]:
     entries = []
     order = np.argsort(-outliers.distance, kind="stable")
@@ -163,8 +181,13 @@ class ReviewResult:
 
 
 def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: int = 0,
+                unknown_threshold: float | None = None,
                 progress: Callable[[str], None] | None = None) -> ReviewResult:
-    """Every check on a measured dataset, as a queue (a JSON-ready dict)."""
+    """Every check on a measured dataset, as a queue (a JSON-ready dict).
+
+    Off-topic photos are listed from `unknown_threshold`, by default the model's own
+    (where it refuses a photo): a person looks at the queue, so a lower line finds more
+    (benchmarks/results-review-offtopic.json measures the trade)."""
     photos = data.photos
     if len(photos) != len(scan.paths):
         raise ValueError("the scan and the photos differ")
@@ -193,7 +216,16 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
         notes.append("no mislabel check: it needs embedding vectors (run without --no-model)")
     outliers = outlier_scores(scan.vectors, ok) if have_vectors else None
     out = outlier_entries(outliers, photos) if outliers is not None else []
-    entries = unreadable + leak + dup + mis + out
+    off_line = unknown_threshold if unknown_threshold is not None else scan.unknown_threshold
+    off = off_topic_entries(scan, photos, off_line) if off_line is not None else []
+    if scan.unknown_scores is None and have_vectors:
+        notes.append(f"no off-topic check: the model ({scan.model}) is not calibrated for "
+                     "'not a garment' (fashionlens calibrate-unknown)")
+    # An off-topic photo's suggested class or distance says nothing more: one entry.
+    off_ids = {e["photo"] for e in off}
+    mis = [e for e in mis if e["photo"] not in off_ids]
+    out = [e for e in out if e["photo"] not in off_ids]
+    entries = unreadable + leak + dup + off + mis + out
     for n, entry in enumerate(entries, start=1):
         entry["id"] = f"e{n:05d}"
     spec = asdict(data.spec)
@@ -206,6 +238,7 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
         "base": str(data.base.resolve()), "classes": data.classes, "model": scan.model,
         "photos": len(photos), "split_note": data.split_note,
         "counts": {r: sum(e["reason"] == r for e in entries) for r in REASONS},
+        "unknown_threshold": off_line if scan.unknown_scores is not None else None,
         "skipped_classes": issues.skipped_classes if issues else [],
         "notes": notes,
         "entries": entries,

@@ -2,7 +2,8 @@
 
 Per photo: its SHA-256 (exact duplicates), pixel size and file format, a 64-bit
 perceptual hash (near-duplicates that survive re-encoding and resizing), a unit
-embedding vector (near-duplicates, outliers, the mislabel probe), or why it cannot be
+embedding vector (near-duplicates, outliers, the mislabel probe), the model's "not a
+garment" score when the model is calibrated (off-topic photos), or why it cannot be
 read. Decoding and running the model is the slow part, so results are cached per
 dataset and model under the user's cache folder, keyed by each file's path, size and
 modification time: a re-run only looks at photos that changed. The photos themselves
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -55,6 +57,10 @@ class Scan:
     vectors: np.ndarray | None  # (N, D) float32 unit rows; zeros where unreadable
     model: str | None
     cached: int = 0
+    # "Not a garment" scores (`inference.unknown`), NaN where unreadable; None when the
+    # model is not calibrated. The threshold is the model's.
+    unknown_scores: np.ndarray | None = None
+    unknown_threshold: float | None = None
 
     @property
     def readable(self) -> np.ndarray:
@@ -99,6 +105,7 @@ def _file_facts(path: Path) -> tuple[str, np.uint64, int, int, str, str | None, 
 
 
 def _cache_file(cache_dir: Path, source: str, model: str | None) -> Path:
+    """`model`: what the vectors and scores depend on (weights, and the unknown scorer)."""
     key = hashlib.sha256(f"{Path(source).resolve()}|{model}".encode()).hexdigest()[:20]
     return cache_dir / f"scan-{key}.npz"
 
@@ -119,12 +126,14 @@ def _read_cache(file: Path) -> dict[str, dict]:
             # each npz[name] reads and inflates the whole array again: once per name
             data = {name: npz[name] for name in npz.files}
         vectors = data["vectors"]
+        unknown = data.get("unknown", np.zeros(0, np.float32))
         rows = {
             str(k): {"stamp": str(data["stamps"][i]), "sha256": str(data["sha256"][i]),
                      "phash": np.uint64(data["phash"][i]), "width": int(data["width"][i]),
                      "height": int(data["height"][i]), "format": str(data["formats"][i]),
                      "error": str(data["errors"][i]) or None,
-                     "vector": vectors[i] if vectors.size else None}
+                     "vector": vectors[i] if vectors.size else None,
+                     "unknown": float(unknown[i]) if unknown.size else None}
             for i, k in enumerate(data["keys"])}
     except (OSError, KeyError, ValueError) as exc:
         log.warning("ignoring the unreadable cache %s (%s)", file, exc)
@@ -144,7 +153,9 @@ def _write_cache(file: Path, scan: Scan, stamps: list[str]) -> None:
                      formats=np.array(scan.formats),
                      errors=np.array([e or "" for e in scan.errors]),
                      vectors=scan.vectors if scan.vectors is not None
-                     else np.zeros((0, 0), np.float32))
+                     else np.zeros((0, 0), np.float32),
+                     unknown=scan.unknown_scores if scan.unknown_scores is not None
+                     else np.zeros(0, np.float32))
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -164,7 +175,12 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
         from ..search.embeddings import Embedder
 
         embedder = Embedder(model, runtime=runtime, threads=threads)
-    file = _cache_file(cache_dir, source, embedder.fingerprint if embedder else None)
+    scorer = embedder.unknown if embedder is not None else None
+    key = embedder.fingerprint if embedder else None
+    if scorer is not None:  # recalibrating changes the scores, not the weights
+        spec = json.dumps(scorer.spec.to_dict(), sort_keys=True).encode()
+        key = f"{key}|unknown:{hashlib.sha256(spec).hexdigest()[:16]}"
+    file = _cache_file(cache_dir, source, key)
     cache = _read_cache(file)
     stamps = [_stamp(p) for p in paths]
     n = len(paths)
@@ -177,6 +193,7 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
     vectors: np.ndarray | None = None
     todo: list[int] = []
     cached_vectors: dict[int, np.ndarray] = {}
+    scores = np.full(n, np.nan, np.float32)
     for i, path in enumerate(paths):
         row = cache.get(str(path.resolve()))
         if row is not None and row["stamp"] == stamps[i] and (
@@ -186,6 +203,8 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
             formats[i], errors[i] = row["format"], row["error"]
             if row["vector"] is not None and row["error"] is None:
                 cached_vectors[i] = row["vector"]
+                if row["unknown"] is not None:
+                    scores[i] = row["unknown"]
         else:
             todo.append(i)
     new_vectors: dict[int, np.ndarray] = {}
@@ -204,10 +223,13 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
                     blobs.append((i, data))
             if embedder is not None and blobs:
                 outcomes = embedder.embed([b for _, b in blobs],
-                                          names=[str(paths[i]) for i, _ in blobs])
+                                          names=[str(paths[i]) for i, _ in blobs],
+                                          unknown=scorer is not None)
                 for (i, _), outcome in zip(blobs, outcomes, strict=True):
                     if outcome.ok:
                         new_vectors[i] = outcome.vector
+                        if outcome.unknown_score is not None:
+                            scores[i] = outcome.unknown_score
                     else:
                         errors[i] = outcome.error
             done += len(chunk)
@@ -222,7 +244,9 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
     scan = Scan(paths=list(paths), sha256=sha, phash=phash, width=width, height=height,
                 formats=formats, errors=errors, vectors=vectors,
                 model=embedder.spec if embedder is not None else None,
-                cached=n - len(todo))
+                cached=n - len(todo),
+                unknown_scores=scores if scorer is not None else None,
+                unknown_threshold=scorer.threshold if scorer is not None else None)
     if todo:
         try:
             _write_cache(file, scan, stamps)

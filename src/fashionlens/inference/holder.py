@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .backends import Runtime
+    from .unknown import UnknownScorer
 
 
 class RuntimeHolder:
@@ -49,3 +50,17 @@ class RuntimeHolder:
     def precision(self) -> str:
         """'bf16' or 'fp32': what the forward passes run in."""
         return self.runtime.precision
+
+    def unknown_scorer(self) -> UnknownScorer | None:
+        """The model's calibrated "not a garment" scorer (`inference.unknown`); None for a
+        model never calibrated, a bare backbone, or a runtime lacking what it reads."""
+        from .unknown import scorer_for
+
+        info = getattr(self.runtime, "info", None)
+        if info is None:
+            return None
+        folder = getattr(self.runtime, "folder", None)
+        scorer = scorer_for(info, str(folder / "model.json") if folder else "model.json")
+        if scorer is None or not set(scorer.outputs) <= set(self.runtime.outputs):
+            return None
+        return scorer

@@ -22,7 +22,7 @@ from ..models.resolve import DEFAULT_MODEL, SAMPLE_PHOTOS
 from .backends import Runtime, load_runtime
 from .holder import RuntimeHolder
 from .outputs import PROBABILITIES
-from .unknown import UnknownScorer, answer, check_threshold, scorer_for
+from .unknown import UnknownScorer, answer, check_threshold
 
 __all__ = ["DEFAULT_MODEL", "SAMPLE_PHOTOS", "Prediction", "Predictor", "collect_images"]
 
@@ -165,8 +165,7 @@ class Predictor(RuntimeHolder):
         if not self.heads:
             raise FashionLensError(f"{self.spec}: this model has no heads that predict "
                                    "(an embedding-only model: use it for search)")
-        where = str(self.model_dir / "model.json") if self.model_dir else "model.json"
-        self.unknown: UnknownScorer | None = scorer_for(self.info, where)
+        self.unknown: UnknownScorer | None = self.unknown_scorer()
         # One run gives every head and what the unknown score reads (the search vector).
         self.outputs = [h.name for h in self.heads]
         if self.unknown is not None:

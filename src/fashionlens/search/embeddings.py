@@ -37,6 +37,8 @@ class Embedded:
     source: str
     vector: np.ndarray | None = None
     error: str | None = None
+    # "Not a garment" score (`inference.unknown`), when asked for and the model is calibrated
+    unknown_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class Embedder(RuntimeHolder):
                              "cannot take its pooled features")
         self.threads = threads
         self.dim = self.runtime.vector_dim
+        self.unknown = self.unknown_scorer()
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs) -> Embedder:
@@ -77,6 +80,15 @@ class Embedder(RuntimeHolder):
         """Unit vectors for a batch of pre-processed photos."""
         return self.runtime.run(batch, (VECTOR,))[VECTOR]
 
+    def vectors_and_unknown(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit vectors and, from the same forward pass, the "not a garment" scores (None
+        when the model is not calibrated)."""
+        if self.unknown is None:
+            return self.vectors(batch), None
+        wanted = [VECTOR] + [o for o in self.unknown.outputs if o != VECTOR]
+        outputs = self.runtime.run(batch, wanted)
+        return outputs[VECTOR], self.unknown.score_outputs(outputs)
+
     def _prepare(self, source, name: str | None = None) -> np.ndarray:
         return prepare_photo(source, self.preprocess, name=name)
 
@@ -85,10 +97,11 @@ class Embedder(RuntimeHolder):
         return self.vectors(self._prepare(source, name)[None])[0]
 
     def embed(self, sources: Sequence, names: Sequence[str] | None = None,
-              batch_size: int = 32) -> Iterator[Embedded]:
+              batch_size: int = 32, unknown: bool = False) -> Iterator[Embedded]:
         """Yield one `Embedded` per source, in order; unreadable photos carry an error.
 
-        `names` label the sources in error messages (default: the path, or `<image N>`).
+        `names` label the sources in error messages (default: the path, or `<image N>`);
+        `unknown` adds each photo's "not a garment" score where the model is calibrated.
         """
         if names is None:
             names = [str(s) if isinstance(s, str | Path) else f"<image {i}>"
@@ -99,11 +112,16 @@ class Embedder(RuntimeHolder):
         batches = decoded_batches(labelled, lambda pair: self._prepare(*pair), batch_size,
                                   self.threads)
         for decoded in batches:
-            vecs = self.vectors(decoded.batch) if decoded.batch is not None else []
-            by_pos = dict(zip(decoded.rows, vecs, strict=True))
+            vecs, scores = [], None
+            if decoded.batch is not None:
+                vecs, scores = (self.vectors_and_unknown(decoded.batch) if unknown
+                                else (self.vectors(decoded.batch), None))
+            by_pos = {i: row for row, i in enumerate(decoded.rows)}
             for i, (_, name) in enumerate(decoded.sources):
                 if i in by_pos:
-                    yield Embedded(source=name, vector=by_pos[i])
+                    row = by_pos[i]
+                    yield Embedded(source=name, vector=vecs[row], unknown_score=(
+                        None if scores is None else float(scores[row])))
                 else:
                     yield Embedded(source=name, error=decoded.errors[i].reason)
 
