@@ -152,7 +152,7 @@ def off_topic_entries(scan: Scan, photos: list[Photo], threshold: float) -> list
     return [_entry("off-topic", photos[int(i)], float(scan.unknown_scores[i]),
                    f"does not look like a garment the model knows: unknown_score "
                    f"{scan.unknown_scores[i]:.3f} (listed from {threshold:.3f}); another "
-                   f"kind of item, a scene, a screenshot")
+                   f"kind of item, a scene, or a garment of a kind it was not trained on")
             for i in off_topic_rows(scan, threshold)]
 
 

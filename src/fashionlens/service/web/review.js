@@ -5,7 +5,7 @@
 
 const REASONS = {
   unreadable: "unreadable file", leakage: "duplicate across train and validation",
-  duplicate: "duplicate", "off-topic": "not a garment", mislabel: "likely mislabel", outlier: "outlier",
+  duplicate: "duplicate", "off-topic": "not a garment the model knows", mislabel: "likely mislabel", outlier: "outlier",
 };
 let queue = null;
 let position = 0;
