@@ -303,3 +303,14 @@ def test_review_queue_lists_off_topic_photos(calibrated, model_dir, tiny_folder,
     assert plain.unknown_scores is None
     notes = build_queue(data, plain).queue["notes"]
     assert any("no off-topic check" in n for n in notes)
+
+
+def test_calibration_with_too_few_garments_says_so(calibrated, tiny_folder, tmp_path):
+    others = tmp_path / "others"
+    for i in range(4):
+        write_pattern_photo(others / f"p{i}.png", seed=300 + i)
+    one = sorted(tiny_folder.rglob("*.jpg"))[0]
+    result = CliRunner().invoke(app, ["calibrate-unknown", str(calibrated), "--in", str(one),
+                                      "--out", str(others), "--runtime", "torch", "--dry-run"])
+    assert result.exit_code != 0
+    assert "too few garment photos (1 read" in str(result.exception) + result.output

@@ -11,6 +11,7 @@ their own instead (e.g. other photographers, other kinds of photos).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -94,14 +95,23 @@ def calibrate_unknown(
     groups: dict[str, str] = {}  # photo -> its group (a CSV's group column), for the split
     inside = outputs(garments, "garment", groups)
     sources = {str(path): outputs([path], "other") for path in others}
-    keys = [groups.get(p, p) for p in inside.paths]
+    # Photos without a group are split by their path below the photos' common folder, so
+    # a copy of the same data elsewhere is split the same way.
+    root = os.path.commonpath(inside.paths) if inside.paths else ""
+    keys = [groups.get(p) or os.path.relpath(p, root) for p in inside.paths]
+    parts = u.split_parts(inside, 4, keys)
+    # fitted on, threshold from, held out: each needs photos
+    roles = [parts[:2], parts[2:]] if test_in else [parts[:2], parts[2:3], parts[3:]]
+    if not all(sum(len(p) for p in role) for role in roles):
+        raise FashionLensError(f"too few garment photos ({len(inside)} read, split by "
+                               "group or path) to fit on some, set the threshold on others "
+                               "and hold some out: give more with --in")
+    in_fit = u.concat(parts[:2])
     if test_in:
-        fit_a, fit_b, thr_a, thr_b = u.split_parts(inside, 4, keys)
-        in_fit, in_threshold = u.concat([fit_a, fit_b]), u.concat([thr_a, thr_b])
+        in_threshold = u.concat(parts[2:])
         in_test = outputs(test_in, "held-out garment", {})
     else:
-        fit_a, fit_b, in_threshold, in_test = u.split_parts(inside, 4, keys)
-        in_fit = u.concat([fit_a, fit_b])
+        in_threshold, in_test = parts[2], parts[3]
     if test_out:
         out_fit = sources
         out_test = {str(path): outputs([path], "held-out other") for path in test_out}
