@@ -12,15 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import (
-    EmbeddingModelName,
-    ImageColumn,
-    ImageDir,
-    ImageExt,
-    RuntimeName,
-    err,
-    out,
-)
+from .common import EmbeddingModelName, ImageColumn, ImageDir, ImageExt, RuntimeName, err, out
 
 if TYPE_CHECKING:
     from ..curation.dataset import CurationSet

@@ -15,15 +15,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError
-from .common import (
-    EmbeddingModelName,
-    ImageColumn,
-    ImageDir,
-    ImageExt,
-    RuntimeName,
-    err,
-    out,
-)
+from .common import EmbeddingModelName, ImageColumn, ImageDir, ImageExt, RuntimeName, err, out
 from .datasheet import (
     GroupColumn,
     NoModel,
