@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fashionlens.atomic import write_json_atomic
 from fashionlens.cli.main import app
 from fashionlens.curation.dataset import load_curation_set
 from fashionlens.curation.datasheet import read_person_text, write_datasheet
 from fashionlens.curation.decisions import Decisions, apply_decisions, decisions_path
 from fashionlens.curation.duplicates import find_duplicates
-from fashionlens.curation.review import build_queue, read_queue, write_json_atomic
+from fashionlens.curation.review import build_queue, read_queue
 from fashionlens.curation.scan import scan_photos
 from fashionlens.data.sources import DataSpec, load_labelled
 from fashionlens.errors import DataError

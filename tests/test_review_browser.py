@@ -12,8 +12,9 @@ import re
 
 import pytest
 
+from fashionlens.atomic import write_json_atomic
 from fashionlens.curation.decisions import decisions_path
-from fashionlens.curation.review import build_queue, write_json_atomic
+from fashionlens.curation.review import build_queue
 from fashionlens.service import ServiceSettings, create_app
 
 from .test_curation import FLIPS, PER_CLASS, measured, noisy  # noqa: F401 (a fixture)

@@ -80,7 +80,8 @@ def review(
     if queue_file is not None:
         raise ConfigError(f"unexpected argument '{queue_file}': review takes one dataset "
                           "(or 'apply QUEUE')")
-    from ..curation.review import build_queue, write_json_atomic
+    from ..atomic import write_json_atomic
+    from ..curation.review import build_queue
 
     cset = read_data(data, image_column=image_column, target_column=target_column,
                      split_column=split_column, group_column=group_column, image_dir=image_dir,

@@ -350,7 +350,7 @@ def write_datasheet(data: CurationSet, scan: Scan, groups: list[DuplicateGroup],
                     markdown: Path, title: str | None = None) -> dict:
     """Write `markdown`, its `.html` twin and its plots; returns the measured figures and
     the paths written. Person-written text of an earlier `markdown` is kept."""
-    from .review import write_bytes_atomic
+    from ..atomic import write_bytes_atomic
 
     markdown = Path(markdown).expanduser()
     if markdown.suffix.lower() != ".md":

@@ -12,16 +12,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_file, write_json_atomic
 from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError
 from .dataset import photo_id
-from .review import write_json_atomic
 
 FORMAT = "fashionlens-review-decisions"
 ACTIONS = ("keep", "relabel", "drop")
@@ -153,15 +151,8 @@ def apply_decisions(queue: dict[str, Any], decisions: dict[str, dict[str, Any]],
             row[image_column] = str(path.resolve())
         written.append(row)
         counts["kept"] += 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(written)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(output, text=True, newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(written)
     return counts

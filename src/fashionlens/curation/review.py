@@ -14,8 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -245,24 +243,6 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
     }
     return ReviewResult(queue=queue, scan=scan, groups=groups, issues=issues,
                         outliers=outliers)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """JSON, written atomically (`write_bytes_atomic`)."""
-    write_bytes_atomic(path, (json.dumps(payload, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def read_queue(path: Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..data.images import load_image
 from ..errors import ImageError
 
@@ -142,24 +142,17 @@ def _read_cache(file: Path) -> dict[str, dict]:
 
 
 def _write_cache(file: Path, scan: Scan, stamps: list[str]) -> None:
-    """Atomically (temporary file + rename): a crash never leaves half a cache."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, keys=np.array([str(p.resolve()) for p in scan.paths]),
-                     stamps=np.array(stamps), sha256=np.array(scan.sha256),
-                     phash=scan.phash, width=scan.width, height=scan.height,
-                     formats=np.array(scan.formats),
-                     errors=np.array([e or "" for e in scan.errors]),
-                     vectors=scan.vectors if scan.vectors is not None
-                     else np.zeros((0, 0), np.float32),
-                     unknown=scan.unknown_scores if scan.unknown_scores is not None
-                     else np.zeros(0, np.float32))
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically (`atomic.atomic_file`): a crash never leaves half a cache."""
+    with atomic_file(file) as fh:
+        np.savez(fh, keys=np.array([str(p.resolve()) for p in scan.paths]),
+                 stamps=np.array(stamps), sha256=np.array(scan.sha256),
+                 phash=scan.phash, width=scan.width, height=scan.height,
+                 formats=np.array(scan.formats),
+                 errors=np.array([e or "" for e in scan.errors]),
+                 vectors=scan.vectors if scan.vectors is not None
+                 else np.zeros((0, 0), np.float32),
+                 unknown=scan.unknown_scores if scan.unknown_scores is not None
+                 else np.zeros(0, np.float32))
 
 
 def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "default",

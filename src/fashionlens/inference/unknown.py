@@ -498,9 +498,8 @@ def save_spec(folder: str | Path, spec: UnknownSpec | None) -> Path:
     atomically, leaving every other field as it was (the export cache key does not read
     it, so shipped exports stay current)."""
     import json
-    import os
-    import tempfile
 
+    from ..atomic import atomic_file
     from ..models.resolve import META_FILE
 
     path = Path(folder) / META_FILE
@@ -512,17 +511,8 @@ def save_spec(folder: str | Path, spec: UnknownSpec | None) -> Path:
         data.pop("unknown", None)
     else:
         data["unknown"] = spec.to_dict()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, text=True, keep_mode=True) as fh:
+        fh.write(json.dumps(data, indent=2))
     return path
 
 

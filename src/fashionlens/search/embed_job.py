@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows
 from ..errors import ConfigError, DataError
@@ -42,7 +43,6 @@ from .shards import (
     MANIFEST,
     SUCCESS,
     ShardModel,
-    atomic_write_bytes,
     done_path,
     need_pyarrow,
     shard_name,
@@ -248,7 +248,7 @@ class Job:
             raise DataError(f"{self.out}: exists and is not an embed job's folder; choose an "
                             "empty or new --out")
         else:
-            atomic_write_bytes(path, json.dumps(manifest, indent=1).encode())
+            write_bytes_atomic(path, json.dumps(manifest, indent=1).encode())
         for stray in self.out.glob(".*.tmp"):
             stray.unlink(missing_ok=True)
         return [n for n in range(self.shards)
@@ -271,7 +271,7 @@ class Job:
             done = json.loads(done_path(self.out / shard_name(n)).read_text())
             rows += done["rows"]
             failed.extend(done["failed"])
-        atomic_write_bytes(self.out / SUCCESS, b"")
+        write_bytes_atomic(self.out / SUCCESS, b"")
         return {"shards": self.shards, "rows": rows, "failed": failed}
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic
 from ..errors import DataError, FashionLensError
 from .records import ItemRecord
 
@@ -62,18 +63,6 @@ def shard_name(number: int) -> str:
 
 def done_path(shard: Path) -> Path:
     return shard.with_suffix(".done")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -131,7 +120,7 @@ def write_shard(path: Path, rows: Sequence[dict], vectors: np.ndarray, model: Sh
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    atomic_write_bytes(done_path(path), json.dumps(
+    write_bytes_atomic(done_path(path), json.dumps(
         {"rows": len(rows), "failed": list(failed)}).encode())
 
 
