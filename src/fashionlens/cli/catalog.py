@@ -142,9 +142,7 @@ def _refuse_unknown(predictor: Predictor, records: list[ItemRecord], report: Add
             "checking photos", total=len(with_photo)), strict=True):
         verdicts[id(record)] = prediction
     kept, refused = [], []
-    threshold = predictor.unknown_threshold
-    if threshold is None and predictor.unknown is not None:
-        threshold = predictor.unknown.threshold
+    threshold = predictor.unknown_line()
     for record in records:
         prediction = verdicts.get(id(record))
         if prediction is not None and prediction.unknown:

@@ -125,7 +125,7 @@ def predict(
         out.print(table)
         if unknown:
             out.print(f"[yellow]{len(unknown)} photo(s) {NOT_A_GARMENT}[/] (unknown_score at "
-                      f"or above {predictor.unknown_threshold or predictor.unknown.threshold:.3f}"
+                      f"or above {predictor.unknown_line():.3f}"
                       f"): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     if failed:
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")

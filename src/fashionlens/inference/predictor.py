@@ -202,6 +202,17 @@ class Predictor(RuntimeHolder):
         unknown score reads it)."""
         return self.runtime.run(batch, self.outputs)
 
+    def unknown_line(self, threshold: float | None = None) -> float | None:
+        """The unknown_score from which a photo counts as not a garment: `threshold` when
+        given, else this predictor's override, else the model's calibrated threshold;
+        None for a model never calibrated."""
+        if self.unknown is None:
+            return None
+        if threshold is not None:
+            return threshold
+        return (self.unknown_threshold if self.unknown_threshold is not None
+                else self.unknown.threshold)
+
     def unknown_fields(self, outputs: dict[str, np.ndarray],
                        threshold: float | None = None) -> dict:
         """`unknown_score` and `unknown` of one photo, from its outputs (`scores`' for
@@ -210,8 +221,7 @@ class Predictor(RuntimeHolder):
             return answer(None, None)
         batch = {name: np.asarray(values)[None] for name, values in outputs.items()}
         score = float(self.unknown.score_outputs(batch)[0])
-        return answer(self.unknown, score,
-                      self.unknown_threshold if threshold is None else threshold)
+        return answer(self.unknown, score, self.unknown_line(threshold))
 
     def _result(self, name: str, scores: dict[str, np.ndarray], top_k: int) -> Prediction:
         tasks = {h.name: describe(h, scores[h.name].tolist(), top_k, self.threshold)

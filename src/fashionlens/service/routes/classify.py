@@ -83,9 +83,7 @@ async def classify(
         scores = dict(result.output.scores)
         if result.output.vector is not None:
             scores[VECTOR] = result.output.vector
-    scorer = served.predictor.unknown
-    used = None if scorer is None else (scorer.threshold if unknown_threshold is None
-                                        else unknown_threshold)
+    used = served.predictor.unknown_line(unknown_threshold)
     return {"model": served.name, "image": size, "top_k": top_k, "threshold": threshold,
             "tta": tta, **served.predictor.unknown_fields(scores, used),
             "unknown_threshold": used, "tasks": tasks_of(served, scores, top_k, threshold)}
