@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.sources import DataSpec, LabelledSet, load_labelled
+from ..data.sources import DataSpec, LabelledSet, load_labelled, split_tags
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def load_curation_set(spec: DataSpec, tags_column: str | None = None, separator:
     for sample in data.samples:
         if tags_column:
             text = (sample.values or {}).get(tags_column, "")
-            labels = sorted({t.strip() for t in text.split(separator) if t.strip()})
+            labels = split_tags(text, separator)
         else:
             labels = [sample.label]
         photos.append(Photo(id=photo_id(sample.path, base), path=sample.path, labels=labels,

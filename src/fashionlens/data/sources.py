@@ -96,6 +96,12 @@ def resolve_image_path(value: str, base: Path, extension: str | None) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def split_tags(cell: str, separator: str) -> list[str]:
+    """A multi-label cell's tags (`a; b;a` -> `['a', 'b']`): what training learns and
+    curation reviews."""
+    return sorted({t.strip() for t in cell.split(separator) if t.strip()})
+
+
 def read_csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a UTF-8 CSV (or .tsv) export, or a DataError naming the file."""
     if not csv_path.is_file():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
-from ..data.sources import Sample
+from ..data.sources import Sample, split_tags
 from ..errors import DataError
 from .base import Task, TaskConfig, register_task
 
@@ -112,10 +112,10 @@ class MultilabelTask(Task):
         text = (sample.values or {}).get(self.config.source_column)
         if not isinstance(text, str) or not text.strip():
             return None
-        tags = [t.strip() for t in text.split(self.config.separator) if t.strip()]
+        tags = split_tags(text, self.config.separator)
         if self.config.mapping:
-            tags = [str(self.config.mapping.get(t, t)) for t in tags]
-        return sorted(set(tags))
+            tags = sorted({str(self.config.mapping.get(t, t)) for t in tags})
+        return tags
 
     @classmethod
     def from_data(cls, config: TaskConfig, train: Sequence[Sample], val: Sequence[Sample],
