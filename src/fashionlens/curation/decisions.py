@@ -86,6 +86,11 @@ class Decisions:
             if self.items.pop(photo, None) is not None:
                 self.save()
 
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """The decisions so far, copied while no decision is being recorded."""
+        with self._lock:
+            return dict(self.items)
+
     def save(self) -> None:
         write_json_atomic(self.path, {"format": FORMAT, "decisions": self.items})
 

@@ -9,7 +9,6 @@ are only ever read.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,10 +38,9 @@ class ReviewState:
         for entry in self.queue["entries"]:
             for photo in [entry, *(entry.get("related") or [])]:
                 self.files.setdefault(photo["photo"], Path(photo["path"]))
-        self._lock = threading.Lock()
 
     def summary(self) -> dict[str, Any]:
-        decided = dict(self.decisions.items)
+        decided = self.decisions.snapshot()
         entries = [{**e, "decision": decided.get(e["photo"])} for e in self.queue["entries"]]
         next_open = next((i for i, e in enumerate(entries) if e["decision"] is None),
                          len(entries))
