@@ -22,6 +22,7 @@ from .common import (
     ImageDir,
     ImageExt,
     RuntimeName,
+    UnknownThreshold,
     err,
     out,
 )
@@ -217,12 +218,7 @@ def add(
                           "model if calibrated, else of the bundled default model); each "
                           "is named. The photos themselves are left as they are."),
     ] = False,
-    unknown_threshold: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, help="With --refuse-unknown: refuse at this "
-                                            "unknown_score instead of the model's "
-                                            "threshold."),
-    ] = None,
+    unknown_threshold: UnknownThreshold = None,  # with --refuse-unknown
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 

@@ -82,6 +82,16 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
 ImageColumn = Annotated[str, typer.Option(help="CSV column with image paths or ids.")]
 
 
+# The "not a garment" line, for every command that applies it (predict, catalog add
+# --refuse-unknown, review): the same option with the same meaning.
+UnknownThreshold = Annotated[
+    float | None,
+    typer.Option(min=0.0, max=1.0, help="Count a photo as not a garment the model knows from "
+                                        "this unknown_score, instead of the model's "
+                                        "calibrated threshold (lower catches more)."),
+]
+
+
 # What runs a model, for every command that runs one (predict, evaluate, search, catalog,
 # serve). Catalog vectors do not depend on it: every backend has the same fingerprint.
 RuntimeName = Annotated[

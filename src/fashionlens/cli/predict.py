@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..errors import FashionLensError
 from ..progress import track
-from .common import ModelName, RuntimeName, err, out
+from .common import ModelName, RuntimeName, UnknownThreshold, err, out
 
 NOT_A_GARMENT = "do not look like a garment we know"
 
@@ -37,12 +37,7 @@ def predict(
         typer.Option(min=0.0, max=1.0, help="Tag models: keep tags scoring at least this "
                                             "(instead of each tag's tuned threshold)."),
     ] = None,
-    unknown_threshold: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, help="Call a photo 'not a garment we know' when its "
-                                            "unknown_score is at least this (instead of "
-                                            "the model's calibrated threshold)."),
-    ] = None,
+    unknown_threshold: UnknownThreshold = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
     runtime: RuntimeName = "auto",
 ) -> None:

@@ -15,7 +15,16 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError
-from .common import EmbeddingModelName, ImageColumn, ImageDir, ImageExt, RuntimeName, err, out
+from .common import (
+    EmbeddingModelName,
+    ImageColumn,
+    ImageDir,
+    ImageExt,
+    RuntimeName,
+    UnknownThreshold,
+    err,
+    out,
+)
 from .datasheet import (
     GroupColumn,
     NoModel,
@@ -56,12 +65,7 @@ def review(
     no_model: NoModel = False,
     runtime: RuntimeName = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the probe's folds.")] = 0,
-    unknown_threshold: Annotated[
-        float | None,
-        typer.Option(min=0.0, max=1.0, help="List photos as off-topic (not a garment) from "
-                                            "this unknown_score instead of the model's "
-                                            "own threshold; lower finds more (e.g. 0.9)."),
-    ] = None,
+    unknown_threshold: UnknownThreshold = None,
 ) -> None:
     """List the photos a person should look at, each saying why and how sure.
 
