@@ -9,7 +9,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 from pathlib import Path
 
 import filelock
@@ -28,8 +27,9 @@ from .test_catalog import clustered_vectors
 
 DIM = 8
 
-# Forked writers: fast to start, and they never run torch (vectors come precomputed).
-fork = pytest.mark.skipif(sys.platform == "win32", reason="needs fork")
+# Writers are spawned, never forked: this test process holds torch/OpenMP threads, and a
+# child forked from it can hang (issue 18).
+SPAWN = multiprocessing.get_context("spawn")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def _writer(path: str, ids: list[str], seed: int, barrier, results) -> None:
 
 
 def _run_writers(path: Path, jobs: list[tuple[list[str], int]]) -> dict:
-    ctx = multiprocessing.get_context("fork")
+    ctx = SPAWN
     barrier = ctx.Barrier(len(jobs))
     results = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(str(path), ids, seed, barrier, results))
@@ -93,7 +93,6 @@ def _check_consistent(path: Path, expected_ids: set[str]) -> None:
         assert not (path / catalog_module.PENDING_FILE).exists()
 
 
-@fork
 def test_two_processes_adding_the_same_ids_lose_no_photo(tmp_path):
     path = tmp_path / "cat"
     Catalog(path, create=True, dim=DIM).close()
@@ -107,7 +106,6 @@ def test_two_processes_adding_the_same_ids_lose_no_photo(tmp_path):
     _check_consistent(path, set(ids))
 
 
-@fork
 def test_two_processes_adding_different_ids_both_land(tmp_path):
     path = tmp_path / "cat"
     Catalog(path, create=True, dim=DIM).close()
@@ -287,20 +285,19 @@ def _killed_writer(path: str) -> None:
             if len(moved) == 2:
                 os._exit(9)
 
-    os.replace = killing_replace  # this forked process only
+    os.replace = killing_replace  # this child process only
     with Catalog(path) as cat:
         cat.add_vectors(_records(["k0", "k1", "k2"], seed=60),
                         clustered_vectors(3, DIM, seed=60))
 
 
-@fork
 def test_photos_of_a_killed_writer_are_removed_on_the_next_open(tmp_path):
     path = tmp_path / "cat"
     cat, _ = _vector_catalog(path, 0)
     cat.add_vectors(_records(["keep"], seed=1), clustered_vectors(1, DIM, seed=1))
     kept = cat.get("keep").image
     cat.close()
-    proc = multiprocessing.get_context("fork").Process(target=_killed_writer, args=(str(path),))
+    proc = SPAWN.Process(target=_killed_writer, args=(str(path),))
     proc.start()
     proc.join(timeout=60)
     assert proc.exitcode == 9

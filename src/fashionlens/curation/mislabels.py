@@ -99,10 +99,10 @@ def find_label_issues(vectors: np.ndarray, labels: list[list[str]], classes: lis
         )
 
         quality = multi_quality(target_lists, probs)
-        flagged = cl_multi_issues(target_lists, probs)
+        flagged = cl_multi_issues(target_lists, probs, n_jobs=1)
     else:
         quality = get_label_quality_scores(targets, probs, method="self_confidence")
-        flagged = cl_issues(targets, probs, filter_by="prune_by_noise_rate")
+        flagged = cl_issues(targets, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     return LabelIssues(rows=np.asarray(rows)[keep], classes=kept, probabilities=probs,
                        quality=np.asarray(quality, dtype=np.float64),
                        flagged=np.asarray(flagged, dtype=bool), skipped_classes=skipped)
