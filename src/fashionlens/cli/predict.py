@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,9 @@ NOT_A_GARMENT = "do not look like a garment we know"
 
 def predict(
     target: Annotated[
-        Path | None,
-        typer.Argument(help="A photo, a folder of photos, or a .txt file listing photos "
+        str | None,
+        typer.Argument(show_default=False,
+                       help="A photo, a folder of photos, or a .txt file listing photos "
                             "(default: the bundled samples)."),
     ] = None,
     model: ModelName = None,
@@ -48,7 +50,7 @@ def predict(
     a model never calibrated (`fashionlens calibrate-unknown`)."""
     from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 
-    root = Path(target or SAMPLE_PHOTOS)
+    root = SAMPLE_PHOTOS if target is None else checked_target(target)
     paths = collect_images(root)
 
     # In the table, photos are named relative to the folder given, or to the folder that
@@ -120,12 +122,43 @@ def predict(
         out.print(table)
         if unknown:
             out.print(f"[yellow]{len(unknown)} photo(s) {NOT_A_GARMENT}[/] (unknown_score at "
-                      f"or above {predictor.unknown_line():.3f}"
+                      f"or above {threshold_text(predictor.unknown_line())}"
                       f"): {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}")
     if failed:
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
         if failed == len(paths):
             raise FashionLensError("no photo could be read")
+
+
+def checked_target(target: str) -> Path:
+    """The photo, folder or list named on the command line, refused when it is empty
+    (Path("") is the working directory) or not a regular file or folder (a pipe given
+    as a list would be waited on for ever)."""
+    if not target.strip():
+        raise FashionLensError("the photo argument is empty: give a photo, a folder of photos "
+                               "or a .txt file listing photos (or nothing, for the bundled "
+                               "samples)")
+    path = Path(target).expanduser()
+    refuse_special(path)
+    return path
+
+
+def refuse_special(path: Path) -> None:
+    """A clear error for a pipe, socket or device where a photo, folder or list belongs."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: said where it is read
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FashionLensError(f"{path}: not a regular file or folder (a pipe, socket or "
+                               f"device); give a photo, a folder of photos or a .txt file "
+                               f"listing photos")
+
+
+def threshold_text(value: float) -> str:
+    """A threshold as it is applied, with every digit it has (0.975371, not 0.975: a
+    photo scoring 0.975 is below it)."""
+    return f"{value:.15g}"
 
 
 def answer_text(answer: dict, top_k: int) -> str:
