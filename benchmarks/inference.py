@@ -33,7 +33,8 @@ import torch  # noqa: E402
 
 from fashionlens.inference.backends import MODULE_OF, installed  # noqa: E402
 from fashionlens.inference.export_cache import find_exported  # noqa: E402
-from fashionlens.inference.predictor import Predictor, prepare_photo  # noqa: E402
+from fashionlens.inference.photos import prepare_photo  # noqa: E402
+from fashionlens.inference.predictor import Predictor  # noqa: E402
 from fashionlens.models.resolve import resolve_model  # noqa: E402
 from fashionlens.precision import cpu_description  # noqa: E402
 

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 from fashionlens.inference import unknown as u  # noqa: E402
-from fashionlens.inference.backends import load_runtime  # noqa: E402
+from fashionlens.inference.loading import load_runtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -15,14 +15,14 @@ from fashionlens import Predictor, evaluate
 from fashionlens.cli.main import app
 from fashionlens.data.transforms import Preprocess
 from fashionlens.errors import ConfigError, FashionLensError, ModelError
-from fashionlens.inference import backends, export
-from fashionlens.inference.backends import (
-    OnnxRuntimeBackend,
-    OpenVinoBackend,
-    load_runtime,
-)
-from fashionlens.inference.export import export_model
-from fashionlens.inference.export_cache import ensure_exported, exported_path, find_exported
+from fashionlens.exporting import export
+from fashionlens.exporting.ensure import ensure_exported
+from fashionlens.exporting.export import export_model
+from fashionlens.exporting.writing import exported_path
+from fashionlens.inference import backends, loading
+from fashionlens.inference.backends import OnnxRuntimeBackend, OpenVinoBackend
+from fashionlens.inference.export_cache import find_exported
+from fashionlens.inference.loading import load_runtime
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.embedding import (
@@ -203,6 +203,7 @@ def test_which_runtime_load_runtime_picks(single, monkeypatch):
     monkeypatch.setattr(backends, "installed", lambda name: name == "onnxruntime")
     assert backends.choose_runtime("auto") == "onnxruntime"
     monkeypatch.setattr(backends, "installed", lambda name: False)
+    monkeypatch.setattr(loading, "installed", backends.installed)  # its own binding
     assert backends.choose_runtime("auto") == "torch"
     with pytest.raises(ConfigError, match="onnxruntime package is not installed"):
         load_runtime(single, "onnxruntime")

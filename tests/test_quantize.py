@@ -12,10 +12,13 @@ from typer.testing import CliRunner
 
 from fashionlens.cli.main import app
 from fashionlens.errors import ConfigError, ModelError
-from fashionlens.inference import backends, quantize
-from fashionlens.inference.backends import OpenVinoBackend, OpenVinoInt8Backend, load_runtime
+from fashionlens.exporting import quantize
+from fashionlens.exporting.quantize import CalibrationPhoto, quantize_model
+from fashionlens.inference import backends
+from fashionlens.inference.backends import OpenVinoBackend, OpenVinoInt8Backend
+from fashionlens.inference.int8 import runs_int8_here
+from fashionlens.inference.loading import load_runtime
 from fashionlens.inference.outputs import VECTOR
-from fashionlens.inference.quantize import CalibrationPhoto, quantize_model, runs_int8_here
 from fashionlens.search.embeddings import Embedder
 
 pytest.importorskip("nncf")

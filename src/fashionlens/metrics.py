@@ -1,4 +1,7 @@
-"""Classification figures from predicted probabilities (scikit-learn underneath)."""
+"""Classification figures from predicted probabilities (scikit-learn underneath).
+
+Below the tasks that score with it (`tasks.classification`) and the evaluation that
+reports it: it needs only NumPy and scikit-learn."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def export(
         return
     if calibrate is not None:
         raise ConfigError("--calibrate is for --format openvino-int8")
-    from ..inference.export import export_model
+    from ..exporting.export import export_model
 
     folder = export_model(model, fmt, output)
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -91,8 +91,8 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
           image_dir: str | None, image_ext: str | None, size: int) -> None:
     from ..data.sources import DataSpec, load_labelled
     from ..errors import DataError
-    from ..inference.predictor import collect_images
-    from ..inference.quantize import CalibrationPhoto, quantize_model
+    from ..exporting.quantize import CalibrationPhoto, quantize_model
+    from ..inference.photos import collect_images
 
     if data is None:
         raise ConfigError("--format openvino-int8 needs --calibrate DATA: photos like the "

@@ -72,7 +72,7 @@ def calibrate_unknown(
 ) -> None:
     """Calibrate "not a garment" rejection: unknown_score and its threshold."""
     from ..inference import unknown as u
-    from ..inference.backends import load_runtime
+    from ..inference.loading import load_runtime
 
     rt = load_runtime(model, runtime)
     if rt.folder is None:
@@ -155,7 +155,7 @@ def _photos(path: Path, info, splits: list[str] | None,
     """The photos `path` names; a CSV is read as training read the model's data (its
     columns), keeping rows of the model's classes (and of `splits`), and notes each
     photo's group in `groups`."""
-    from ..inference.predictor import collect_images
+    from ..inference.photos import collect_images
 
     if path.suffix.lower() not in (".csv", ".tsv"):
         return collect_images(path)

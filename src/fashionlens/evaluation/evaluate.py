@@ -12,7 +12,8 @@ import numpy as np
 from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
 from ..data.sources import FOLDER_COLUMN, csv_columns
 from ..errors import DataError
-from ..inference.backends import Runtime, load_runtime
+from ..inference.backends import Runtime
+from ..inference.loading import load_runtime
 from ..inference.predictor import tta_outputs
 from ..inference.runtime import run_dataset
 from ..progress import track
@@ -60,7 +61,7 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
     image_column, target_column, split_column, image_dir or image_extension. A model with
     several heads reads each head's column (as trained) and is scored per task. `runtime`
-    picks what runs the model (`inference.backends.load_runtime`).
+    picks what runs the model (`inference.loading.load_runtime`).
     """
     runtime = load_runtime(model_dir, runtime, device=device, precision=precision)
     info = runtime.info

@@ -17,7 +17,8 @@ exactly half-precision numbers (the bundled models store fp16) are kept in fp16 
 graph behind a Cast to fp32: the same numbers at half the size, which is what lets the
 bundled models ship their exports for installs without torch.
 
-Where exports live and when one is current: `inference.export_cache`.
+Where exports live and when one is current: `inference.export_cache`; writing one:
+`exporting.writing`; making one on first use: `exporting.ensure`.
 """
 
 from __future__ import annotations
@@ -37,23 +38,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FashionLensError, ImageError, ModelError
-from ..models.info import WEIGHTS_FILE, fingerprint_of, weights_digest
-from ..models.resolve import SAMPLE_PHOTOS
-from .backends import BACKENDS, READS, ExportedBackend, installed
-from .export_cache import (
+from ..inference.backends import BACKENDS, READS, ExportedBackend, installed
+from ..inference.export_cache import (
     INPUT_NAME,
     MANIFEST,
     ONNX_FILE,
     OPENVINO_FILE,
-    building,
     check_format,
-    exported_path,
-    finish,
     graph_key,
 )
-from .outputs import FEATURES, PROBABILITIES, VECTOR
-from .predictor import collect_images, prepare_photo
-from .runtime import TorchRuntime
+from ..inference.outputs import FEATURES, PROBABILITIES, VECTOR
+from ..inference.photos import collect_images, prepare_photo
+from ..inference.runtime import TorchRuntime
+from ..models.info import WEIGHTS_FILE, fingerprint_of, weights_digest
+from ..models.resolve import SAMPLE_PHOTOS
+from .writing import building, exported_path, finish
 
 log = logging.getLogger(__name__)
 

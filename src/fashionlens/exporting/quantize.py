@@ -6,20 +6,17 @@ assumed: with labelled photos, `quantize_model` holds out the photos it did not 
 on, compares int8 against the fp32 export on them (accuracy of the first classification
 head) and times both on this machine. The export is `recommended` only where int8 loses
 at most `MAX_ACCURACY_LOSS` and is faster. `--runtime auto` runs it where its accuracy
-passed and it is faster on the CPU at hand: the measurement in the export when the CPU is
-like that one (`precision.cpu_description`), else timed once on first use here and kept
-in the user cache. `--runtime openvino-int8` runs it regardless.
+passed and it is faster on the CPU at hand (`inference.int8` decides); `--runtime
+openvino-int8` runs it regardless.
 
-The quantised graph comes from the checked ONNX export (`inference.export_cache`), so
-this module needs OpenVINO and NNCF, not torch.
+The quantised graph comes from the checked ONNX export (`exporting.ensure`), so this
+module needs OpenVINO and NNCF, not torch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,33 +25,35 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ImageError, ModelError
-from ..models.info import fingerprint_of, read_info, weights_digest
-from ..models.resolve import resolve_model
-from ..precision import cpu_description
-from .export_cache import (
+from ..inference.export_cache import (
     INPUT_NAME,
     ONNX_FILE,
     OPENVINO_FILE,
-    building,
-    ensure_exported,
-    exported_path,
-    finish,
     graph_key,
     read_manifest,
 )
-from .outputs import PROBABILITIES
+from ..inference.int8 import (
+    INT8_FORMAT,
+    MAX_ACCURACY_LOSS,
+    TIMING_BATCH,
+    compile_for_cpu,
+    images_per_second,
+)
+from ..inference.outputs import PROBABILITIES
+from ..inference.photos import prepare_photo
+from ..models.info import fingerprint_of, read_info, weights_digest
+from ..models.resolve import resolve_model
+from ..precision import cpu_description
+from .ensure import ensure_exported
+from .writing import building, exported_path, finish
 
 log = logging.getLogger(__name__)
 
-INT8_FORMAT = "openvino-int8"
-# The most accuracy int8 may lose (fraction, i.e. 0.5 points) to be run by default.
-MAX_ACCURACY_LOSS = 0.005
 # NNCF's advice for post-training quantisation: about 300 photos.
 CALIBRATION_SIZE = 300
 # Held-out photos for the accuracy comparison; fewer than MIN_HELD_OUT measure nothing.
 HELD_OUT_SIZE = 1000
 MIN_HELD_OUT = 50
-TIMING_BATCH = 32
 
 
 @dataclass
@@ -66,8 +65,6 @@ class CalibrationPhoto:
 def _arrays(photos: Sequence[CalibrationPhoto], pre, limit: int
             ) -> tuple[np.ndarray, list[CalibrationPhoto]]:
     """Up to `limit` readable photos as model inputs, and which they were."""
-    from .predictor import prepare_photo
-
     arrays, used = [], []
     for photo in photos:
         if len(arrays) >= limit:
@@ -83,33 +80,12 @@ def _arrays(photos: Sequence[CalibrationPhoto], pre, limit: int
     return np.stack(arrays), used
 
 
-def _compile(model, threads: int):
-    import openvino as ov
-
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                  "INFERENCE_PRECISION_HINT": "f32",
-                                                  "PERFORMANCE_HINT": "LATENCY"})
-
-
 def _outputs(compiled, images: np.ndarray, name: str) -> np.ndarray:
     port = compiled.output(name)
     request = compiled.create_infer_request()
     parts = [np.array(request.infer({0: images[i:i + TIMING_BATCH]})[port])
              for i in range(0, len(images), TIMING_BATCH)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def _images_per_second(compiled, images: np.ndarray, repeat: int = 5) -> float:
-    """Model-only throughput at batch 32: the median of `repeat` timed passes."""
-    batch = images[:TIMING_BATCH]
-    request = compiled.create_infer_request()
-    request.infer({0: batch})  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        request.infer({0: batch})
-        times.append(time.perf_counter() - start)
-    return len(batch) / statistics.median(times)
 
 
 def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto], *,
@@ -154,11 +130,12 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
                               preset=nncf.QuantizationPreset.PERFORMANCE)
     seconds = time.perf_counter() - started
 
-    compiled_fp32, compiled_int8 = _compile(fp32, threads), _compile(quantized, threads)
+    compiled_fp32 = compile_for_cpu(fp32, threads)
+    compiled_int8 = compile_for_cpu(quantized, threads)
     timing = calibration if len(calibration) >= TIMING_BATCH else np.resize(
         calibration, (TIMING_BATCH, *calibration.shape[1:]))
-    speed = {"fp32_images_per_s": round(_images_per_second(compiled_fp32, timing), 1),
-             "int8_images_per_s": round(_images_per_second(compiled_int8, timing), 1),
+    speed = {"fp32_images_per_s": round(images_per_second(compiled_fp32, timing), 1),
+             "int8_images_per_s": round(images_per_second(compiled_int8, timing), 1),
              "batch": TIMING_BATCH, "threads": threads}
     speed["speedup"] = round(speed["int8_images_per_s"] / speed["fp32_images_per_s"], 3)
     accuracy: dict = {"photos": len(held_out)}
@@ -201,70 +178,3 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
         }
         finish(tmp, target, written)
     return target
-
-
-CPU_KEYS = ("model", "cores", "avx512", "avx2", "int8_dot")
-
-
-def _cpu_key() -> str:
-    here = cpu_description()
-    return ",".join(f"{k}={here.get(k)}" for k in CPU_KEYS)
-
-
-def _faster_here(directory: Path, fp32_directory: Path, threads: int) -> bool:
-    """Time the int8 and fp32 exports on this CPU (random inputs: speed does not depend on
-    the pixels), once; the verdict is kept in the user cache."""
-    from filelock import FileLock
-
-    from .export_cache import cache_root
-
-    manifest = read_manifest(directory)
-    key = f"{manifest['weights_digest']}:{manifest.get('created')}:{_cpu_key()}"
-    store = cache_root() / "int8-speed.json"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(store) + ".lock"):
-        try:
-            known = json.loads(store.read_text())
-        except (OSError, json.JSONDecodeError):
-            known = {}
-        if key in known:
-            return bool(known[key]["faster"])
-        import openvino as ov
-
-        core = ov.Core()
-        batch = np.random.default_rng(0).standard_normal(
-            (TIMING_BATCH, *manifest["input"]["shape"][1:]), dtype=np.float32)
-        fp32 = _images_per_second(_compile(core.read_model(str(fp32_directory / ONNX_FILE)),
-                                           threads), batch, repeat=3)
-        int8 = _images_per_second(_compile(core.read_model(str(directory / OPENVINO_FILE)),
-                                           threads), batch, repeat=3)
-        known[key] = {"fp32_images_per_s": round(fp32, 1), "int8_images_per_s": round(int8, 1),
-                      "faster": int8 > fp32}
-        log.info("int8 on this CPU: %.1f images/s against fp32 %.1f", int8, fp32)
-        tmp = store.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=2))
-        tmp.replace(store)
-        return int8 > fp32
-
-
-def runs_int8_here(directory: Path, fp32_directory: Path, threads: int | None = None) -> bool:
-    """Whether `--runtime auto` should run this int8 export: its accuracy passed, and it
-    is faster on this CPU (as measured in the export on a CPU like this one, else timed
-    here once)."""
-    import os
-
-    try:
-        manifest = read_manifest(directory)
-    except ModelError:
-        return False
-    if not manifest.get("accuracy_ok"):
-        return False
-    measured = manifest.get("cpu") or {}
-    here = cpu_description()
-    if all(measured.get(k) == here.get(k) for k in CPU_KEYS):
-        return bool(manifest.get("recommended"))
-    try:
-        return _faster_here(directory, fp32_directory, threads or os.cpu_count() or 1)
-    except (OSError, RuntimeError) as exc:  # a read-only home, an OpenVINO failure
-        log.warning("int8 not timed on this CPU (%s); running fp32", exc)
-        return False

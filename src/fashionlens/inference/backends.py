@@ -1,29 +1,24 @@
-"""The same runtime interface on ONNX Runtime and OpenVINO, and the one way to load any.
+"""The same runtime interface on ONNX Runtime and OpenVINO.
 
-A model folder exported by `inference.export` (an ONNX graph, or OpenVINO IR converted
+A model folder exported by `exporting.export` (an ONNX graph, or OpenVINO IR converted
 from it) runs here behind TorchRuntime's `run(batch, outputs) -> {name: array}` and its
 attributes, so Predictor, Embedder and evaluation do not care which one they hold. The
 exported graph gives every output TorchRuntime declares except `features` (linear probes
 and training read those, in torch). Both run fp32 on the CPU; that is what the export's
-agreement check compared against torch.
+agreement check compared against torch; an int8 export (`exporting.quantize`) runs int8.
 
-`load_runtime(model, runtime)` picks: `torch` (eager PyTorch, every device and precision),
-`onnxruntime`, `openvino`, `openvino-int8` (a calibrated int8 export, `inference.quantize`),
-or `auto` (OpenVINO if installed, else ONNX Runtime, else torch; OpenVINO int8 where a
-recommended int8 export measured on a CPU like this one exists). Backbones (no model
-folder) and non-CPU devices always run in torch. Both exported
-backends read the same checked ONNX export (OpenVINO compiles it directly; an IR folder
-from `fashionlens export --format openvino` loads too). The export happens on first use
-and is cached (`inference.export_cache`); the bundled models ship theirs.
+Which backend runs a model, and loading it (exporting on first use), is
+`inference.loading.load_runtime`. Both exported backends read the same checked ONNX
+export (OpenVINO compiles it directly; an IR folder from `fashionlens export --format
+openvino` loads too), found by `inference.export_cache`.
 
-Nothing here imports torch unless torch is what runs: predict, search, the catalog and
-the service work from an install without it.
+Nothing here imports torch: predict, search, the catalog and the service work from an
+install without it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -33,17 +28,8 @@ import numpy as np
 
 from ..data.preprocess import Preprocess
 from ..errors import ConfigError, ModelError
-from ..models.info import HeadSpec, ModelInfo, fingerprint_of, read_info
-from ..models.resolve import resolve_model
-from .export_cache import (
-    INPUT_NAME,
-    ONNX_FILE,
-    OPENVINO_FILE,
-    cache_root,
-    ensure_exported,
-    find_exported,
-    read_manifest,
-)
+from ..models.info import HeadSpec, ModelInfo
+from .export_cache import INPUT_NAME, ONNX_FILE, OPENVINO_FILE, cache_root, read_manifest
 from .outputs import VECTOR, normalise
 
 if TYPE_CHECKING:
@@ -51,13 +37,11 @@ if TYPE_CHECKING:
 
     from .runtime import TorchRuntime
 
-log = logging.getLogger(__name__)
-
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino", "openvino-int8")
 # The Python module that provides each exported backend.
 MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "openvino-int8": "openvino"}
 # What each backend reads: both run the ONNX export; OpenVINO also IR, fp32 or int8
-# (`inference.quantize`).
+# (`exporting.quantize`).
 READS = {"onnxruntime": ("onnx",), "openvino": ("onnx", "openvino", "openvino-int8"),
          "openvino-int8": ("openvino-int8",)}
 
@@ -189,7 +173,7 @@ class OpenVinoBackend(ExportedBackend):
 
 
 class OpenVinoInt8Backend(OpenVinoBackend):
-    """An int8 export (`inference.quantize`) on OpenVINO."""
+    """An int8 export (`exporting.quantize`) on OpenVINO."""
 
     backend = "openvino-int8"
 
@@ -223,67 +207,3 @@ def choose_runtime(runtime: str) -> str:
     if runtime != "auto":
         return runtime
     return next((name for name in ("openvino", "onnxruntime") if installed(name)), "torch")
-
-
-def _on_cpu(device: Any) -> bool:
-    """Whether `device` is the CPU, without importing torch for the plain spellings."""
-    if str(device) in ("cpu", ""):
-        return True
-    if str(device) == "auto" and importlib.util.find_spec("torch") is None:
-        return True
-    from ..precision import resolve_device
-
-    return resolve_device(device).type == "cpu"
-
-
-def load_runtime(model: str | Path | None = None, runtime: str = "auto", *,
-                 backbone: bool = False, pretrained: str = "embedded",
-                 device: Any = "cpu", precision: str | None = None,
-                 flag: str = "--model", threads: int | None = None,
-                 int8: bool = True) -> Runtime:
-    """A runtime for anything `models.resolve.resolve_model` names, on `runtime`.
-
-    Exported backends need a model folder and the CPU: a backbone, or another device,
-    runs in torch whatever was asked. They run fp32 (or int8, see `inference.quantize`);
-    an explicit bf16 stays in torch under 'auto' and is refused for a named backend, and
-    an explicit fp32 keeps 'auto' off int8, as does `int8=False` (the embedders: stored
-    vectors must not depend on the CPU that made them, and int8 ones sit at a median
-    cosine of 0.975, min 0.88, to the fp32 ones of the same photo: 300 clothing photos).
-    """
-    chosen = choose_runtime(runtime)
-    ref = resolve_model(model, backbone=backbone, flag=flag)
-    if chosen != "torch" and (ref.folder is None or not _on_cpu(device)):
-        if runtime != "auto":
-            log.info("%s: runs in torch (%s has no %s export)", ref.name,
-                     "a backbone" if ref.folder is None else f"device {device}", chosen)
-        chosen = "torch"
-    if chosen != "torch" and precision == "bf16":
-        if runtime != "auto":
-            raise ConfigError(f"--runtime {chosen} does not run bf16; bf16 needs --runtime "
-                              "torch")
-        chosen = "torch"
-    if chosen == "torch":
-        if importlib.util.find_spec("torch") is None:
-            raise ConfigError(f"{ref.name} needs torch here ("
-                              f"{'a backbone' if ref.folder is None else 'this runtime'}), "
-                              "which this install lacks: pip install 'fashionlens[train]', "
-                              "or --runtime openvino with a model folder")
-        from .runtime import TorchRuntime
-
-        return TorchRuntime.load(model, backbone=backbone, pretrained=pretrained,
-                                 device=device, precision=precision, flag=flag)
-    if not installed(chosen):
-        raise ConfigError(f"--runtime {chosen}: the {MODULE_OF[chosen]} package is not "
-                          f"installed (pip install {MODULE_OF[chosen]})")
-    directory = ensure_exported(ref.folder, "openvino-int8" if chosen == "openvino-int8"
-                                else "onnx")
-    if runtime == "auto" and chosen == "openvino" and precision != "fp32" and int8:
-        from .quantize import runs_int8_here
-
-        int8 = find_exported(ref.folder, "openvino-int8")
-        if int8 is not None and runs_int8_here(int8, directory, threads):
-            chosen, directory = "openvino-int8", int8
-    info = read_info(ref.folder)
-    return BACKENDS[chosen](directory, info=info, spec=ref.name,
-                            fingerprint=fingerprint_of(ref.folder, info), folder=ref.folder,
-                            threads=threads)

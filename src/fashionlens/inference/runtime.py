@@ -129,7 +129,7 @@ class TorchRuntime:
 
     def forward(self, batch: torch.Tensor, wanted: Collection[str]) -> dict[str, torch.Tensor]:
         """The named outputs as tensors, before `run`'s conversion to arrays: the one
-        place their math lives, which `inference.export` traces for the other backends.
+        place their math lives, which `exporting.export` traces for the other backends.
         `vector` is the search vector before `run` scales it to unit length again."""
         result: dict[str, torch.Tensor] = {}
         named = [h for h in self.heads if h.name in wanted]

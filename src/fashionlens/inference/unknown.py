@@ -526,7 +526,7 @@ def collect_outputs(runtime, sources: Sequence, head: str, batch_size: int = 32,
     """The head's probabilities and the search vector (where the runtime gives one) of
     every readable photo (paths, bytes or PIL images; `names` names them), and the names
     of those it could not read."""
-    from .predictor import decoded_batches, prepare_photo
+    from .photos import decoded_batches, prepare_photo
 
     sources = list(sources)
     names = [str(s) for s in sources] if names is None else list(names)

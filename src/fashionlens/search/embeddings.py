@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..inference.backends import load_runtime
 from ..inference.holder import RuntimeHolder
+from ..inference.loading import load_runtime
 from ..inference.outputs import VECTOR, normalise
-from ..inference.predictor import decoded_batches, prepare_photo
+from ..inference.photos import decoded_batches, prepare_photo
 from ..models.resolve import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
@@ -51,7 +51,7 @@ class Embedder(RuntimeHolder):
     `model` is anything `models.resolve.resolve_model` accepts, backbone names included
     (loaded with `pretrained` weights); None or 'default' is the bundled garment model,
     or when that is not installed the `efficientnet_lite0` backbone with its embedded
-    ImageNet weights. `runtime` picks what runs it (`inference.backends.load_runtime`;
+    ImageNet weights. `runtime` picks what runs it (`inference.loading.load_runtime`;
     `auto`: OpenVINO fp32 for a model folder on the CPU, never int8: stored vectors
     must not depend on the CPU that made them; a backbone always runs in torch).
     """

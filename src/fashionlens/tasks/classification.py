@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..data.sources import Sample
 from ..errors import DataError
-from ..evaluation.metrics import classification_metrics
+from ..metrics import classification_metrics
 from .base import Task, TaskConfig, register_task
 
 if TYPE_CHECKING:
