@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelError
-from ..models.info import ModelInfo, read_info, weights_digest
+from ..models.info import WEIGHTS_FILE, ModelInfo, read_info, weights_digest
 from ..models.resolve import BUNDLED_DIR
 
 FORMATS = ("onnx", "openvino", "openvino-int8")  # the last: exporting.quantize
@@ -44,6 +44,20 @@ def read_manifest(directory: Path) -> dict:
         raise ModelError(f"{path}: unreadable ({exc})") from exc
 
 
+def model_digest(folder: str | Path) -> str:
+    """The digest of the model's weights that a current export records; ModelError naming
+    the file when the weights are missing or unreadable: an export cannot be checked
+    against weights that are gone, nor the vectors it makes named (`fingerprint_of`)."""
+    try:
+        return weights_digest(folder)
+    except OSError as exc:
+        what = "is missing" if isinstance(exc, FileNotFoundError) else \
+            f"cannot be read ({exc.strerror or exc})"
+        raise ModelError(f"{folder}: weights file {WEIGHTS_FILE} {what}; an export in "
+                         f"{EXPORT_DIR}/ is run only as a copy of those weights: restore "
+                         f"{Path(folder) / WEIGHTS_FILE}") from None
+
+
 def cache_root() -> Path:
     """Where exports of models we may not write beside go: $FASHIONLENS_CACHE or
     ~/.cache/fashionlens."""
@@ -65,7 +79,7 @@ def cached_path(folder: str | Path, fmt: str) -> Path:
     """The export folder in the user cache, keyed by the model's name and weights."""
     check_format(fmt)
     folder = Path(folder).resolve()
-    key = f"{folder.name}-{weights_digest(folder)}"
+    key = f"{folder.name}-{model_digest(folder)}"
     if not is_bundled(folder):  # two read-only folders may share a name and weights
         key += "-" + hashlib.sha256(str(folder).encode()).hexdigest()[:8]
     return cache_root() / key / fmt
@@ -87,14 +101,14 @@ def is_current(directory: Path, folder: Path, fmt: str, digest: str | None = Non
     except (OSError, json.JSONDecodeError):
         return False
     return (manifest.get("format") == fmt
-            and manifest.get("weights_digest") == (digest or weights_digest(folder))
+            and manifest.get("weights_digest") == (digest or model_digest(folder))
             and manifest.get("graph_key") == graph_key(read_info(folder)))
 
 
 def find_exported(folder: str | Path, fmt: str) -> Path | None:
     """A current `fmt` export of the model in `folder`, beside it or cached; else None."""
     folder = Path(folder).resolve()
-    digest = weights_digest(folder)
+    digest = model_digest(folder)
     for candidate in (beside_path(folder, fmt), cached_path(folder, fmt)):
         if is_current(candidate, folder, fmt, digest):
             return candidate

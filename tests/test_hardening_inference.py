@@ -1,0 +1,58 @@
+"""Issue 18, inference: no traceback where a model folder lost its weights but kept its
+export. An export is run only as a copy of the weights it was made from (its manifest
+records their digest, and the digest names the vectors it makes), so the answer is a
+clear error naming the missing file, exit 2, on every runtime that reads the export."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fashionlens.inference import SAMPLE_PHOTOS
+from fashionlens.models.resolve import BUNDLED_DIR
+
+PHOTO = SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"
+
+
+@pytest.fixture(scope="module")
+def weightless(tmp_path_factory):
+    """A copy of the bundled clothing10 model (with its shipped export), weights deleted."""
+    source = BUNDLED_DIR / "clothing10"
+    if not (source / "export" / "onnx" / "export.json").is_file():
+        pytest.skip("the bundled model's export is not installed")
+    folder = shutil.copytree(source, tmp_path_factory.mktemp("model") / "clothing10")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def _run_main(*args, cache) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FASHIONLENS_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200", "FASHIONLENS_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "fashionlens.cli.main", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+# (case id, the command's arguments given the model folder and a scratch folder)
+CASES = [
+    ("predict --runtime auto", lambda m, d: ["predict", PHOTO, "--model", m,
+                                             "--runtime", "auto"]),
+    ("predict --runtime onnxruntime", lambda m, d: ["predict", PHOTO, "--model", m,
+                                                    "--runtime", "onnxruntime"]),
+    ("predict --runtime openvino-int8", lambda m, d: ["predict", PHOTO, "--model", m,
+                                                      "--runtime", "openvino-int8"]),
+    ("catalog build --model", lambda m, d: ["catalog", "build", SAMPLE_PHOTOS / "Dress",
+                                            "--model", m, "--catalog", d / "catalog"]),
+]
+
+
+@pytest.mark.parametrize("args", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_no_traceback(weightless, tmp_path, args):
+    proc = _run_main(*args(weightless, tmp_path), cache=tmp_path / "cache")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output
+    assert "model.safetensors is missing" in " ".join(output.split()), output
