@@ -56,3 +56,40 @@ def test_no_traceback(weightless, tmp_path, args):
     assert proc.returncode == 2, output
     assert "Traceback" not in output
     assert "model.safetensors is missing" in " ".join(output.split()), output
+
+
+# --- the service: one object answers a photo query ------------------------------------
+
+
+def test_one_object_answers_a_photo_query(tmp_path):
+    """"Similar items" for an upload is one call on one object (`Engine.photo_search()`
+    gives it): the photo's pass, the output cache and the catalog's search, where the
+    route used to carry the query encoder's key, draft size, transform and submit into
+    `Engine.photo_output` and then search through the catalog's holder. A classify of the
+    same photo first (the served model's own pass) leaves the model one run for both."""
+    import asyncio
+
+    from fashionlens.service import Engine, ServiceSettings
+    from fashionlens.service.demo import build_demo_catalog
+
+    folder = build_demo_catalog(tmp_path / "catalog", limit=1)
+    engine = Engine(ServiceSettings(catalog=str(folder), models=["default"]))
+    photo = (SAMPLE_PHOTOS / "Hat" / "hat-1.jpg").read_bytes()
+
+    async def scenario():
+        search = await engine.photo_search()
+        served = engine.model(None)
+        assert search.model is served  # the default model makes the catalog's vectors
+        runs = served.batcher.items
+        classified = await served.photos.output(photo, "hat.jpg")
+        found, matches = await search.similar(photo, "hat.jpg", k=3)
+        return runs, classified, found, matches, served.batcher.items
+
+    try:
+        runs, classified, found, matches, after = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert after - runs == 1  # one pass answered classify and similar
+    assert (found.width, found.height) == (classified.width, classified.height)
+    assert [m.item.id for m in matches][0] == "Hat/hat-1" and len(matches) == 3
+    assert matches[0].similarity > 0.99

@@ -97,7 +97,7 @@ class ServedModel:
     """One model folder served over HTTP: predictor, metrics, plots, its batcher."""
 
     def __init__(self, name: str, model_dir: Path, predictor: Predictor,
-                 executor: Executor, settings: ServiceSettings) -> None:
+                 executor: Executor, settings: ServiceSettings, cache: OutputCache) -> None:
         self.name = name
         self.model_dir = model_dir
         self.predictor = predictor
@@ -117,6 +117,8 @@ class ServedModel:
         self.batcher: MicroBatcher[np.ndarray, Output] = MicroBatcher(
             self.forward, executor, max_batch=settings.max_batch,
             max_wait_ms=settings.batch_wait_ms, name=f"model {name}")
+        self.photos = PhotoPass(name, self.draft_size, self.transform, self.batcher.submit,
+                                cache, settings.max_image_side)
 
     @property
     def classes(self) -> list[str]:
@@ -149,51 +151,6 @@ class ServedModel:
             if isinstance(data, dict):
                 return data
         return {}
-
-
-class QueryEncoder:
-    """Turns a decoded photo into the catalog's query vector, batched.
-
-    Uses a served model's pass when it makes the catalog's vectors (the same weights and
-    embedding settings: the same fingerprint), otherwise the catalog's embedder behind a
-    batcher of its own.
-    """
-
-    def __init__(self, embedder: Embedder, models: Sequence[ServedModel],
-                 executor: Executor, settings: ServiceSettings) -> None:
-        self.embedder = embedder
-        self.model: ServedModel | None = None
-        for served in models:
-            if VECTOR in served.runtime.outputs and \
-                    served.runtime.fingerprint == embedder.fingerprint and \
-                    served.runtime.precision == embedder.precision and \
-                    served.info.preprocess.to_dict() == embedder.preprocess.to_dict():
-                self.model = served
-                break
-        self.transform = self.model.transform if self.model else embedder.transform
-        self.draft_size = (self.model.draft_size if self.model
-                           else embedder.preprocess.resize_size)
-        self.batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
-        if self.model is None:
-            self.batcher = MicroBatcher(self._vectors, executor, max_batch=settings.max_batch,
-                                        max_wait_ms=settings.batch_wait_ms,
-                                        name="catalog embedder")
-
-    def _vectors(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
-        return list(self.embedder.vectors(np.stack(tensors)))
-
-    @property
-    def key(self) -> str:
-        """Names the forward pass that makes query vectors (for the output cache)."""
-        if self.model is not None:
-            return self.model.name
-        return f"catalog embedder {self.embedder.fingerprint}"
-
-    async def submit(self, tensor: np.ndarray) -> Output:
-        if self.model is not None:
-            return await self.model.batcher.submit(tensor)
-        assert self.batcher is not None
-        return Output({}, await self.batcher.submit(tensor))
 
 
 @dataclass
@@ -241,6 +198,87 @@ def photo_digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+class PhotoPass:
+    """Uploaded photos through one batched forward pass: decoded (bounded) and
+    pre-processed on the request thread pool, run in a micro-batch, and kept in the
+    output cache by the photo's bytes, so the same photo sent again (classify, then
+    similar) skips decoding and the model."""
+
+    def __init__(self, key: str, draft_size: int | None,
+                 transform: Callable[[Image.Image], np.ndarray],
+                 submit: Callable[[np.ndarray], Awaitable[Output]], cache: OutputCache,
+                 max_side: int) -> None:
+        self.key = key  # names the forward pass in the cache
+        self.draft_size = draft_size
+        self.transform = transform
+        self.submit = submit
+        self.cache = cache
+        self.max_side = max_side
+
+    async def output(self, data: bytes, name: str, need_vector: bool = False) -> PhotoResult:
+        """The pass's output for one uploaded photo, and the photo's size."""
+        digest = (photo_digest(data) if len(data) < (1 << 18)
+                  else await run_in_threadpool(photo_digest, data))
+        cached = self.cache.get((self.key, digest), need_vector)
+        if cached is not None:
+            return cached
+        img = await run_in_threadpool(decode_upload, data, name, self.max_side,
+                                      self.draft_size)
+        tensor = await run_in_threadpool(self.transform, img)
+        result = PhotoResult(await self.submit(tensor), img.width, img.height)
+        self.cache.put((self.key, digest), result)
+        return result
+
+
+class PhotoSearch:
+    """Answers "items similar to this photo" for one catalog: the photo's query vector
+    and the catalog's search, in one call (`similar`).
+
+    The vector comes from a served model's pass when that model makes the catalog's
+    vectors (the same weights and embedding settings: the same fingerprint), so a
+    classify and a similar request of one photo share it; otherwise from the catalog's
+    embedder behind a batcher of its own.
+    """
+
+    def __init__(self, catalog: CatalogService, embedder: Embedder,
+                 models: Sequence[ServedModel], executor: Executor,
+                 settings: ServiceSettings, cache: OutputCache) -> None:
+        self.catalog = catalog
+        self.embedder = embedder
+        self.model: ServedModel | None = None
+        for served in models:
+            if VECTOR in served.runtime.outputs and \
+                    served.runtime.fingerprint == embedder.fingerprint and \
+                    served.runtime.precision == embedder.precision and \
+                    served.info.preprocess.to_dict() == embedder.preprocess.to_dict():
+                self.model = served
+                break
+        self.batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
+        if self.model is not None:
+            self.photos = self.model.photos
+        else:
+            self.batcher = MicroBatcher(self._vectors, executor, max_batch=settings.max_batch,
+                                        max_wait_ms=settings.batch_wait_ms,
+                                        name="catalog embedder")
+            self.photos = PhotoPass(f"catalog embedder {embedder.fingerprint}",
+                                    embedder.preprocess.resize_size, embedder.transform,
+                                    self._submit, cache, settings.max_image_side)
+
+    def _vectors(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.embedder.vectors(np.stack(tensors)))
+
+    async def _submit(self, tensor: np.ndarray) -> Output:
+        assert self.batcher is not None
+        return Output({}, await self.batcher.submit(tensor))
+
+    async def similar(self, data: bytes, name: str, **options: Any
+                      ) -> tuple[PhotoResult, list]:
+        """The uploaded photo's pass (its size) and the catalog's matches for its vector,
+        best first; `options` are `Catalog.search`'s (k, filters, steer)."""
+        result = await self.photos.output(data, name, need_vector=True)
+        return result, await self.catalog.search(vector=result.output.vector, **options)
+
+
 class CatalogService:
     """A catalog opened on, and only ever used from, its own thread."""
 
@@ -272,6 +310,10 @@ class CatalogService:
         """Run `fn(*args)` on the catalog thread without blocking the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    async def search(self, **options: Any) -> list:
+        """`Catalog.search` on the catalog thread: matches for a `vector` or an `item`."""
+        return await self.call(self.catalog.search, **options)
 
     @property
     def supports_steering(self) -> bool:
@@ -315,7 +357,7 @@ class Engine:
         self.inference = DaemonThreadExecutor("inference")
         self.models: dict[str, ServedModel] = {}
         self.catalog: CatalogService | None = None
-        self.query: QueryEncoder | None = None
+        self.query: PhotoSearch | None = None
         self._requery = asyncio.Lock()  # one rebuild of the query encoder at a time
         self.cache = OutputCache(settings.cache_entries)
         try:
@@ -336,8 +378,7 @@ class Engine:
                                               runtime=settings.runtime)
                 if self.catalog.embedder is not None:
                     self._match_catalog_precision(self.catalog.embedder)
-                    self.query = QueryEncoder(self.catalog.embedder, list(self.models.values()),
-                                              self.inference, settings)
+                    self.query = self._photo_search(self.catalog.embedder)
         except BaseException:
             self.close()
             raise
@@ -350,7 +391,7 @@ class Engine:
         while name in self.models:
             name, n = f"{base}-{n}", n + 1
         self.models[name] = ServedModel(name, model_dir.resolve(), predictor, self.inference,
-                                        self.settings)
+                                        self.settings, self.cache)
         log.info("serving model %s from %s", name, model_dir)
 
     def _match_catalog_precision(self, embedder: Embedder) -> None:
@@ -363,7 +404,7 @@ class Engine:
                 predictor = Predictor(str(served.model_dir), runtime=self.settings.runtime,
                                       precision=embedder.precision)
                 self.models[name] = ServedModel(name, served.model_dir, predictor,
-                                                self.inference, self.settings)
+                                                self.inference, self.settings, self.cache)
                 log.info("model %s runs %s like the catalog's embedder", name,
                          predictor.precision)
 
@@ -375,23 +416,10 @@ class Engine:
                                                  f"{', '.join(self.models)}")
         return self.models[name]
 
-    async def photo_output(self, data: bytes, name: str, key: str, draft_size: int | None,
-                           transform: Callable[[Image.Image], np.ndarray],
-                           submit: Callable[[np.ndarray], Awaitable[Output]],
-                           need_vector: bool = False) -> PhotoResult:
-        """Decode, pre-process and run one uploaded photo through a batched forward pass,
-        or take the result from the cache when the same bytes went through it lately."""
-        digest = (photo_digest(data) if len(data) < (1 << 18)
-                  else await run_in_threadpool(photo_digest, data))
-        cached = self.cache.get((key, digest), need_vector)
-        if cached is not None:
-            return cached
-        img = await run_in_threadpool(decode_upload, data, name, self.settings.max_image_side,
-                                      draft_size)
-        tensor = await run_in_threadpool(transform, img)
-        result = PhotoResult(await submit(tensor), img.width, img.height)
-        self.cache.put((key, digest), result)
-        return result
+    def _photo_search(self, embedder: Embedder) -> PhotoSearch:
+        assert self.catalog is not None
+        return PhotoSearch(self.catalog, embedder, list(self.models.values()), self.inference,
+                           self.settings, self.cache)
 
     def activity(self) -> int:
         """A number that grows with every photo handled (for the idle memory trim)."""
@@ -418,17 +446,17 @@ class Engine:
                                               "--catalog FOLDER (or --demo)")
         return self.catalog
 
-    def require_query(self) -> QueryEncoder:
+    def require_query(self) -> PhotoSearch:
         if self.query is None:
             raise ApiError(409, "no_photo_search",
                            "this catalog holds imported vectors without their model, so it "
                            "cannot embed photos; search by item instead")
         return self.query
 
-    async def current_query(self) -> QueryEncoder:
-        """The query encoder for the model the catalog holds vectors of now: when another
-        process has re-embedded the catalog (`catalog reembed`), photo queries switch to
-        its new model instead of comparing vectors of two models."""
+    async def photo_search(self) -> PhotoSearch:
+        """What answers a photo query, for the model the catalog holds vectors of now:
+        when another process has re-embedded the catalog (`catalog reembed`), photo
+        queries switch to its new model instead of comparing vectors of two models."""
         query = self.require_query()
         catalog = self.require_catalog()
         fingerprint = await catalog.call(catalog.catalog.model_fingerprint)
@@ -439,8 +467,7 @@ class Engine:
                 embedder = await catalog.call(catalog.catalog.embedder)
                 log.info("the catalog now holds vectors of %s; photo queries follow",
                          embedder.spec)
-                self.query = QueryEncoder(embedder, list(self.models.values()),
-                                          self.inference, self.settings)
+                self.query = self._photo_search(embedder)
                 catalog.embedder = embedder
         return self.require_query()
 

@@ -77,8 +77,7 @@ async def classify(
         scores = await loop.run_in_executor(engine.inference, _tta_scores, served, img)
     else:
         data, name = await read_image_bytes(request)
-        result = await engine.photo_output(data, name, served.name, served.draft_size,
-                                           served.transform, served.batcher.submit)
+        result = await served.photos.output(data, name)
         size = {"width": result.width, "height": result.height}
         scores = dict(result.output.scores)
         if result.output.vector is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from ..engine import CatalogService
 from ..errors import error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image_bytes
 from .common import check_filters, filter_query, get_engine, item_json, parse_steer, steer_query
@@ -21,12 +20,13 @@ FILTERS = filter_query()
 STEER = steer_query()
 
 
-async def _search(catalog: CatalogService, query: dict, k: int, filters: list[str],
-                  steer: dict[str, float], **target) -> dict:
-    options: dict = {"k": k, "filters": filters or None}
-    if steer:
-        options["steer"] = steer
-    matches = await catalog.call(catalog.catalog.search, **target, **options)
+def _options(k: int, filters: list[str], steer: dict[str, float]) -> dict:
+    """`Catalog.search`'s options for the query parameters."""
+    return {"k": k, "filters": filters or None, **({"steer": steer} if steer else {})}
+
+
+def _answer(query: dict, k: int, filters: list[str], steer: dict[str, float],
+            matches: list) -> dict:
     results = [{**item_json(m.item), "distance": round(m.distance, 6),
                 "similarity": round(m.similarity, 6)} for m in matches]
     return {"query": query, "k": k, "filters": filters, "steer": steer, "matches": results}
@@ -41,12 +41,11 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
     catalog = engine.require_catalog()
     check_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
-    query = await engine.current_query()
+    search = await engine.photo_search()
     data, name = await read_image_bytes(request)
-    result = await engine.photo_output(data, name, query.key, query.draft_size,
-                                       query.transform, query.submit, need_vector=True)
-    return await _search(catalog, {"image": {"width": result.width, "height": result.height}},
-                         k, filters, weights, vector=result.output.vector)
+    photo, matches = await search.similar(data, name, **_options(k, filters, weights))
+    return _answer({"image": {"width": photo.width, "height": photo.height}}, k, filters,
+                   weights, matches)
 
 
 @router.get("/similar", summary="Items similar to an item of the catalog",
@@ -58,4 +57,5 @@ async def similar_to_item(request: Request,
     catalog = get_engine(request).require_catalog()
     check_filters(filters)
     weights = await parse_steer(steer, catalog)
-    return await _search(catalog, {"item": item}, k, filters, weights, item=item)
+    matches = await catalog.search(item=item, **_options(k, filters, weights))
+    return _answer({"item": item}, k, filters, weights, matches)
