@@ -145,7 +145,8 @@ def test_models_list_tasks_thresholds_and_metrics(client):
     assert garment == {"name": "garment", "type": "single_label", "kind": "classification",
                        "column": None, "classes": GARMENTS, "num_classes": 3,
                        "metrics": {"accuracy": 0.75, "macro_f1": 0.7, "num_images": 12},
-                       "per_class": METRICS["tasks"]["garment"]["per_class"]}
+                       "per_class": METRICS["tasks"]["garment"]["per_class"],
+                       "title": "Garment", "class_titles": {}, "confusion": None}
     assert tags["type"] == "multi_label" and tags["classes"] == TAGS
     assert tags["thresholds"] == dict(zip(TAGS, THRESHOLDS, strict=True))
     assert tags["metrics"]["map"] == 0.65 and "tags" not in tags["metrics"]

@@ -273,26 +273,72 @@ def test_catalog_page_with_steering(page, live_server):
     assert "available" in page.locator("#detail-meta").inner_text()
 
 
+def _height(page) -> int:
+    return page.evaluate("() => document.documentElement.scrollHeight")
+
+
+def _wait_images(page, locator) -> None:
+    """Every image `locator` matches has loaded (lazy ones once scrolled to)."""
+    for i in range(locator.count()):
+        locator.nth(i).scroll_into_view_if_needed()
+        loaded = locator.nth(i).evaluate(
+            "img => img.complete && img.src ? img.naturalWidth > 0 : new Promise((ok) => {"
+            " img.addEventListener('load', () => ok(img.naturalWidth > 0));"
+            " img.addEventListener('error', () => ok(false)); })")
+        assert loaded, locator.nth(i).get_attribute("src")
+
+
+def _unfold(details) -> None:
+    """Open a Models page <details> and wait until its content is built."""
+    from playwright.sync_api import expect
+
+    details.locator(":scope > summary").click()
+    expect(details).to_have_attribute("data-built", "1")
+
+
 def test_models_page(page, live_server):
+    """One screen: each model, what it answers (in words, not column names), how often it
+    was right on how many photos of what data; per-class figures and plots folded under
+    Details; no table merging the classes of different models."""
     page.goto(live_server + "/models.html")
-    page.wait_for_selector(".models section")
+    page.wait_for_selector('.models section[data-model="products"]')
+    assert _height(page) < 3000, _height(page)  # was 15,656 px
     text = page.locator(".models").inner_text()
-    assert "clothing10" in text and "0.941" in text and "Per class" in text
-    # Rates always with three decimals (no "1" beside "0.960"), counts as whole numbers.
-    hat = page.locator(".models tr", has_text="Hat").first.locator("td").all_inner_texts()
-    assert hat[:3] == ["1.000", "1.000", "1.000"] and hat[3] == "14", hat
-    assert page.locator(".models button:disabled").count() == 0
-    assert "answers every request that names no model" in text
-    # The default model's section comes first; plots further down load lazily (on scroll),
-    # now that the bundled products and outfits models are listed too.
+    assert page.locator("#compare").count() == 0 and "F1 " not in text
+    assert "Per class" not in text  # folded
     first = page.locator(".models section").first
-    assert "clothing10" in first.inner_text()
-    first.locator(".plots").scroll_into_view_if_needed()
-    page.wait_for_function("() => [...document.querySelector('.models section')"
-                           ".querySelectorAll('.plots img')]"
-                           ".every(img => img.complete && img.naturalWidth > 0)")
+    assert first.get_attribute("data-model") == "clothing10"  # the default comes first
+    assert "94.1 % right" in first.inner_text() and "341 photos" in first.inner_text()
+    assert "answers every request that names no model" in text
+    assert page.locator(".models button:disabled").count() == 0
+    products = page.locator('.models section[data-model="products"]')
+    tasks = products.locator(".model-task .task-title").all_inner_texts()
+    assert tasks == ["Garment type", "Colour", "Season", "Occasion", "Gender"], tasks
+    assert "not given" in products.inner_text() and "NA," not in products.inner_text()
+    assert "articleType" not in products.inner_text()
+    assert 'no "not a garment" check' in products.inner_text()
+    shoot(page, "models-desktop")
+
+    # clothing10's details: every class, rates with three decimals (no "1" beside
+    # "0.960"), counts as whole numbers, its confusion matrix and training curves.
+    _unfold(first.locator(".model-details"))
+    hat = first.locator("tr", has_text="Hat").first.locator("td").all_inner_texts()
+    assert hat[:3] == ["1.000", "1.000", "1.000"] and hat[3] == "14", hat
+    _wait_images(page, first.locator(".plots img"))
     assert first.locator(".plots img").count() == 2
-    assert page.locator("#compare table").count() == 1
+
+    # products keeps a confusion matrix per task (confusion-<task>.png): each is shown.
+    _unfold(products.locator(".model-details"))
+    for task in ("articleType", "baseColour", "season", "usage", "gender"):
+        _unfold(products.locator(f'.task-details[data-task="{task}"]'))
+    images = products.locator(".plots img")
+    _wait_images(page, images)
+    sources = [images.nth(i).get_attribute("src") for i in range(images.count())]
+    assert sum("/plots/confusion-" in s for s in sources) == 5, sources
+    assert "not recorded" not in products.inner_text()
+    usage = products.locator('.task-details[data-task="usage"]').inner_text()
+    assert "not given" in usage and "other (rarer values)" in usage
+    shoot(page, "models-details-desktop")
 
 
 def _overflow(page) -> int:
@@ -316,10 +362,19 @@ def test_phone_try_it_brings_the_prediction_into_view(phone, live_server):
 
 
 def test_phone_models_page_fits(phone, live_server):
+    """On a phone every column is in view (no table wider than the screen) and the page
+    stays short until details are opened."""
     phone.goto(live_server + "/models.html")
-    phone.wait_for_selector(".models section table")
+    phone.wait_for_selector('.models section[data-model="products"]')
     assert _overflow(phone) <= 0, _overflow(phone)
+    assert _height(phone) < 3000, _height(phone)  # was 19,041 px
     shoot(phone, "models-phone")
+    products = phone.locator('.models section[data-model="products"]')
+    _unfold(products.locator(".model-details"))
+    _unfold(products.locator('.task-details[data-task="usage"]'))
+    _wait_images(phone, products.locator('.task-details[data-task="usage"] .plots img'))
+    assert _overflow(phone) <= 0, _overflow(phone)
+    shoot(phone, "models-details-phone")
 
 
 def test_phone_item_dialog_shows_steering_and_neighbours_together(phone, live_server):
@@ -374,11 +429,16 @@ def test_tasks_of_a_multi_task_model(browser, tasks_server):
             shoot(page, f"try-it-tasks-{name}")
 
             page.goto(tasks_server + "/models.html")
-            page.wait_for_selector(".models section table")
-            text = page.locator(".models").inner_text()
-            assert "garment" in text and "Per tag" in text and "mAP" in text
-            assert "mean task score" in text and "64×80 px input" in text
-            wool = page.locator(".models tr", has_text="wool").first
+            multi = page.locator('.models section[data-model="multi"]')
+            multi.wait_for()
+            assert "64×80 px input" in multi.inner_text()
+            assert "any of 4 tags" in multi.inner_text()
+            _unfold(multi.locator(".model-details"))
+            for task in ("garment", "tags"):
+                _unfold(multi.locator(f'.task-details[data-task="{task}"]'))
+            text = multi.inner_text()
+            assert "Per tag" in text and "mAP" in text and "mean task score" in text
+            wool = multi.locator("tr", has_text="wool").first
             assert wool.locator("td").all_inner_texts()[-1] == "0.800"
             assert _overflow(page) <= 0
             shoot(page, f"models-tasks-{name}")

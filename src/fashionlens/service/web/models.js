@@ -1,5 +1,6 @@
-// Models page: each served model's tasks (classes or tags, key metrics, per-class table)
-// and plots; a side-by-side compare.
+// Models page: one short card per served model (what it answers, how often it was right,
+// on what data); per-class figures and plots folded under "Details", built when opened.
+// No table merges the classes of different models: their names mean different things.
 "use strict";
 
 // The key figures a task may have, in the order shown (single-label, then tag tasks).
@@ -8,7 +9,7 @@ const METRICS = [["accuracy", "accuracy"], ["top3_accuracy", "top-3 accuracy"], 
   ["micro_f1", "micro-F1"], ["micro_precision", "micro precision"], ["micro_recall", "micro recall"],
   ["map", "mAP"], ["exact_match", "exact match"], ["num_images", "validation photos"]];
 const SUMMARY = [["score", "mean task score"], ["num_images", "validation photos"]];
-let models = [];
+const NAMES_SHOWN = 6;  // classes named in a model's card; all of them under Details
 
 // Counts (photos, support) as whole numbers, rates always with three decimals, so a
 // column never mixes "1" and "0.960".
@@ -19,8 +20,42 @@ function fmt(value, key) {
   return COUNTS.has(key) ? String(Math.round(Number(value))) : Number(value).toFixed(3);
 }
 
+function count(n) {
+  return Number(n).toLocaleString("en");
+}
+
 function tagTask(task) {
   return task.type === "multi_label";
+}
+
+function classTitle(task, name) {
+  return (task.class_titles || {})[name] || name;
+}
+
+function taskTitle(task) {
+  return task.title || task.name;
+}
+
+// What a task answers: "10 classes: Dress, Hat, …" in the words a person reads.
+function answersText(task) {
+  const noun = tagTask(task) ? " tags" : (task.num_classes === 1 ? " class" : " classes");
+  const names = (task.classes || []).slice(0, NAMES_SHOWN).map((c) => classTitle(task, c));
+  const more = task.num_classes > names.length ? ", … (" + (task.num_classes - names.length) + " more)" : "";
+  return (tagTask(task) ? "any of " : "one of ") + task.num_classes + noun + ": " + names.join(", ") + more;
+}
+
+// The one figure a shop owner asks for, per task: how often it is right.
+function headline(task) {
+  const m = task.metrics || {};
+  const pct = (v) => (100 * Number(v)).toFixed(1) + " %";
+  if (!tagTask(task) && m.accuracy !== undefined && m.accuracy !== null) {
+    return [el("strong", { text: pct(m.accuracy) }), " right"];
+  }
+  if (tagTask(task) && m.micro_recall !== undefined && m.micro_precision !== undefined) {
+    return ["finds ", el("strong", { text: pct(m.micro_recall) }), " of the tags; ",
+      el("strong", { text: pct(m.micro_precision) }), " of those it gives are right"];
+  }
+  return [el("span", { class: "muted", text: "not measured" })];
 }
 
 function perClassTable(task) {
@@ -34,7 +69,7 @@ function perClassTable(task) {
     el("caption", { text: (tagTask(task) ? "Per tag" : "Per class") + " (validation)" }),
     el("thead", {}, el("tr", {}, columns.map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, rows.map(([name, r]) => el("tr", {},
-      el("th", { scope: "row", text: name }), el("td", { text: fmt(r.precision) }),
+      el("th", { scope: "row", text: classTitle(task, name) }), el("td", { text: fmt(r.precision) }),
       el("td", { text: fmt(r.recall) }), el("td", { text: fmt(r.f1) }), el("td", { text: fmt(r.support, "support") }),
       thresholds ? el("td", { text: fmt(thresholds[name]) }) : null))));
   return el("div", { class: "table-wrap" }, table);
@@ -43,81 +78,85 @@ function perClassTable(task) {
 function figuresTable(caption, figures, keys) {
   const rows = keys.filter(([key]) => key in (figures || {}));
   if (!rows.length) return el("p", { class: "muted", text: caption + ": no metrics recorded." });
-  return el("table", {}, el("caption", { text: caption }),
+  return el("table", { class: "figures" }, el("caption", { text: caption }),
     el("tbody", {}, rows.map(([key, label]) =>
       el("tr", {}, el("th", { scope: "row", text: label }), el("td", { text: fmt(figures[key], key) })))));
 }
 
-function taskSummary(task) {
-  return task.name + ": " + task.num_classes + (tagTask(task) ? " tags" : " classes");
+function figure(url, label, model) {
+  return el("figure", {}, apiImage(url, label + " of " + model.name), el("figcaption", { class: "muted", text: label }));
 }
 
-function taskBlock(task, several) {
+// One task under Details: its figures and confusion matrix side by side, then every class.
+function taskDetails(model, task) {
   const kind = tagTask(task) ? "tags (any number per photo)" : "one class per photo";
-  return el("div", { class: "task-block" },
-    several ? el("h3", { text: task.name }) : null,
-    el("p", { class: "muted", text: kind + " · " + task.num_classes + (tagTask(task) ? " tags" : " classes") }),
-    figuresTable(several ? "Key metrics · " + task.name : "Overall", task.metrics, METRICS),
-    perClassTable(task));
+  // Tags have no confusion matrix (a photo has any number of them).
+  const plot = task.confusion ? figure(task.confusion, "Confusion matrix, " + taskTitle(task), model)
+    : (tagTask(task) ? null : el("p", { class: "muted", text: "Confusion matrix: not recorded for this task." }));
+  return [
+    el("p", { class: "muted", text: "Data column " + (task.column || task.name) + " · " + kind }),
+    el("div", { class: "layout" }, figuresTable("Key figures", task.metrics, METRICS),
+      plot ? el("div", { class: "plots" }, plot) : null),
+    perClassTable(task)];
+}
+
+// Built when first opened: the page stays short and its images load only when asked for.
+function folded(summary, attrs, build) {
+  const box = el("details", attrs, el("summary", { text: summary }));
+  box.addEventListener("toggle", () => {
+    if (!box.open || box.dataset.built) return;
+    box.dataset.built = "1";
+    box.append(...build());
+  });
+  return box;
+}
+
+// A model's details; with several tasks, each task folded again under its own line.
+function modelDetails(model) {
+  const confusions = model.tasks.filter((t) => t.confusion).length;
+  const what = ["figures per " + (model.tasks.every(tagTask) ? "tag" : "class"),
+    confusions ? (confusions > 1 ? "confusion matrices" : "confusion matrix") : null,
+    model.plots.curves ? "training curves" : null].filter(Boolean);
+  const several = model.tasks.length > 1;
+  return folded("Details: " + what.join(", "), { class: "model-details" }, () => [
+    several ? figuresTable("Summary", model.summary || model.metrics, SUMMARY) : null,
+    ...model.tasks.flatMap((t) => (several
+      ? [folded(taskTitle(t) + ": " + t.num_classes + (tagTask(t) ? " tags" : " classes"),
+        { class: "task-block task-details", "data-task": t.name }, () => taskDetails(model, t))]
+      : [el("div", { class: "task-block", "data-task": t.name }, taskDetails(model, t))])),
+    model.plots.curves ? el("div", { class: "plots curves" }, figure(model.plots.curves, "Training curves", model))
+      : el("p", { class: "muted", text: "Training curves: not recorded for this model." }),
+  ].filter(Boolean));
+}
+
+function dataText(model) {
+  const data = model.data || {};
+  const parts = [];
+  if (data.name) parts.push("Trained on " + data.name + (data.train_images ? " (" + count(data.train_images) + " photos)" : ""));
+  if (data.val_images) parts.push("measured on " + count(data.val_images) + " photos it did not train on");
+  return parts.length ? parts.join("; ") + "." : "The training data was not recorded with this model.";
 }
 
 function modelCard(model) {
-  const several = model.tasks.length > 1;
-  const plots = el("div", { class: "plots" });
-  for (const [which, label] of [["confusion", "Confusion matrix"], ["curves", "Training curves"]]) {
-    const url = model.plots[which];
-    plots.append(url ? el("figure", {}, apiImage(url, label + " of " + model.name), el("figcaption", { class: "muted", text: label }))
-      : el("p", { class: "muted", text: label + ": not recorded for this model." }));
-  }
   // The default model gets a sentence saying what that means instead of a greyed-out button.
   const choice = model.default
     ? el("p", { class: "muted", text: "The default model: it answers every request that names no model." })
     : el("button", { type: "button", class: "secondary", onclick: () => makeDefault(model.name) }, "Make default");
   const [height, width] = model.input_shape || [model.input_size, model.input_size];
   const input = height === width ? height + " px input" : width + "×" + height + " px input";
-  return el("section", { class: "card", "aria-labelledby": "model-" + model.name },
-    el("div", { class: "row" }, el("h2", { id: "model-" + model.name, text: model.name }),
+  const unknown = model.unknown_threshold === null || model.unknown_threshold === undefined
+    ? "no \"not a garment\" check" : "\"not a garment\" check";
+  return el("section", { class: "card model", "aria-labelledby": "model-" + model.name, "data-model": model.name },
+    el("div", { class: "row model-head" }, el("h2", { id: "model-" + model.name, text: model.name }),
       model.default ? el("span", { class: "badge", text: "default" }) : null, choice),
-    el("p", { class: "muted", text: model.architecture + " · " + input + " · " + model.tasks.map(taskSummary).join(", ") }),
-    el("div", { class: "layout" },
-      el("div", {}, several ? figuresTable("Summary", model.summary || model.metrics, SUMMARY) : null,
-        model.tasks.map((t) => taskBlock(t, several))),
-      plots));
-}
-
-function renderCompare() {
-  const chosen = models.filter((m) => document.getElementById("cmp-" + m.name)?.checked);
-  const box = document.getElementById("compare");
-  if (chosen.length < 1) {
-    box.replaceChildren(el("p", { class: "muted", text: "Tick models to compare them." }));
-    return;
-  }
-  // One row per task and figure any chosen model has; the task's name goes before the
-  // figure once a chosen model has several tasks.
-  const named = chosen.some((m) => m.tasks.length > 1);
-  const rows = [];
-  const seen = new Set();
-  for (const m of chosen) {
-    for (const t of m.tasks) {
-      for (const [key, label] of METRICS) {
-        const id = (named ? t.name : "") + "\u0000" + key;
-        if (!(key in (t.metrics || {})) || seen.has(id)) continue;
-        seen.add(id);
-        rows.push({ task: named ? t.name : null, key, label: named ? t.name + ": " + label : label });
-      }
-    }
-  }
-  const value = (m, row) => {
-    const task = row.task === null ? m.tasks[0] : m.tasks.find((t) => t.name === row.task);
-    return fmt(task ? (task.metrics || {})[row.key] : undefined, row.key);
-  };
-  const classes = [...new Set(chosen.flatMap((m) => Object.keys(m.per_class || {})))];
-  const head = el("tr", {}, el("th", { scope: "col", text: "metric" }), chosen.map((m) => el("th", { scope: "col", text: m.name })));
-  const body = el("tbody", {},
-    rows.map((row) => el("tr", {}, el("th", { scope: "row", text: row.label }), chosen.map((m) => el("td", { text: value(m, row) })))),
-    classes.map((c) => el("tr", {}, el("th", { scope: "row", text: "F1 " + c }),
-      chosen.map((m) => el("td", { text: fmt((m.per_class || {})[c]?.f1) })))));
-  box.replaceChildren(el("table", {}, el("caption", { text: "Side by side" }), el("thead", {}, head), body));
+    el("p", { class: "muted", text: model.architecture + " · " + input + " · " + unknown }),
+    el("p", { class: "model-data", text: dataText(model) }),
+    el("ul", { class: "model-tasks", "aria-label": "What " + model.name + " answers" },
+      model.tasks.map((t) => el("li", { class: "model-task", "data-task": t.name },
+        el("span", { class: "task-title", text: taskTitle(t) }),
+        el("span", { class: "task-answers muted", text: answersText(t) }),
+        el("span", { class: "task-score" }, headline(t))))),
+    modelDetails(model));
 }
 
 async function makeDefault(name) {
@@ -130,15 +169,7 @@ async function makeDefault(name) {
 
 async function load() {
   const data = await api("/models");
-  models = data.models;
-  document.getElementById("models").replaceChildren(...models.map(modelCard));
-  const pick = document.getElementById("compare-pick");
-  pick.querySelectorAll("label").forEach((n) => n.remove());
-  for (const m of models) {
-    const box = el("input", { type: "checkbox", id: "cmp-" + m.name, checked: true, onchange: renderCompare });
-    pick.append(el("label", {}, box, " " + m.name));
-  }
-  renderCompare();
+  document.getElementById("models").replaceChildren(...data.models.map(modelCard));
 }
 
 document.addEventListener("DOMContentLoaded", () => load().catch((error) => showError("error", error)));
