@@ -46,6 +46,7 @@ CASES = [
                                                       "--runtime", "openvino-int8"]),
     ("catalog build --model", lambda m, d: ["catalog", "build", SAMPLE_PHOTOS / "Dress",
                                             "--model", m, "--catalog", d / "catalog"]),
+    ("evaluate", lambda m, d: ["evaluate", m, "--data", SAMPLE_PHOTOS]),
 ]
 
 
