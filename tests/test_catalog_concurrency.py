@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import filelock

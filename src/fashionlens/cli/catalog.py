@@ -104,6 +104,14 @@ def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None
     out.print(f"added {len(report.added)}, already in the catalog {len(report.existing)}, "
               f"not added {len(report.failed)}; the catalog now holds {len(cat)} items "
               f"({cat.path})")
+    if report.raced:
+        shown = ", ".join(report.raced[:10]) + (" ..." if len(report.raced) > 10 else "")
+        err.print(f"[yellow]{len(report.raced)} id(s) were added by another process while "
+                  f"this run was embedding them[/]: {shown}. This run's photos and fields "
+                  "for them were NOT stored; the catalog keeps the other process's. To use "
+                  "these instead, change them with `fashionlens catalog update ID --set ...`, "
+                  "or `catalog remove` them and add them again.", soft_wrap=True,
+                  highlight=False)
     if report.failed and not report.added and not report.existing:
         raise FashionLensError(f"{source}: no item could be added")
     return report
@@ -183,13 +191,81 @@ def build(
 ) -> None:
     """Create a catalog from a CSV export or a folder of photos; run again to resume.
 
-    Photos are copied into the catalog; ids already in it are skipped.
+    Photos are copied into the catalog; ids already in it are skipped. On an existing
+    catalog, --model must be the catalog's own model.
     """
-    from ..search.catalog import Catalog
+    from ..search.catalog import CATALOG_DB, Catalog
 
-    with Catalog(catalog, create=True, model=model, runtime=runtime) as cat:
-        _ingest(cat, source, batch_size, image_root,
-                **_csv_options(id_column, image_column, image_dir, image_ext, column))
+    path = catalog.expanduser()
+    existed = (path / CATALOG_DB).is_file()
+    made = _folders_to_make(path)
+    # Only a catalog this run starts in a new or empty folder is cleaned up if it fails.
+    new = not existed and (bool(made) or (path.is_dir() and not any(path.iterdir())))
+    options = _csv_options(id_column, image_column, image_dir, image_ext, column)
+    try:
+        with Catalog(path, create=True, model=model, runtime=runtime) as cat:
+            if existed:
+                if model is not None:
+                    # A different model is refused here, naming the catalog's own.
+                    cat.embedder()
+                err.print(f"{path}: the catalog exists (model {cat.model}, {len(cat)} items); "
+                          "resuming it: ids already in it are skipped", highlight=False)
+            try:
+                _ingest(cat, source, batch_size, image_root, **options)
+            except KeyboardInterrupt:
+                kept = len(cat)
+                if kept or existed:
+                    err.print(f"interrupted: the catalog {path} keeps the {kept} items added "
+                              "so far (whole batches); run the same `fashionlens catalog "
+                              "build` command again to resume it (items already in it are "
+                              "skipped)", highlight=False)
+                raise
+    except BaseException as exc:
+        if new and _remove_new_catalog(path, made) \
+                and isinstance(exc, KeyboardInterrupt):
+            err.print(f"interrupted before any item was added; nothing was kept in {path}",
+                      highlight=False)
+        if isinstance(exc, KeyboardInterrupt):
+            raise typer.Exit(130) from None
+        raise
+
+
+def _folders_to_make(path: Path) -> list[Path]:
+    """The folders (path and its parents) that do not exist yet, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_new_catalog(path: Path, made: list[Path]) -> bool:
+    """After a failed `catalog build` of a new catalog: if it holds no item, remove what
+    the build created (the catalog's own files, then the folders it made, if empty).
+    Anything else is left. True when the catalog folder is gone or back to empty."""
+    import contextlib
+    import sqlite3
+
+    from ..search.store import CATALOG_DB, IMAGES_DIR, LOCK_FILE, PENDING_FILE
+
+    db = path / CATALOG_DB
+    if db.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                if conn.execute("SELECT count(*) FROM items").fetchone()[0]:
+                    return False  # a partial build: kept, and running it again resumes
+        except sqlite3.Error:
+            return False
+    names = [CATALOG_DB, f"{CATALOG_DB}-wal", f"{CATALOG_DB}-shm", f"{CATALOG_DB}-journal",
+             LOCK_FILE, PENDING_FILE, "index.faiss"]
+    for name in names:
+        with contextlib.suppress(OSError):
+            (path / name).unlink()
+    for folder in (path / IMAGES_DIR, *made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    return not path.exists() or not any(path.iterdir())
 
 
 @catalog_app.command()
@@ -222,8 +298,9 @@ def add(
 ) -> None:
     """Add items to an existing catalog (no re-indexing of the others).
 
-    Fails (exit 2) when every item's id is already taken, e.g. by another process that
-    added the same items first.
+    Fails (exit 2) when every item's id is already taken, or when another process added
+    some of the same ids while this run was embedding them (those are named; the other
+    process's photos and fields are kept).
     """
     from ..search.catalog import Catalog
 
@@ -238,6 +315,8 @@ def add(
         screen = (_screening_model(cat, unknown_threshold, runtime) if refuse_unknown
                   else None)
         report = _ingest(cat, source, batch_size, image_root, screen=screen, **options)
+    if report.raced:  # another `add` won the race for these ids: not silently dropped
+        raise ItemExistsError(catalog, report.raced)
     if report.existing and not report.added:
         raise ItemExistsError(catalog, report.existing)
 
@@ -521,6 +600,9 @@ def _import_npy(vectors: Path, metadata: Path, catalog: Path, model: str | None,
 
     try:
         array = np.load(vectors, mmap_mode="r")  # rows are read a batch at a time
+    except EOFError:  # typer would print only "Aborted."
+        raise FashionLensError(f"{vectors}: the file is empty or cut short; expected a .npy "
+                               "file (numpy.save) with one embedding per row") from None
     except (OSError, ValueError) as exc:
         raise FashionLensError(f"{vectors}: not a readable .npy file ({exc})") from exc
     if array.ndim != 2:

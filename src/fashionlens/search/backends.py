@@ -15,29 +15,17 @@ catalogs made before backends were pluggable open unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .capabilities import IndexCapabilities
+
 DEFAULT_BACKEND = "faiss"
 
-
-@dataclass(frozen=True)
-class IndexCapabilities:
-    """What an index can do, which decides how a query is planned.
-
-    exact: similarities are exact inner products of the float vectors (no re-ranking).
-    filtered: `search(mask=...)` restricts the results to allowed ids inside the index.
-    range_search: `range_search` returns every vector above a similarity.
-    incremental: vectors can be added and removed one batch at a time.
-    """
-
-    exact: bool
-    filtered: bool = True
-    range_search: bool = False
-    incremental: bool = True
+__all__ = ["DEFAULT_BACKEND", "FaissFactory", "IndexBackend", "IndexCapabilities",
+           "IndexFactory", "backend_names", "get_backend", "register_backend"]
 
 
 @runtime_checkable

@@ -81,6 +81,8 @@ from .store import (
     SCAN_ROWS,
     SCHEMA_VERSION,
     CatalogStore,
+    catalog_contents,
+    refuse_lost_database,
 )
 
 INDEX_FILE = "index.faiss"
@@ -122,6 +124,10 @@ class Catalog:
         db_path = self.path / CATALOG_DB
         fresh = not db_path.is_file()
         if fresh:
+            contents = catalog_contents(self.path) if self.path.is_dir() else []
+            if contents and ((self.path / IMAGES_DIR).is_dir()
+                             or (self.path / INDEX_FILE).is_file()):  # it lost its database
+                raise refuse_lost_database(self.path, f"there is no {CATALOG_DB}", contents)
             if not create:
                 raise FashionLensError(f"{self.path}: not a catalog (no {CATALOG_DB}); "
                                        "make one with `fashionlens catalog build`")
@@ -132,7 +138,11 @@ class Catalog:
             if embedder is None and model is not None:
                 # A bad model fails before any folder is made.
                 embedder = Embedder(model, runtime=runtime)
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FashionLensError(f"{self.path}: cannot create the catalog folder "
+                                       f"({exc.strerror or exc})") from None
         self.store = CatalogStore(self.path, lock_timeout)
         try:
             if fresh and backend not in (None, DEFAULT_BACKEND):
@@ -560,21 +570,28 @@ class Catalog:
         """Learn one direction per value of a metadata field (category, colour, size,
         status or extra.NAME) from the catalog's own items, and keep them (replacing
         directions of the same name). Returns the directions learned."""
-        name = canonical_field(field, field)
+        label_fields = "category, colour, size, status or extra.NAME"
+        try:
+            name = canonical_field(field, field)
+        except FashionLensError:
+            raise FashionLensError(f"cannot learn directions from '{field}': no such field; "
+                                   f"use a label field ({label_fields})") from None
         if name in ("id", "price"):
             raise FashionLensError(f"cannot learn directions from '{name}': use a label "
-                                   "field (category, colour, size, status or extra.NAME)")
+                                   f"field ({label_fields})")
         where, params = to_sql(parse_filters(filters))
         labels, chunks = [], []
         cursor = self.store.db.execute(
-            f"SELECT {column_sql(name)}, embedding FROM items WHERE {where} ORDER BY key",
+            f"SELECT key, {column_sql(name)}, embedding FROM items WHERE {where} ORDER BY key",
             params)
+        dim = self.dim or 0
         while rows := cursor.fetchmany(SCAN_ROWS):
-            labels.extend(r[0] for r in rows)
-            chunks.append(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32))
+            labels.extend(r[1] for r in rows)
+            chunks.append(self.store.vectors_from_blobs([r[0] for r in rows],
+                                                        [r[2] for r in rows], dim))
         if not labels:
             raise FashionLensError(f"{self.path}: no items to learn directions from")
-        vectors = np.concatenate(chunks).reshape(len(labels), -1)
+        vectors = np.concatenate(chunks)
         learned = learn_directions(vectors, labels, field=name, method=method,
                                    values=list(values) if values else None,
                                    min_count=min_count)

@@ -7,8 +7,10 @@
     status=available        available, reserved or sold
     extra.brand=Zara        a column kept in the item's `extra` data
 
-Several filters all have to hold, and they choose the candidate items before any vector
-is compared. `to_sql` turns them into one SQL WHERE clause with bound parameters (the
+Several filters all have to hold: give a list, or one text with `;` between them
+(`category=Dress; price<30`, what the CLI's --filter and the web app's filter box take;
+a `;` inside quotes belongs to the value). They choose the candidate items before any
+vector is compared. `to_sql` turns them into one SQL WHERE clause with bound parameters (the
 reference semantics); `FilterColumns` evaluates the same filters on an in-memory copy of
 the metadata columns, because asking SQLite for 100,000 matching keys on every search of
 a big catalog costs tens of milliseconds, while a numpy mask over a million rows costs
@@ -137,8 +139,36 @@ def parse_filter(text: str) -> Filter:
     return make_filter(field, op, value, text.strip())
 
 
+def split_filters(text: str) -> list[str]:
+    """The filters of one text, split at `;` outside quotes and parentheses; empty parts
+    are dropped ('category=Dress; price<30' -> ['category=Dress', 'price<30'])."""
+    parts, current, quote, depth = [], [], "", 0
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "()":
+            depth = max(0, depth + (1 if char == "(" else -1))
+        elif char == ";" and not depth:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _parse_text(text: Any) -> list[Filter]:
+    if not isinstance(text, str):
+        return [parse_filter(text)]
+    parts = split_filters(text)
+    return [parse_filter(part) for part in parts] if parts else [parse_filter(text)]
+
+
 def parse_filters(filters: None | str | Filter | Mapping | Iterable) -> list[Filter]:
-    """Filters from a string, a list of strings/Filters, or a mapping.
+    """Filters from a string (several separated by `;`), a list of strings/Filters, or a
+    mapping.
 
     In a mapping a scalar means equality and a list means `in`; a key may end in an
     operator for ranges: `{"category": "Dress", "colour": ["red", "blue"], "price<": 30}`.
@@ -148,7 +178,7 @@ def parse_filters(filters: None | str | Filter | Mapping | Iterable) -> list[Fil
     if isinstance(filters, Filter):
         return [filters]
     if isinstance(filters, str):
-        return [parse_filter(filters)]
+        return _parse_text(filters)
     if isinstance(filters, Mapping):
         result = []
         for key, value in filters.items():
@@ -164,7 +194,7 @@ def parse_filters(filters: None | str | Filter | Mapping | Iterable) -> list[Fil
                 op = "not in"
             result.append(make_filter(field, op, value, text))
         return result
-    return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
+    return [g for f in filters for g in ([f] if isinstance(f, Filter) else _parse_text(f))]
 
 
 def column_sql(field: str) -> str:

@@ -22,14 +22,19 @@ lists. With unit vectors the inner product is the cosine similarity.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from pathlib import Path
 
-import faiss
-import numpy as np
+# faiss's loader logs (INFO) every CPU-specific build it tries and cannot load, with the
+# ModuleNotFoundError, on every import: noise in every catalog and search command.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
-from .backends import IndexCapabilities
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .capabilities import IndexCapabilities  # noqa: E402
 
 # Exact (flat) search costs one pass over n x dim float32 values per query, on one core.
 # Measured on the 2-core reference machine with realistic 1280-d vectors

@@ -80,8 +80,9 @@ class IndexKeeper:
             return
         try:
             index.remove(extra)
-            if len(missing):
-                index.add(self.store.vectors_for(missing), missing)
+            if len(missing):  # those removed since `keys` was read are left out
+                found, vectors = self.store.vectors_for(missing)
+                index.add(vectors, found)
         except BaseException:
             self.failed()
             raise
@@ -128,8 +129,9 @@ class IndexKeeper:
                      "removed); catching up from the stored embeddings", self.store.path,
                      len(missing), len(extra))
             index.remove(extra)
-            if len(missing):
-                index.add(self.store.vectors_for(missing), missing)
+            if len(missing):  # those removed since `keys` was read are left out
+                found, vectors = self.store.vectors_for(missing)
+                index.add(vectors, found)
             self.index = index
         else:
             log.warning("%s: %s; rebuilding the index from the %d stored embeddings",
@@ -167,7 +169,7 @@ class IndexKeeper:
         if index.train_size:
             rng = np.random.default_rng(TRAIN_SEED)
             sample = np.sort(rng.choice(keys, min(count, index.train_size), replace=False))
-            index.train(self.store.vectors_for(sample))
+            index.train(self.store.vectors_for(sample)[1])
         timings["train_s"] = time.perf_counter() - start
         start = time.perf_counter()
         for chunk_keys, vectors in self.store.scan():

@@ -24,7 +24,7 @@ from ..errors import DataError, FashionLensError
 from .embeddings import normalise
 from .indexing import IndexKeeper
 from .query import QueryPlanner
-from .records import AddOutcome, ItemRecord, triage
+from .records import AddOutcome, ItemRecord, triage, utf8_text
 from .store import CatalogStore, has_photo
 
 # `add_vectors` commits this many items per SQLite transaction.
@@ -47,7 +47,8 @@ class Ingestor:
         an outcome for each record that will not be added, and the indices of the rest
         (their ids join `seen`)."""
         outcomes: list[AddOutcome | None] = [None] * len(records)
-        present = self.store.existing([r.id for r in records if isinstance(r.id, str)])
+        present = self.store.existing([r.id for r in records
+                                       if isinstance(r.id, str) and utf8_text(r.id)])
         todo: list[int] = []
         for i, record in enumerate(records):
             status, problem = triage(record, present, seen, image_root)
@@ -62,7 +63,8 @@ class Ingestor:
                outcomes: list[AddOutcome | None], todo: Sequence[int]) -> np.ndarray:
         """Add `records[i]` with `vectors[j]` for the j-th i of `todo` (planned records),
         filling in their outcomes: ids another process added since the plan are left as
-        they are ('exists'), bad vectors fail. Returns the new keys."""
+        they are ('exists', `raced`: this record's photo and fields are not stored), bad
+        vectors fail. Returns the new keys."""
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.empty(0)
         with self.store.writing():  # the commit and the index update together
@@ -70,8 +72,9 @@ class Ingestor:
             chosen: list[int] = []
             rows: list[int] = []
             for j, i in enumerate(todo):
-                if records[i].id in taken:
-                    outcomes[i] = AddOutcome(records[i].id, "exists", records[i].describe())
+                if records[i].id in taken:  # another process added it since the plan
+                    outcomes[i] = AddOutcome(records[i].id, "exists", records[i].describe(),
+                                             raced=True)
                 elif not np.isfinite(norms[j]) or norms[j] == 0:
                     outcomes[i] = AddOutcome(records[i].id, "failed", records[i].describe(),
                                              "the vector is zero or not finite")

@@ -109,9 +109,10 @@ class QueryPlanner:
         best_keys = np.empty(0, dtype=np.int64)
         best_sims = np.empty(0, dtype=np.float32)
         for start in range(0, len(keys), SCAN_ROWS):
-            part = keys[start:start + SCAN_ROWS]
+            # Items another process removed meanwhile are left out.
+            part, vectors = self.store.vectors_for(keys[start:start + SCAN_ROWS])
             part_keys = np.concatenate([best_keys, part])
-            sims = np.concatenate([best_sims, self.store.vectors_for(part) @ query])
+            sims = np.concatenate([best_sims, vectors @ query])
             if len(sims) > k:
                 top = np.argpartition(-sims, k - 1)[:k]
                 part_keys, sims = part_keys[top], sims[top]
@@ -168,8 +169,9 @@ class QueryPlanner:
         marks = ", ".join("?" * len(keys))
         rows = self.store.db.execute(f"SELECT {ITEM_COLUMNS}, embedding FROM items "
                                      f"WHERE key IN ({marks})", [int(x) for x in keys]).fetchall()
-        vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32)
-        sims = vectors.reshape(len(rows), -1) @ query
+        vectors = self.store.vectors_from_blobs([r["key"] for r in rows],
+                                                [r["embedding"] for r in rows], len(query))
+        sims = vectors @ query
         order = np.lexsort((np.array([r["key"] for r in rows]), -sims))[:k]
         return [Match(self.store.item(rows[i]), float(np.clip(sims[i], -1.0, 1.0)))
                 for i in order]

@@ -102,12 +102,17 @@ class Match:
 
 @dataclass
 class AddOutcome:
-    """What happened to one record: `added`, `exists` (id already present) or `failed`."""
+    """What happened to one record: `added`, `exists` (id already present) or `failed`.
+
+    `raced`: the id was free when this run looked it up, and another process added it
+    while this run was embedding the photo: this record's photo and fields were not
+    stored (the other process's are kept)."""
 
     id: str
     status: str
     source: str = ""
     error: str | None = None
+    raced: bool = False
 
 
 @dataclass
@@ -115,12 +120,16 @@ class AddReport:
     added: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     failed: list[AddOutcome] = field(default_factory=list)
+    # Ids (also in `existing`) another process added during this run: see AddOutcome.
+    raced: list[str] = field(default_factory=list)
 
     def record(self, outcome: AddOutcome) -> AddOutcome:
         if outcome.status == "added":
             self.added.append(outcome.id)
         elif outcome.status == "exists":
             self.existing.append(outcome.id)
+            if outcome.raced:
+                self.raced.append(outcome.id)
         else:
             self.failed.append(outcome)
         return outcome
@@ -136,6 +145,16 @@ class DuplicatePair:
         return {"a": self.a.id, "b": self.b.id, "similarity": round(self.similarity, 6),
                 "a_image": None if self.a.image is None else str(self.a.image),
                 "b_image": None if self.b.image is None else str(self.b.image)}
+
+
+def utf8_text(text: str) -> bool:
+    """False for text holding lone surrogates (a file name in another encoding, read by
+    Python as surrogate escapes): no database, URL or terminal can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _has_control_characters(text: str) -> bool:
@@ -194,6 +213,9 @@ def check_item_id(item_id: Any) -> str:
     if len(item_id) > MAX_ID_CHARS:
         raise ValueError(f"id '{_shown(item_id)}' is too long; an id has at most "
                          f"{MAX_ID_CHARS} characters")
+    if not utf8_text(item_id):
+        raise ValueError(f"id {_shown(ascii(item_id), 80)} is not valid UTF-8 text (a file "
+                         "name in another encoding?)")
     if _has_control_characters(item_id):
         raise ValueError(f"id {_shown(ascii(item_id), 80)} contains control characters "
                          "(line breaks, tabs, ...)")

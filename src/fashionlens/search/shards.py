@@ -22,16 +22,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import DataError, FashionLensError
 from .records import ItemRecord
-
-if TYPE_CHECKING:
-    from .catalog import Catalog
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
@@ -207,10 +204,11 @@ def read_shard(path: Path, dim: int, rows: int = IMPORT_ROWS
         raise DataError(f"{where}: cannot read the shard ({exc})") from None
 
 
-def import_shards(catalog: Catalog, source: str | Path | Sequence[str | Path], *,
+def import_shards(catalog: Any, source: str | Path | Sequence[str | Path], *,
                   progress: Callable[[int], None] | None = None) -> dict:
-    """Import shards into `catalog` in one transaction (all or nothing), reading one
-    record batch at a time. Every shard must come from the catalog's model (a catalog
+    """Import shards into `catalog` (a `catalog.Catalog`, which calls this; not imported
+    here, so that this module stays below it) in one transaction (all or nothing), reading
+    one record batch at a time. Every shard must come from the catalog's model (a catalog
     without one takes the first shard's); the first shard that does not is named."""
     files = shard_files(source)
     models = [(path, shard_model(path)) for path in files]  # every file checked first

@@ -21,6 +21,7 @@ from .records import (
     check_under_root,
     image_root_folder,
     parse_price,
+    utf8_text,
 )
 
 
@@ -145,6 +146,14 @@ def records_from_folder(root: str | Path, image_root: str | Path | None = None
     result = SourceItems(records=[])
     for photo in photos:
         rel = photo.relative_to(root)
+        if not utf8_text(str(rel)):  # e.g. a Latin-1 name: no id or path can hold it
+            shown = str(photo).encode("utf-8", "backslashreplace").decode("utf-8")
+            result.problems.append(AddOutcome(
+                rel.with_suffix("").as_posix().encode("utf-8", "backslashreplace").decode(),
+                "failed", shown,
+                "the file name is not valid UTF-8 (written in another encoding?); rename "
+                "the file to add it"))
+            continue
         category = rel.parts[0] if len(rel.parts) > 1 else None
         record = ItemRecord(id=rel.with_suffix("").as_posix(), image=photo,
                             category=category, label=str(photo))

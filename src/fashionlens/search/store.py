@@ -120,12 +120,60 @@ def has_photo(record: ItemRecord) -> bool:
                                              and record.image == "")
 
 
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover
+
+
+def catalog_contents(path: Path) -> list[str]:
+    """What a catalog folder holds besides its database (and its WAL, lock and pending
+    files): the index file(s) and the photos, described for a message. Empty when there
+    is nothing a user could lose."""
+    found = []
+    skip = {CATALOG_DB, f"{CATALOG_DB}-wal", f"{CATALOG_DB}-shm", f"{CATALOG_DB}-journal",
+            LOCK_FILE, PENDING_FILE}
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name in skip:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.name == IMAGES_DIR and entry.is_dir():
+                photos = sum(1 for f in entry.iterdir() if f.is_file())
+                if photos:
+                    found.append(f"{IMAGES_DIR}/ ({photos} photo file(s))")
+            elif entry.is_file():
+                found.append(f"{entry.name} ({_size(entry.stat().st_size)})")
+            elif entry.is_dir():
+                found.append(f"{entry.name}/")
+    return found
+
+
+def refuse_lost_database(path: Path, problem: str, contents: list[str]) -> FashionLensError:
+    """The error for a catalog whose database is missing, empty or unreadable while its
+    index or photos are there: nothing is re-created or deleted."""
+    return FashionLensError(
+        f"{path}: {problem}, but the folder holds {', '.join(contents)}; refusing to open "
+        f"it (a new {CATALOG_DB} would drop that index and orphan those photos). Nothing "
+        f"was changed: restore {CATALOG_DB} from a backup, or move the folder aside and "
+        "build the catalog again")
+
+
 class CatalogStore:
     """One catalog folder's database, write lock and photo files.
 
     `catch_up` is called whenever this process takes the write lock (after crashed
     writers' photos are cleaned up): the owner brings its in-memory state (index, filter
     columns) up to date there, so that what it writes under the lock is current.
+
+    A database without the catalog's tables (an emptied or foreign file) is only given
+    them when the folder holds nothing else (no index, no photos): otherwise opening is
+    refused and nothing is changed.
     """
 
     def __init__(self, path: Path, lock_timeout: float = LOCK_TIMEOUT_S) -> None:
@@ -135,11 +183,28 @@ class CatalogStore:
         self._lock = filelock.FileLock(self.path / LOCK_FILE, thread_local=False,
                                        preserve_lock_file=True)
         self._lock_depth = 0
-        (self.path / IMAGES_DIR).mkdir(exist_ok=True)
         db_path = self.path / CATALOG_DB
-        self.db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
+        try:
+            self.db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
+        except sqlite3.DatabaseError as exc:
+            contents = catalog_contents(self.path)
+            if contents:
+                raise refuse_lost_database(self.path, f"{CATALOG_DB} cannot be opened ({exc})",
+                                           contents) from None
+            raise FashionLensError(f"{db_path}: cannot open the catalog database ({exc})"
+                                   ) from None
         try:
             self.db.row_factory = sqlite3.Row
+            tables = {r[0] for r in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "items" not in tables or "meta" not in tables:
+                contents = catalog_contents(self.path)
+                if contents:
+                    size = db_path.stat().st_size if db_path.exists() else 0
+                    problem = (f"{CATALOG_DB} is empty (0 bytes)" if not size else
+                               f"{CATALOG_DB} holds no catalog tables")
+                    raise refuse_lost_database(self.path, problem, contents)
+            (self.path / IMAGES_DIR).mkdir(exist_ok=True)
             # WAL: readers (a server's searches) and the one writer never block each other.
             with contextlib.suppress(sqlite3.OperationalError):
                 self.db.execute("PRAGMA journal_mode=WAL")
@@ -149,6 +214,10 @@ class CatalogStore:
             self.data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
             self.generation, self.vectors_generation = self._generations()
             version = self.meta("schema_version")
+            if version is not None and not version.isdigit():
+                raise FashionLensError(f"{db_path}: the catalog's meta field "
+                                       f"'schema_version' is {version!r}, not a number (the "
+                                       "database is damaged; restore it from a backup)")
             if version is None:
                 self.set_meta({"schema_version": str(SCHEMA_VERSION), "created_at": now()})
             elif int(version) > SCHEMA_VERSION:
@@ -156,6 +225,10 @@ class CatalogStore:
                                        f"(schema {version}); upgrade fashionlens")
         except sqlite3.DatabaseError as exc:
             self.db.close()
+            contents = catalog_contents(self.path)
+            if contents:
+                raise refuse_lost_database(self.path, f"{CATALOG_DB} is not a readable "
+                                           f"database ({exc})", contents) from None
             raise FashionLensError(f"{db_path}: not a readable catalog database ({exc})") from exc
         except BaseException:
             self.db.close()
@@ -184,7 +257,33 @@ class CatalogStore:
     @property
     def dim(self) -> int | None:
         value = self.meta("dim")
-        return int(value) if value else None
+        if not value:
+            return None
+        try:
+            dim = int(value)
+        except ValueError:
+            dim = 0
+        if dim < 1:
+            raise FashionLensError(f"{self.path / CATALOG_DB}: the catalog's meta field 'dim' "
+                                   f"is {value!r}, not a positive whole number (the "
+                                   "database is damaged; restore it from a backup)")
+        return dim
+
+    def vectors_from_blobs(self, keys: Sequence[int], blobs: Sequence[bytes], dim: int
+                           ) -> np.ndarray:
+        """Stored embeddings as an array, or an error naming the first damaged one."""
+        want = 4 * dim
+        for key, blob in zip(keys, blobs, strict=True):
+            if len(blob) != want:
+                row = self.db.execute("SELECT id FROM items WHERE key = ?", (int(key),)
+                                      ).fetchone()
+                name = f"item '{row[0]}'" if row else f"the item with key {int(key)}"
+                raise FashionLensError(
+                    f"{self.path / CATALOG_DB}: {name}: its stored embedding has {len(blob)} "
+                    f"bytes, not {want} ({dim} float32 values: the catalog's 'dim'); the "
+                    "database is damaged: remove the item (`fashionlens catalog remove`) "
+                    "and add it again, or restore the database from a backup")
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
 
     # -- transactions and the write lock
 
@@ -418,16 +517,20 @@ class CatalogStore:
             f"SELECT key, embedding FROM items WHERE {where} ORDER BY key", list(params))
         while chunk := cursor.fetchmany(rows):
             keys = np.fromiter((r[0] for r in chunk), dtype=np.int64, count=len(chunk))
-            vectors = np.frombuffer(b"".join(r[1] for r in chunk), dtype=np.float32)
-            yield keys, vectors.reshape(len(chunk), dim)
+            yield keys, self.vectors_from_blobs(keys, [r[1] for r in chunk], dim)
 
-    def vectors_for(self, keys: np.ndarray) -> np.ndarray:
-        """The stored float vectors of `keys`, in that order."""
+    def vectors_for(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors): the stored float vectors of those of `keys` that the catalog
+        still holds, in the order given. Another process may remove items at any moment
+        (readers take no lock), so a key read a moment ago may be gone: it is left out,
+        and the reader's next poll sees the removal."""
         keys = np.asarray(keys, dtype=np.int64)
         found: dict[int, bytes] = dict(self.select_in(
             "SELECT key, embedding FROM items WHERE key IN ({marks})", [int(k) for k in keys]))
-        blob = b"".join(found[int(k)] for k in keys)
-        return np.frombuffer(blob, dtype=np.float32).reshape(len(keys), self.dim or 0)
+        if len(found) != len(keys):
+            keys = np.fromiter((k for k in keys if int(k) in found), dtype=np.int64)
+        dim = self.dim or 0
+        return keys, self.vectors_from_blobs(keys, [found[int(k)] for k in keys], dim)
 
     def stored_vector(self, item_id: str) -> tuple[int, np.ndarray]:
         """(key, vector) of an item."""
@@ -435,7 +538,10 @@ class CatalogStore:
                               (item_id,)).fetchone()
         if row is None:
             raise UnknownItemError(self.path, item_id)
-        return int(row[0]), np.frombuffer(row[1], dtype=np.float32)
+        dim = self.dim
+        if dim is None:
+            return int(row[0]), np.frombuffer(row[1], dtype=np.float32)
+        return int(row[0]), self.vectors_from_blobs([row[0]], [row[1]], dim)[0]
 
     def row(self, item_id: str) -> sqlite3.Row:
         row = self.db.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?",
