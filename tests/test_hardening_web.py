@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fashionlens.cli.main import app
+from fashionlens.inference import SAMPLE_PHOTOS
 
 runner = CliRunner()
 
@@ -53,6 +54,19 @@ def test_predict_refuses_bad_input_without_traceback(tmp_path, make, words):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert words in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_photo_list_with_a_byte_order_mark(tmp_path):
+    """A list saved by Windows Notepad ('UTF-8 with BOM'): its first photo is read, not
+    reported missing."""
+    photos = [SAMPLE_PHOTOS / "Dress" / "dress-1.jpg", SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"]
+    listing = tmp_path / "photos.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + "\n".join(map(str, photos)).encode() + b"\n")
+    result = runner.invoke(app, ["predict", "--json", str(listing)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 2 and "error" not in result.stdout, result.stdout
+    assert "Dress" in lines[0] and "Hat" in lines[1]
 
 
 def test_unknown_threshold_printed_with_every_digit(tmp_path):
