@@ -226,13 +226,27 @@ def test_take_a_photo_with_the_camera(page, live_server):
 
 
 def test_catalog_page_with_steering(page, live_server):
+    def settled(status: str) -> None:
+        """Wait on the page's state, not the clock: the dialog shows `status` and no change
+        is on its way (`data-busy`), or an error is shown (then fail with its text). The
+        time-out only bounds a wait on a loaded machine."""
+        page.wait_for_function(
+            "(status) => { const d = document.getElementById('detail');"
+            " return (d.dataset.status === status && !d.dataset.busy)"
+            " || !document.getElementById('detail-error').hidden; }", arg=status,
+            timeout=120_000)
+        assert page.locator("#detail-error").is_hidden(), page.locator("#detail-error").inner_text()
+
     page.goto(live_server + "/catalog.html")
     page.wait_for_selector("#items .item")
     assert page.locator("#items .item").count() == 20
+    assert "of 20 items in the catalog" in page.locator("#summary").inner_text()
     # Filter to one category, then open an item with the keyboard.
     page.select_option("#f-category", "Dress")
     page.click("#filters button[type=submit]")
     page.wait_for_function("() => document.querySelectorAll('#items .item').length === 2")
+    assert "Items 1–2 of 2 matching category=Dress (20 items in the catalog)" in \
+        page.locator("#summary").inner_text()
     page.locator("#items .item").first.focus()
     page.keyboard.press("Enter")
     page.wait_for_selector("#detail[open] #neighbours .item")
@@ -262,15 +276,34 @@ def test_catalog_page_with_steering(page, live_server):
     shoot(page, "catalog-key-prompt")
     page.fill("#detail-key input[type=password]", KEY)
     page.click("#detail-key button[type=submit]")
-    page.wait_for_function("() => document.getElementById('detail-sold').textContent"
-                           " === 'Mark as available again'")
+    settled("sold")  # the sale, and the item list it refreshes, are done
+    assert page.locator("#detail-sold").inner_text() == "Mark as available again"
     assert page.locator("#detail-key").is_hidden()
     assert "sold" in page.locator("#detail-meta").inner_text()
     # ... and "sold" can be undone.
     page.click("#detail-sold")
-    page.wait_for_function("() => document.getElementById('detail-sold').textContent"
-                           " === 'Mark as sold'")
+    settled("available")
+    assert page.locator("#detail-sold").inner_text() == "Mark as sold"
     assert "available" in page.locator("#detail-meta").inner_text()
+
+    # An item with a name (e.g. a shop export's `name` column) is shown by its name.
+    url = live_server + "/api/v1/items/Dress/dress-2"
+    named = page.request.patch(url, headers={"X-API-Key": KEY},
+                               data={"extra.name": "Blue summer dress"})
+    assert named.ok, named.text()
+    try:
+        page.click("#detail-close")
+        page.click("#filters button[type=submit]")
+        card = page.locator('#items .item[data-id="Dress/dress-2"]')
+        card.locator(".name").wait_for()
+        assert card.locator(".name").inner_text() == "Blue summer dress"
+        assert card.locator(".id").inner_text() == "Dress/dress-2"
+        card.click()
+        page.wait_for_function("() => document.getElementById('detail-title').textContent"
+                               " === 'Blue summer dress'")
+        assert "Dress/dress-2" in page.locator("#detail-meta").inner_text()
+    finally:
+        page.request.patch(url, headers={"X-API-Key": KEY}, data={"extra.name": None})
 
 
 def _height(page) -> int:

@@ -3,7 +3,35 @@
 
 const PAGE = 24;
 const page = { offset: 0, filters: [], directions: [], current: null, weights: {} };
+// Extra fields that hold an item's name (compared without case, spaces, - or _), e.g. a
+// shop export's `name`, `title` or `productDisplayName` column.
+const NAME_FIELDS = ["name", "title", "productname", "productdisplayname", "displayname", "itemname"];
 
+function itemName(item) {
+  for (const [field, value] of Object.entries(item.extra || {})) {
+    if (NAME_FIELDS.includes(field.toLowerCase().replace(/[\s_-]/g, "")) && value) return String(value);
+  }
+  return null;
+}
+
+// An item's card: its name where it has one (the id beneath it), else its id.
+function catalogCard(item) {
+  const card = itemCard(item, openItem);
+  const name = itemName(item);
+  if (name) {
+    const id = card.querySelector(".id");
+    id.classList.add("meta");
+    id.style.fontWeight = "normal";
+    const label = el("span", { class: "name", text: name });
+    label.style.fontWeight = "600";
+    id.before(label);
+    card.setAttribute("aria-label", "Open item " + name + " (" + item.id + ")");
+  }
+  return card;
+}
+
+// The filter box's text goes to the service as it is: the service splits it at `;`
+// (search/filters.py: the one filter grammar, also the CLI's --filter).
 function currentFilters() {
   const filters = [];
   const category = document.getElementById("f-category").value;
@@ -12,22 +40,37 @@ function currentFilters() {
   if (category) filters.push("category=" + category);
   if (status) filters.push("status=" + status);
   if (maxPrice !== "") filters.push("price<=" + maxPrice);
-  for (const part of document.getElementById("f-more").value.split(";")) {
-    if (part.trim()) filters.push(part.trim());
-  }
+  const more = document.getElementById("f-more").value.trim();
+  if (more.replace(/;/g, "").trim()) filters.push(more);
   return filters;
+}
+
+function count(n, what) {
+  return n.toLocaleString("en") + " " + what + (n === 1 ? "" : "s");
 }
 
 async function loadItems() {
   showError("error", null);
   const grid = document.getElementById("items");
   try {
-    const data = await api("/items" + query({ filter: page.filters, limit: PAGE, offset: page.offset }));
-    grid.replaceChildren(...data.items.map((item) => itemCard(item, openItem)));
+    const [data, info] = await Promise.all([
+      api("/items" + query({ filter: page.filters, limit: PAGE, offset: page.offset })),
+      api("/catalog")]);
+    grid.replaceChildren(...data.items.map(catalogCard));
     const first = data.items.length ? page.offset + 1 : 0;
-    setStatus("summary", data.items.length
-      ? "Items " + first + "–" + (page.offset + data.items.length) + (page.filters.length ? " matching " + page.filters.join(", ") : "")
-      : "No item matches these filters.");
+    const last = page.offset + data.items.length;
+    const total = count(info.items, "item") + " in the catalog";
+    let summary;
+    if (!data.items.length) {
+      summary = (page.filters.length ? "No item matches these filters" : "No items") + " (" + total + ").";
+    } else if (!page.filters.length) {
+      summary = "Items " + first + "–" + last + " of " + total + ".";
+    } else {
+      const matching = data.next_offset === null ? "of " + last : "of more than " + last;
+      summary = "Items " + first + "–" + last + " " + matching + " matching " + page.filters.join("; ") +
+        " (" + total + ").";
+    }
+    setStatus("summary", summary);
     document.getElementById("prev").disabled = page.offset === 0;
     document.getElementById("next").disabled = data.next_offset === null;
   } catch (error) {
@@ -42,25 +85,29 @@ async function loadNeighbours() {
   showError("detail-error", null);
   try {
     const data = await api("/similar" + query({ item: page.current.id, k: 8, steer: steerParams(page.weights) }));
-    grid.replaceChildren(...data.matches.map((item) => itemCard(item, openItem)));
+    grid.replaceChildren(...data.matches.map(catalogCard));
   } catch (error) {
     grid.replaceChildren();
     showError("detail-error", error);
   }
 }
 
+// The dialog shows `item`; its `data-status` attribute is the status shown (what a test
+// or a script waits on).
 function renderDetail(item) {
   page.current = item;
-  document.getElementById("detail-title").textContent = item.id;
+  const name = itemName(item);
+  document.getElementById("detail-title").textContent = name || item.id;
   document.getElementById("detail-photo").replaceChildren(item.photo_url
-    ? apiImage(item.photo_url, "Photo of " + item.id) : el("p", { class: "muted", text: "No photo stored for this item." }));
+    ? apiImage(item.photo_url, "Photo of " + (name || item.id)) : el("p", { class: "muted", text: "No photo stored for this item." }));
   const meta = document.getElementById("detail-meta");
   meta.replaceChildren();
-  const rows = [["category", item.category], ["colour", item.colour], ["size", item.size],
-    ["price", money(item.price)], ["status", item.status]];
+  const rows = [...(name ? [["id", item.id]] : []), ["category", item.category], ["colour", item.colour],
+    ["size", item.size], ["price", money(item.price)], ["status", item.status]];
   for (const [name, value] of Object.entries(item.extra || {})) rows.push([name, value]);
   for (const [name, value] of rows) meta.append(el("dt", { text: name }), el("dd", { text: value || "–" }));
   document.getElementById("detail-sold").textContent = item.status === "sold" ? "Mark as available again" : "Mark as sold";
+  document.getElementById("detail").dataset.status = item.status;
 }
 
 async function openItem(item) {
@@ -76,22 +123,37 @@ async function openItem(item) {
 }
 
 // Sold, available again, or delete; asks for the API key in the dialog when needed.
+// While a request and the item list it refreshes are on their way, the buttons are
+// disabled and the dialog is marked busy (`data-busy`): a second click then would act
+// on the item as it was before the first.
+function setBusy(busy) {
+  const dialog = document.getElementById("detail");
+  for (const name of ["detail-sold", "detail-delete"]) document.getElementById(name).disabled = busy;
+  if (busy) dialog.dataset.busy = "1";
+  else delete dialog.dataset.busy;
+}
+
 async function change(action) {
   showError("detail-error", null);
   const id = encodeURIComponent(page.current.id);
   if (action === "delete" && !window.confirm("Delete item " + page.current.id + " and its photo?")) return;
   const sold = page.current.status === "sold";
   await withKey(document.getElementById("detail-key"), async () => {
-    if (action === "sold" && !sold) {
-      renderDetail(await api("/items/" + id + "/sold", { method: "POST" }));
-    } else if (action === "sold") {
-      renderDetail(await api("/items/" + id, { method: "PATCH", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ status: "available" }) }));
-    } else {
-      await api("/items/" + id, { method: "DELETE" });
-      document.getElementById("detail").close();
+    setBusy(true);
+    try {
+      if (action === "sold" && !sold) {
+        renderDetail(await api("/items/" + id + "/sold", { method: "POST" }));
+      } else if (action === "sold") {
+        renderDetail(await api("/items/" + id, { method: "PATCH", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ status: "available" }) }));
+      } else {
+        await api("/items/" + id, { method: "DELETE" });
+        document.getElementById("detail").close();
+      }
+      await loadItems();
+    } finally {
+      setBusy(false);
     }
-    await loadItems();
   }, (error) => showError("detail-error", error));
 }
 
