@@ -196,3 +196,24 @@ def test_no_arrow_runs_back_up():
                        for a, b in back)
     print(report or "no arrow runs back up")
     assert not back, f"{len(back)} imports from a lower layer to a higher one:\n{report}"
+
+
+def test_running_a_model_loads_nothing_above_it():
+    """At run time too: the package `fashionlens.inference` loads its names lazily, so
+    importing what runs a model (or what builds exports) does not load the layers above
+    it through the package's `__init__`."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fashionlens.inference.backends, fashionlens.exporting.writing; "
+            "print(sorted(m for m in sys.modules if m.startswith('fashionlens.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    loaded = eval(done.stdout)  # noqa: S307  (a list literal this test printed)
+    # (a package's __init__ runs before its modules: `fashionlens.inference` itself, whose
+    # names are lazy, is loaded as the parent of inference.backends)
+    parents = {m.rpartition(".")[0] for m in loaded}
+    above = [m for m in loaded if m not in parents and layer_of(m) is not None
+             and layer_of(m) > layer_of("fashionlens.exporting.writing")]
+    assert not above, above
+    assert "fashionlens.inference.predictor" not in loaded
