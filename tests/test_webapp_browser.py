@@ -12,6 +12,7 @@ else is blocked and fails the test.
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import threading
@@ -23,6 +24,8 @@ import pytest
 from fashionlens.inference import SAMPLE_PHOTOS
 from fashionlens.service import ServiceSettings, create_app
 from fashionlens.service.demo import build_demo_catalog
+
+from .helpers import solid_photo
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -158,6 +161,11 @@ def test_try_it_page(page, live_server):
     assert page.locator("#prediction .bar:not(.below)").get_attribute("data-label") == "Dress"
 
     assert "€" in page.locator("#similar .item .meta").first.inner_text()  # --currency EUR
+    # Similarity as a match strength from 0 to 100 % (a cosine can be negative).
+    matches = page.locator("#similar .item .match").all_inner_texts()
+    assert len(matches) == 8 and matches[0] == "match 100%", matches
+    assert all(0 <= int(m.removeprefix("match ").removesuffix("%")) <= 100 for m in matches)
+    assert _row_lengths(page) == [4, 4]  # not 7 and 1 alone
     assert shoot(page, "try-it-desktop").stat().st_size > 10_000
 
     # A file that is not a photo: one plain message, no broken preview, no stale status.
@@ -182,11 +190,59 @@ def test_try_it_page(page, live_server):
     assert page.locator("#preview").is_visible()
 
 
+def _row_lengths(page) -> list[int]:
+    """How many similar items each row of the grid holds."""
+    tops = page.evaluate("() => [...document.querySelectorAll('#similar .item')]"
+                         ".map(e => Math.round(e.getBoundingClientRect().top))")
+    return [tops.count(top) for top in sorted(set(tops))]
+
+
+def test_try_it_in_plain_words(browser, live_server):
+    """A 60×80 catalog shot with the five-task `products` model: headings and classes in
+    words (not the data's `articleType`, `NA`), the missing "not a garment" check said, the
+    photo scaled up sharp rather than shown tiny, similar items in even rows; desktop and
+    phone."""
+    from playwright.sync_api import expect
+
+    shot = solid_photo((200, 40, 60), size=(60, 80), seed=3)
+    buffer = io.BytesIO()
+    shot.save(buffer, "JPEG")
+    for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        for page in _open(browser, live_server, viewport=viewport):
+            page.goto(live_server + "/")
+            page.wait_for_selector("#model option", state="attached")
+            page.select_option("#model", "products")
+            expect(page.locator("#model-tasks")).to_contain_text("Garment type (82 classes)")
+            page.set_input_files("#photo", files=[{"name": "shot.jpg", "mimeType": "image/jpeg",
+                                                   "buffer": buffer.getvalue()}])
+            page.wait_for_function("() => document.getElementById('status').textContent"
+                                   ".startsWith('Done')")
+            headings = [h.strip() for h in page.locator("#prediction h3").all_inner_texts()]
+            assert headings == ["Garment type", "Colour", "Season", "Occasion", "Gender"]
+            prediction = page.locator("#prediction").inner_text()
+            assert "articleType" not in prediction and "baseColour" not in prediction
+            occasion = page.locator('#prediction .task[data-task="usage"] .bar > span:first-child')
+            labels = occasion.all_inner_texts()
+            assert "not given" in labels and "NA" not in labels, labels
+            assert page.locator('#prediction .bar[data-label="NA"]').count() == 1
+            assert 'no "not a garment" check' in page.locator(".no-unknown-check").inner_text()
+            assert "unknown score" not in prediction
+            # Scaled by a whole factor (4) to 240×320 px, pixels kept sharp.
+            size = page.evaluate("() => { const r = document.getElementById('preview')"
+                                 ".getBoundingClientRect(); return [r.width, r.height]; }")
+            assert size == [240, 320], size
+            assert page.evaluate("() => getComputedStyle(document.getElementById('preview'))"
+                                 ".imageRendering") == "pixelated"
+            page.wait_for_selector("#similar .item")
+            rows = _row_lengths(page)
+            assert sum(rows) == 8 and len(set(rows)) == 1, rows
+            assert _overflow(page) <= 0
+            shoot(page, f"try-it-products-{name}")
+
+
 def test_try_it_says_when_a_photo_is_not_a_garment(page, live_server):
     """A colour gradient (unknown_score 0.9995 with the bundled model, on every runtime)
     gets the plain message, the class guesses tucked away; a garment photo does not."""
-    import io
-
     import numpy as np
     from PIL import Image
 
@@ -200,6 +256,9 @@ def test_try_it_says_when_a_photo_is_not_a_garment(page, live_server):
     page.wait_for_selector("#prediction .unknown-photo")
     assert page.locator("#prediction .unknown-photo").inner_text().startswith(
         "This does not look like a garment we know.")
+    # Said plainly: no "unknown score 99.9 %" beside it.
+    assert "%" not in page.locator("#prediction .unknown-photo").inner_text()
+    assert page.locator(".no-unknown-check").count() == 0  # clothing10 has the check
     assert page.locator("#prediction .bar").first.is_hidden()  # guesses folded away
     shoot(page, "try-it-not-a-garment")
     page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"))
@@ -341,7 +400,7 @@ def test_models_page(page, live_server):
     assert "Per class" not in text  # folded
     first = page.locator(".models section").first
     assert first.get_attribute("data-model") == "clothing10"  # the default comes first
-    assert "94.1 % right" in first.inner_text() and "341 photos" in first.inner_text()
+    assert "94.1% right" in first.inner_text() and "341 photos" in first.inner_text()
     assert "answers every request that names no model" in text
     assert page.locator(".models button:disabled").count() == 0
     products = page.locator('.models section[data-model="products"]')
@@ -438,24 +497,30 @@ def test_tasks_of_a_multi_task_model(browser, tasks_server):
             page.goto(tasks_server + "/")
             page.wait_for_selector("#model option", state="attached")
             page.select_option("#model", "multi")
-            assert "garment (3 classes)" in page.locator("#model-tasks").inner_text()
-            assert "tags (4 tags)" in page.locator("#model-tasks").inner_text()
+            assert "Garment (3 classes)" in page.locator("#model-tasks").inner_text()
+            assert "What is in the photo (4 tags)" in page.locator("#model-tasks").inner_text()
             page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"))
             page.wait_for_selector('#prediction .task[data-task="tags"] .tag-scores')
             garment = page.locator('#prediction .task[data-task="garment"]')
             assert garment.locator(".bar").count() == 3
+            assert [h.strip() for h in page.locator("#prediction h3").all_inner_texts()] == [
+                "Garment", "What is in the photo"]
             tags = page.locator('#prediction .task[data-task="tags"]')
-            assert "each tag's own" in tags.locator("output").inner_text()
-            assert len(classify_calls) == 1
+            # Each tag's own threshold: said so, and no slider showing a value not in use.
+            own = tags.locator("input.own-thresholds")
             slider = tags.locator("input[type=range]")
+            assert own.is_checked() and slider.is_hidden()
+            assert len(classify_calls) == 1
+            own.uncheck()  # one threshold for every tag: the slider, at the value it shows
+            assert slider.is_visible() and tags.locator("output").inner_text() == "50%"
             slider.fill("0")
             assert tags.locator(".tags .tag").count() == 4
             assert tags.locator("output").inner_text() == "0%"
             slider.fill("100")
             assert tags.locator(".tags .tag").count() == 0
             assert "no tag reaches" in tags.locator(".verdict").inner_text()
-            tags.locator("button", has_text="model's thresholds").click()
-            assert "each tag's own" in tags.locator("output").inner_text()
+            own.check()
+            assert slider.is_hidden() and tags.locator(".tags .tag").count() > 0
             assert len(classify_calls) == 1  # all of it client-side
             assert page.locator("#threshold-field").is_visible()  # for the garment
             assert _overflow(page) <= 0

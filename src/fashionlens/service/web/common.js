@@ -125,6 +125,12 @@ function percent(p) {
   return (100 * p).toFixed(1) + "%";
 }
 
+// How alike a neighbour is, for a person: the cosine similarity (-1 to 1) as a match
+// strength from 0% to 100% (anything unlike counts as 0%, never a negative number).
+function matchText(similarity) {
+  return "match " + Math.round(100 * Math.min(1, Math.max(0, Number(similarity)))) + "%";
+}
+
 // A catalog item as a card; a button when `onOpen` is given (keyboard-usable).
 function itemCard(item, onOpen) {
   const facts = [item.category, item.colour, item.size, item.price !== null && item.price !== undefined ? money(item.price) : null]
@@ -135,9 +141,7 @@ function itemCard(item, onOpen) {
     el("span", { class: "meta", text: facts.join(" · ") || "no details" }),
   ];
   if (item.status && item.status !== "available") parts.push(el("span", { class: "meta", text: item.status }));
-  if (item.similarity !== undefined) {
-    parts.push(el("span", { class: "meta", text: "similarity " + item.similarity.toFixed(3) }));
-  }
+  if (item.similarity !== undefined) parts.push(el("span", { class: "meta match", text: matchText(item.similarity) }));
   const attrs = { class: "item" + (item.status === "sold" ? " sold" : ""), "data-id": item.id };
   if (!onOpen) return el("div", attrs, parts);
   return el("button", Object.assign(attrs, { type: "button", onclick: () => onOpen(item),

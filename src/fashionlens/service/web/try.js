@@ -7,76 +7,97 @@
 const state = { blob: null, result: null, stream: null, catalog: false, ready: null,
   models: [], tagLimits: {}, tagsOpen: {} };
 const TOP_K = 10;  // bars per single-label task
+const PREVIEW_HEIGHT = 320;  // px: a small photo (60×80 catalog shots) is scaled up towards it
+
+// The words a person reads for a task and its classes (GET /models: `title`,
+// `class_titles`): "Garment type", not the data column "articleType"; "not given", not "NA".
+function listedTask(modelName, taskName) {
+  const model = state.models.find((m) => m.name === modelName);
+  return (model ? model.tasks : []).find((t) => t.name === taskName) || {};
+}
+
+function taskTitle(listed, name) {
+  return listed.title || name;
+}
+
+function classTitle(listed, name) {
+  return (listed.class_titles || {})[name] || name;
+}
 
 function filtersFromText(text) {
   return text.split(";").map((f) => f.trim()).filter(Boolean);
 }
 
-function scoreBar(label, probability, below) {
+// `label`: the class as the model names it (data-label); `shown`: as a person reads it.
+function scoreBar(label, probability, below, shown = label) {
   const fill = el("div", { class: "fill" });
   fill.style.width = (100 * probability).toFixed(1) + "%";
   return el("li", { class: "bar" + (below ? " below" : ""), "data-label": label },
-    el("span", { text: label }),
-    el("div", { class: "track", role: "img", "aria-label": label + " " + percent(probability) }, fill),
+    el("span", { text: shown }),
+    el("div", { class: "track", role: "img", "aria-label": shown + " " + percent(probability) }, fill),
     el("span", { class: "value", text: percent(probability) }));
 }
 
 // A single-label task: its verdict and the top classes as bars, those below the page's
 // threshold dimmed.
-function classTask(task, prefix, threshold) {
+function classTask(task, listed, threshold) {
   const entries = task.classes || [];
   const best = entries.length ? entries[0] : null;
   const verdict = best && best.probability >= threshold
-    ? el("p", { class: "verdict" }, prefix, el("strong", { text: best.label }), " (" + percent(best.probability) + ")")
-    : el("p", { class: "verdict", text: prefix + "Not sure: no class reaches the threshold." });
-  const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + task.name },
-    entries.map((e) => scoreBar(e.label, e.probability, e.probability < threshold)));
+    ? el("p", { class: "verdict" }, el("strong", { text: classTitle(listed, best.label) }), " (" + percent(best.probability) + ")")
+    : el("p", { class: "verdict", text: "Not sure: no class reaches the threshold." });
+  const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + taskTitle(listed, task.name) },
+    entries.map((e) => scoreBar(e.label, e.probability, e.probability < threshold, classTitle(listed, e.label))));
   return el("div", { class: "task", "data-task": task.name }, verdict, list);
 }
 
-// A multi-label task: the tags that apply, with a slider of its own. The service sent
-// every tag's score, so moving the slider re-filters them here without a new request;
-// until it is moved, each tag keeps the threshold the model tuned for it.
-function tagTask(task, prefix, index) {
+// A multi-label task: the tags that apply. Each tag keeps the threshold the model tuned
+// for it until the person unticks "each tag's own"; then one slider sets a threshold for
+// every tag (the slider is shown only then, so it never shows a value not in use). The
+// service sent every tag's score, so this re-filters them here without a new request.
+function tagTask(task, listed, index) {
   const scores = Object.entries(task.scores || {}).sort((a, b) => b[1] - a[1]);
   const own = task.thresholds || {};
   const id = "tag-threshold-" + index;
   const slider = el("input", { type: "range", id, min: "0", max: "100", step: "1", value: "50",
     "aria-describedby": id + "-hint" });
   const shown = el("output", { id: id + "-value", for: id });
-  const reset = el("button", { type: "button", class: "secondary small", text: "Use the model's thresholds" });
+  const each = el("input", { type: "checkbox", id: id + "-own", class: "own-thresholds" });
+  const sliderField = el("div", { class: "field" },
+    el("label", { for: id }, "One threshold for every tag: ", shown,
+      el("span", { class: "muted", id: id + "-hint", text: " (tags below it are not selected)" })),
+    slider);
   const verdict = el("p", { class: "verdict" });
-  const chips = el("ul", { class: "tags", "aria-label": "Tags for " + task.name });
-  const bars = el("ul", { class: "bars", "aria-label": "Every tag's probability for " + task.name });
+  const chips = el("ul", { class: "tags", "aria-label": "Tags for " + taskTitle(listed, task.name) });
+  const bars = el("ul", { class: "bars", "aria-label": "Every tag's probability for " + taskTitle(listed, task.name) });
   const all = el("details", { class: "tag-scores" }, el("summary", { text: "All " + scores.length + " tag scores" }), bars);
   all.open = Boolean(state.tagsOpen[task.name]);
   all.addEventListener("toggle", () => { state.tagsOpen[task.name] = all.open; });
+  const name = (tag) => classTitle(listed, tag);
 
   function update() {
     const chosen = state.tagLimits[task.name];
+    each.checked = chosen === undefined;
+    sliderField.hidden = chosen === undefined;
     if (chosen !== undefined) slider.value = String(Math.round(chosen * 100));
+    shown.textContent = chosen !== undefined ? Math.round(chosen * 100) + "%" : "";
     const limit = (tag) => (chosen !== undefined ? chosen : (own[tag] ?? 0.5));
-    shown.textContent = chosen !== undefined ? Math.round(chosen * 100) + "%" : "each tag's own";
-    reset.hidden = chosen === undefined;
     const kept = scores.filter(([tag, p]) => p >= limit(tag));
-    verdict.replaceChildren(prefix, el("strong", { text: kept.length ? kept.map(([tag]) => tag).join(", ") : "no tag reaches its threshold" }));
-    chips.replaceChildren(...kept.map(([tag, p]) => el("li", { class: "tag", "data-label": tag }, tag + " ", el("span", { class: "value", text: percent(p) }))));
-    bars.replaceChildren(...scores.map(([tag, p]) => scoreBar(tag, p, p < limit(tag))));
+    verdict.replaceChildren(el("strong", { text: kept.length ? kept.map(([tag]) => name(tag)).join(", ") : "no tag reaches its threshold" }));
+    chips.replaceChildren(...kept.map(([tag, p]) => el("li", { class: "tag", "data-label": tag }, name(tag) + " ", el("span", { class: "value", text: percent(p) }))));
+    bars.replaceChildren(...scores.map(([tag, p]) => scoreBar(tag, p, p < limit(tag), name(tag))));
   }
   slider.addEventListener("input", () => { state.tagLimits[task.name] = Number(slider.value) / 100; update(); });
-  reset.addEventListener("click", () => {
-    delete state.tagLimits[task.name];
-    slider.value = "50";
+  each.addEventListener("change", () => {
+    if (each.checked) delete state.tagLimits[task.name];
+    else state.tagLimits[task.name] = Number(slider.value) / 100;
     update();
-    slider.focus();
+    if (!each.checked) slider.focus();
   });
   update();
   return el("div", { class: "task", "data-task": task.name }, verdict,
-    el("div", { class: "field" },
-      el("label", { for: id }, "Tag threshold: ", shown,
-        el("span", { class: "muted", id: id + "-hint", text: " (tags below it are not selected)" })),
-      el("div", { class: "row slider-row" }, slider, reset)),
-    chips, all);
+    el("label", { class: "check", for: id + "-own" }, each, " Each tag's own threshold (tuned for it by the model)"),
+    sliderField, chips, all);
 }
 
 function renderPrediction() {
@@ -89,22 +110,29 @@ function renderPrediction() {
   document.getElementById("threshold-field").hidden = tasks.every((t) => t.type === "multi_label");
   box.replaceChildren(el("p", { class: "muted", text: "Model: " + state.result.model }));
   // A photo the model was not made for (a landscape, a watch) gets that said instead of a
-  // confident wrong class; its guesses stay one click away.
+  // confident wrong class; its guesses stay one click away. A model without that check
+  // says so (as `fashionlens predict` does), so no answer reads as "this is a garment".
   let target = box;
   if (state.result.unknown) {
     box.append(el("p", { class: "verdict unknown-photo", role: "status" },
       el("strong", { text: "This does not look like a garment we know." }),
-      " (unknown score " + percent(state.result.unknown_score) + ")"));
+      " Its answers would be guesses."));
     target = el("details", { class: "unknown-guesses" },
       el("summary", { text: "What the model would guess anyway" }));
     box.append(target);
+  } else if (state.result.unknown_score === null || state.result.unknown_score === undefined) {
+    box.append(el("p", { class: "muted no-unknown-check" }, NO_UNKNOWN_CHECK));
   }
   // Several tasks each get a heading; the verdict then needs no name before it.
   tasks.forEach((task, index) => {
-    if (tasks.length > 1) target.append(el("h3", { text: task.name }));
-    target.append(task.type === "multi_label" ? tagTask(task, "", index) : classTask(task, "", threshold));
+    const listed = listedTask(state.result.model, task.name);
+    if (tasks.length > 1) target.append(el("h3", { text: taskTitle(listed, task.name) }));
+    target.append(task.type === "multi_label" ? tagTask(task, listed, index) : classTask(task, listed, threshold));
   });
 }
+
+const NO_UNKNOWN_CHECK = "This model has no \"not a garment\" check (it was never calibrated for " +
+  "one): it answers even for a photo of something else.";
 
 // Any file the person picked is sent; the service decides whether it is a photo.
 function uploadType(blob) {
@@ -151,11 +179,36 @@ async function similar() {
       method: "POST", headers: { "Content-Type": uploadType(state.blob) }, body: state.blob,
     });
     grid.replaceChildren(...result.matches.map((item) => itemCard(item)));
+    evenRows(grid);
     if (!result.matches.length) grid.append(el("p", { class: "muted", text: "No item matches these filters." }));
   } catch (error) {
     grid.replaceChildren();
     showError("similar-error", forPerson(error));
   }
+}
+
+// Similar items in rows of equal length where the count allows (8 as 2 × 4, not 7 + 1
+// alone): of the columns that fit (as app.css's .grid lays them out), the most that
+// divide the count, unless that would halve them.
+function evenRows(grid) {
+  grid.classList.remove("even-rows");
+  const count = grid.querySelectorAll(".item").length;
+  const fit = getComputedStyle(grid).gridTemplateColumns.split(" ").filter(Boolean).length;
+  let columns = 0;
+  for (let c = Math.min(fit, count); c >= 1 && !columns; c -= 1) if (count % c === 0) columns = c;
+  if (count > fit && columns * 2 > fit) {
+    grid.style.setProperty("--columns", String(columns));
+    grid.classList.add("even-rows");
+  }
+}
+
+// A small photo (a 60×80 catalog shot) is scaled up by a whole factor, pixels kept sharp,
+// instead of being shown at its own tiny size; larger photos fit the box as before.
+function sizePreview(preview) {
+  const { naturalWidth: w, naturalHeight: h } = preview;
+  const factor = w && h ? Math.floor(PREVIEW_HEIGHT / h) : 1;
+  preview.classList.toggle("upscaled", factor >= 2);
+  preview.style.width = factor >= 2 ? w * factor + "px" : "";
 }
 
 // On a phone (one column) the prediction card sits below the photo card and its
@@ -190,7 +243,7 @@ async function analyse(blob) {
     return;
   }
   preview.onerror = () => { preview.hidden = true; revealPrediction(); };
-  preview.onload = revealPrediction;
+  preview.onload = () => { sizePreview(preview); revealPrediction(); };
   preview.src = URL.createObjectURL(blob);
   preview.hidden = false;
   await similar();
@@ -261,7 +314,7 @@ function describeModel() {
   const chosen = state.models.find((m) => m.name === document.getElementById("model").value);
   const box = document.getElementById("model-tasks");
   if (!chosen) { box.textContent = ""; return; }
-  box.textContent = "Answers: " + chosen.tasks.map((t) => t.name + " (" + t.num_classes + " " +
+  box.textContent = "Answers: " + chosen.tasks.map((t) => taskTitle(t, t.name) + " (" + t.num_classes + " " +
     (t.type === "multi_label" ? "tags" : "classes") + ")").join(", ");
 }
 
@@ -289,5 +342,6 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById(id).addEventListener("change", () => { if (state.blob) analyse(state.blob); });
   }
   document.getElementById("filter").addEventListener("change", () => { if (state.blob) similar(); });
+  window.addEventListener("resize", debounce(() => evenRows(document.getElementById("similar")), 150));
   state.ready = loadModels().catch((error) => showError("error", error));
 });
