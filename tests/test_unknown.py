@@ -277,12 +277,12 @@ def test_review_queue_lists_off_topic_photos(calibrated, model_dir, tiny_folder,
     off = [e for e in queue["entries"] if e["reason"] == "off-topic"]
     # (the scan's own scores: the threshold is one calibration photo's score, so a photo
     # can sit exactly on it, where predict's 6-decimal rounding would tip it over)
-    flagged = {str(p) for p, s in zip(paths, scan.unknown_scores, strict=True)
+    flagged = {p.id for p, s in zip(data.photos, scan.unknown_scores, strict=True)
                if s >= scan.unknown_threshold}
-    assert {e["path"] for e in off} == flagged
-    assert {Path(e["path"]).name for e in off} >= {"odd-0.png", "odd-1.png", "odd-2.png"}
+    assert {e["photo"] for e in off} == flagged
+    assert {Path(e["photo"]).name for e in off} >= {"odd-0.png", "odd-1.png", "odd-2.png"}
     assert queue["counts"]["off-topic"] == len(off)
-    others = [e["path"] for e in queue["entries"] if e["reason"] in ("mislabel", "outlier")]
+    others = [e["photo"] for e in queue["entries"] if e["reason"] in ("mislabel", "outlier")]
     assert not flagged & set(others)
     again = scan_photos(paths, data.source, model=str(calibrated), runtime="torch",
                         cache_dir=cache)

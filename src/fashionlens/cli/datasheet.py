@@ -94,9 +94,10 @@ def datasheet(
 
     What only a person can write (motivation, collection, consent, maintenance) gets
     placeholders, and what was written there is kept when the datasheet is regenerated."""
-    from ..curation.datasheet import write_datasheet
+    from ..curation.datasheet import datasheet_target, write_datasheet
     from ..curation.duplicates import find_duplicates
 
+    out_path = datasheet_target(out_path)  # before the photos are measured
     cset = read_data(data, image_column=image_column, target_column=target_column,
                      split_column=split_column, group_column=group_column, image_dir=image_dir,
                      image_ext=image_ext, tags=tags, separator=separator)

@@ -66,6 +66,11 @@ def review(
     runtime: RuntimeName = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the probe's folds.")] = 0,
     unknown_threshold: UnknownThreshold = None,
+    image_root: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="The folder the photos lie under (symlinks followed); default: "
+                            "the dataset's folder (a CSV's folder). Photos outside it are "
+                            "not reviewed: the Review page serves only files under it.")
+    ] = None,
 ) -> None:
     """List the photos a person should look at, each saying why and how sure.
 
@@ -85,15 +90,23 @@ def review(
         raise ConfigError(f"unexpected argument '{queue_file}': review takes one dataset "
                           "(or 'apply QUEUE')")
     from ..atomic import write_json_atomic
+    from ..curation.dataset import confine
     from ..curation.review import build_queue
 
+    target = (out_path or Path("review-queue.json")).expanduser()
+    _check_queue_target(target, Path(data).expanduser())
     cset = read_data(data, image_column=image_column, target_column=target_column,
                      split_column=split_column, group_column=group_column, image_dir=image_dir,
                      image_ext=image_ext, tags=tags, separator=separator, splits=split)
+    cset = confine(cset, image_root)
+    if cset.outside:
+        err.print(f"[yellow]{len(cset.outside)} photos not reviewed: outside "
+                  f"{escape(str(cset.base))} (symlinks followed), e.g. "
+                  f"{escape(str(cset.outside[0]))}; --image-root DIR names the folder that "
+                  "holds them[/]", highlight=False)
     scan = measure_photos(cset, None if no_model else (model or "default"), runtime)
     result = build_queue(cset, scan, seed=seed, unknown_threshold=unknown_threshold,
                          progress=lambda step: err.print(f"checking {step}", highlight=False))
-    target = (out_path or Path("review-queue.json")).expanduser()
     write_json_atomic(target, result.queue)
     counts = result.queue["counts"]
     out.print(f"{len(result.queue['entries'])} photos to review of {len(cset.photos)}: "
@@ -102,6 +115,28 @@ def review(
         out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out.print(f"queue: {target}\nreview it: fashionlens serve --review {target}",
               highlight=False, soft_wrap=True)
+
+
+def _check_queue_target(target: Path, data: Path) -> None:
+    """Refuse to write the queue over the dataset or over any existing file that is not a
+    review queue (a photo, someone's notes): only an earlier queue is replaced."""
+    from ..curation.datasheet import check_output
+    from ..curation.review import read_queue
+    from ..errors import DataError
+
+    if target.exists() and data.exists() and target.resolve() == data.resolve():
+        raise ConfigError(f"--out {target}: is the dataset being reviewed; write the queue "
+                          "to another file, e.g. --out review-queue.json")
+    if target.is_dir():
+        raise ConfigError(f"--out {target}: is a folder; give the queue's file name, e.g. "
+                          f"--out {target / 'review-queue.json'}")
+    if target.exists():
+        try:
+            read_queue(target)
+        except DataError as exc:
+            raise ConfigError(f"--out {target}: exists and is not a review queue this tool "
+                              "wrote, so it is not replaced; choose another file") from exc
+    check_output(target, "the review queue")
 
 
 def _apply(queue_file: Path, out_path: Path | None) -> None:

@@ -113,6 +113,10 @@ def serve(
                      help="A review queue (fashionlens review DATA) to go through on the "
                           "Review page; decisions are saved beside it."),
     ] = None,
+    public_review: Annotated[
+        bool, typer.Option(help="Show the review queue and its photos to anyone who reaches "
+                                "the service, without the API key (decisions still need "
+                                "it).")] = False,
 ) -> None:
     """Run the HTTP API (docs at /docs) and the web app (at /) on one port."""
     from ..service import ServiceSettings, create_app
@@ -123,6 +127,7 @@ def serve(
                  "api_key": api_key, "max_upload_mb": max_upload_mb,
                  "cors_origins": cors_origin or None, "cache_entries": cache_entries,
                  "currency": currency, "review": str(review) if review else None,
+                 "public_review": public_review or None,
                  # Only when typed: the default must not override the config file's.
                  "runtime": runtime if _typed(ctx, "runtime") else None}
     if config is not None:
@@ -136,6 +141,7 @@ def serve(
     if config is None or port != 8000:
         settings = dataclasses.replace(settings, port=port)
     settings = settings.with_environment()
+    settings = _review_key(settings)
 
     temporary: Path | None = None
     with _sigterm_unwinds():
@@ -161,6 +167,17 @@ def serve(
         finally:
             if temporary is not None:  # also after Ctrl-C and SIGTERM
                 shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _review_key(settings: ServiceSettings) -> ServiceSettings:
+    """A review queue without an API key gets a made-up one, printed (as `--demo` does):
+    the queue is read and decided on with the key, so the Review page works as started."""
+    if not settings.review or settings.api_key:
+        return settings
+    settings = dataclasses.replace(settings, api_key=secrets.token_urlsafe(18))
+    out.print(f"review API key (the Review page asks for it once per tab): "
+              f"{settings.api_key}", highlight=False, soft_wrap=True)
+    return settings
 
 
 def _prepare_demo(settings: ServiceSettings,

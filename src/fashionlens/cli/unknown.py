@@ -11,6 +11,7 @@ their own instead (e.g. other photographers, other kinds of photos).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -95,6 +96,7 @@ def calibrate_unknown(
     groups: dict[str, str] = {}  # photo -> its group (a CSV's group column), for the split
     inside = outputs(garments, "garment", groups)
     sources = {str(path): outputs([path], "other") for path in others}
+    _check_apart(inside, sources, "--out")
     # Photos without a group are split by their path below the photos' common folder, so
     # a copy of the same data elsewhere is split the same way.
     root = os.path.commonpath(inside.paths) if inside.paths else ""
@@ -115,16 +117,33 @@ def calibrate_unknown(
     if test_out:
         out_fit = sources
         out_test = {str(path): outputs([path], "held-out other") for path in test_out}
+        _check_apart(inside, out_test, "--test-out")
     else:
         halves = {name: u.split_parts(o, 2) for name, o in sources.items()}
         out_fit = {name: h[0] for name, h in halves.items()}
         out_test = {name: h[1] for name, h in halves.items()}
+        few = [f"--out {name} ({len(o)} photo{'s' * (len(o) != 1)})"
+               for name, o in sources.items() if len(o) < 2]
+        if not few and not sum(len(o) for o in out_fit.values()):
+            few = [f"--out {', '.join(sources)}: all {sum(map(len, sources.values()))} fell "
+                   "in the measuring half of the split by path"]
+        if few:
+            raise FashionLensError(
+                f"too few other photos: {'; '.join(few)}. Half of each --out source fits "
+                "the scorer and the other half measures it: give more (dozens give a "
+                "threshold worth having), or held-out ones with --test-out")
     try:
         spec, report = u.fit_scorer(in_fit, in_fit, out_fit, in_threshold, head, in_test,
                                     out_test, method=method,
                                     max_false_rejection=max_false_rejection)
     except u.CalibrationError as exc:
         raise FashionLensError(str(exc)) from exc
+    unmeasured = [name for name, figures in report["methods"].items()
+                  if not _finite(figures.get("tune_auroc"))]
+    if unmeasured:  # (a guard: the checks above leave every method a finite AUROC)
+        raise FashionLensError(f"no AUROC could be measured for {', '.join(unmeasured)}: "
+                               "the garment and other photos do not give two groups to "
+                               "tell apart; check --in and --out")
     report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
                   saved=not dry_run, photos={**spec.calibration["photos"],
                                              "garments_held_out": len(in_test)})
@@ -179,6 +198,22 @@ def _photos(path: Path, info, splits: list[str] | None,
     if groups is not None:
         groups.update({str(s.path): s.group for s in samples if s.group})
     return [s.path for s in samples]
+
+
+def _check_apart(inside, sources: dict, option: str) -> None:
+    """A photo is a garment (--in) or not (--out), never both."""
+    garments = {os.path.realpath(p) for p in inside.paths}
+    for name, o in sources.items():
+        both = [p for p in o.paths if os.path.realpath(p) in garments]
+        if both:
+            raise FashionLensError(
+                f"{option} {name}: {len(both)} of its {len(o)} photos are also garment "
+                f"photos given with --in (e.g. {both[0]}); a photo is either a garment the "
+                "model knows or not: give other photos (other objects, scenes)")
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _figure(value: float | None) -> str:

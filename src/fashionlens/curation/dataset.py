@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.sources import DataSpec, LabelledSet, load_labelled, split_tags
+from ..data.sources import DataSpec, LabelledSet, csv_columns, load_labelled, split_tags
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class CurationSet:
     missing: list[Path] = field(default_factory=list)
     split_note: str = ""
     separator: str = ";"
+    # Photos left out because they lie outside `base` (symlinks followed): see `confine`.
+    outside: list[Path] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -68,10 +70,16 @@ def load_curation_set(spec: DataSpec, tags_column: str | None = None, separator:
                       splits: list[str] | None = None, seed: int = 0) -> CurationSet:
     """Read `spec` as training does; `tags_column` makes it multi-label (`separator`
     between tags); `splits` keeps only photos in those splits."""
+    if not separator:
+        raise DataError("--separator is empty: give the text between tags, e.g. ';'")
     if tags_column:
         if Path(spec.path).expanduser().is_dir():
             raise DataError(f"{spec.path}: --tags needs a CSV file; a folder per class is "
                             "single-label")
+        columns = csv_columns(spec)
+        if columns is not None and tags_column not in columns:
+            raise DataError(f"{spec.path}: no column '{tags_column}' (asked for with --tags); "
+                            f"columns are: {', '.join(columns)}")
         data = load_labelled(spec, task_columns=[tags_column])
         label_column = tags_column
     else:
@@ -102,6 +110,31 @@ def load_curation_set(spec: DataSpec, tags_column: str | None = None, separator:
                        multilabel=bool(tags_column), label_column=label_column, base=base,
                        missing=list(data.missing), split_note=note,
                        separator=separator)
+
+
+def confine(data: CurationSet, root: Path | None = None) -> CurationSet:
+    """Only the photos under `root` (default: the dataset's folder), symlinks followed,
+    with ids relative to it; the others go to `outside`. A CSV can name any file
+    (`/etc/passwd`, `../..`) and a photo folder can hold a symlink to anywhere: what a
+    review queue lists, the web app serves, so the queue keeps to one folder."""
+    folder = Path(root).expanduser() if root is not None else data.base
+    if not folder.is_dir():
+        raise DataError(f"{folder}: the image root (--image-root) is not a folder")
+    folder = folder.resolve()
+    kept, outside = [], []
+    for photo in data.photos:
+        if photo.path.resolve().is_relative_to(folder):
+            photo.id = photo_id(photo.path, folder)
+            kept.append(photo)
+        else:
+            outside.append(photo.path)
+    if not kept:
+        raise DataError(f"{data.source}: none of its {len(data.photos)} photos lies under "
+                        f"{folder} (symlinks followed), e.g. {outside[0]}; give the folder "
+                        "that holds them with --image-root")
+    data.photos, data.outside, data.base = kept, outside, folder
+    data.classes = sorted({label for p in kept for label in p.labels})
+    return data
 
 
 def _splits(data: LabelledSet, spec: DataSpec, seed: int) -> tuple[dict[Path, str], str]:

@@ -17,6 +17,7 @@ import datetime as dt
 import html
 import io
 import re
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,15 +347,48 @@ def render_html(title: str, sections: list[Section]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def datasheet_target(markdown: Path) -> Path:
+    """The Markdown path, checked before anything is measured: a .md file in a folder
+    that exists or can be made; DataError naming it otherwise."""
+    markdown = Path(markdown).expanduser()
+    if markdown.suffix.lower() != ".md":
+        raise DataError(f"{markdown}: the datasheet is written as Markdown; give a .md path")
+    return check_output(markdown, "the datasheet")
+
+
+def check_output(path: Path, what: str) -> Path:
+    """`path`, once its folder exists (made if need be) and takes a new file: a command
+    says so before its work, not with a traceback after it. DataError naming it."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give the file name for {what}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write {what} there: folder {path.parent} cannot "
+                        f"be made or written to ({exc.strerror or exc})") from exc
+    return path
+
+
 def write_datasheet(data: CurationSet, scan: Scan, groups: list[DuplicateGroup],
                     markdown: Path, title: str | None = None) -> dict:
     """Write `markdown`, its `.html` twin and its plots; returns the measured figures and
     the paths written. Person-written text of an earlier `markdown` is kept."""
+    markdown = datasheet_target(markdown)
+    try:
+        return _write(data, scan, groups, markdown, title)
+    except OSError as exc:
+        where = exc.filename or markdown
+        raise DataError(f"{where}: cannot write the datasheet there "
+                        f"({exc.strerror or exc})") from exc
+
+
+def _write(data: CurationSet, scan: Scan, groups: list[DuplicateGroup], markdown: Path,
+           title: str | None) -> dict:
     from ..atomic import write_bytes_atomic
 
-    markdown = Path(markdown).expanduser()
-    if markdown.suffix.lower() != ".md":
-        raise DataError(f"{markdown}: the datasheet is written as Markdown; give a .md path")
     person = read_person_text(markdown)
     facts = measure(data, scan, groups)
     title = title or Path(data.source).name

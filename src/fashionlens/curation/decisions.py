@@ -20,6 +20,7 @@ from ..atomic import atomic_file, write_json_atomic
 from ..data.sources import read_csv_rows, resolve_image_path
 from ..errors import DataError
 from .dataset import photo_id
+from .datasheet import check_output
 
 FORMAT = "fashionlens-review-decisions"
 ACTIONS = ("keep", "relabel", "drop")
@@ -44,12 +45,20 @@ class Decisions:
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
+            except RecursionError as exc:
+                raise DataError(f"{self.path}: not a decisions file (JSON nested too "
+                                "deeply); move it aside to start over") from exc
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise DataError(f"{self.path}: not a readable decisions file ({exc}); "
                                 "move it aside to start over") from exc
             if not isinstance(data, dict) or data.get("format") != FORMAT or \
                     not isinstance(data.get("decisions"), dict):
                 raise DataError(f"{self.path}: not a fashionlens decisions file")
+            for photo, decision in data["decisions"].items():
+                if not _well_formed(decision):
+                    raise DataError(f"{self.path}: the decision on '{photo}' is not "
+                                    f"{{\"action\": {' | '.join(ACTIONS)}, \"labels\": "
+                                    "[...]}; correct it or move the file aside")
             self.items = data["decisions"]
 
     def check(self, photo: str, action: str, labels: list[str] | None) -> list[str] | None:
@@ -95,6 +104,14 @@ class Decisions:
         write_json_atomic(self.path, {"format": FORMAT, "decisions": self.items})
 
 
+def _well_formed(decision: Any) -> bool:
+    if not isinstance(decision, dict) or decision.get("action") not in ACTIONS:
+        return False
+    labels = decision.get("labels")
+    return labels is None or isinstance(labels, list) and all(isinstance(x, str)
+                                                             for x in labels)
+
+
 def read_decisions(path: Path, queue: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The decisions saved beside a queue ({} when none were taken yet)."""
     if not Path(path).is_file():
@@ -118,6 +135,7 @@ def apply_decisions(queue: dict[str, Any], decisions: dict[str, dict[str, Any]],
     if output.resolve() == source.resolve():
         raise DataError(f"{output}: is the original dataset; write the cleaned CSV to "
                         "another file")
+    check_output(output, "the cleaned CSV")
     counts = {"rows": 0, "kept": 0, "dropped": 0, "relabelled": 0}
     if source.is_dir():
         from ..data.sources import load_folder

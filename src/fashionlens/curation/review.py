@@ -5,7 +5,9 @@ straddle train and validation (leakage), other duplicates, off-topic photos (not
 garment, by the model's calibrated `unknown_score`), likely mislabels (cleanlab's
 ranking), outliers (photos far from every other photo: odd crops, rare views).
 Each entry has one subject photo (what a decision applies to) and the related photos
-that explain it (the other copies of a duplicate). The queue is a JSON file; the
+that explain it (the other copies of a duplicate). A photo is named by its path relative
+to the queue's `base` folder, which every listed photo lies under (symlinks followed;
+`dataset.confine`), so the web app serves nothing else. The queue is a JSON file; the
 photos are only read.
 """
 
@@ -62,8 +64,8 @@ def outlier_scores(vectors: np.ndarray, ok: np.ndarray) -> Outliers | None:
 
 
 def _photo_json(photo: Photo) -> dict[str, Any]:
-    return {"photo": photo.id, "path": str(photo.path), "labels": photo.labels,
-            "split": photo.split, "group": photo.group}
+    return {"photo": photo.id, "labels": photo.labels, "split": photo.split,
+            "group": photo.group}
 
 
 def _entry(reason: str, photo: Photo, confidence: float, why: str,
@@ -212,6 +214,10 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
             mis = mislabel_entries(issues, photos, data.multilabel)
     elif mislabels:
         notes.append("no mislabel check: it needs embedding vectors (run without --no-model)")
+    if data.outside:
+        notes.append(f"{len(data.outside)} photos not reviewed: they lie outside "
+                     f"{data.base} (symlinks followed), e.g. {data.outside[0]}; give the "
+                     "folder that holds them with --image-root")
     outliers = outlier_scores(scan.vectors, ok) if have_vectors else None
     out = outlier_entries(outliers, photos) if outliers is not None else []
     off_line = unknown_threshold if unknown_threshold is not None else scan.unknown_threshold
@@ -246,17 +252,79 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
 
 
 def read_queue(path: Path) -> dict[str, Any]:
-    """A queue file, checked; DataError naming the file when it is not one."""
+    """A queue file, checked field by field; DataError naming the file and the field
+    when it is not one (a queue is a file a person may edit or a tool may break)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such review queue (write one with fashionlens review DATA)")
     try:
         queue = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as exc:
+        raise DataError(f"{path}: not a review queue (JSON nested too deeply)") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable review queue ({exc})") from exc
     if not isinstance(queue, dict) or queue.get("format") != FORMAT:
         raise DataError(f"{path}: not a fashionlens review queue (no \"format\": "
                         f"\"{FORMAT}\")")
-    if not isinstance(queue.get("entries"), list):
-        raise DataError(f"{path}: field 'entries' is missing or not a list")
+    try:
+        check_queue(queue)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a usable review queue: {exc}") from exc
     return queue
+
+
+def _need(value: Any, kind: type | tuple[type, ...], field: str, optional: bool = False
+          ) -> Any:
+    if value is None and optional:
+        return value
+    if value is None:
+        raise ValueError(f"field '{field}' is missing")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__
+                                                                          for k in kind)
+        raise ValueError(f"field '{field}' is {type(value).__name__}, not {names}")
+    return value
+
+
+def _texts(value: Any, field: str, optional: bool = False) -> None:
+    if _need(value, list, field, optional) is not None:
+        for n, item in enumerate(value):
+            _need(item, str, f"{field}[{n}]")
+
+
+def _check_photo(photo: Any, field: str) -> None:
+    _need(photo, dict, field)
+    _need(photo.get("photo"), str, f"{field}.photo")
+    if not photo["photo"]:
+        raise ValueError(f"field '{field}.photo' is empty")
+    _texts(photo.get("labels"), f"{field}.labels")
+    _need(photo.get("split"), str, f"{field}.split", optional=True)
+
+
+def check_queue(queue: dict[str, Any]) -> None:
+    """ValueError naming the first field of a queue that `review apply` and the web app
+    could not use."""
+    spec = _need(queue.get("dataset"), dict, "dataset")
+    _need(spec.get("path"), str, "dataset.path")
+    for key in ("image_column", "target_column"):
+        _need(spec.get(key), str, f"dataset.{key}")
+    for key in ("split_column", "group_column", "image_dir", "image_extension"):
+        _need(spec.get(key), str, f"dataset.{key}", optional=True)
+    _need(queue.get("base"), str, "base")
+    _need(queue.get("label_column"), str, "label_column")
+    _need(queue.get("multilabel", False), bool, "multilabel")
+    if not _need(queue.get("separator", ";"), str, "separator"):
+        raise ValueError("field 'separator' is empty")
+    _texts(queue.get("classes"), "classes")
+    _need(queue.get("counts", {}), dict, "counts")
+    for n, entry in enumerate(_need(queue.get("entries"), list, "entries")):
+        where = f"entries[{n}]"
+        _check_photo(entry, where)
+        _need(entry.get("reason"), str, f"{where}.reason")
+        _need(entry.get("why", ""), str, f"{where}.why")
+        _need(entry.get("id"), str, f"{where}.id", optional=True)
+        _need(entry.get("confidence", 0), (int, float), f"{where}.confidence")
+        _texts(entry.get("suggested"), f"{where}.suggested", optional=True)
+        for k, related in enumerate(_need(entry.get("related", []), list,
+                                          f"{where}.related")):
+            _check_photo(related, f"{where}.related[{k}]")

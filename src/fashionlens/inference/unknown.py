@@ -413,9 +413,10 @@ def evaluate_spec(spec: UnknownSpec, inside: Outputs, outside: Mapping[str, Outp
 
 def holdout_part(key: str, parts: int = 2, salt: str = "unknown") -> int:
     """A stable part (0 .. parts-1) of a key (a photo path, or a group such as a
-    photographer's id, so that one photographer's photos stay on one side)."""
-    return int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:4],
-                          "big") % parts
+    photographer's id, so that one photographer's photos stay on one side). A path whose
+    file name is not UTF-8 is hashed by its bytes (surrogateescape), as the disk has it."""
+    text = f"{salt}:{key}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") % parts
 
 
 def split_parts(outputs: Outputs, parts: int, keys: Sequence[str] | None = None

@@ -71,6 +71,9 @@ class ServiceSettings:
     # A review queue (`fashionlens review DATA`) for the Review page; its decisions file
     # goes beside it.
     review: str | None = None
+    # The review queue and its photos need the API key unless this is set (a dataset is
+    # the shop's own; decisions need the key either way).
+    public_review: bool = False
 
     def model_specs(self) -> list[str]:
         """The models to load: those named, else every bundled one with the default

@@ -3,25 +3,53 @@ photos it names, and recording a decision (keep, relabel, drop).
 
 The queue comes from `fashionlens serve --review QUEUE.json` (setting `review`). Each
 decision is written at once, atomically, to `QUEUE.decisions.json` beside it, so a
-closed tab resumes where it stopped. Only the queue's own photos are served, and they
-are only ever read.
+closed tab resumes where it stopped.
+
+A queue names photos by their path relative to its `base` folder. Only those photos are
+served, and only when the file, symlinks followed, lies under that folder and opens as
+an image (served as the type it is); nothing is served by a path as given, and no
+absolute path is published. Reading the queue and its photos needs the API key unless
+the operator opted out (`public_review`): a dataset is the shop's own.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import DataError
 from ..errors import ApiError, error_responses
-from ..security import require_write
+from ..security import _api_key_header, _check_key, _supplied_key, require_write
+
+# What a browser shows, by Pillow's format name: a photo is served as what it is,
+# whatever its file name says.
+SHOWN = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+         "BMP": "image/bmp"}
+
+
+async def require_review_read(request: Request,
+                              key: str | None = Security(_api_key_header)) -> None:
+    """The review queue and its photos need the API key unless `public_review` is set."""
+    settings = request.app.state.settings
+    if settings.public_review or getattr(request.app.state, "review", None) is None:
+        return  # (with no queue open the route says so: there is nothing to protect)
+    if not settings.api_key:
+        raise ApiError(403, "review_needs_key",
+                       "the review queue is shown only with the API key, and this service "
+                       "has none: start it with --api-key (or --public-review to show the "
+                       "queue to anyone who reaches the service)")
+    _check_key(request, _supplied_key(request, key), "review requests")
+
 
 router = APIRouter(tags=["review"])
+reading = APIRouter(dependencies=[Depends(require_review_read)],
+                    responses=error_responses(401, 403))
 
 
 class ReviewState:
@@ -33,18 +61,56 @@ class ReviewState:
 
         self.path = Path(queue_path).expanduser()
         self.queue = read_queue(self.path)
+        self.root = Path(self.queue["base"]).expanduser().resolve()
         self.decisions = Decisions(decisions_path(self.path), self.queue)
-        self.files: dict[str, Path] = {}
-        for entry in self.queue["entries"]:
-            for photo in [entry, *(entry.get("related") or [])]:
-                self.files.setdefault(photo["photo"], Path(photo["path"]))
+        self.photos = {photo["photo"] for entry in self.queue["entries"]
+                       for photo in [entry, *(entry.get("related") or [])]}
+        self._checked: dict[str, tuple[tuple[int, int], str]] = {}
+        self._lock = threading.Lock()
+
+    def photo_file(self, photo: str) -> tuple[Path, str]:
+        """The file of a queued photo and its media type; ApiError when it is not one the
+        queue lists, lies outside the queue's folder (symlinks followed) or is no image."""
+        from PIL import Image, UnidentifiedImageError
+
+        if photo not in self.photos:
+            raise ApiError(404, "unknown_photo", f"photo '{photo}' is not in the review queue")
+        path = (self.root / photo).resolve()
+        if not path.is_relative_to(self.root):
+            raise ApiError(403, "outside_dataset", f"photo '{photo}' lies outside the "
+                                                   "dataset's folder: not served")
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or not path.is_file():
+            raise ApiError(404, "photo_missing", f"photo '{photo}' is not there any more")
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            known = self._checked.get(photo)
+        if known is not None and known[0] == stamp:
+            return path, known[1]
+        try:
+            with Image.open(path) as img:
+                kind = SHOWN.get(img.format or "")
+                img.verify()
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+                Image.DecompressionBombError):
+            kind = None
+        if kind is None:
+            raise ApiError(404, "not_an_image", f"photo '{photo}' does not open as an image "
+                                                "a browser shows: not served")
+        with self._lock:
+            self._checked[photo] = (stamp, kind)
+        return path, kind
 
     def summary(self) -> dict[str, Any]:
         decided = self.decisions.snapshot()
         entries = [{**e, "decision": decided.get(e["photo"])} for e in self.queue["entries"]]
         next_open = next((i for i, e in enumerate(entries) if e["decision"] is None),
                          len(entries))
-        return {"queue": str(self.path), "decisions_file": str(self.decisions.path),
+        # File names only: the queue's folder is the operator's, not the client's.
+        return {"queue": self.path.name, "decisions_file": self.decisions.path.name,
                 "classes": self.queue.get("classes", []),
                 "multilabel": bool(self.queue.get("multilabel")),
                 "counts": self.queue.get("counts", {}), "photos": self.queue.get("photos"),
@@ -60,23 +126,17 @@ def get_review(request: Request) -> ReviewState:
     return state
 
 
-@router.get("/review", summary="The review queue with the decisions taken so far",
-            responses=error_responses(404))
+@reading.get("/review", summary="The review queue with the decisions taken so far",
+             responses=error_responses(404))
 async def review_queue(request: Request) -> dict:
     return get_review(request).summary()
 
 
-@router.get("/review/photo", summary="A photo the queue names", response_class=FileResponse,
-            responses=error_responses(404))
+@reading.get("/review/photo", summary="A photo the queue names (by its id in the queue)",
+             response_class=FileResponse, responses=error_responses(404))
 async def review_photo(request: Request, photo: str) -> FileResponse:
-    state = get_review(request)
-    path = state.files.get(photo)
-    if path is None:
-        raise ApiError(404, "unknown_photo", f"photo '{photo}' is not in the review queue")
-    if not path.is_file():
-        raise ApiError(404, "photo_missing", f"photo '{photo}': file {path} is not there "
-                                             "any more")
-    return FileResponse(path)
+    path, kind = await run_in_threadpool(get_review(request).photo_file, photo)
+    return FileResponse(path, media_type=kind)
 
 
 class Decision(BaseModel):
@@ -111,3 +171,6 @@ async def record_decision(request: Request, body: Annotated[Decision, Body()]) -
                                          f"be saved ({exc.strerror or exc})") from exc
     return {"photo": body.photo, "decision": decision,
             "decided": len(state.decisions.items)}
+
+
+router.include_router(reading)

@@ -148,9 +148,10 @@ function itemCard(item, onOpen) {
     "aria-label": "Open item " + item.id }), parts);
 }
 
-const KEY_HELP = "Changes need the service's API key. \"fashionlens serve --demo\" prints one in its " +
-  "terminal when it starts (\"demo API key: …\"); otherwise it is the key the service was started " +
-  "with (--api-key or the FASHIONLENS_API_KEY environment variable).";
+const KEY_HELP = "Changes need the service's API key. \"fashionlens serve --demo\" and \"fashionlens " +
+  "serve --review\" print one in their terminal when they start without one (\"demo API key: …\", " +
+  "\"review API key: …\"); otherwise it is the key the service was started with (--api-key or the " +
+  "FASHIONLENS_API_KEY environment variable).";
 
 function saveKey(value) {
   if (value) sessionStorage.setItem(KEY_STORE, value);
@@ -163,7 +164,9 @@ function saveKey(value) {
 
 // Runs `action` (an async change). When the service asks for the API key, a small form
 // appears in `box` (next to the button the person pressed) and the change is retried
-// with the key typed there; `onError` gets any other error.
+// with the key typed there; `onError` gets any other error. Resolves to the action's
+// result, also when it succeeded on a retry with the key typed (undefined when it
+// failed or the person cancelled).
 async function withKey(box, action, onError) {
   box.replaceChildren();
   box.hidden = true;
@@ -180,25 +183,26 @@ async function withKey(box, action, onError) {
       onError(error);
       return undefined;
     }
-    const id = box.id + "-input";
-    const input = el("input", { id, type: "password", autocomplete: "off", value: apiKey() });
-    const form = el("form", { class: "key-prompt" },
-      el("p", { text: apiKey() ? "The API key of this tab was not accepted." : "This change needs the API key." }),
-      el("p", { class: "muted", text: KEY_HELP }),
-      el("div", { class: "row" },
-        el("div", { class: "field" }, el("label", { for: id, text: "API key" }), input),
-        el("button", { type: "submit", text: "Save key and retry" }),
-        el("button", { type: "button", class: "secondary", text: "Cancel",
-          onclick: () => { box.hidden = true; box.replaceChildren(); } })));
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      saveKey(input.value.trim());
-      withKey(box, action, onError);
+    return new Promise((resolve) => {
+      const id = box.id + "-input";
+      const input = el("input", { id, type: "password", autocomplete: "off", value: apiKey() });
+      const form = el("form", { class: "key-prompt" },
+        el("p", { text: apiKey() ? "The API key of this tab was not accepted." : "This change needs the API key." }),
+        el("p", { class: "muted", text: KEY_HELP }),
+        el("div", { class: "row" },
+          el("div", { class: "field" }, el("label", { for: id, text: "API key" }), input),
+          el("button", { type: "submit", text: "Save key and retry" }),
+          el("button", { type: "button", class: "secondary", text: "Cancel",
+            onclick: () => { box.hidden = true; box.replaceChildren(); resolve(undefined); } })));
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        saveKey(input.value.trim());
+        resolve(withKey(box, action, onError));
+      });
+      box.replaceChildren(form);
+      box.hidden = false;
+      input.focus();
     });
-    box.replaceChildren(form);
-    box.hidden = false;
-    input.focus();
-    return undefined;
   }
 }
 

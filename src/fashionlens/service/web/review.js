@@ -1,6 +1,7 @@
 // Review page: go through the review queue (fashionlens serve --review QUEUE.json) with
-// the keyboard: keep, relabel, drop, next. Each decision is saved by the server at once,
-// so reopening the page continues at the first undecided photo.
+// the keyboard: keep, relabel, drop, next; U undoes the last decision taken here. Each
+// decision is saved by the server at once, so reopening the page continues at the first
+// undecided photo. The queue is read with the API key (asked for once per tab).
 "use strict";
 
 const REASONS = {
@@ -10,6 +11,8 @@ const REASONS = {
 let queue = null;
 let position = 0;
 let busy = false;
+// The decisions taken in this tab, last on top: {photo, before} (the decision it replaced).
+const history = [];
 
 function photoUrl(photo) {
   return API + "/review/photo" + query({ photo });
@@ -68,23 +71,51 @@ function render() {
   }
   document.getElementById("prev").disabled = position === 0;
   document.getElementById("next").disabled = position >= entries.length - 1;
-  document.getElementById("undo").disabled = !entry.decision;
+  document.getElementById("undo").disabled = !history.length;
+}
+
+function post(decision) {
+  return api("/review/decisions", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(decision),
+  });
+}
+
+// Saves a decision on the photo at `index` (asking for the key if needed); true when saved.
+async function save(index, action, labels) {
+  const entry = queue.entries[index];
+  busy = true;
+  showError("error", null);
+  const saved = await withKey(document.getElementById("review-key"),
+    () => post({ photo: entry.photo, action, labels: labels || null, entry: entry.id }),
+    (error) => showError("error", error));
+  busy = false;
+  if (!saved) return false;
+  // A photo may head several entries (a duplicate that is also a mislabel): one decision.
+  for (const e of queue.entries) if (e.photo === entry.photo) e.decision = saved.decision;
+  return true;
 }
 
 async function decide(action, labels) {
   if (busy || !queue) return;
-  const entry = queue.entries[position];
-  busy = true;
-  showError("error", null);
-  const saved = await withKey(document.getElementById("review-key"), () => api("/review/decisions", {
-    method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ photo: entry.photo, action, labels: labels || null, entry: entry.id }),
-  }), (error) => showError("error", error));
-  busy = false;
-  if (!saved) return;
-  // A photo may head several entries (a duplicate that is also a mislabel): one decision.
-  for (const e of queue.entries) if (e.photo === entry.photo) e.decision = saved.decision;
-  if (action !== "undo") position = nextOpen(position + 1);
+  const index = position;
+  const before = queue.entries[index].decision;
+  if (!(await save(index, action, labels))) return;
+  history.push({ index, before });
+  position = nextOpen(index + 1);
+  render();
+}
+
+// Undo the last decision taken in this tab (whichever photo is shown): the photo goes
+// back to what it was before, and the page shows it.
+async function undo() {
+  if (busy || !queue || !history.length) return;
+  const last = history[history.length - 1];
+  const before = last.before;
+  const done = before ? await save(last.index, before.action, before.labels)
+    : await save(last.index, "undo");
+  if (!done) return;
+  history.pop();
+  position = last.index;
   render();
 }
 
@@ -119,7 +150,7 @@ function onKey(event) {
   }
   const key = event.key.toLowerCase();
   const actions = {
-    k: () => decide("keep"), d: () => decide("drop"), u: () => decide("undo"),
+    k: () => decide("keep"), d: () => decide("drop"), u: undo,
     n: () => move(1), arrowright: () => move(1), arrowleft: () => move(-1),
     r: () => document.getElementById(queue.multilabel ? "relabel-tags" : "relabel-class").focus(),
   };
@@ -131,9 +162,9 @@ function onKey(event) {
 
 async function load() {
   setupKeyForm();
-  try {
-    queue = await api("/review");
-  } catch (error) {
+  // The queue needs the API key (unless the service shows it to anyone): asked for here,
+  // then loaded with it.
+  queue = await withKey(document.getElementById("load-key"), () => api("/review"), (error) => {
     const empty = document.getElementById("review-empty");
     empty.textContent = error.code === "no_review"
       ? "No review queue is open. Write one with \"fashionlens review DATA\", then start the " +
@@ -141,8 +172,8 @@ async function load() {
       : "";
     empty.hidden = error.code !== "no_review";
     if (error.code !== "no_review") showError("error", error);
-    return;
-  }
+  });
+  if (!queue) return;
   if (!queue.entries.length) {
     const empty = document.getElementById("review-empty");
     empty.textContent = "The queue is empty: nothing was flagged.";
@@ -159,7 +190,7 @@ async function load() {
   document.getElementById("review").hidden = false;
   document.getElementById("keep").addEventListener("click", () => decide("keep"));
   document.getElementById("drop").addEventListener("click", () => decide("drop"));
-  document.getElementById("undo").addEventListener("click", () => decide("undo"));
+  document.getElementById("undo").addEventListener("click", undo);
   document.getElementById("relabel").addEventListener("click", relabel);
   document.getElementById("next").addEventListener("click", () => move(1));
   document.getElementById("prev").addEventListener("click", () => move(-1));
