@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +81,25 @@ def test_unknown_threshold_printed_with_every_digit(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, (result.output, result.exception)
     assert "unknown_score at or above 0.975371" in " ".join(result.stdout.split())
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_threshold_and_test_command_are_true():
+    """The README prints the bundled model's 'not a garment' threshold as predict does
+    (every digit), says what the browser tests need, and says where the example photos
+    of "Not a garment" come from (they are not beside a checkout)."""
+    from fashionlens.cli.predict import threshold_text
+    from fashionlens.inference import DEFAULT_MODEL
+    from fashionlens.models import read_info
+
+    text = README.read_text(encoding="utf-8")
+    threshold = threshold_text(read_info(DEFAULT_MODEL).unknown["threshold"])
+    shown = re.findall(r"unknown_score at or above ([0-9.]+)\)", text)
+    assert shown and set(shown) == {threshold}, shown
+    command = text[text.index("# 2. Install what the tests need"):]
+    command = command[:command.index("pytest\n")]
+    assert "chromium" in command and "skipped" in command, command
+    example = text.index("$ fashionlens predict photos/")
+    assert "`photos/` is a folder of your own" in text[example - 800:example]
