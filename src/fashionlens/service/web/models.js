@@ -47,13 +47,12 @@ function answersText(task) {
 // The one figure a shop owner asks for, per task: how often it is right.
 function headline(task) {
   const m = task.metrics || {};
-  const pct = (v) => (100 * Number(v)).toFixed(1) + " %";
   if (!tagTask(task) && m.accuracy !== undefined && m.accuracy !== null) {
-    return [el("strong", { text: pct(m.accuracy) }), " right"];
+    return [el("strong", { text: percent(m.accuracy) }), " right"];
   }
   if (tagTask(task) && m.micro_recall !== undefined && m.micro_precision !== undefined) {
-    return ["finds ", el("strong", { text: pct(m.micro_recall) }), " of the tags; ",
-      el("strong", { text: pct(m.micro_precision) }), " of those it gives are right"];
+    return ["finds ", el("strong", { text: percent(m.micro_recall) }), " of the tags; ",
+      el("strong", { text: percent(m.micro_precision) }), " of those it gives are right"];
   }
   return [el("span", { class: "muted", text: "not measured" })];
 }
