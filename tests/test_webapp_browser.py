@@ -498,13 +498,13 @@ def test_tasks_of_a_multi_task_model(browser, tasks_server):
             page.wait_for_selector("#model option", state="attached")
             page.select_option("#model", "multi")
             assert "Garment (3 classes)" in page.locator("#model-tasks").inner_text()
-            assert "What is in the photo (4 tags)" in page.locator("#model-tasks").inner_text()
+            assert "Tags (4 tags)" in page.locator("#model-tasks").inner_text()
             page.set_input_files("#photo", str(SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"))
             page.wait_for_selector('#prediction .task[data-task="tags"] .tag-scores')
             garment = page.locator('#prediction .task[data-task="garment"]')
             assert garment.locator(".bar").count() == 3
             assert [h.strip() for h in page.locator("#prediction h3").all_inner_texts()] == [
-                "Garment", "What is in the photo"]
+                "Garment", "Tags"]
             tags = page.locator('#prediction .task[data-task="tags"]')
             # Each tag's own threshold: said so, and no slider showing a value not in use.
             own = tags.locator("input.own-thresholds")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Task (head / column) names -> headings.
+# Task (head / column) names -> headings. A one-task model's head is called "label"
+# whatever it learned (garment types, colours, ...): "Class" claims nothing more.
 TASK_TITLES = {
-    "label": "Garment type",
+    "label": "Class",
     "articleType": "Garment type",
     "masterCategory": "Category",
     "subCategory": "Sub-category",
@@ -25,7 +26,7 @@ TASK_TITLES = {
     "usage": "Occasion",
     "season": "Season",
     "gender": "Gender",
-    "tags": "What is in the photo",
+    "tags": "Tags",
 }
 
 # Placeholder classes -> what they mean.
