@@ -263,7 +263,7 @@ def test_broken_artifacts(tmp_path):
 
     del meta["preprocess"]
     (directory / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="malformed"):
+    with pytest.raises(ModelError, match="'preprocess' is missing"):
         load_model(directory)
 
     (directory / "model.json").write_text("{not json")

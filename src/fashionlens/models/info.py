@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.preprocess import Preprocess
-from ..errors import ModelError
+from ..data.preprocess import FITS, RESAMPLING, Preprocess
+from ..errors import ModelError, shorten
 from .resolve import META_FILE
 
 FORMAT_VERSION = 2
@@ -210,6 +211,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> ModelInfo:
+        check_description(d, source)
         try:
             heads = [HeadSpec.from_dict(h, source) for h in d.get("heads") or []]
             return cls(architecture=d["architecture"], classes=list(d.get("classes") or []),
@@ -219,6 +221,140 @@ class ModelInfo:
                        embedding=d.get("embedding"), heads=heads, unknown=d.get("unknown"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
+
+
+# Bounds of what a model.json may say: a corrupt or hostile file is refused before any
+# buffer is sized from it (a preprocess size of 100000 once grew a process to 23 GB).
+MAX_SIDE = 2048  # input height, width and size in pixels (as the run config's image_size)
+MAX_CLASSES = 100_000  # classes or tags of one head
+MAX_WIDTH = 65_536  # embedding dimensions, hidden and input features
+MAX_NAME = 1000  # characters of a name, class or column
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _fail(source: str, where: str, reason: str):
+    if reason.endswith("got null"):  # absent or null where a value is needed
+        reason = "is missing (" + reason.removesuffix(", got null") + ")"
+    raise ModelError(f"{source}: field '{where}' {reason}")
+
+
+def _mapping(value, source: str, where: str, optional: bool = True) -> dict:
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        _fail(source, where, f"must be an object, got {_kind(value)}")
+    return value
+
+
+def _text(value, source: str, where: str, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        _fail(source, where, f"must be text (at most {MAX_NAME} characters), got "
+                             f"{_kind(value) if not isinstance(value, str) else 'longer text'}")
+
+
+def _number(value, source: str, where: str, low: float, high: float, *, integer: bool = False,
+            above: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and integer and isinstance(value, float):
+        ok = value.is_integer()
+    if not ok or not math.isfinite(value) or not (low < value if above else low <= value) \
+            or value > high:
+        bound = f"above {low:g}" if above else f"at least {low:g}"
+        what = "a whole number" if integer else "a number"
+        _fail(source, where, f"must be {what} {bound} and at most {high:g}, got "
+                             + ("null" if value is None else repr(value)[:80]))
+
+
+def _list(value, source: str, where: str, most: int, optional: bool = True) -> list:
+    if value is None and optional:
+        return []
+    if not isinstance(value, list):
+        _fail(source, where, f"must be a list, got {_kind(value)}")
+    if len(value) > most:
+        _fail(source, where, f"lists {len(value)} entries; at most {most} are allowed")
+    return value
+
+
+def check_preprocess(d, source: str, where: str = "preprocess") -> None:
+    """The input description: sizes, mean and std within bounds (a size of 100000 would
+    make every photo a 30 GB array)."""
+    d = _mapping(d, source, where, optional=False)
+    _number(d.get("size"), source, f"{where}.size", 16, MAX_SIDE, integer=True)
+    for name in ("height", "width"):
+        _number(d.get(name), source, f"{where}.{name}", 16, MAX_SIDE, integer=True,
+                optional=True)
+    for name, low, high in (("mean", 0.0, 1.0), ("std", 0.0, 10.0)):
+        values = _list(d.get(name), source, f"{where}.{name}", 3, optional=False)
+        if len(values) != 3:
+            _fail(source, f"{where}.{name}", f"must list 3 numbers (red, green, blue), got "
+                                             f"{len(values)}")
+        for i, value in enumerate(values):
+            _number(value, source, f"{where}.{name}[{i}]", low, high, above=name == "std")
+    _number(d.get("crop_pct", 0.875), source, f"{where}.crop_pct", 0.0, 1.0, above=True)
+    for name, allowed in (("interpolation", tuple(RESAMPLING)), ("fit", FITS)):
+        value = d.get(name)
+        if value is not None and value not in allowed:
+            _fail(source, f"{where}.{name}", f"must be one of {', '.join(allowed)}, got "
+                                             f"{value!r}"[:200])
+
+
+def check_description(d, source: str) -> None:
+    """Refuse a model.json whose fields are not what this version writes, naming the file
+    and the field: before anything is sized, allocated or built from it."""
+    if not isinstance(d, dict):
+        raise ModelError(f"{source}: must hold a JSON object describing the model, got "
+                         f"{_kind(d)}")
+    _number(d.get("format_version", 1), source, "format_version", 1, FORMAT_VERSION,
+            integer=True)
+    if not isinstance(d.get("architecture"), str) or not d["architecture"].strip():
+        _fail(source, "architecture", f"must name the backbone (text), got "
+                                      f"{_kind(d.get('architecture'))}")
+    for name in ("name", "task"):
+        _text(d.get(name), source, name)
+    for i, c in enumerate(_list(d.get("classes"), source, "classes", MAX_CLASSES)):
+        _text(c, source, f"classes[{i}]", optional=False)
+    for i, head in enumerate(_list(d.get("heads"), source, "heads", 64)):
+        where = f"heads[{i}]"
+        head = _mapping(head, source, where, optional=False)
+        _text(head.get("name"), source, f"{where}.name", optional=False)
+        _text(head.get("kind"), source, f"{where}.kind")
+        _text(head.get("column"), source, f"{where}.column")
+        classes = _list(head.get("classes"), source, f"{where}.classes", MAX_CLASSES)
+        for j, c in enumerate(classes):
+            _text(c, source, f"{where}.classes[{j}]", optional=False)
+        for j, t in enumerate(_list(head.get("thresholds"), source, f"{where}.thresholds",
+                                    MAX_CLASSES)):
+            _number(t, source, f"{where}.thresholds[{j}]", 0.0, 1.0)
+    check_preprocess(d.get("preprocess"), source)
+    for name in ("config", "metrics"):
+        _mapping(d.get(name), source, name)
+    embedding = d.get("embedding")
+    if embedding is not None:
+        embedding = _mapping(embedding, source, "embedding", optional=False)
+        for name, low in (("dim", 1), ("hidden", 0), ("in_features", 1), ("classes", 0)):
+            _number(embedding.get(name, 0 if low == 0 else None), source, f"embedding.{name}",
+                    low, MAX_WIDTH if name != "classes" else MAX_CLASSES, integer=True)
+        _number(embedding.get("posterior_weight", 0.0), source, "embedding.posterior_weight",
+                0.0, 1e6)
+        for name in ("taps", "tap_channels"):
+            for j, value in enumerate(_list(embedding.get(name), source, f"embedding.{name}",
+                                            64)):
+                _number(value, source, f"embedding.{name}[{j}]", 0, MAX_WIDTH, integer=True)
+    unknown = d.get("unknown")
+    if unknown is not None:
+        unknown = _mapping(unknown, source, "unknown", optional=False)
+        _number(unknown.get("threshold"), source, "unknown.threshold", -1e9, 1e9)
+        _text(unknown.get("method"), source, "unknown.method")
+        _text(unknown.get("head"), source, "unknown.head")
+        _mapping(unknown.get("parameters"), source, "unknown.parameters")
 
 
 def weights_digest(directory: str | Path) -> str:
@@ -236,9 +372,11 @@ def read_info(directory: str | Path) -> ModelInfo:
     if not meta.is_file():
         raise ModelError(f"{directory}: not a fashionlens model folder (no {META_FILE})")
     try:
-        data = json.loads(meta.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta}: invalid JSON ({exc})") from exc
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelError(f"{meta}: invalid JSON ({shorten(str(exc), 120)})") from None
+    except OSError as exc:
+        raise ModelError(f"{meta}: cannot be read ({exc.strerror})") from None
     return ModelInfo.from_dict(data, str(meta))
 
 
