@@ -173,9 +173,9 @@ def test_a_taken_run_name_is_numbered(tmp_path, tiny_folder, caplog):
     (tmp_path / "runs" / "demo-2" / "metrics.json").write_text("{}")
     cfg = _config(tiny_folder, tmp_path / "runs", "demo")
     with caplog.at_level(logging.INFO, logger="fashionlens.training.run"):
-        assert _output_dir(cfg) == tmp_path / "runs" / "demo-3"
+        assert _output_dir(cfg)[0] == tmp_path / "runs" / "demo-3"
     assert f"run folder: {tmp_path / 'runs' / 'demo-3'} ({taken} is taken" in caplog.text
-    assert _output_dir(cfg) == tmp_path / "runs" / "demo-4"  # claimed folders count as taken
+    assert _output_dir(cfg)[0] == tmp_path / "runs" / "demo-4"  # claimed folders count as taken
     assert (taken / "model" / "model.json").read_text() == "{}"  # never touched
 
 
@@ -187,7 +187,7 @@ def test_exist_ok_reuses_the_folder_and_clears_only_the_old_outputs(tmp_path, ti
         (run / name).write_text("old")
     (run / "my-notes.md").write_text("keep me")
     cfg = _config(tiny_folder, tmp_path / "runs", "demo", "output.exist_ok=true")
-    assert _output_dir(cfg) == run
+    assert _output_dir(cfg)[0] == run
     assert sorted(p.name for p in run.iterdir()) == ["my-notes.md"]
 
 

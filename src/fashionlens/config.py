@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from .data.sources import DataSpec
-from .data.transforms import FITS, AugmentConfig
+from .data.augment import AugmentConfig
+from .data.preprocess import FITS
+from .data.sources import DataSpec, extension_problem
 from .errors import ConfigError, shorten
 from .precision import PRECISIONS
-from .tasks.base import TaskConfig
 
 
 class FieldError(ConfigError):
@@ -34,6 +35,34 @@ class FieldError(ConfigError):
 
     def __reduce__(self):
         return (type(self), (self.field, self.reason, self.file))
+
+
+@dataclass
+class TaskConfig:
+    """One head to train; an entry of the run config's `tasks:` list (`tasks.base` holds
+    what the head does; the config stays torch-free, below the tasks that read it)."""
+
+    name: str = ""
+    kind: str = "classification"  # classification | multilabel
+    column: str = ""  # the data column (default: the name)
+    weight: float = 1.0  # its share of the summed loss
+    # Classes (tags) with fewer training photos: folded into `other` (classification) or
+    # dropped (multilabel). 1 keeps every value.
+    min_count: int = 1
+    other: str = "other"
+    mapping: dict = field(default_factory=dict)  # raw value -> class (e.g. colour groups)
+    keywords: dict = field(default_factory=dict)  # class -> words found in a text column
+    default: str | None = None  # keywords: the class when no word matches (else missing)
+    separator: str = ";"  # multilabel: between tags
+    loss: str = "auto"  # classification: ce; multilabel: bce | focal (auto: bce)
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    pos_weight: str = "none"  # multilabel: none | sqrt | inverse (negatives / positives)
+    colour: bool = False  # a colour task: colour-changing augmentation is turned off
+
+    @property
+    def source_column(self) -> str:
+        return self.column or self.name
 
 
 @dataclass
@@ -263,7 +292,13 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected section.field=value")
     key, raw = text.split("=", 1)
-    return nest(key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    try:  # safe_load: a tag such as !!python/object is refused, not constructed
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override '{shorten(text, 80)}': the value is not plain YAML "
+                          f"({problem}); write a number, text, true/false or a [list]") from None
+    return nest(key.strip(), value)
 
 
 def nest(dotted: str, value, into: dict | None = None) -> dict:
@@ -344,6 +379,7 @@ def validate(config: RunConfig) -> None:
             raise FieldError(where, f"must be at least 1, got {value}")
     if not t.lr > 0:
         raise FieldError("train.lr", f"must be positive, got {t.lr}")
+    _check_ranges(config)
     for where, value in {"model.height": config.model.height,
                          "model.width": config.model.width}.items():
         if value is not None and not 16 <= value <= 2048:
@@ -353,3 +389,60 @@ def validate(config: RunConfig) -> None:
     if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
         raise FieldError("output.name", f"'{name}' must be a plain folder name (no / or \\); "
                                         "the parent folder is output.dir")
+
+
+# Seeds numpy and torch both accept.
+MAX_SEED = 2**32 - 1
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
+
+
+def _check_ranges(config: RunConfig) -> None:
+    """Bounds of the numeric fields: values the libraries would refuse mid-run (with a
+    traceback) or accept and misread (a negative patience, a warm-up of -5 epochs)."""
+    t, m = config.train, config.model
+
+    def between(where: str, value, low, high, unit: str = "") -> None:
+        if value is not None and not low <= value <= high:
+            raise FieldError(where, f"must be between {low:g} and {high:g}{unit}, got {value}")
+
+    def at_least(where: str, value, low) -> None:
+        if value is not None and value < low:
+            raise FieldError(where, f"must be at least {low:g}, got {value}")
+
+    if not 0 <= config.seed <= MAX_SEED:
+        raise FieldError("seed", f"must be a whole number from 0 to {MAX_SEED}, "
+                                 f"got {config.seed}")
+    between("model.image_size", m.image_size, 16, 2048, " pixels")
+    between("train.train_size", t.train_size, 16, 2048, " pixels")
+    for name in ("drop_rate", "drop_path_rate"):
+        value = getattr(m, name)
+        if not 0.0 <= value < 1.0:
+            raise FieldError(f"model.{name}", f"is a probability, at least 0 and below 1; "
+                                              f"got {value}")
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise FieldError("train.label_smoothing",
+                         f"must be at least 0 and below 1, got {t.label_smoothing}")
+    if not 0.0 < t.layer_decay <= 1.0:
+        raise FieldError("train.layer_decay", f"must be above 0 and at most 1 (1: the same "
+                                              f"rate for every layer), got {t.layer_decay}")
+    at_least("train.weight_decay", t.weight_decay, 0)
+    at_least("train.warmup_epochs", t.warmup_epochs, 0)
+    at_least("train.early_stopping_patience", t.early_stopping_patience, 1)
+    between("train.freeze_stages", t.freeze_stages, 0, 16)
+    between("train.num_workers", t.num_workers, 0, 256)
+    between("train.threads", t.threads, 1, 1024)
+    at_least("train.probe_photos", t.probe_photos, 1)
+    if t.max_minutes is not None and not t.max_minutes > 0:
+        raise FieldError("train.max_minutes", f"must be positive (or null: no time budget), "
+                                              f"got {t.max_minutes}")
+    if not DEVICE.fullmatch(t.device or "auto"):
+        raise FieldError("train.device", f"'{t.device}' is not a device; use auto, cpu, "
+                                         "cuda, cuda:N or mps")
+    if not 0.0 < config.data.val_fraction < 1.0:
+        raise FieldError("data.val_fraction",
+                         f"must be between 0 and 1, got {config.data.val_fraction}")
+    problem = extension_problem(config.data.image_extension)
+    if problem:
+        raise FieldError("data.image_extension", problem)
+    for name, reason in config.augment.problems():
+        raise FieldError(f"augment.{name}", reason)

@@ -56,13 +56,26 @@ def evaluate(
     runtime: RuntimeName = "auto",
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
-    from ..evaluation.evaluate import evaluate as run_evaluation
+    from ..data.sources import extension_problem
+    from ..errors import DataError
+    from ..models.info import read_info
     from ..models.resolve import resolve_model
 
     model, data, model_flag = _model_and_data(list(positional or []), model, data)
     model_dir = resolve_model(model, flag=model_flag).folder
+    # What can be checked without torch is checked before it loads (seconds): the model's
+    # description, the data path, the extension.
+    read_info(model_dir)
+    if not data.expanduser().exists():
+        raise DataError(f"{data}: no such file or folder (--data)")
+    problem = extension_problem(image_ext)
+    if problem:
+        raise ConfigError(f"--image-ext: {problem}")
     if split and not split_column:
         split_column = "split"
+
+    from ..evaluation.evaluate import evaluate as run_evaluation
+
     result = run_evaluation(model_dir, data, splits=split, tta=tta, split_column=split_column,
                             image_column=image_column, target_column=target_column,
                             image_dir=image_dir, image_extension=image_ext, runtime=runtime)

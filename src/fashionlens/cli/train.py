@@ -94,11 +94,7 @@ def train(
 
     Several GPUs: --nproc N, or torchrun --nproc_per_node=N -m fashionlens.cli.main train.
     """
-    from ..training.distributed import is_main_process, relaunch
-    from ..training.run import resume_config
-    from ..training.run import train as run_training
-
-    relaunch(nproc)
+    from ..training.inputs import read_run_data, resume_config
 
     given = {
         "data.path": data, "data.image_column": image_column, "data.target_column": target_column,
@@ -114,9 +110,18 @@ def train(
             raise ConfigError("--resume continues a run with its own config.yaml; give no "
                               "config file, -o or other training flags with it"
                               + (f" (got {', '.join(mixed)})" if mixed else ""))
-        result = run_training(resume_config(resume), resume=resume)
+        run_config = resume_config(resume)
     else:
-        result = run_training(load_run_config(config, override, given, FLAGS))
+        run_config = load_run_config(config, override, given, FLAGS)
+    # The data is read and checked before torch loads (seconds): a wrong path, a missing
+    # column or photos that are not there are answered at once.
+    read_run_data(run_config)
+
+    from ..training.distributed import is_main_process, relaunch
+    from ..training.run import train as run_training
+
+    relaunch(nproc)
+    result = run_training(run_config, resume=resume)
     if not is_main_process():
         return
     if result.skipped:

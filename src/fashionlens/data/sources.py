@@ -8,12 +8,13 @@ or an id resolved against an image folder) and a target column. Both become a
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, shorten
 from .images import is_image_file
 
 
@@ -88,7 +89,22 @@ def load_folder(root: Path, exclude_labels: list[str] | None = None) -> Labelled
     return LabelledSet(samples=samples, classes=classes, source=str(root))
 
 
+# An extension added to image ids: a plain suffix ('.jpg', 'png'), never a path.
+EXTENSION = re.compile(r"\.?[A-Za-z0-9][A-Za-z0-9_-]{0,9}")
+
+
+def extension_problem(extension: str | None) -> str | None:
+    """Why `extension` cannot be added to image ids (None when it can)."""
+    if extension and not EXTENSION.fullmatch(extension):
+        return (f"'{shorten(extension, 40)}' is not a file extension; give a plain suffix "
+                "such as .jpg")
+    return None
+
+
 def resolve_image_path(value: str, base: Path, extension: str | None) -> Path:
+    problem = extension_problem(extension)
+    if problem:
+        raise DataError(f"image extension {problem}")
     path = Path(value)
     if extension and not path.suffix:
         suffix = extension if extension.startswith(".") else f".{extension}"
@@ -116,6 +132,11 @@ def read_csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
         raise DataError(f"{csv_path}: cannot be read as a UTF-8 CSV file ({exc})") from exc
     if not columns:
         raise DataError(f"{csv_path}: empty file, no header row")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:  # csv.DictReader would silently keep the last one's cells
+        raise DataError(f"{csv_path}: the header names column "
+                        + " and ".join(f"'{c}'" for c in repeated)
+                        + " more than once; rename or remove the duplicate")
     return columns, rows
 
 

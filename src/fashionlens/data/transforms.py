@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from .augment import AugmentConfig
 from .preprocess import FITS, Preprocess, eval_array, letterbox, tta_arrays
 
 __all__ = ["FITS", "AugmentConfig", "Letterbox", "Preprocess", "eval_transform",
@@ -35,24 +35,6 @@ class Letterbox(torch.nn.Module):
                     T.InterpolationMode.BILINEAR: Image.Resampling.BILINEAR}.get(
             self.interpolation, Image.Resampling.NEAREST)
         return letterbox(img, self.shape, self.fill, resample)
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation for photos taken at home on a phone: framing, tilt, light, colour cast."""
-
-    scale: tuple[float, float] = (0.35, 1.0)
-    ratio: tuple[float, float] = (0.75, 1.333)
-    hflip: float = 0.5
-    rotation: float = 15.0
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    hue: float = 0.0  # hue shifts cost ~3 ms a photo and change what colour a garment is
-    grayscale: float = 0.05
-    trivial_augment: bool = False
-    random_erasing: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def _finish(pre: Preprocess) -> list:

@@ -7,47 +7,19 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+# The task's config lives with the run config (torch-free, below the tasks); imported
+# here under its old name too.
+from ..config import TaskConfig, TrainConfig
 from ..data.sources import Sample
 from ..errors import DataError
 from ..models.heads import RESERVED_NAMES, HeadSpec
 
-if TYPE_CHECKING:
-    from ..config import TrainConfig
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskConfig:
-    """One head to train; an entry of the run config's `tasks:` list."""
-
-    name: str = ""
-    kind: str = "classification"  # classification | multilabel
-    column: str = ""  # the data column (default: the name)
-    weight: float = 1.0  # its share of the summed loss
-    # Classes (tags) with fewer training photos: folded into `other` (classification) or
-    # dropped (multilabel). 1 keeps every value.
-    min_count: int = 1
-    other: str = "other"
-    mapping: dict = field(default_factory=dict)  # raw value -> class (e.g. colour groups)
-    keywords: dict = field(default_factory=dict)  # class -> words found in a text column
-    default: str | None = None  # keywords: the class when no word matches (else missing)
-    separator: str = ";"  # multilabel: between tags
-    loss: str = "auto"  # classification: ce; multilabel: bce | focal (auto: bce)
-    focal_gamma: float = 2.0
-    focal_alpha: float | None = None
-    pos_weight: str = "none"  # multilabel: none | sqrt | inverse (negatives / positives)
-    colour: bool = False  # a colour task: colour-changing augmentation is turned off
-
-    @property
-    def source_column(self) -> str:
-        return self.column or self.name
 
 
 class Task(ABC):

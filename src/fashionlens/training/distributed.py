@@ -89,6 +89,23 @@ def current() -> Context:
     return _current if _current is not None else Context()
 
 
+def available_device(name: str | torch.device, flag: str = "train.device") -> torch.device:
+    """`resolve_device`, refusing a device this machine lacks (`cuda:7` on one GPU, `cuda`
+    without a GPU) with a message naming the field, before any work starts."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count or (device.index or 0) >= count:
+            have = f"{count} GPU{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})" \
+                if count else "no usable GPU"
+            raise ConfigError(f"{flag}: '{name}' is not available; this machine has {have}; "
+                              "use auto or cpu")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                       and torch.backends.mps.is_available()):
+        raise ConfigError(f"{flag}: '{name}' is not available on this machine; use auto or cpu")
+    return device
+
+
 def process_device(name: str, local_rank: int, flag: str = "train.device") -> torch.device:
     """The device of the process with `local_rank`: its own GPU, or the CPU."""
     device = resolve_device(name)
@@ -113,7 +130,7 @@ def session(device: str = "auto", flag: str = "train.device") -> Iterator[Contex
     session (or in a program that set up the group itself) reuses the group in place."""
     global _current
     if not launched():
-        yield Context(device=resolve_device(device))
+        yield Context(device=available_device(device, flag))
         return
     if _current is not None:
         yield _current

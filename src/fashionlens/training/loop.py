@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ..inference.runtime import FEATURES, TorchRuntime
 from ..models.artifact import ModelInfo
 from ..models.embedding import pooled_features
 from ..models.heads import head_logits, head_module
-from ..precision import autocast, resolve_device, resolve_precision
+from ..precision import autocast, resolve_precision
 from ..progress import StepBar
 from ..tasks import Task
 from . import distributed
@@ -109,9 +110,13 @@ def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
         distributed.check_batch(cfg.batch_size, len(dataset))
         sampler = ShardedEpochSampler(sampler, cfg.batch_size, drop_last, ctx.rank, ctx.world)
         batch_size, drop_last = cfg.batch_size // ctx.world, False  # the sampler drops
+    # The loader's own generator: the seed of its worker processes is drawn from it, not
+    # from the global RNG (which would shift the dropout draws of the epoch that starts
+    # them: after a resume, that is another epoch than in an uninterrupted run).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, persistent_workers=workers > 0,
-                      collate_fn=collate_skipping, drop_last=drop_last)
+                      collate_fn=collate_skipping, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDataset,
@@ -175,6 +180,13 @@ def freeze_early_stages(model: torch.nn.Module, stages: int) -> int:
     if stages <= 0:
         return 0
     groups = group_parameters(model, model.group_matcher(coarse=True))
+    # The coarse groups: the stem, the stages, then the head part, which always trains.
+    most = len(groups) - 2
+    if stages > most:
+        from ..config import FieldError
+
+        raise FieldError("train.freeze_stages", f"this backbone has {most} stages that can "
+                                                f"be frozen (the last one trains); got {stages}")
     frozen = 0
     params = dict(model.named_parameters())
     for group_id in sorted(groups)[: stages + 1]:
@@ -219,7 +231,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     batch, the gradients are averaged, and only the main process writes the checkpoint.
     """
     ctx = distributed.current()
-    device = ctx.device if ctx.active else resolve_device(cfg.device)
+    device = ctx.device if ctx.active else distributed.available_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     log.info("device %s, precision %s", device, precision)
     heads = [task.head_spec() for task in tasks]
@@ -279,6 +291,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         result = FitResult(**{**resume["result"], "precision": precision})
         bad_epochs, best_tuned = resume["bad_epochs"], resume["best_tuned"]
         first_epoch = resume["epoch"] + 1
+        set_rng_state(resume.get("rng"))
         log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
     elif has_val and cfg.linear_probe:
         row = distributed.broadcast(validate(runtime, tasks, val_set, val_targets))
@@ -286,11 +299,14 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         result.best_score = result.probe_score = row[monitor_key]
         result.history.append(row)
         log.info("%s", epoch_line(row, cfg.epochs, cfg.monitor))
-    stop = False
+    # A run that had decided to stop (early stopping, time budget) and was killed before it
+    # saved its model stops again rather than training on.
+    stop = result.stopped_early
     for epoch in range(first_epoch, cfg.epochs + 1):
         if stop:
             break
         loader.sampler.set_epoch(epoch)
+        batches = iter(loader)  # starts the worker processes, if not yet started
         # Dropout: the same draws after a resume (and other draws on each process).
         torch.manual_seed(seed * 1_000_003 + epoch + ctx.seed_offset)
         model.train()
@@ -299,7 +315,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         epoch_start = time.perf_counter()
         loss_sum, right, answers, seen = 0.0, 0.0, 0, 0
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
-            for batch, errors in loader:
+            for batch, errors in batches:
                 train_set.record_skipped(errors)
                 if batch is None:
                     continue
@@ -359,13 +375,38 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "plateau": plateau.state_dict() if plateau is not None else None,
                 "best_state": best_state, "bad_epochs": bad_epochs, "best_tuned": best_tuned,
-                "result": dataclasses.asdict(result),
+                "result": dataclasses.asdict(result), "rng": rng_state(),
                 "elapsed": time.perf_counter() - started})
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - started
     result.monitor = monitor_key
     return result
+
+
+def rng_state() -> dict:
+    """The global random states (python, numpy, torch CPU and CUDA) at an epoch's end: a
+    resumed run continues with the draws an uninterrupted one would make."""
+    return {"python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2],
+            "numpy": [int(v) for v in np.random.get_state()[1]],
+            "numpy_rest": [int(v) for v in np.random.get_state()[2:4]]
+            + [float(np.random.get_state()[4])],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict | None) -> None:
+    if not state:  # a checkpoint written before the random states were kept
+        return
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    pos, has_gauss, gauss = state["numpy_rest"]
+    np.random.set_state(("MT19937", np.asarray(state["numpy"], dtype=np.uint32), int(pos),
+                         int(has_gauss), gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() \
+            and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import resource
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,6 @@ from ..data import (
     LabelledSet,
     PhotoDataset,
     eval_transform,
-    load_labelled,
     split_train_val,
     train_transform,
 )
@@ -33,20 +31,31 @@ from ..evaluation.evaluate import evaluate_dataset
 from ..evaluation.plots import plot_confusion, plot_curves
 from ..inference.runtime import TorchRuntime
 from ..models import ModelInfo, architecture_preprocess, create_model, save_model
-from ..models.card import write_model_card
+from ..models.card import CARD_FILE, write_model_card
 from ..models.heads import attach_heads
+from ..models.info import WEIGHTS_FILE
+from ..models.resolve import META_FILE
 from ..progress import track
-from ..tasks import Task, TaskConfig, build_tasks
+from ..tasks import Task, build_tasks
 from ..tasks.base import check_task_configs
 from . import distributed
+from .inputs import (  # noqa: F401  (resume_config: imported from here before inputs.py)
+    CHECKPOINT,
+    read_run_data,
+    resume_config,
+    task_configs,
+)
 from .loop import FitResult, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 # What a run writes into its folder; `output.exist_ok` clears these (and only these) first.
-RUN_OUTPUTS = ("model", "metrics.json", "config.yaml", "curves.png", "confusion.png",
-               "skipped.txt", "validation.txt", "confusion-*.png", "checkpoint.pt")
+# In model/ only the files a run writes go (MODEL_OUTPUTS): anything else there is the
+# user's (weights of their own, notes, an export) and stays.
+RUN_OUTPUTS = ("metrics.json", "config.yaml", "curves.png", "confusion.png",
+               "skipped.txt", "validation.txt", "confusion-*.png", CHECKPOINT)
+MODEL_OUTPUTS = (WEIGHTS_FILE, META_FILE, CARD_FILE)
 
 
 @dataclass
@@ -65,37 +74,58 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _output_dir(config: RunConfig) -> Path:
+def _output_dir(config: RunConfig) -> tuple[Path, bool]:
     """The run's folder: output.dir/output.name, or name-2, name-3, ... when that is taken
-    (the YOLO/Lightning convention), or the named folder itself with `output.exist_ok`."""
+    (the YOLO/Lightning convention), or the named folder itself with `output.exist_ok`.
+    Also whether this call created it (a failed run removes only what it created)."""
     root = Path(config.output.dir).expanduser()
     name = config.output.name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: not a folder (output.dir)")
-    root.mkdir(parents=True, exist_ok=True)
-    if config.output.exist_ok:
-        out = root / name
-        out.mkdir(exist_ok=True)
-        log.info("run folder: %s (reused: --exist-ok)", out)
-        for pattern in RUN_OUTPUTS:  # no stale figure or skipped.txt from the previous run
-            for target in out.glob(pattern):
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
-        return out
-    for number in itertools.count(1):
-        out = root / (name if number == 1 else f"{name}-{number}")
-        try:
-            out.mkdir()  # atomic: two runs started together never share a folder
-        except FileExistsError:
-            continue
-        if number > 1:
-            log.info("run folder: %s (%s is taken; --exist-ok reuses it)", out, root / name)
-        else:
-            log.info("run folder: %s", out)
-        return out
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if config.output.exist_ok:
+            out = root / name
+            new = not out.exists()
+            out.mkdir(exist_ok=True)
+            log.info("run folder: %s (reused: --exist-ok)", out)
+            _clear_run_outputs(out)
+            return out, new
+        for number in itertools.count(1):
+            out = root / (name if number == 1 else f"{name}-{number}")
+            try:
+                out.mkdir()  # atomic: two runs started together never share a folder
+            except FileExistsError:
+                continue
+            if number > 1:
+                log.info("run folder: %s (%s is taken; --exist-ok reuses it)", out, root / name)
+            else:
+                log.info("run folder: %s", out)
+            return out, True
+    except OSError as exc:
+        raise DataError(f"{root}: cannot create the run folder there (output.dir): "
+                        f"{exc.strerror or exc}") from None
     raise AssertionError("unreachable")
+
+
+def _clear_run_outputs(out: Path) -> None:
+    """Remove what an earlier run wrote into `out` (no stale figure or skipped.txt), and
+    nothing else: files a run does not write are the user's."""
+    for pattern in RUN_OUTPUTS:
+        for target in out.glob(pattern):
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+    model_dir = out / "model"
+    if model_dir.is_dir() and not model_dir.is_symlink():
+        for name in MODEL_OUTPUTS:
+            target = model_dir / name
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+        kept = sorted(p.name for p in model_dir.iterdir())
+        if kept:
+            log.info("kept in %s (not written by a run): %s", model_dir, ", ".join(kept))
+        else:
+            model_dir.rmdir()
 
 
 def _check_classes(train: LabelledSet) -> None:
@@ -129,26 +159,13 @@ def run_preprocess(config: RunConfig) -> Preprocess:
                                width=model_cfg.width or preprocess.size)
 
 
-def _task_configs(config: RunConfig) -> list[TaskConfig]:
-    configs = config.task_configs()
-    if not config.tasks and csv_columns(config.data) is None:  # folder per class
-        configs = [dataclasses.replace(configs[0], column=FOLDER_COLUMN)]
-    return configs
-
-
 def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
     spec = config.data
-    configs = _task_configs(config)
+    configs = task_configs(config)
     multi = bool(config.tasks)
     if multi:
         check_task_configs(configs, csv_columns(spec) or [FOLDER_COLUMN], spec.path)
-        first = configs[0]
-        # Splits stratify by the first task's label when it is a plain column.
-        label_column = (first.source_column if first.kind == "classification"
-                        and not first.keywords else None)
-        data = load_labelled(spec, [c.source_column for c in configs], label_column)
-    else:
-        data = load_labelled(spec)
+    data = read_run_data(config)
     if data.missing:
         log.warning("%d images listed in %s are missing, e.g. %s", len(data.missing),
                     data.source, ", ".join(str(p) for p in data.missing[:3]))
@@ -200,23 +217,6 @@ def fine_tuning_note(fit: FitResult, monitor: str, num_val: int) -> str:
             f"weights (epoch 0) were kept.{small}")
 
 
-CHECKPOINT = "checkpoint.pt"  # the last epoch's training state, removed when the run ends
-
-
-def resume_config(run_dir: str | Path) -> RunConfig:
-    """The config an interrupted run was started with (its own config.yaml)."""
-    from ..config import load_config
-
-    run_dir = Path(run_dir).expanduser()
-    if not (run_dir / CHECKPOINT).is_file():
-        finished = (run_dir / "model" / "model.json").is_file()
-        raise DataError(f"{run_dir}: no {CHECKPOINT} to resume from ("
-                        + ("the run finished; its model is in model/" if finished else
-                           "not a run folder, or the run stopped before its first epoch ended")
-                        + ")")
-    return load_config(run_dir / "config.yaml")
-
-
 def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
     """Fine-tune a pretrained backbone on the configured photos and save everything.
 
@@ -237,19 +237,30 @@ def _train(config: RunConfig, resume: str | Path | None) -> RunResult:
     seed_everything(config.seed)
     started = time.perf_counter()
 
-    model_cfg = config.model
     preprocess = run_preprocess(config)
     prepared = prepare_datasets(config, preprocess, config.seed)
-    train_ds, val_ds, tasks = prepared.train_ds, prepared.val_ds, prepared.tasks
     state = None
     if resume is not None:
         out = Path(resume).expanduser()
         # Read by the main process and sent to the others: other machines need no copy.
         state = distributed.from_main(lambda: load_checkpoint(out / CHECKPOINT))
-    else:
-        # The folder is claimed once the data is known to be usable: a typo in a path
-        # leaves no empty run folder behind.
-        out = distributed.from_main(lambda: _claim_output_dir(config))
+        return _train_in(config, out, state, prepared, preprocess, started, ctx)
+    # The folder is claimed once the data is known to be usable: a typo in a path
+    # leaves no empty run folder behind; a run that fails before its first checkpoint
+    # removes what it wrote.
+    out, new = distributed.from_main(lambda: _claim_output_dir(config))
+    try:
+        return _train_in(config, out, state, prepared, preprocess, started, ctx)
+    except BaseException:
+        if ctx.main:
+            _remove_failed_run(out, new)
+        raise
+
+
+def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepared,
+              preprocess: Preprocess, started: float, ctx) -> RunResult:
+    model_cfg = config.model
+    train_ds, val_ds, tasks = prepared.train_ds, prepared.val_ds, prepared.tasks
     if len(val_ds) and ctx.main:  # never trained on: `predict runs/NAME/validation.txt`
         (out / "validation.txt").write_text(
             "".join(f"{Path(s.path).resolve()}\n" for s in val_ds.samples))
@@ -330,10 +341,30 @@ def _train(config: RunConfig, resume: str | Path | None) -> RunResult:
                      skipped=skipped, note=note)
 
 
-def _claim_output_dir(config: RunConfig) -> Path:
-    out = _output_dir(config)
-    config.save(out / "config.yaml")
-    return out
+def _claim_output_dir(config: RunConfig) -> tuple[Path, bool]:
+    out, new = _output_dir(config)
+    # The run's own config, with its data path absolute: `--resume` and repeating the run
+    # read it from the run folder (a relative path would mean one inside that folder).
+    saved = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, path=str(Path(config.data.path).expanduser().resolve())
+        if config.data.path else ""))
+    saved.save(out / "config.yaml")
+    return out, new
+
+
+def _remove_failed_run(out: Path, new: bool) -> None:
+    """A run that failed (or was stopped) before its first checkpoint leaves nothing to
+    resume: remove the files it wrote, and its folder when it created it and nothing else
+    is there (the next run would otherwise be NAME-2)."""
+    if (out / CHECKPOINT).exists():
+        return
+    for name in ("config.yaml", "validation.txt"):
+        (out / name).unlink(missing_ok=True)
+    if new:
+        try:
+            out.rmdir()
+        except OSError:  # something else is in it now: not ours to remove
+            log.info("kept %s: it holds files this run did not write", out)
 
 
 def _per_task(metrics: dict, tasks: list[Task]) -> dict[str, dict]:
