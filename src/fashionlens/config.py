@@ -186,6 +186,12 @@ class MetricConfig:
         for name in ("category_weight", "posterior_weight", "stage_taps"):
             if (getattr(self, name) or 0) < 0:
                 raise FieldError(f"metric.{name}", f"cannot be negative: {getattr(self, name)}")
+        for name in ("seed", "eval_views_seed"):
+            if not 0 <= getattr(self, name) <= MAX_SEED:
+                raise FieldError(f"metric.{name}", f"must be a whole number from 0 to "
+                                                   f"{MAX_SEED}, got {getattr(self, name)}")
+        if not 1 <= self.threads <= 1024:
+            raise FieldError("metric.threads", f"must be between 1 and 1024, got {self.threads}")
 
 
 @dataclass

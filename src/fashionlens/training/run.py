@@ -254,6 +254,9 @@ def _train(config: RunConfig, resume: str | Path | None) -> RunResult:
     except BaseException:
         if ctx.main:
             _remove_failed_run(out, new)
+            if (out / CHECKPOINT).exists():
+                log.warning("the run stopped after a finished epoch; continue it with: "
+                            "fashionlens train --resume %s", out)
         raise
 
 
