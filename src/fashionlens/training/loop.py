@@ -28,7 +28,7 @@ from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from ..config import TrainConfig
+from ..config import FieldError, TrainConfig
 from ..data.dataset import (
     PhotoDataset,
     SeededEpochSampler,
@@ -183,8 +183,6 @@ def freeze_early_stages(model: torch.nn.Module, stages: int) -> int:
     # The coarse groups: the stem, the stages, then the head part, which always trains.
     most = len(groups) - 2
     if stages > most:
-        from ..config import FieldError
-
         raise FieldError("train.freeze_stages", f"this backbone has {most} stages that can "
                                                 f"be frozen (the last one trains); got {stages}")
     frozen = 0
