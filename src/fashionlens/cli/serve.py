@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,10 @@ from .common import MODEL_HELP, RuntimeName, err, out
 
 if TYPE_CHECKING:
     from ..service.settings import ServiceSettings
+
+
+# uvicorn's log levels.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 class _Terminated(Exception):
@@ -105,7 +111,8 @@ def serve(
                           "that folder is new or empty; without --catalog in a temporary "
                           "folder) and make up an API key if none is given."),
     ] = False,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level: " + ", ".join(LOG_LEVELS)
+                                                 + ".")] = "info",
     runtime: RuntimeName = "auto",
     review: Annotated[
         Path | None,
@@ -143,8 +150,17 @@ def serve(
     settings = settings.with_environment()
     settings = _review_key(settings)
 
+    if log_level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"'{log_level}' is not a log level; choose one of "
+                                 f"{', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    log_level = log_level.lower()
+    settings.check()  # before the demo catalog is built or a model loaded
+    # Take the port before loading anything: a port in use is said at once, with what
+    # to do, not after the models have loaded and uvicorn has reported its startup.
+    listening = _listen(settings)
+
     temporary: Path | None = None
-    with _sigterm_unwinds():
+    with _sigterm_unwinds(), contextlib.closing(listening):
         try:
             if demo:
                 if settings.catalog is None:
@@ -160,13 +176,36 @@ def serve(
             out.print(f"fashionlens at http://{settings.host}:{settings.port}/  "
                       f"(API docs at /docs)", highlight=False)
             service_server.serve(app, settings, log_level=log_level,
-                                 access_log=log_level == "debug")
-        except OSError as exc:
-            raise FashionLensError(f"cannot listen on {settings.host}:{settings.port} "
-                                   f"({exc.strerror or exc})") from exc
+                                 access_log=log_level in ("debug", "trace"),
+                                 sockets=[listening])
         finally:
             if temporary is not None:  # also after Ctrl-C and SIGTERM
                 shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _listen(settings: ServiceSettings) -> socket.socket:
+    """The listening socket for host:port, or a FashionLensError saying what to do."""
+    from ..service.server import bind_socket
+
+    where = f"{settings.host}:{settings.port}"
+    try:
+        return bind_socket(settings.host, settings.port)
+    except socket.gaierror as exc:
+        raise FashionLensError(f"cannot listen on {where}: no such address "
+                               f"({exc.strerror or exc}); check --host") from exc
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise FashionLensError(
+                f"cannot listen on {where}: the port is already in use (another "
+                f"fashionlens serve?); stop that server or choose a free port with --port, "
+                f"e.g. --port {settings.port + 1 if settings.port < 65535 else 8000}"
+            ) from exc
+        if exc.errno == errno.EACCES:
+            raise FashionLensError(f"cannot listen on {where}: permission denied (ports "
+                                   "below 1024 need privileges); choose one with --port, "
+                                   "e.g. --port 8000") from exc
+        raise FashionLensError(f"cannot listen on {where} ({exc.strerror or exc}); check "
+                               "--host and --port") from exc
 
 
 def _review_key(settings: ServiceSettings) -> ServiceSettings:

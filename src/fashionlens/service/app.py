@@ -21,9 +21,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..data.images import DECODE_BUDGET
 from .engine import Engine
-from .errors import error_responses, install_handlers
+from .errors import InternalErrors, error_responses, install_handlers
 from .memory import IdleTrimmer
+from .methods import MethodRules
 from .routes import classify, health, items, models, review, similar
 from .routes.common import API_PREFIX
 from .security import BodySizeLimit, ReadDeadline, SecurityHeaders, require_read
@@ -54,6 +56,8 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
     """Build the app; loads the models and the catalog unless an `engine` is given (a
     given engine stays open when the app shuts down: whoever made it closes it)."""
     settings = (settings or ServiceSettings()).check()
+    # Photos decoded at once (on the request threads) hold at most this much memory.
+    DECODE_BUDGET.resize(settings.decode_memory_bytes)
     owned = engine is None
     engine = engine or Engine(settings)
 
@@ -102,6 +106,9 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
     app.include_router(api)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
+    # Innermost first: methods next to the router, a bug's 500 inside the size limits.
+    app.add_middleware(MethodRules, routes=app.routes)
+    app.add_middleware(InternalErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes,
                        max_other_bytes=settings.max_json_bytes)
     app.add_middleware(ReadDeadline, seconds=settings.body_timeout_s)

@@ -3,6 +3,11 @@
 Clients (and the web app) read `{"error": {"status", "code", "message"}}`: a stable
 machine-readable code plus a sentence a person can act on. Library errors are mapped
 here: an unreadable photo is 422, an unknown item 404, a bad filter 400, and so on.
+
+A bug (any other exception) is logged once with its traceback and answered 500 by
+`InternalErrors`, which keeps the connection usable (Starlette's own last-resort handler
+re-raised it: a second traceback from uvicorn and the keep-alive connection reset). A
+client that hangs up mid-upload is logged as one INFO line, not as an error.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (
     CatalogBusyError,
@@ -55,6 +62,7 @@ _MEANING = {
     401: "The API key is missing or wrong",
     403: "Writes are disabled: the service runs without an API key",
     404: "No such item, model, plot or catalog",
+    405: "This method is not allowed on this path (the Allow header lists those that are)",
     408: "The request body arrived too slowly",
     409: "Conflict: the item exists already, or this catalog cannot embed photos",
     413: "The request body is over the size limit",
@@ -101,7 +109,7 @@ def from_library(exc: FashionLensError) -> ApiError:
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 408: "request_timeout", 413: "too_large",
-                 415: "unsupported_media_type"}
+                 415: "unsupported_media_type", 431: "headers_too_large"}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -129,14 +137,52 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_parameter", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and not any(k.lower() == "allow" for k in headers):
+            headers["Allow"] = "GET, HEAD"  # the web app's files (the API's: MethodRules)
+        return error_response(exc.status_code, code, detail, headers or None)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug, not bad input: log the traceback, tell the client without internals.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error",
-                              f"internal error ({type(exc).__name__}); see the server log")
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Not an error of the server: nobody is left to read an answer.
+        log.info("client %s hung up during %s %s", _client(request), request.method,
+                 request.url.path)
+        return error_response(400, "client_disconnected", "the client hung up")
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "?"
+
+
+class InternalErrors:
+    """ASGI middleware (inside the other middleware): an exception no handler took is a
+    bug: its traceback is logged once and the client gets a 500 JSON answer; the
+    exception goes no further, so the server keeps the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last place an exception can be answered
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # half an answer is out: only closing the connection is left
+            response = error_response(500, "internal_error", f"internal error "
+                                      f"({type(exc).__name__}); see the server log")
+            await response(scope, receive, send)

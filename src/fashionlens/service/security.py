@@ -88,12 +88,17 @@ def _size(size: int) -> str:
     return f"{size / (1024 * 1024):g} MB"
 
 
-async def _send_json(send: Send, status: int, body: dict) -> None:
+async def send_json(send: Send, status: int, body: dict,
+                    headers: list[tuple[bytes, bytes]] | None = None, close: bool = True
+                    ) -> None:
+    """Answer with a JSON body straight from a middleware (by default closing the
+    connection: the request's body, if any, is left unread)."""
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
+    head = [(b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()), *(headers or [])]
+    if close:
+        head.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -114,7 +119,7 @@ async def _run_answering(app: ASGIApp, scope: Scope, receive: Receive, send: Sen
     except error as exc:
         if started:
             raise
-        await _send_json(send, exc.status_code, error_body(exc.status_code, code,
+        await send_json(send, exc.status_code, error_body(exc.status_code, code,
                                                            str(exc.detail)))
 
 
@@ -149,11 +154,11 @@ class BodySizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_json(send, 400, error_body(400, "bad_request",
+                    await send_json(send, 400, error_body(400, "bad_request",
                                                            "invalid Content-Length header"))
                     return
                 if declared > limit:
-                    await _send_json(send, 413, error_body(
+                    await send_json(send, 413, error_body(
                         413, "too_large", f"request body is {_size(declared)}, above the "
                                           f"limit of {_size(limit)} for this request"))
                     return

@@ -8,6 +8,7 @@ apply whichever way a deployment is set up.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,26 @@ from ..models.resolve import DEFAULT_NAME, bundled_models
 API_KEY_ENV = "FASHIONLENS_API_KEY"
 DEFAULT_MAX_UPLOAD_MB = 10.0
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_SECONDS = (0.001, 3600, "a number of seconds")
+_WHOLE = "a whole number"
+# Each numeric setting's range: beyond it a value is a typo or an attack on the server
+# (a 1e8 ms batch wait stalls every request; 1e11 cache entries, an inf upload limit).
+_BOUNDS: dict[str, tuple[float, float, str]] = {
+    "max_upload_mb": (0.01, 4096, "a number of megabytes"),
+    "max_json_kb": (1, 100 * 1024, "a number of kilobytes"),
+    "header_timeout_s": _SECONDS, "body_timeout_s": _SECONDS, "keep_alive_s": _SECONDS,
+    "shutdown_timeout_s": _SECONDS, "trim_idle_s": _SECONDS,
+    "batch_wait_ms": (0, 1000, "a number of milliseconds"),
+    "max_batch": (1, 1024, _WHOLE),
+    "cache_entries": (0, 1_000_000, _WHOLE),
+    "max_image_side": (16, 100_000, _WHOLE),
+    "decode_memory_mb": (64, 1024 * 1024, "a number of megabytes"),
+    "port": (1, 65535, _WHOLE),
+}
+
+
+def _shown(number: float) -> str:
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:g}"
 
 
 @dataclass
@@ -63,6 +84,9 @@ class ServiceSettings:
     cache_entries: int = 256
     # Photos whose width or height exceeds this are refused before decoding.
     max_image_side: int = 20_000
+    # Memory all photos being decoded at once may hold; a decode that does not fit waits
+    # for others to finish (one photo alone may take up to data.images.MAX_DECODE_BYTES).
+    decode_memory_mb: float = 1024.0
     # What runs the models and the catalog's embedder (inference.backends.RUNTIMES);
     # vectors match across runtimes, so a catalog built with one is served with another.
     runtime: str = "auto"
@@ -94,28 +118,29 @@ class ServiceSettings:
     def max_json_bytes(self) -> int:
         return int(self.max_json_kb * 1024)
 
+    @property
+    def decode_memory_bytes(self) -> int:
+        return int(self.decode_memory_mb * 1024 * 1024)
+
     def check(self) -> ServiceSettings:
-        """Raise ConfigError for values the service cannot run with."""
-        if not self.max_upload_mb > 0:
-            raise ConfigError(f"max_upload_mb must be positive, not {self.max_upload_mb}")
-        if self.max_batch < 1:
-            raise ConfigError(f"max_batch must be at least 1, not {self.max_batch}")
-        if self.cache_entries < 0:
-            raise ConfigError(f"cache_entries cannot be negative, not {self.cache_entries}")
-        if self.batch_wait_ms < 0:
-            raise ConfigError(f"batch_wait_ms cannot be negative, not {self.batch_wait_ms}")
+        """Raise ConfigError for values the service cannot run with, naming the setting
+        and its range (a YAML file can hold any type; `inf` parses as a float)."""
+        for name, (low, high, what) in _BOUNDS.items():
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if what == "a whole number" and number and isinstance(value, float) \
+                    and value.is_integer() and low <= value <= high:
+                value = int(value)  # 1e3 in YAML is a float
+                setattr(self, name, value)
+            ok = number and math.isfinite(value) and low <= value <= high and (
+                what != "a whole number" or isinstance(value, int))
+            if not ok:
+                raise ConfigError(f"{name} must be {what} from {_shown(low)} to "
+                                  f"{_shown(high)}, not {value!r}")
         if self.api_key is not None and len(self.api_key) < 8:
             raise ConfigError("the API key must be at least 8 characters long")
         if self.protect_reads and not self.api_key:
             raise ConfigError("protect_reads needs an API key")
-        if not self.max_json_kb > 0:
-            raise ConfigError(f"max_json_kb must be positive, not {self.max_json_kb}")
-        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s",
-                     "shutdown_timeout_s", "trim_idle_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0 < value <= 3600):
-                raise ConfigError(f"{name} must be a number of seconds in (0, 3600], "
-                                  f"not {value!r}")
         if self.currency is not None:
             code = str(self.currency).strip().upper()
             if not _CURRENCY.match(code):
@@ -127,8 +152,6 @@ class ServiceSettings:
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, "
                               f"not {self.runtime!r}")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1-65535, not {self.port}")
         return self
 
     def with_environment(self) -> ServiceSettings:
@@ -142,9 +165,12 @@ class ServiceSettings:
         """Read a YAML mapping of these fields; `overrides` (non-None values) win."""
         path = Path(path).expanduser()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a YAML file of service settings "
+                              "is UTF-8 text)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
         if not isinstance(data, dict):

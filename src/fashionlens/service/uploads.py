@@ -21,6 +21,10 @@ RAW_TYPES = ("application/octet-stream",)
 HOW = ("send the photo as multipart/form-data (a file field named 'image') or as the raw "
        "request body with an image/* Content-Type")
 
+# The photo part of a multipart body: only these types are accepted (check_upload_type).
+IMAGE_PART_TYPES = "image/*, application/octet-stream"
+IMAGE_PART_ENCODING = {"image": {"contentType": IMAGE_PART_TYPES}}
+
 # OpenAPI description of the photo body, shared by the endpoints that take one.
 IMAGE_BODY_OPENAPI = {
     "requestBody": {
@@ -28,7 +32,10 @@ IMAGE_BODY_OPENAPI = {
         "content": {
             "multipart/form-data": {
                 "schema": {"type": "object", "required": ["image"],
-                           "properties": {"image": {"type": "string", "format": "binary"}}},
+                           "properties": {"image": {
+                               "type": "string", "format": "binary",
+                               "description": "The photo (" + IMAGE_PART_TYPES + ")."}}},
+                "encoding": IMAGE_PART_ENCODING,
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},

@@ -33,20 +33,28 @@ _STATUS = "(?:" + "|".join(_anycase(s) for s in ("available", "reserved", "sold"
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 # A value starts with a visible character (Python strips any Unicode space around it).
 _SPACES = r"\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_VALUE = "[^" + _SPACES + "\"'=]" + r"[^\x00-\x1f]{0,999}"
-_ITEM = "[^" + _SPACES + ",()\"']" + r"[^\x00-\x1f,()]{0,199}"
+# `;` separates filters outside quotes and parentheses (search.filters.split_filters),
+# so no value holds a `;` or a quote, and a value has at most one pair of parentheses
+# ("T-shirt (long)"; bounded repeats only: a schema validator compiles each one out).
+_PLAIN = r"[^\x00-\x1f;\"'()]"
+_VALUE = ("[^" + _SPACES + "\"'=;()]" + f"{_PLAIN}{{0,999}}"
+          + f"(?:\\({_PLAIN}{{0,200}}\\){_PLAIN}{{0,200}})?")
+_ITEM = "[^" + _SPACES + ",()\"';]" + r"[^\x00-\x1f,();\"']{0,199}"
 _IN = f" +(?:not +)?in{_SP}\\({_SP}"
-FILTER_PATTERN = "^" + _SP + "(?:" + "|".join([
+_ONE_FILTER = _SP + "(?:" + "|".join([
     f"(?:{_TEXT_FIELD}|{_EXTRA_FIELD}){_SP}(?:==?|!=){_SP}{_VALUE}",
     f"(?:{_anycase('price')}|{_EXTRA_FIELD}){_SP}(?:<=?|>=?|==?|!=){_SP}{_NUMBER}{_SP}",
     f"{_anycase('status')}{_SP}(?:==?|!=){_SP}{_STATUS}{_SP}",
     f"(?:{_TEXT_FIELD}|{_EXTRA_FIELD}){_IN}{_ITEM}(?:{_SP},{_SP}{_ITEM})*{_SP}\\){_SP}",
     f"{_anycase('status')}{_IN}{_STATUS}{_SP}(?:,{_SP}{_STATUS}{_SP})*\\){_SP}",
-]) + ")$"
+]) + ")"
+# One filter, or several separated by `;` (as the CLI's --filter and the web app's box).
+FILTER_PATTERN = f"^{_ONE_FILTER}(?:;{_ONE_FILTER})*(?:;{_SP})?$"
 _FILTER_RE = re.compile(FILTER_PATTERN)
 FILTER_HELP = ("FIELD=VALUE or FIELD!=VALUE (category, colour, size, id, status, "
                "extra.NAME), price<NUMBER (also <=, >, >=, =, !=; extra.NAME too), or "
-               "FIELD in (A, B) / FIELD not in (A, B); no quotes (repeatable)")
+               "FIELD in (A, B) / FIELD not in (A, B); no quotes; several separated by "
+               "';' (repeatable)")
 MAX_FILTERS = 20
 
 # Steering terms: NAME=WEIGHT or NAME:WEIGHT, the weight between -10 and 10.

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...search.catalog import (
     MAX_EXTRA_FIELDS,
@@ -19,11 +20,12 @@ from ...search.catalog import (
     MAX_VALUE_CHARS,
     Catalog,
     ItemRecord,
+    check_extra,
 )
 from ..engine import decode_upload
 from ..errors import ApiError, error_responses
 from ..security import require_write
-from ..uploads import check_upload_type
+from ..uploads import IMAGE_PART_ENCODING, check_upload_type
 from .common import check_filters, filter_query, get_engine, item_json
 
 router = APIRouter(tags=["catalog"])
@@ -42,7 +44,9 @@ async def catalog_info(request: Request) -> dict:
     directions = await catalog.call(catalog.directions)
     query = engine.query
     return {"items": info["items"], "statuses": info["statuses"],
-            "categories": info["categories"], "dimension": info["dimension"],
+            "categories": info["categories"], "values": info["values"],
+            "tags": info["tags"], "weak_below": info["weak_below"],
+            "dimension": info["dimension"],
             "index": info["index"], "created_at": info["created_at"],
             "steering": catalog.supports_steering, "directions": directions,
             "query_model": query.model.name if query and query.model else None,
@@ -89,7 +93,28 @@ async def item_photo(request: Request, item_id: str) -> FileResponse:
                         headers={"Cache-Control": "private, max-age=300"})
 
 
-@router.get("/items/{item_id:path}", summary="One item", responses=error_responses(404))
+# An item's sub-resources and the methods they take. No item id ends in one of them
+# (the catalog refuses such ids), so `PATCH /items/ID/sold` is the sale of item ID.
+_SUB_RESOURCES = {"/photo": {"GET", "HEAD"}, "/sold": {"POST"}}
+
+
+def not_a_sub_resource(request: Request, item_id: str) -> None:
+    """405 with the sub-resource's Allow header for `PATCH /items/ID/sold` and the like
+    (the `{item_id:path}` routes took them for an item 'ID/sold': 404, or 422 for a
+    PATCH without a body)."""
+    for suffix, methods in _SUB_RESOURCES.items():
+        if item_id.endswith(suffix) and request.method not in methods:
+            allow = ", ".join(sorted(methods))
+            raise StarletteHTTPException(
+                405, f"{request.method} is not allowed on an item's {suffix[1:]}; "
+                     f"allowed: {allow}", headers={"Allow": allow})
+
+
+SUB_RESOURCE = Depends(not_a_sub_resource)
+
+
+@router.get("/items/{item_id:path}", summary="One item", dependencies=[SUB_RESOURCE],
+            responses=error_responses(404, 405))
 async def get_item(request: Request, item_id: str) -> dict:
     catalog = get_engine(request).require_catalog()
     return item_json(await catalog.call(catalog.catalog.get, item_id))
@@ -145,19 +170,33 @@ def check_update(values: dict[str, Any]) -> None:
 
 
 def _extra(value: str | None) -> dict:
+    """The `extra` form field: a JSON object of fields, checked as the catalog checks
+    them (400 naming the field), nesting bounded (a value 1,000 levels deep was a 500)."""
     if not value:
         return {}
     try:
         extra = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ApiError(400, "bad_extra", f"extra: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ApiError(400, "bad_extra", "extra: nested too deeply") from None
     if not isinstance(extra, dict):
         raise ApiError(400, "bad_extra", "extra: expected a JSON object")
+    try:
+        check_extra(extra)
+    except RecursionError:
+        raise ApiError(400, "bad_extra", "extra: nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, "bad_extra", str(exc)) from None
     return extra
+
+
 
 
 @router.post("/items", status_code=201, summary="Add an item with its photo",
              dependencies=[Depends(require_write)],
+             openapi_extra={"requestBody": {"content": {"multipart/form-data": {
+                 "encoding": IMAGE_PART_ENCODING}}}},
              responses=error_responses(400, 401, 403, 404, 408, 409, 413, 415, 422, 503))
 async def add_item(
     request: Request,
@@ -192,8 +231,8 @@ async def add_item(
 
 
 @router.patch("/items/{item_id:path}", summary="Change an item's metadata",
-              dependencies=[Depends(require_write)],
-              responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
+              dependencies=[SUB_RESOURCE, Depends(require_write)],
+              responses=error_responses(400, 401, 403, 404, 405, 408, 413, 422, 503),
               openapi_extra=UPDATE_BODY_OPENAPI)
 async def update_item(request: Request, item_id: str,
                       values: Annotated[dict[str, Any],
@@ -213,8 +252,8 @@ async def mark_sold(request: Request, item_id: str) -> dict:
 
 
 @router.delete("/items/{item_id:path}", summary="Delete an item, its vector and its photo",
-               dependencies=[Depends(require_write)],
-             responses=error_responses(401, 403, 404, 503))
+               dependencies=[SUB_RESOURCE, Depends(require_write)],
+               responses=error_responses(401, 403, 404, 405, 503))
 async def delete_item(request: Request, item_id: str) -> dict:
     catalog = get_engine(request).require_catalog()
     removed = await catalog.call(catalog.catalog.remove, [item_id])
