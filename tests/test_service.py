@@ -113,7 +113,7 @@ def test_health_and_readiness(client):
 
 def test_web_app_pages_and_assets_are_served_locally(client):
     for page, marker in (("/", "Try it"), ("/catalog.html", "Browse and filter"),
-                         ("/models.html", "Compare")):
+                         ("/models.html", "what it answers")):
         response = client.get(page)
         assert response.status_code == 200 and marker in response.text
         assert "http://" not in response.text and "https://" not in response.text
