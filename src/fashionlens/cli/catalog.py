@@ -409,6 +409,59 @@ def reembed(
 
 
 @catalog_app.command()
+def retag(
+    catalog: CatalogOption,
+    batch_size: BatchSize = 32,
+    runtime: RuntimeName = "auto",
+) -> None:
+    """Tag every item's photo again with the catalog's model (its heads' predictions).
+
+    For a catalog built before tags, or after a model change. Resumable; the tags change
+    in one step at the end; the shop's own values are never touched.
+    """
+    from ..search.catalog import Catalog
+
+    with Catalog(catalog, runtime=runtime) as cat:
+        total = cat.tag_summary()["items_with_photos"]
+        with StepBar("tagging", total) as bar:
+            result = cat.retag(batch_size=batch_size, progress=lambda n: bar.advance(steps=n))
+    out.print(f"tagged {result['items']} items with {result['model']} "
+              f"({', '.join(result['tasks']) or 'no heads: nothing to predict'}; "
+              f"{result['resumed']} from an interrupted run); {result['tagged']} items "
+              "carry predicted tags")
+
+
+@catalog_app.command("review")
+def review_tags(
+    catalog: CatalogOption,
+    min_probability: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="How sure a prediction must be to be listed."),
+    ] = 0.9,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List items whose shop value (category, colour, ...) disagrees with a confident
+    prediction of the catalog's model: possibly filed under the wrong value."""
+    from ..search.catalog import Catalog
+
+    with Catalog(catalog) as cat:
+        found = cat.review_tags(min_probability)
+    if as_json:
+        print(json.dumps({"min_probability": min_probability, "items": found}))
+        return
+    table = Table(title=f"shop values that a prediction (p >= {min_probability}) disputes",
+                  title_justify="left")
+    for name in ("id", "field", "shop", "predicted", "probability"):
+        table.add_column(name, justify="right" if name == "probability" else "left",
+                         overflow="fold")
+    for row in found:
+        table.add_row(row["id"], row["field"], str(row["shop"]), row["predicted"],
+                      f"{row['probability']:.4f}")
+    out.print(table)
+    out.print(f"{len(found)} item value(s) to check")
+
+
+@catalog_app.command()
 def duplicates(
     catalog: CatalogOption,
     threshold: Annotated[
@@ -439,6 +492,25 @@ def duplicates(
     out.print(f"{len(pairs)} pairs")
 
 
+def _value_rows(summary: dict) -> list[tuple[str, str]]:
+    """`catalog info`'s rows of items per value (shop's or predicted: the filter rule),
+    and what carries predicted tags."""
+    rows = []
+    for field, values in summary["values"].items():
+        text = ", ".join(f"{v} {c['items']}" + (f" ({c['predicted']} predicted)"
+                                                 if c["predicted"] else "")
+                         for v, c in list(values.items())[:12])
+        rows.append((field, text + (" ..." if len(values) > 12 else "")))
+    tags = summary["tags"]
+    rows.append(("predicted tags", f"{tags['tagged_items']} of {tags['items_with_photos']} "
+                 f"items with photos ({', '.join(tags['tasks']) or 'none'})"
+                 + ("; `catalog retag` tags the rest"
+                    if tags["tagged_items"] < tags["items_with_photos"] else "")))
+    if summary.get("weak_below") is not None:
+        rows.append(("weak below", f"similarity {summary['weak_below']:.4f}"))
+    return rows
+
+
 @catalog_app.command()
 def info(
     catalog: CatalogOption,
@@ -464,10 +536,12 @@ def info(
              + (f", {summary['tombstones']} removed" if summary["tombstones"] else "")
              if summary["index"] else "none yet")
     for name, value in (("items", f"{summary['items']}" + (f" ({statuses})" if statuses else "")),
-                        ("categories", categories or "-"),
+                        *([] if summary["values"].get("category") else
+                          [("categories", categories or "-")]),
                         ("model", f"{summary['model']} ({summary['dimension']}-d)"
                                   if summary["model"] else "not chosen yet"),
                         ("index", index),
+                        *_value_rows(summary),
                         ("directions", ", ".join(summary["directions"]) or "-"),
                         ("created", summary["created_at"] or "")):
         table.add_row(name, value)

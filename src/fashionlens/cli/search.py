@@ -78,8 +78,20 @@ def item_table(title: str | None, items: list[Item], matches: list[Match] | None
             table.add_column(name, justify="right" if name in ("#", "similarity", "price")
                              else "left", no_wrap=True, min_width=len(name))
     for row in range(len(items)):
-        table.add_row(*(cells[name][row] for name in shown))
+        if matches is not None and matches[row].weak and (row == 0 or not matches[row - 1].weak):
+            table.add_section()  # where good matches end (see `weak_note`)
+        table.add_row(*(cells[name][row] for name in shown),
+                      style="dim" if matches is not None and matches[row].weak else None)
     return table
+
+
+def weak_note(matches: list[Match], floor: float | None) -> str | None:
+    """The line under a table of matches that holds weak ones (below the catalog's floor)."""
+    weak = sum(m.weak for m in matches)
+    if not weak or floor is None:
+        return None
+    return (f"{weak} weak match{'es' if weak > 1 else ''} below the line (similarity < "
+            f"{floor:.4f}, this catalog's relevance floor; --min-similarity cuts them)")
 
 
 def search(
@@ -91,6 +103,22 @@ def search(
     item: Annotated[
         str | None,
         typer.Option("--item", help="Find items similar to this catalog item instead."),
+    ] = None,
+    like: Annotated[
+        list[str] | None,
+        typer.Option("--like", metavar="ID",
+                     help="More like these: an item the shopper liked (repeatable)."),
+    ] = None,
+    unlike: Annotated[
+        list[str] | None,
+        typer.Option("--unlike", metavar="ID",
+                     help="With --like: less like this item (repeatable)."),
+    ] = None,
+    min_similarity: Annotated[
+        float | None,
+        typer.Option("--min-similarity", min=-1.0, max=1.0,
+                     help="Leave out matches less similar than this (see the weak matches "
+                          "a search marks)."),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="How many items.")] = 10,
     filters: Annotated[
@@ -113,18 +141,28 @@ def search(
     from ..search.catalog import Catalog
     from ..search.steering import parse_steering
 
-    if (image is None) == (item is None):
-        raise FashionLensError("give a photo to search with, or --item ID (one of them)")
+    if unlike and not like:
+        raise FashionLensError("--unlike needs at least one --like ID")
+    if sum(x is not None for x in (image, item, like or None)) != 1:
+        raise FashionLensError("give a photo to search with, --item ID, or --like ID "
+                               "(one of them)")
     with Catalog(catalog, model=model, runtime=runtime) as cat:
         weights = parse_steering(steer)
-        matches = cat.search(image, item=item, k=k, filters=filters, steer=weights)
+        matches = cat.search(image, item=item, k=k, filters=filters, steer=weights,
+                             like=like, unlike=unlike, min_similarity=min_similarity)
+        floor = cat.relevance_floor()
     if as_json:
-        query = {"image": str(image)} if image is not None else {"item": item}
+        query = ({"image": str(image)} if image is not None else {"item": item}
+                 if item is not None else {"like": list(like or []),
+                                           "unlike": list(unlike or [])})
         results = [{"rank": rank, **m.to_dict()} for rank, m in enumerate(matches, start=1)]
         print(json.dumps({"query": query, "k": k, "filters": list(filters or []),
-                          "steer": weights, "results": results}))
+                          "steer": weights, "min_similarity": min_similarity,
+                          "weak_below": floor, "results": results}))
         return
-    what = f"items like {image}" if image is not None else f"items like item {item}"
+    what = (f"items like {image}" if image is not None else f"items like item {item}"
+            if item is not None else "more like " + ", ".join(like or [])
+            + (" and less like " + ", ".join(unlike) if unlike else ""))
     if filters:
         what += f" ({', '.join(filters)})"
     if weights:
@@ -132,5 +170,8 @@ def search(
     # A line of its own: as the table's title it would wrap at the table's width.
     out.print(what, highlight=False)
     out.print(item_table(None, [m.item for m in matches], matches))
+    note = weak_note(matches, floor)
+    if note:
+        out.print(note, highlight=False)
     if not matches:
         out.print("no matching items")

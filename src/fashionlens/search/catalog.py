@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError, ModelError
-from . import steering
+from . import steering, tags
 from .backends import DEFAULT_BACKEND, IndexBackend, get_backend
-from .embeddings import Embedder
-from .filters import canonical_field, column_sql, parse_filters, to_sql
-from .indexing import TRAIN_SEED, IndexKeeper
+from .embeddings import Embedder, normalise
+from .filters import PREDICTABLE, canonical_field, column_sql, parse_filters, to_sql, value_sql
+from .indexing import TRAIN_SEED, IndexKeeper, weak_below
 from .ingest import VECTOR_BATCH_ROWS, Ingestor
 from .query import DUPLICATE_THRESHOLD, EXACT_LIMIT, RERANK_FACTOR, RERANK_MIN, QueryPlanner
 from .records import (
@@ -86,6 +86,16 @@ from .store import (
 )
 
 INDEX_FILE = "index.faiss"
+# "More like these": the query is the normalised mean of the liked items' vectors minus
+# UNLIKE_WEIGHT times the normalised mean of the unliked ones, normalised again
+# (Rocchio's relevance feedback, with its classic negative weight of about a quarter of
+# the positive). At most MAX_LIKED ids of each kind.
+UNLIKE_WEIGHT = 0.25
+MAX_LIKED = 100
+# `review_tags`: a prediction this sure that disagrees with the shop's value is listed.
+REVIEW_PROBABILITY = 0.9
+# `info`: values listed per field (the most frequent first).
+INFO_VALUES = 100
 
 __all__ = [
     "CATALOG_DB", "DUPLICATE_THRESHOLD", "EXACT_LIMIT", "IMAGES_DIR", "INDEX_FILE", "IN_CHUNK",
@@ -121,6 +131,8 @@ class Catalog:
                  runtime: str = "auto", backend: str | None = None) -> None:
         self.path = Path(path).expanduser()
         self.runtime = runtime
+        # Photos added are tagged by the model's heads in the same forward pass (`tags`).
+        self.tagging = True
         db_path = self.path / CATALOG_DB
         fresh = not db_path.is_file()
         if fresh:
@@ -313,6 +325,40 @@ class Catalog:
         self.planner.invalidate()
         return result
 
+    def retag(self, *, batch_size: int = 32, chunk: int = 512,
+              progress: Callable[[int], None] | None = None) -> dict:
+        """Tag every item that has a stored photo again with the catalog's model (e.g.
+        for a catalog built before tags, or after a model change): resumable and
+        atomic like `reembed` (see `migrate`). The shop's values are not touched."""
+        from .migrate import retag
+
+        result = retag(self.store, self.embedder(), batch_size=batch_size, chunk=chunk,
+                       progress=progress)
+        self.planner.invalidate()
+        return result
+
+    def review_tags(self, min_probability: float = REVIEW_PROBABILITY) -> list[dict]:
+        """Items whose shop value disagrees with a prediction at least this sure (compared
+        without case): a listing filed under the wrong category, a colour mistyped. Most
+        sure first."""
+        if not 0.0 <= min_probability <= 1.0:
+            raise FashionLensError(f"min_probability must be in [0, 1], not {min_probability}")
+        found = []
+        for field in (*PREDICTABLE, *[f for f in tags.predicted_fields(self.store.db)
+                                      if f.startswith("extra.")]):
+            column = column_sql(field)
+            for row in self.store.db.execute(
+                    f"SELECT i.id, {column} AS shop, p.task, "
+                    f"p.label, p.probability FROM items i JOIN predictions p ON p.key = i.key "
+                    f"WHERE p.field = ? AND p.kind = ? AND p.probability >= ? "
+                    f"AND {column} IS NOT NULL "
+                    f"AND lower({column}) != lower(p.label)",
+                    (field, tags.CLASSIFICATION, min_probability)):
+                found.append({"id": row["id"], "field": field, "shop": row["shop"],
+                              "task": row["task"], "predicted": row["label"],
+                              "probability": round(float(row["probability"]), 4)})
+        return sorted(found, key=lambda r: (-r["probability"], r["id"], r["field"]))
+
     # -- adding items
 
     def add_iter(self, records: Iterable[ItemRecord], batch_size: int = 32,
@@ -335,19 +381,22 @@ class Catalog:
             while batch := list(itertools.islice(iterator, batch_size)):
                 outcomes, todo = ingest.plan(batch, seen, image_root)
                 if todo:
+                    # The vector and the model's tags come from one forward pass.
                     results = self.embedder().embed([batch[i].image for i in todo],
                                                     names=[batch[i].describe() for i in todo],
-                                                    batch_size=batch_size)
-                    ready, vectors = [], []
+                                                    batch_size=batch_size, tags=self.tagging)
+                    ready, vectors, predicted = [], [], []
                     for i, result in zip(todo, results, strict=True):
                         if result.ok:
                             ready.append(i)
                             vectors.append(result.vector)
+                            predicted.append(result.predictions)
                         else:
                             outcomes[i] = AddOutcome(batch[i].id, "failed",
                                                      batch[i].describe(), result.error)
                     if ready:
-                        keys = ingest.commit(batch, np.stack(vectors), outcomes, ready)
+                        keys = ingest.commit(batch, np.stack(vectors), outcomes, ready,
+                                             predicted if self.tagging else None)
                         changed = changed or bool(len(keys))
                 yield from outcomes  # type: ignore[misc]
         except BaseException:
@@ -522,23 +571,40 @@ class Catalog:
 
     def search(self, image: str | Path | bytes | Any = None, *, item: str | None = None,
                vector: np.ndarray | None = None, k: int = 10, filters=None,
-               steer: Mapping[str, float] | str | None = None) -> list[Match]:
+               steer: Mapping[str, float] | str | None = None,
+               like: Sequence[str] | None = None, unlike: Sequence[str] | None = None,
+               min_similarity: float | None = None) -> list[Match]:
         """The k items most similar to a photo (path, bytes, PIL image), to an item
         (which is left out of its own results) or to a precomputed `vector`, best
         first, among those matching `filters` (strings such as 'price<30', a list of
         them, or a mapping), with the query moved along learned directions
         (`steer={"striped": 0.5}` or 'striped=0.5, solid=-0.3'; see `learn_directions`).
         Similarities are exact (float vectors), also when an approximate index found
-        them."""
-        if sum(x is not None for x in (image, item, vector)) != 1:
-            raise FashionLensError("search by a photo, an item id or a vector (exactly one)")
+        them.
+
+        `like` (item ids a shopper liked) searches for more like these, `unlike` (only
+        with `like`) away from those (see UNLIKE_WEIGHT); the items named are left out
+        of the results. Each match says whether it is below the catalog's relevance
+        floor (`weak`, see `indexing.FLOOR_NEIGHBOUR`); `min_similarity` drops the matches
+        below it (then fewer than k may come back)."""
+        like = list(like or [])
+        unlike = list(unlike or [])
+        if unlike and not like:
+            raise FashionLensError("--unlike needs at least one --like item")
+        if sum(x is not None for x in (image, item, vector, like or None)) != 1:
+            raise FashionLensError("search by a photo, an item id, a vector or liked items "
+                                   "(exactly one)")
         if k < 1:
             raise FashionLensError(f"k must be at least 1, not {k}")
+        if min_similarity is not None and not -1.0 <= float(min_similarity) <= 1.0:
+            raise FashionLensError(f"min_similarity must be from -1 to 1, not {min_similarity}")
         conditions = parse_filters(filters)
         weights = parse_steering(steer)
         directions = self.store.direction_vectors() if weights else {}
         excluded: list[int] = []
-        if item is not None:
+        if like:
+            query, excluded = self._liked_query(like, unlike)
+        elif item is not None:
             key, query = self.store.stored_vector(item)
             excluded = [key]
         elif vector is not None:
@@ -548,7 +614,44 @@ class Catalog:
             query = self.embedder().embed_one(image, name=label)
         if weights:
             query = steering.steer(query, directions, weights)
-        return self.planner.search(query, k, conditions, excluded)
+        matches = self.planner.search(query, k, conditions, excluded)
+        floor = self.relevance_floor()
+        for match in matches:
+            match.weak = floor is not None and match.similarity < floor
+        if min_similarity is not None:
+            matches = [m for m in matches if m.similarity >= min_similarity]
+        return matches
+
+    def relevance_floor(self) -> float | None:
+        """The similarity below which a result is a weak match (measured on this catalog:
+        `indexing.FLOOR_NEIGHBOUR`); None for a catalog too small to measure."""
+        return weak_below(self.store)
+
+    def _liked_query(self, like: list[str], unlike: list[str]) -> tuple[np.ndarray, list[int]]:
+        """The query vector of "more like these" (see UNLIKE_WEIGHT) and the keys of the
+        items named (left out of the results)."""
+        for name, ids in (("like", like), ("unlike", unlike)):
+            if len(ids) > MAX_LIKED:
+                raise FashionLensError(f"{len(ids)} --{name} items; at most {MAX_LIKED}")
+        both = sorted(set(like) & set(unlike))
+        if both:
+            raise FashionLensError(f"item(s) both liked and unliked: {', '.join(both[:5])}")
+        keys: list[int] = []
+
+        def mean(ids: list[str]) -> np.ndarray:
+            vectors = []
+            for item_id in dict.fromkeys(ids):
+                key, vector = self.store.stored_vector(item_id)
+                keys.append(key)
+                vectors.append(vector)
+            return np.mean(vectors, axis=0)
+
+        query = normalise(mean(like))
+        if unlike:
+            query = query - UNLIKE_WEIGHT * normalise(mean(unlike))
+        if not np.all(np.isfinite(query)) or not np.any(query):
+            raise FashionLensError("the liked items cancel out; like some other items")
+        return normalise(query), keys
 
     def filter_mask(self, filters) -> np.ndarray:
         """Boolean array over item keys: the items matching `filters` (what a filtered
@@ -636,6 +739,9 @@ class Catalog:
             "items": len(self),
             "statuses": statuses,
             "categories": categories,
+            "values": self.value_counts(),
+            "tags": self.tag_summary(),
+            "weak_below": self.relevance_floor(),
             "model": self.model,
             "model_fingerprint": self.store.meta("model_fingerprint"),
             "dimension": self.dim,
@@ -648,3 +754,31 @@ class Catalog:
             "created_at": self.store.meta("created_at"),
         }
 
+    def value_counts(self, limit: int = INFO_VALUES) -> dict[str, dict[str, dict[str, int]]]:
+        """Items per value of each field the model's tags can fill, by the filter rule
+        (`tags`): {field: {value: {"items": n, "predicted": m}}}, m of them from a
+        prediction (no shop value); the most frequent `limit` values of each field."""
+        db = self.store.db
+        fields = [*PREDICTABLE, *[f for f in tags.predicted_fields(db)
+                                  if f.startswith("extra.") and f not in PREDICTABLE]]
+        counts: dict[str, dict[str, dict[str, int]]] = {}
+        for field in fields:
+            rows = db.execute(
+                f"SELECT {value_sql(field)} AS v, count(*), sum({column_sql(field)} IS NULL) "
+                f"FROM items GROUP BY v COLLATE NOCASE HAVING v IS NOT NULL "
+                f"ORDER BY 2 DESC, 1 LIMIT ?", (limit,)).fetchall()
+            if rows:
+                counts[field] = {str(r[0]): {"items": int(r[1]), "predicted": int(r[2] or 0)}
+                                 for r in rows}
+        return counts
+
+    def tag_summary(self) -> dict:
+        """Which model tagged the items and how many carry tags (`catalog retag` tags the
+        rest: photos added before tags, or after a change of model)."""
+        db = self.store.db
+        tagged = int(db.execute("SELECT count(DISTINCT key) FROM predictions").fetchone()[0])
+        photos = int(db.execute("SELECT count(*) FROM items WHERE image != ''").fetchone()[0])
+        tasks = [r[0] for r in db.execute(
+            "SELECT DISTINCT task FROM predictions ORDER BY task")]
+        return {"tagged_items": tagged, "items_with_photos": photos, "tasks": tasks,
+                "fields": {task: tags.field_of(task) for task in tasks}}

@@ -39,6 +39,8 @@ class Embedded:
     error: str | None = None
     # "Not a garment" score (`inference.unknown`), when asked for and the model is calibrated
     unknown_score: float | None = None
+    # What the model's heads predict (`tags.Prediction`s), when asked for (`embed(tags=True)`)
+    predictions: list | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,25 @@ class Embedder(RuntimeHolder):
         """Unit vectors for a batch of pre-processed photos."""
         return self.runtime.run(batch, (VECTOR,))[VECTOR]
 
+    @property
+    def heads(self) -> list:
+        """The model's scoring heads (`models.info.HeadSpec`; none for a bare backbone):
+        what tags a catalog's items."""
+        return [h for h in getattr(self.runtime, "heads", None) or []
+                if h.name in self.runtime.outputs]
+
+    def vectors_and_scores(self, batch: np.ndarray, unknown: bool = False
+                           ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """Unit vectors, every head's scores and (with `unknown`, for a calibrated model)
+        the "not a garment" scores: all from one forward pass."""
+        wanted = [VECTOR] + [h.name for h in self.heads]
+        if unknown and self.unknown is not None:
+            wanted += [o for o in self.unknown.outputs if o not in wanted]
+        outputs = self.runtime.run(batch, wanted)
+        scores = (self.unknown.score_outputs(outputs)
+                  if unknown and self.unknown is not None else None)
+        return outputs[VECTOR], {h.name: outputs[h.name] for h in self.heads}, scores
+
     def vectors_and_unknown(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Unit vectors and, from the same forward pass, the "not a garment" scores (None
         when the model is not calibrated)."""
@@ -97,12 +118,17 @@ class Embedder(RuntimeHolder):
         return self.vectors(self._prepare(source, name)[None])[0]
 
     def embed(self, sources: Sequence, names: Sequence[str] | None = None,
-              batch_size: int = 32, unknown: bool = False) -> Iterator[Embedded]:
+              batch_size: int = 32, unknown: bool = False, tags: bool = False
+              ) -> Iterator[Embedded]:
         """Yield one `Embedded` per source, in order; unreadable photos carry an error.
 
         `names` label the sources in error messages (default: the path, or `<image N>`);
-        `unknown` adds each photo's "not a garment" score where the model is calibrated.
+        `unknown` adds each photo's "not a garment" score where the model is calibrated;
+        `tags` adds what the model's heads predict (`tags.predictions_from_scores`), from
+        the same forward pass.
         """
+        from .tags import predictions_from_scores
+
         if names is None:
             names = [str(s) if isinstance(s, str | Path) else f"<image {i}>"
                      for i, s in enumerate(sources)]
@@ -112,16 +138,22 @@ class Embedder(RuntimeHolder):
         batches = decoded_batches(labelled, lambda pair: self._prepare(*pair), batch_size,
                                   self.threads)
         for decoded in batches:
-            vecs, scores = [], None
+            vecs, scores, heads = [], None, {}
             if decoded.batch is not None:
-                vecs, scores = (self.vectors_and_unknown(decoded.batch) if unknown
-                                else (self.vectors(decoded.batch), None))
+                if tags:
+                    vecs, heads, scores = self.vectors_and_scores(decoded.batch, unknown)
+                else:
+                    vecs, scores = (self.vectors_and_unknown(decoded.batch) if unknown
+                                    else (self.vectors(decoded.batch), None))
             by_pos = {i: row for row, i in enumerate(decoded.rows)}
             for i, (_, name) in enumerate(decoded.sources):
                 if i in by_pos:
                     row = by_pos[i]
                     yield Embedded(source=name, vector=vecs[row], unknown_score=(
-                        None if scores is None else float(scores[row])))
+                        None if scores is None else float(scores[row])), predictions=(
+                        predictions_from_scores(self.heads, {n: v[row] for n, v in
+                                                             heads.items()})
+                        if tags else None))
                 else:
                     yield Embedded(source=name, error=decoded.errors[i].reason)
 

@@ -7,6 +7,10 @@
     status=available        available, reserved or sold
     extra.brand=Zara        a column kept in the item's `extra` data
 
+A filter on a field the catalog's model predicts (category, colour, extra.season, ...:
+`tags.TASK_FIELDS`) reads the shop's value, or where the shop gave none the confident
+prediction (`tags.effective_sql`: the one rule).
+
 Several filters all have to hold: give a list, or one text with `;` between them
 (`category=Dress; price<30`, what the CLI's --filter and the web app's filter box take;
 a `;` inside quotes belongs to the value). They choose the candidate items before any
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError
+from .tags import effective_sql
 
 # Item fields that can be filtered on, and whether they hold text or numbers.
 FIELDS = {"id": "text", "category": "text", "colour": "text", "size": "text",
@@ -204,11 +209,24 @@ def column_sql(field: str) -> str:
     return "key" if field == "key" else field
 
 
+# Text fields a model's prediction can fill where the shop gave no value (`tags`).
+PREDICTABLE = ("category", "colour")
+
+
+def value_sql(field: str) -> str:
+    """The SQL expression of a field's value as filters see it: the shop's value, or for
+    a predictable field without one, the confident prediction (`tags.effective_sql`)."""
+    column = column_sql(field)
+    if field in PREDICTABLE or field.startswith("extra."):
+        return effective_sql(field, column)
+    return column
+
+
 def to_sql(filters: list[Filter]) -> tuple[str, list]:
     """A WHERE clause (without the keyword; `1` when empty) and its parameters."""
     clauses, params = [], []
     for f in filters:
-        column = column_sql(f.field)
+        column = value_sql(f.field)
         numeric = FIELDS.get(f.field) == "number"
         if f.is_extra and f.op in ("<", "<=", ">", ">="):
             column, numeric = f"CAST({column} AS REAL)", True
@@ -233,6 +251,8 @@ def to_sql(filters: list[Filter]) -> tuple[str, list]:
 
 # Columns kept in memory, in the order `FilterColumns.set_rows` takes them after the key.
 COLUMN_FIELDS = ("category", "colour", "size", "price", "status")
+# What reads them (predicted values where the shop gave none, as `to_sql` does).
+COLUMNS_SQL = ", ".join(value_sql(name) for name in COLUMN_FIELDS)
 _TEXT_COLUMNS = ("category", "colour", "size", "status")
 # SQLite's NOCASE folds ASCII letters only; fold the same way so both paths agree.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -24,6 +24,25 @@ log = logging.getLogger("fashionlens.search.catalog")
 # Training vectors for an index that wants training (IVF) are a random sample of the
 # catalog, drawn with this seed (so a rebuild of the same catalog gives the same index).
 TRAIN_SEED = 0
+# The relevance floor: a search result less similar to its query than WEAK_BELOW is a
+# weak match (`"weak": true`). It is measured on the catalog itself whenever its index is
+# built, and again when the number of items has changed by more than FLOOR_REMEASURE
+# since: for a random sample of FLOOR_SAMPLE items (seed FLOOR_SEED), the similarity of
+# each to its FLOOR_NEIGHBOUR-th nearest other item; the floor is the FLOOR_PERCENTILE-th
+# percentile of those. A result below it is further from the query than 95 % of the
+# catalog's items are from their tenth nearest neighbour: below what the catalog's own
+# density supports for "looks alike". Stored in the catalog's meta as `weak_below`
+# (with `floor_items`, the count it was measured at); a catalog of fewer than
+# FLOOR_MIN_ITEMS items has none.
+FLOOR_SAMPLE = 500
+FLOOR_NEIGHBOUR = 10
+FLOOR_PERCENTILE = 5.0
+FLOOR_SEED = 0
+FLOOR_REMEASURE = 0.1
+FLOOR_MIN_ITEMS = 3
+# Up to this many items the neighbours are found exactly over the stored vectors (numpy);
+# past it, with the index.
+FLOOR_EXACT_ITEMS = 20_000
 
 
 class IndexKeeper:
@@ -190,6 +209,7 @@ class IndexKeeper:
             else:
                 self.index.write(self.path)
                 self.last_rebuild["write_s"] = time.perf_counter() - start
+            self.measure_floor(force=True)
             removed = 0
             if clean_photos:  # under the lock: no writer is between copy and commit
                 for photo in self.store.unused_photos():
@@ -257,3 +277,63 @@ class IndexKeeper:
                 self.rebuild(clean_photos=False)
             else:
                 self.save()
+                self.measure_floor()
+
+    def _exact_neighbours(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (similarities, keys) of each query among the stored vectors."""
+        best_sims = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_keys = np.zeros((len(queries), 0), dtype=np.int64)
+        for keys, vectors in self.store.scan():
+            sims = np.concatenate([best_sims, queries @ vectors.T], axis=1)
+            all_keys = np.concatenate([best_keys, np.broadcast_to(keys, (len(queries),
+                                                                         len(keys)))], axis=1)
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            best_sims = np.take_along_axis(sims, top, axis=1)
+            best_keys = np.take_along_axis(all_keys, top, axis=1)
+        return best_sims, best_keys
+
+    def measure_floor(self, force: bool = False) -> float | None:
+        """Measure and store the relevance floor (see WEAK_BELOW's constants) when the
+        index was just built (`force`) or the catalog's size moved by more than
+        FLOOR_REMEASURE since it was last measured; returns the floor in force."""
+        store = self.store
+        count = store.count()
+        measured = store.meta("floor_items")
+        if not force and measured is not None and measured.isdigit() and \
+                abs(count - int(measured)) <= FLOOR_REMEASURE * max(1, int(measured)):
+            return weak_below(store)
+        floor = None
+        index = self.index
+        if index is not None and count >= FLOOR_MIN_ITEMS:
+            keys = np.sort(index.ids())
+            rng = np.random.default_rng(FLOOR_SEED)
+            sample = np.sort(rng.choice(keys, min(len(keys), FLOOR_SAMPLE), replace=False))
+            found, vectors = store.vectors_for(sample)
+            neighbour = min(FLOOR_NEIGHBOUR, len(keys) - 1)
+            if count <= FLOOR_EXACT_ITEMS:  # exact, over the stored vectors
+                sims, ids = self._exact_neighbours(vectors, neighbour + 1)
+            else:
+                sims, ids = index.search(vectors, neighbour + 1)
+            values = []
+            for row, key in enumerate(found):
+                others = sims[row][(ids[row] != key) & (ids[row] >= 0)]
+                if len(others) >= neighbour:
+                    values.append(float(others[neighbour - 1]))
+            if values:
+                floor = float(np.percentile(values, FLOOR_PERCENTILE))
+        with store.transaction(changes_items=False) as db:
+            if floor is None:
+                db.execute("DELETE FROM meta WHERE name = 'weak_below'")
+            else:
+                store.set_meta({"weak_below": f"{floor:.6f}"}, db)
+            store.set_meta({"floor_items": str(count)}, db)
+        return floor
+
+
+def weak_below(store: CatalogStore) -> float | None:
+    """The catalog's relevance floor (`IndexKeeper.measure_floor`), None when unmeasured."""
+    value = store.meta("weak_below")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

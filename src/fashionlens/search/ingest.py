@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, FashionLensError
+from . import tags
 from .embeddings import normalise
 from .indexing import IndexKeeper
 from .query import QueryPlanner
@@ -60,11 +61,13 @@ class Ingestor:
         return outcomes, todo
 
     def commit(self, records: Sequence[ItemRecord], vectors: np.ndarray,
-               outcomes: list[AddOutcome | None], todo: Sequence[int]) -> np.ndarray:
+               outcomes: list[AddOutcome | None], todo: Sequence[int],
+               predictions: Sequence[list | None] | None = None) -> np.ndarray:
         """Add `records[i]` with `vectors[j]` for the j-th i of `todo` (planned records),
         filling in their outcomes: ids another process added since the plan are left as
         they are ('exists', `raced`: this record's photo and fields are not stored), bad
-        vectors fail. Returns the new keys."""
+        vectors fail. `predictions[j]`: the model's tags for that record (`tags`), stored
+        in the same transaction. Returns the new keys."""
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.empty(0)
         with self.store.writing():  # the commit and the index update together
@@ -87,6 +90,10 @@ class Ingestor:
             unit = normalise(vectors[rows])
             with self.store.new_photos(picked) as images, self.store.transaction() as db:
                 keys = self.store.insert_items(db, picked, unit, images)
+                if predictions is not None:
+                    self.store.store_predictions(db, [
+                        row for key, j in zip(keys, rows, strict=True)
+                        for row in tags.rows_for(key, predictions[j] or [])])
             self.planner.columns_changed(keys)
             self.keeper.takes(unit, keys)
         for i in chosen:
@@ -160,6 +167,7 @@ class Ingestor:
                 else:
                     self.keeper.add_from_store(last)
                     self.keeper.save()
+                    self.keeper.measure_floor()
         return added
 
     def _check_import(self, records: list[ItemRecord], vectors: np.ndarray, where: str) -> None:

@@ -1,9 +1,14 @@
-"""Migration: moving a catalog to another model (`Catalog.reembed`).
+"""Migrations: moving a catalog to another model (`Catalog.reembed`) and tagging its
+items again (`Catalog.retag`).
 
-Resumable and atomic: new vectors are staged a chunk at a time in a side table (an
-interrupted run continues where it stopped), then one transaction swaps them in,
-records the new model and re-learns the steering directions in the new space; the
-index is rebuilt last. Until the swap the catalog stays as it was.
+(The schema itself is upgraded by `schema.upgrade` when a catalog is opened: schema 2
+adds the `predictions` table of `tags`.)
+
+`reembed` and `retag` are resumable and atomic: new vectors (and the model's tags, from
+the same forward pass) are staged a chunk at a time in side tables (an interrupted run
+continues where it stopped), then one transaction swaps them in (a re-embedding also
+records the new model and re-learns the steering directions in the new space; the index
+is rebuilt last). Until the swap the catalog stays as it was.
 """
 
 from __future__ import annotations
@@ -16,14 +21,88 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FashionLensError
+from . import tags
 from .embeddings import Embedder
 from .filters import column_sql
 from .indexing import IndexKeeper
+from .schema import PREDICTIONS_SCHEMA
 from .steering import Direction, learn_directions
 from .store import CatalogStore
 
 TODO_SQL = ("SELECT key, id, image FROM items WHERE key NOT IN "
             "(SELECT key FROM reembed) ORDER BY key")
+RETAG_TODO_SQL = ("SELECT key, id, image FROM items WHERE image != '' AND key NOT IN "
+                  "(SELECT key FROM retag_done) ORDER BY key")
+# Staged tags: the predictions table's columns, in a side table until the swap.
+STAGED_SCHEMA = PREDICTIONS_SCHEMA.split(";")[0].replace("predictions", "{table}")
+
+
+def _stage_tags(db: sqlite3.Connection, table: str, staged: list[tuple]) -> None:
+    CatalogStore.store_predictions(db, staged, table)
+
+
+def _swap_tags(db: sqlite3.Connection, table: str, keys_sql: str) -> None:
+    """Replace the predictions of the items `keys_sql` selects by the staged ones."""
+    db.execute(f"DELETE FROM predictions WHERE key IN ({keys_sql})")
+    db.execute(f"INSERT OR REPLACE INTO predictions SELECT * FROM {table} "
+               "WHERE key IN (SELECT key FROM items)")
+    db.execute(f"DROP TABLE {table}")
+
+
+def retag(store: CatalogStore, embedder: Embedder, *, batch_size: int = 32,
+          chunk: int = 512, progress: Callable[[int], None] | None = None) -> dict:
+    """Tag every item that has a photo again with `embedder`'s heads (the catalog's
+    model, e.g. after `reembed` or for a catalog built before tags): staged, then
+    swapped in at once (see the module); returns what was done."""
+    target = embedder.fingerprint
+    with store.transaction(changes_items=False) as db:
+        db.execute(STAGED_SCHEMA.format(table="retag_tags"))
+        db.execute("CREATE TABLE IF NOT EXISTS retag_done (key INTEGER PRIMARY KEY)")
+        if store.meta("retag_target") != target:  # a run for another model: restart
+            db.execute("DELETE FROM retag_tags")
+            db.execute("DELETE FROM retag_done")
+            store.set_meta({"retag_target": target}, db)
+    resumed = int(store.db.execute("SELECT count(*) FROM retag_done").fetchone()[0])
+    todo = store.db.execute(RETAG_TODO_SQL).fetchall()
+    done = 0
+    while True:
+        failed: list[str] = []
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            results = embedder.embed([store.path / r["image"] for r in part],
+                                     names=[r["id"] for r in part], batch_size=batch_size,
+                                     tags=True)
+            staged, finished = [], []
+            for row, result in zip(part, results, strict=True):
+                if result.ok:
+                    staged.extend(tags.rows_for(row["key"], result.predictions or []))
+                    finished.append((row["key"],))
+                else:
+                    failed.append(f"{row['id']} ({result.error})")
+            with store.transaction(changes_items=False) as db:
+                _stage_tags(db, "retag_tags", staged)
+                db.executemany("INSERT OR REPLACE INTO retag_done (key) VALUES (?)", finished)
+            if progress is not None:
+                progress(len(part))
+        if failed:
+            raise FashionLensError(
+                f"{store.path}: {len(failed)} stored photo(s) could not be read, so no tag "
+                f"was changed: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
+                "remove those items (or fix their photos) and run again to resume")
+        done += len(todo)
+        with store.writing():
+            todo = store.db.execute(RETAG_TODO_SQL).fetchall()
+            if todo:  # items another process added meanwhile are tagged before the swap
+                continue
+            with store.transaction() as db:
+                _swap_tags(db, "retag_tags", "SELECT key FROM retag_done")
+                db.execute("DROP TABLE retag_done")
+                db.execute("DELETE FROM meta WHERE name = 'retag_target'")
+                store.set_meta({"tags_model": target}, db)
+            break
+    tagged = int(store.db.execute("SELECT count(DISTINCT key) FROM predictions").fetchone()[0])
+    return {"items": done + resumed, "resumed": resumed, "model": embedder.spec,
+            "tasks": [h.name for h in embedder.heads], "tagged": tagged}
 
 
 def reembed(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder, *,
@@ -41,8 +120,10 @@ def reembed(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder, *,
     with store.transaction(changes_items=False) as db:
         db.execute("CREATE TABLE IF NOT EXISTS reembed "
                    "(key INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
+        db.execute(STAGED_SCHEMA.format(table="reembed_tags"))
         if store.meta("reembed_target") != target:  # a run for another model: restart
             db.execute("DELETE FROM reembed")
+            db.execute("DELETE FROM reembed_tags")
             store.set_meta({"reembed_target": target}, db)
     resumed = int(store.db.execute("SELECT count(*) FROM reembed").fetchone()[0])
     todo = store.db.execute(TODO_SQL).fetchall()
@@ -71,16 +152,19 @@ def _stage(store: CatalogStore, embedder: Embedder, rows: list[sqlite3.Row],
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         results = embedder.embed([store.path / r["image"] for r in part],
-                                 names=[r["id"] for r in part], batch_size=batch_size)
-        staged = []
+                                 names=[r["id"] for r in part], batch_size=batch_size,
+                                 tags=True)
+        staged, predicted = [], []
         for row, result in zip(part, results, strict=True):
             if result.ok:
                 staged.append((row["key"], result.vector.astype(np.float32).tobytes()))
+                predicted.extend(tags.rows_for(row["key"], result.predictions or []))
             else:
                 failed.append(f"{row['id']} ({result.error})")
         with store.transaction(changes_items=False) as db:
             db.executemany("INSERT OR REPLACE INTO reembed (key, embedding) VALUES (?, ?)",
                            staged)
+            _stage_tags(db, "reembed_tags", predicted)
         if progress is not None:
             progress(len(part))
     if failed:
@@ -108,6 +192,9 @@ def _swap(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder) -> None:
                        db)
         db.execute("DELETE FROM meta WHERE name IN ('reembed_target', 'vectors_only')")
         db.execute("DROP TABLE reembed")
+        # The new model's tags (from the same forward passes) replace the old model's.
+        _swap_tags(db, "reembed_tags", "SELECT key FROM items")
+        store.set_meta({"tags_model": embedder.fingerprint}, db)
     store.vectors_generation = vectors_generation
 
 

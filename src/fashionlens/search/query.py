@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import FashionLensError
 from .backends import IndexBackend
 from .embeddings import normalise
-from .filters import COLUMN_FIELDS, Filter, FilterColumns, to_sql
+from .filters import COLUMNS_SQL, Filter, FilterColumns, to_sql
 from .indexing import IndexKeeper
 from .records import DuplicatePair, Item, Match
 from .store import ITEM_COLUMNS, SCAN_ROWS, CatalogStore
@@ -60,7 +60,7 @@ class QueryPlanner:
         self.store.catch_up()
         if self.columns is None:
             columns = FilterColumns()
-            cursor = self.store.db.execute(f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items")
+            cursor = self.store.db.execute(f"SELECT key, {COLUMNS_SQL} FROM items")
             while rows := cursor.fetchmany(100_000):
                 columns.set_rows(rows)
             self.columns = columns
@@ -71,7 +71,7 @@ class QueryPlanner:
         if self.columns is None:
             return
         self.columns.set_rows(self.store.select_in(
-            f"SELECT key, {', '.join(COLUMN_FIELDS)} FROM items WHERE key IN ({{marks}})",
+            f"SELECT key, {COLUMNS_SQL} FROM items WHERE key IN ({{marks}})",
             [int(k) for k in keys]))
 
     def columns_dropped(self, keys: Iterable[int]) -> None:

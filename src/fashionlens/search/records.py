@@ -74,13 +74,17 @@ class Item:
     created_at: str = ""
     updated_at: str = ""
     key: int = 0
+    # What the catalog's model predicted (`tags.as_json`), apart from the shop's values:
+    # {TASK: {"label", "probability"}}, a tag task {TASK: [{"label", "probability"}]}.
+    predicted: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "image": None if self.image is None else str(self.image),
                 "category": self.category,
                 "colour": self.colour, "size": self.size, "price": self.price,
                 "status": self.status, "extra": self.extra, "source": self.source,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+                "created_at": self.created_at, "updated_at": self.updated_at,
+                "predicted": self.predicted}
 
 
 @dataclass
@@ -89,6 +93,8 @@ class Match:
 
     item: Item
     similarity: float
+    # Below the catalog's relevance floor (`indexing.FLOOR_NEIGHBOUR`): a weak match.
+    weak: bool = False
 
     @property
     def distance(self) -> float:
@@ -97,7 +103,7 @@ class Match:
 
     def to_dict(self) -> dict:
         return {**self.item.to_dict(), "distance": round(self.distance, 6),
-                "similarity": round(self.similarity, 6)}
+                "similarity": round(self.similarity, 6), "weak": self.weak}
 
 
 @dataclass

@@ -33,14 +33,15 @@ import filelock
 import numpy as np
 
 from ..errors import CatalogBusyError, FashionLensError, ItemExistsError, UnknownItemError
+from . import tags
 from .records import Item, ItemRecord, now
+from .schema import SCHEMA_VERSION, upgrade
 from .steering import Direction
 
 log = logging.getLogger("fashionlens.search.catalog")
 
 CATALOG_DB = "catalog.sqlite"
 IMAGES_DIR = "images"
-SCHEMA_VERSION = 1
 # Several processes may open one catalog (a server and CLI commands). Every write holds
 # this lock file (SQLite commit, photo files, index file), waiting at most
 # LOCK_TIMEOUT_S for another writer; readers never take it.
@@ -219,10 +220,12 @@ class CatalogStore:
                                        f"'schema_version' is {version!r}, not a number (the "
                                        "database is damaged; restore it from a backup)")
             if version is None:
-                self.set_meta({"schema_version": str(SCHEMA_VERSION), "created_at": now()})
+                self.set_meta({"schema_version": "1", "created_at": now()})
             elif int(version) > SCHEMA_VERSION:
                 raise FashionLensError(f"{db_path}: made by a newer fashionlens "
                                        f"(schema {version}); upgrade fashionlens")
+            if int(version or 1) < SCHEMA_VERSION:
+                upgrade(self)
         except sqlite3.DatabaseError as exc:
             self.db.close()
             contents = catalog_contents(self.path)
@@ -550,17 +553,40 @@ class CatalogStore:
             raise UnknownItemError(self.path, item_id)
         return row
 
-    def item(self, row: sqlite3.Row) -> Item:
+    def item(self, row: sqlite3.Row, predicted: dict | None = None) -> Item:
+        """An item from its row; its predicted tags read here unless given."""
         image = self.path / row["image"] if row["image"] else None
+        if predicted is None:
+            predicted = self.predicted([row["key"]]).get(row["key"], {})
         return Item(id=row["id"], image=image, category=row["category"],
                     colour=row["colour"], size=row["size"], price=row["price"],
                     status=row["status"], extra=json.loads(row["extra"] or "{}"),
                     source=row["source"], created_at=row["created_at"],
-                    updated_at=row["updated_at"], key=row["key"])
+                    updated_at=row["updated_at"], key=row["key"], predicted=predicted)
 
     def items_by_key(self, keys: Sequence[int]) -> dict[int, Item]:
-        return {row["key"]: self.item(row) for row in self.select_in(
-            f"SELECT {ITEM_COLUMNS} FROM items WHERE key IN ({{marks}})", [int(k) for k in keys])}
+        keys = [int(k) for k in keys]
+        predicted = self.predicted(keys)
+        return {row["key"]: self.item(row, predicted.get(row["key"], {}))
+                for row in self.select_in(
+                    f"SELECT {ITEM_COLUMNS} FROM items WHERE key IN ({{marks}})", keys)}
+
+    # -- predicted tags (`tags`)
+
+    def predicted(self, keys: Sequence[int]) -> dict[int, dict]:
+        """The `predicted` object (`tags.as_json`) of each of `keys` that has any."""
+        rows: dict[int, list] = {}
+        for row in self.select_in("SELECT key, task, label, probability, kind FROM "
+                                  "predictions WHERE key IN ({marks})", [int(k) for k in keys]):
+            rows.setdefault(row["key"], []).append(row)
+        return {key: tags.as_json(found) for key, found in rows.items()}
+
+    @staticmethod
+    def store_predictions(db: sqlite3.Connection, rows: Sequence[tuple],
+                          table: str = "predictions") -> None:
+        """Insert `tags.rows_for` rows inside the caller's transaction."""
+        db.executemany(f"INSERT OR REPLACE INTO {table} (key, task, label, probability, kind, "
+                       "field, confident) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     # -- writing items
 
@@ -608,6 +634,7 @@ class CatalogStore:
     def delete_keys(self, keys: Sequence[int]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM items WHERE key = ?", [(int(k),) for k in keys])
+            db.executemany("DELETE FROM predictions WHERE key = ?", [(int(k),) for k in keys])
 
     # -- steering directions
 

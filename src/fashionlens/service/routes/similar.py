@@ -2,14 +2,17 @@
 
 Filters (`filter=price<30`, repeatable) select candidates before the vector search;
 steering weights (`steer=striped:0.5`, repeatable) move the query along the catalog's
-learned attribute directions where the catalog has them.
+learned attribute directions where the catalog has them. `like=ID` (repeatable, with
+`unlike=ID`) asks for more like the items a shopper liked. Every match says whether it
+is `weak` (below the catalog's relevance floor, `weak_below`); `min_similarity` drops
+the matches below it.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from ..errors import error_responses
+from ..errors import ApiError, error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image_bytes
 from .common import check_filters, filter_query, get_engine, item_json, parse_steer, steer_query
 
@@ -18,44 +21,70 @@ router = APIRouter(tags=["similar items"])
 K = Query(10, ge=1, le=200, description="How many items to return.")
 FILTERS = filter_query()
 STEER = steer_query()
+LIKE = Query([], description="Items a shopper liked (repeatable): more like these.")
+UNLIKE = Query([], description="With like: items to move away from (repeatable).")
+MIN_SIMILARITY = Query(None, ge=-1.0, le=1.0,
+                       description="Leave out matches less similar than this.")
 
 
-def _options(k: int, filters: list[str], steer: dict[str, float]) -> dict:
+def _options(k: int, filters: list[str], steer: dict[str, float],
+             min_similarity: float | None = None) -> dict:
     """`Catalog.search`'s options for the query parameters."""
-    return {"k": k, "filters": filters or None, **({"steer": steer} if steer else {})}
+    return {"k": k, "filters": filters or None, **({"steer": steer} if steer else {}),
+            **({"min_similarity": min_similarity} if min_similarity is not None else {})}
 
 
 def _answer(query: dict, k: int, filters: list[str], steer: dict[str, float],
-            matches: list) -> dict:
+            matches: list, floor: float | None = None) -> dict:
     results = [{**item_json(m.item), "distance": round(m.distance, 6),
-                "similarity": round(m.similarity, 6)} for m in matches]
-    return {"query": query, "k": k, "filters": filters, "steer": steer, "matches": results}
+                "similarity": round(m.similarity, 6), "weak": m.weak} for m in matches]
+    return {"query": query, "k": k, "filters": filters, "steer": steer,
+            "weak_below": floor, "matches": results}
 
 
 @router.post("/similar", summary="Items similar to an uploaded photo",
              openapi_extra=IMAGE_BODY_OPENAPI,
              responses=error_responses(400, 404, 408, 409, 413, 415, 422))
 async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FILTERS,
-                           steer: list[str] = STEER) -> dict:
+                           steer: list[str] = STEER,
+                           min_similarity: float | None = MIN_SIMILARITY) -> dict:
     engine = get_engine(request)
     catalog = engine.require_catalog()
     check_filters(filters)  # a bad filter is reported before the upload is processed
     weights = await parse_steer(steer, catalog)
     search = await engine.photo_search()
     data, name = await read_image_bytes(request)
-    photo, matches = await search.similar(data, name, **_options(k, filters, weights))
+    photo, matches = await search.similar(data, name, **_options(k, filters, weights,
+                                                                 min_similarity))
+    floor = await catalog.call(catalog.catalog.relevance_floor)
     return _answer({"image": {"width": photo.width, "height": photo.height}}, k, filters,
-                   weights, matches)
+                   weights, matches, floor)
 
 
-@router.get("/similar", summary="Items similar to an item of the catalog",
+@router.get("/similar", summary="Items similar to an item of the catalog, or to several "
+                                 "liked items (more like these)",
             responses=error_responses(400, 404, 422))
 async def similar_to_item(request: Request,
-                          item: str = Query(..., min_length=1, description="The item's id."),
+                          item: str | None = Query(None, min_length=1,
+                                                   description="The item's id."),
+                          like: list[str] = LIKE, unlike: list[str] = UNLIKE,
                           k: int = K, filters: list[str] = FILTERS,
-                          steer: list[str] = STEER) -> dict:
+                          steer: list[str] = STEER,
+                          min_similarity: float | None = MIN_SIMILARITY) -> dict:
     catalog = get_engine(request).require_catalog()
+    if (item is None) == (not like):
+        raise ApiError(422, "invalid_parameter",
+                       "give item=ID, or one or more like=ID (not both)")
     check_filters(filters)
     weights = await parse_steer(steer, catalog)
-    matches = await catalog.search(item=item, **_options(k, filters, weights))
-    return _answer({"item": item}, k, filters, weights, matches)
+    options = _options(k, filters, weights, min_similarity)
+    if like:
+        matches = await catalog.search(like=like, unlike=unlike, **options)
+        query: dict = {"like": like, "unlike": unlike}
+    else:
+        if unlike:
+            raise ApiError(422, "invalid_parameter", "unlike needs at least one like=ID")
+        matches = await catalog.search(item=item, **options)
+        query = {"item": item}
+    floor = await catalog.call(catalog.catalog.relevance_floor)
+    return _answer(query, k, filters, weights, matches, floor)

@@ -1,0 +1,117 @@
+"""Predicted tags: what the catalog's model says about each item's photo.
+
+When a photo enters a catalog, the forward pass that gives its search vector also gives
+every head's scores (`inference.runtime`); they are kept as *predicted* values, apart
+from what the shop entered, in the `predictions` table (one row per item, task and
+label: a classification head's best label, a multilabel head's tags at or above their
+own thresholds).
+
+The one rule filters, counts and the web app follow: a field's value is the shop's
+value; where the shop gave none, the confident prediction of the task mapped to that
+field (`TASK_FIELDS`). So `colour=Red` matches items whose shop colour is Red, and items
+without a shop colour whose predicted colour is Red with a probability at or above
+`CONFIDENT` (a multilabel head: its tag's own threshold). The shop's value is never
+overwritten; accepting or correcting a prediction sets the shop's value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Model task (head name) -> the catalog field its predictions fill: the one place that
+# decides it. A task not listed fills `extra.TASK` (season, usage, gender, pattern, a
+# multilabel `tags` head...). `label` is the one head of a one-task model (clothing10).
+TASK_FIELDS = {"label": "category", "articleType": "category", "category": "category",
+               "type": "category", "baseColour": "colour", "colour": "colour",
+               "color": "colour"}
+# A classification head's best label counts (fills its field, is counted, is shown as
+# a tag) from this probability; below it, it is stored and shown as a guess only.
+CONFIDENT = 0.5
+# Kinds of head whose scores are kept (`models.info.HEAD_KINDS`).
+CLASSIFICATION = "classification"
+MULTILABEL = "multilabel"
+
+
+def field_of(task: str) -> str:
+    """The catalog field a model task fills (see `TASK_FIELDS`)."""
+    return TASK_FIELDS.get(task, f"extra.{task}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    task: str
+    label: str
+    probability: float
+    kind: str
+    confident: bool
+
+    @property
+    def field(self) -> str:
+        return field_of(self.task)
+
+
+def predictions_from_scores(heads: Sequence, scores: Mapping[str, np.ndarray]
+                            ) -> list[Prediction]:
+    """One photo's predictions from its heads' scores (`heads`: `models.info.HeadSpec`s;
+    `scores[head.name]`: that photo's scores)."""
+    found: list[Prediction] = []
+    for head in heads:
+        values = scores.get(head.name)
+        if values is None:
+            continue
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if head.kind == CLASSIFICATION:
+            best = int(np.argmax(values))
+            p = float(values[best])
+            found.append(Prediction(head.name, str(head.classes[best]), p, head.kind,
+                                    p >= CONFIDENT))
+        elif head.kind == MULTILABEL:
+            limits = head.threshold_list()
+            for j in np.argsort(-values, kind="stable"):
+                if values[j] >= limits[j]:
+                    found.append(Prediction(head.name, str(head.classes[j]),
+                                            float(values[j]), head.kind, True))
+    return found
+
+
+def rows_for(key: int, predictions: Iterable[Prediction]) -> list[tuple]:
+    """`predictions` table rows (key, task, label, probability, kind, field, confident)."""
+    return [(int(key), p.task, p.label, round(p.probability, 6), p.kind, p.field,
+             int(p.confident)) for p in predictions]
+
+
+def as_json(rows: Iterable) -> dict:
+    """An item's `predicted` object (a public contract): {TASK: {"label", "probability"}}
+    for a classification task, {TASK: [{"label", "probability"}, ...]} (highest first) for
+    a multilabel (tag) task."""
+    out: dict = {}
+    for row in sorted(rows, key=lambda r: (r["task"], -r["probability"])):
+        entry = {"label": row["label"], "probability": round(float(row["probability"]), 4)}
+        if row["kind"] == MULTILABEL:
+            out.setdefault(row["task"], []).append(entry)
+        else:
+            out[row["task"]] = entry
+    return out
+
+
+def effective_sql(field: str, column: str) -> str:
+    """The SQL expression of a field's value by the rule above: `column` (the shop's
+    value), or where it is NULL the confident predicted label for that field."""
+    return (f"coalesce({column}, (SELECT p.label FROM predictions p WHERE p.key = items.key "
+            f"AND p.field = '{field}' AND p.confident = 1 AND p.kind = '{CLASSIFICATION}' "
+            "ORDER BY p.probability DESC LIMIT 1))")
+
+
+def predicted_fields(db) -> list[str]:
+    """The fields the stored predictions fill (sorted)."""
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT field FROM predictions WHERE kind = ? ORDER BY field",
+        (CLASSIFICATION,))]
+
+
+def dumps(predicted: dict) -> str:
+    return json.dumps(predicted, ensure_ascii=False, sort_keys=True)
