@@ -14,6 +14,77 @@ function itemName(item) {
   return null;
 }
 
+// Hearts: the ids a shopper liked stay in this tab (sessionStorage; no account), and the
+// list of ids is the query of the "More like these" row (GET /similar?like=...).
+const LIKED_STORE = "fashionlens-liked";
+page.liked = new Set(JSON.parse(sessionStorage.getItem(LIKED_STORE) || "[]"));
+// Model task -> the item field its prediction fills (GET /catalog: tags.fields).
+page.tagFields = {};
+
+function heartState(button, liked) {
+  button.textContent = liked ? "\u2665" : "\u2661";
+  button.classList.toggle("liked", liked);
+  button.setAttribute("aria-pressed", liked ? "true" : "false");
+  button.setAttribute("aria-label", (liked ? "Unlike " : "Like ") + button.dataset.id);
+}
+
+function toggleLike(id) {
+  if (page.liked.has(id)) page.liked.delete(id);
+  else page.liked.add(id);
+  sessionStorage.setItem(LIKED_STORE, JSON.stringify([...page.liked]));
+  for (const button of document.querySelectorAll("button.heart")) {
+    if (button.dataset.id === id) heartState(button, page.liked.has(id));
+  }
+  loadMoreLike();
+}
+
+// A card with its heart beside it (a button cannot hold another); a weak match is dimmed.
+function likeable(card, item) {
+  const heart = el("button", { type: "button", class: "heart", "data-id": item.id, onclick: () => toggleLike(item.id) });
+  heartState(heart, page.liked.has(item.id));
+  return el("div", { class: "card-wrap" + (item.weak ? " weak" : ""), "data-id": item.id }, card, heart);
+}
+
+// Matches as cards, with a line where good matches end (the first weak one: below the
+// catalog's relevance floor, measured on the catalog itself).
+function matchCards(matches) {
+  const nodes = [];
+  let weak = false;
+  for (const match of matches) {
+    if (match.weak && !weak) {
+      weak = true;
+      nodes.push(el("p", { class: "weak-line", text: "Good matches end here: the rest are weak matches (less alike than this catalog's items usually are to their neighbours)." }));
+    }
+    nodes.push(catalogCard(match));
+  }
+  return nodes;
+}
+
+async function loadMoreLike() {
+  const section = document.getElementById("liked-section");
+  const grid = document.getElementById("liked-items");
+  showError("liked-error", null);
+  if (!page.liked.size) {
+    section.hidden = true;
+    grid.replaceChildren();
+    return;
+  }
+  section.hidden = false;
+  setStatus("liked-summary", "Liked: " + count(page.liked.size, "item") + ".");
+  // Only the answer to the latest list of hearts is shown (clicks may outrun answers).
+  const asked = (page.likedAsked = (page.likedAsked || 0) + 1);
+  try {
+    const data = await api("/similar" + query({ like: [...page.liked], k: 12 }));
+    if (asked !== page.likedAsked) return;
+    grid.replaceChildren(...matchCards(data.matches));
+    section.dataset.liked = [...page.liked].join("\n");
+  } catch (error) {
+    if (asked !== page.likedAsked) return;
+    grid.replaceChildren();
+    showError("liked-error", error);
+  }
+}
+
 // An item's card: its name where it has one (the id beneath it), else its id.
 function catalogCard(item) {
   const card = itemCard(item, openItem);
@@ -27,7 +98,7 @@ function catalogCard(item) {
     id.before(label);
     card.setAttribute("aria-label", "Open item " + name + " (" + item.id + ")");
   }
-  return card;
+  return likeable(card, item);
 }
 
 // The filter box's text goes to the service as it is: the service splits it at `;`
@@ -37,7 +108,9 @@ function currentFilters() {
   const category = document.getElementById("f-category").value;
   const status = document.getElementById("f-status").value;
   const maxPrice = document.getElementById("f-max-price").value;
+  const colour = document.getElementById("f-colour").value;
   if (category) filters.push("category=" + category);
+  if (colour) filters.push("colour=" + colour);
   if (status) filters.push("status=" + status);
   if (maxPrice !== "") filters.push("price<=" + maxPrice);
   const more = document.getElementById("f-more").value.trim();
@@ -85,7 +158,7 @@ async function loadNeighbours() {
   showError("detail-error", null);
   try {
     const data = await api("/similar" + query({ item: page.current.id, k: 8, steer: steerParams(page.weights) }));
-    grid.replaceChildren(...data.matches.map(catalogCard));
+    grid.replaceChildren(...matchCards(data.matches));
   } catch (error) {
     grid.replaceChildren();
     showError("detail-error", error);
@@ -106,6 +179,7 @@ function renderDetail(item) {
     ["size", item.size], ["price", money(item.price)], ["status", item.status]];
   for (const [name, value] of Object.entries(item.extra || {})) rows.push([name, value]);
   for (const [name, value] of rows) meta.append(el("dt", { text: name }), el("dd", { text: value || "–" }));
+  renderTags(item);
   document.getElementById("detail-sold").textContent = item.status === "sold" ? "Mark as available again" : "Mark as sold";
   document.getElementById("detail").dataset.status = item.status;
 }
@@ -120,6 +194,52 @@ async function openItem(item) {
   });
   if (!dialog.open) dialog.showModal();
   await loadNeighbours();
+}
+
+// The model's predicted tags, each with the shop's value for its field and Accept /
+// Correct: either sets the shop's value (PATCH), which then always wins over the prediction.
+function renderTags(item) {
+  const box = document.getElementById("detail-tags");
+  box.replaceChildren();
+  const entries = Object.entries(item.predicted || {});
+  document.getElementById("detail-tags-heading").hidden = !entries.length;
+  for (const [task, value] of entries) {
+    const field = page.tagFields[task] || "extra." + task;
+    const list = Array.isArray(value) ? value : [value];
+    const label = list.map((v) => v.label).join(", ");
+    const shop = field.startsWith("extra.") ? (item.extra || {})[field.slice(6)] : item[field];
+    const shown = list.map((v) => v.label + " (" + percent(v.probability) + ")").join(", ") || "none";
+    const row = el("div", { class: "tag-row", "data-task": task },
+      el("span", { class: "tag-field", text: field.replace(/^extra\./, "") + ": " }),
+      el("span", { class: "tag-value", text: shown }),
+      el("span", { class: "meta", text: " · shop: " + (shop === null || shop === undefined || shop === "" ? "not given" : shop) }));
+    const accept = el("button", { type: "button", class: "secondary", text: "Accept",
+      disabled: !label || String(shop || "").toLowerCase() === label.toLowerCase(),
+      "aria-label": "Accept " + label + " as " + field, onclick: () => setField(field, label) });
+    const input = el("input", { type: "text", value: shop || label, "aria-label": "Correct " + field, maxlength: "1000" });
+    const correct = el("form", { class: "row tag-correct", hidden: true,
+      onsubmit: (event) => { event.preventDefault(); setField(field, input.value.trim() || null); } },
+    input, el("button", { type: "submit", class: "secondary", text: "Save" }));
+    const open = el("button", { type: "button", class: "secondary", text: "Correct…",
+      onclick: () => { correct.hidden = false; input.focus(); } });
+    row.append(" ", accept, " ", open, correct);
+    box.append(row);
+  }
+}
+
+async function setField(field, value) {
+  showError("detail-error", null);
+  const id = encodeURIComponent(page.current.id);
+  await withKey(document.getElementById("detail-key"), async () => {
+    setBusy(true);
+    try {
+      renderDetail(await api("/items/" + id, { method: "PATCH", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ [field]: value }) }));
+      await loadItems();
+    } finally {
+      setBusy(false);
+    }
+  }, (error) => showError("detail-error", error));
 }
 
 // Sold, available again, or delete; asks for the API key in the dialog when needed.
@@ -174,10 +294,23 @@ document.addEventListener("DOMContentLoaded", async () => {
     setCurrency(info.currency);
     if (info.currency) document.querySelector('label[for="f-max-price"]').textContent = "Highest price (" + info.currency + ")";
     page.directions = info.directions || [];
+    page.tagFields = (info.tags && info.tags.fields) || {};
+    // Items per value by the filter rule: the shop's value, else a confident prediction.
+    const values = info.values || {};
     const select = document.getElementById("f-category");
-    for (const name of Object.keys(info.categories)) {
-      if (name) select.append(el("option", { value: name, text: name + " (" + info.categories[name] + ")" }));
+    const categories = values.category || Object.fromEntries(Object.entries(info.categories).map(([k, n]) => [k, { items: n }]));
+    for (const [name, c] of Object.entries(categories)) {
+      if (name) select.append(el("option", { value: name, text: name + " (" + c.items + ")" }));
     }
+    const colours = document.getElementById("f-colour");
+    for (const [name, c] of Object.entries(values.colour || {})) {
+      colours.append(el("option", { value: name, text: name + " (" + c.items + ")" }));
+    }
+    colours.closest(".field").hidden = !Object.keys(values.colour || {}).length;
+    document.getElementById("liked-clear").addEventListener("click", () => {
+      for (const id of [...page.liked]) toggleLike(id);
+    });
+    loadMoreLike();
   } catch (error) {
     showError("error", error);
     return;
