@@ -173,6 +173,9 @@ def test_serve_takes_the_runtime_from_its_config_unless_typed(flags, expected, m
 
     served: list = []
     monkeypatch.setattr(server, "serve", lambda app, settings, **kw: served.append(app))
+    # serve binds its port before loading anything: a free port, not whatever 8000 holds.
+    bind = server.bind_socket
+    monkeypatch.setattr(server, "bind_socket", lambda host, port: bind(host, 0))
     monkeypatch.setenv("FASHIONLENS_CACHE", str(tmp_path / "cache"))
     classifier = shutil.copytree(model_dir, tmp_path / "classifier")
     config = tmp_path / "service.yaml"
