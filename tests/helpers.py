@@ -92,3 +92,26 @@ def write_pattern_photo(path: Path, seed: int, fmt: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pattern_photo(seed).save(path, format=fmt)
     return path
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `fashionlens ARGS` as a user does, through main() and its error handling, in
+    this process: (exit code, stdout, stderr). An exception main() does not turn into a
+    message (a traceback for a user) propagates and fails the test."""
+    import sys
+
+    from fashionlens.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["fashionlens", *(str(a) for a in args)])
+    code: int = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def folded(*texts: str) -> str:
+    """Output with line breaks (Rich wraps at the terminal's width) folded to spaces."""
+    return " ".join(" ".join(texts).split())

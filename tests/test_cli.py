@@ -15,7 +15,14 @@ from fashionlens.errors import ConfigError, FashionLensError
 from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
 from fashionlens.models import read_info
 
-from .helpers import COLOURS, make_csv_dataset, solid_photo, write_corrupt_jpeg, write_photo
+from .helpers import (
+    COLOURS,
+    make_csv_dataset,
+    run_main,
+    solid_photo,
+    write_corrupt_jpeg,
+    write_photo,
+)
 
 runner = CliRunner()
 
@@ -213,15 +220,7 @@ def test_predict_without_a_target_uses_the_bundled_samples(model_dir):
     assert all("error" not in row and row["label"] in COLOURS for row in rows)
 
 
-def _main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run `fashionlens ARGS` through main() in-process: exit code, stdout, stderr."""
-    from fashionlens.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["fashionlens", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
+_main = run_main
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1"),

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionlens.cli.main import main
 from fashionlens.errors import FashionLensError
 from fashionlens.search import Catalog, ItemRecord, parse_filters
 from fashionlens.search.filters import split_filters
 from fashionlens.search.ingest import Ingestor
 
-from .helpers import write_pattern_photo
+from .helpers import folded, run_main, write_pattern_photo
 
 DIM = 8
 SRC = Path(__file__).resolve().parents[1] / "src" / "fashionlens"
@@ -34,14 +33,8 @@ def cli(monkeypatch, capsys):
     exception other than SystemExit (a traceback for a user) fails the test."""
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["fashionlens", *(str(a) for a in args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        out = capsys.readouterr()
-        return code, " ".join((out.out + " " + out.err).split()), out.out
+        code, out, err = run_main(monkeypatch, capsys, *args)
+        return code, folded(out, err), out
 
     return run
 

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,13 @@ from fastapi.testclient import TestClient
 
 from fashionlens.service import Engine, ServiceSettings, create_app
 
-from .helpers import write_corrupt_jpeg, write_pattern_photo, write_photo
+from .helpers import run_main, write_corrupt_jpeg, write_pattern_photo, write_photo
 
 KEY = "review-key-0123456789"
 WITH_KEY = {"X-API-Key": KEY}
 
 
-def _main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`fashionlens ARGS` through main() in-process: exit code, stdout, stderr. An
-    exception main() does not turn into a message fails the test (a traceback)."""
-    from fashionlens.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["fashionlens", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    captured = capsys.readouterr()
-    code = stop.value.code
-    return 0 if code is None else code, captured.out, captured.err
+_main = run_main
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:

@@ -21,13 +21,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from fashionlens.cli.main import main
 from fashionlens.data.images import DECODE_BUDGET, DecodeBudget, decode_cost, load_image
 from fashionlens.errors import ImageError
 from fashionlens.inference import SAMPLE_PHOTOS
 from fashionlens.service import ServiceSettings, create_app
 from fashionlens.service.demo import build_demo_catalog
 from fashionlens.service.server import MAX_HEADER_BYTES
+
+from .helpers import folded, run_main
 
 KEY = "hardening-key-0123"
 HAT = (SAMPLE_PHOTOS / "Hat" / "hat-1.jpg").read_bytes()
@@ -183,14 +184,8 @@ def cli(monkeypatch, capsys):
     """Run `fashionlens ARGS` as a user does (main(), its error handling included)."""
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["fashionlens", *(str(a) for a in args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        out = capsys.readouterr()
-        return code, " ".join((out.out + " " + out.err).split())
+        code, out, err = run_main(monkeypatch, capsys, *args)
+        return code, folded(out, err)
 
     return run
 

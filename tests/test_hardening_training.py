@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fashionlens.cli.main import main
 from fashionlens.errors import ModelError
 from fashionlens.models.info import read_info
 
-from .helpers import TINY_TRAIN, make_csv_dataset
+from .helpers import TINY_TRAIN, folded, make_csv_dataset, run_main
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "fashionlens" / "assets" / "models"
 
@@ -27,14 +26,8 @@ def cli(monkeypatch, capsys):
     than SystemExit (a traceback for a user) fails the test."""
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["fashionlens", *(str(a) for a in args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        out = capsys.readouterr()
-        return code, " ".join((out.out + " " + out.err).split())
+        code, out, err = run_main(monkeypatch, capsys, *args)
+        return code, folded(out, err)
 
     return run
 
