@@ -125,6 +125,16 @@ def test_an_old_catalog_is_upgraded_in_one_step_and_retag_resumes(built, tmp_pat
         assert predicted["label"]["label"] == before[item_id]["label"]["label"]
 
 
+def test_reembed_tags_in_the_same_pass(built, tmp_path):
+    with copy_of(built, tmp_path) as cat:
+        before = {i.id: i.predicted for i in cat.items()}
+        with cat.store.transaction() as db:
+            db.execute("DELETE FROM predictions")
+        cat.reembed()  # the bundled model again: vectors and tags staged, then swapped
+        assert {i.id: i.predicted for i in cat.items()} == before
+        assert cat.store.meta("tags_model") == cat.store.meta("model_fingerprint")
+
+
 def test_a_multilabel_head_gives_a_list_of_tags():
     from fashionlens.models.info import HeadSpec
 

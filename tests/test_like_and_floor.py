@@ -106,15 +106,19 @@ def test_floor_is_measured_again_when_the_catalog_grows(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--unlike", "c0-1"], "--unlike needs at least one --like"),
-    (["--like", "c0-1", "--item", "c0-2"], "one of them"),
-    (["--like", "nosuch"], "nosuch"),
-    (["--like", "c0-1", "--min-similarity", "2"], "--min-similarity"),
+    (["search", "--unlike", "c0-1"], "--unlike needs at least one --like"),
+    (["search", "--like", "c0-1", "--item", "c0-2"], "one of them"),
+    (["search", "--like", "nosuch"], "nosuch"),
+    (["search", "--like", "c0-1", "--like", "c0-2", "--unlike", "c0-2"], "both liked"),
+    (["search", "--like", "c0-1", "--min-similarity", "2"], "--min-similarity"),
+    (["search", *[a for i in range(101) for a in ("--like", f"c0-{i % 20}")]], "at most 100"),
+    (["catalog", "review", "--min-probability", "1.5"], "--min-probability"),
+    (["catalog", "retag"], "imported vectors"),  # no model recorded: nothing to tag with
 ])
 def test_cli_like_bad_input_is_a_clear_message(vectors_catalog, args, says, monkeypatch,
                                                capsys):
     path, _ = vectors_catalog
-    monkeypatch.setattr(sys, "argv", ["fashionlens", "search", "--catalog", str(path), *args])
+    monkeypatch.setattr(sys, "argv", ["fashionlens", *args, "--catalog", str(path)])
     with pytest.raises(SystemExit) as stop:
         main()  # as a user runs it: the error handling included
     captured = capsys.readouterr()

@@ -477,9 +477,12 @@ class Catalog:
 
     def items(self, filters=None) -> Iterator[Item]:
         where, params = to_sql(parse_filters(filters))
-        for row in self.store.db.execute(
-                f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params):
-            yield self.store.item(row)
+        cursor = self.store.db.execute(
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} ORDER BY key", params)
+        while rows := cursor.fetchmany(IN_CHUNK):  # predicted tags read a chunk at a time
+            predicted = self.store.predicted([row["key"] for row in rows])
+            for row in rows:
+                yield self.store.item(row, predicted.get(row["key"], {}))
 
     def vector(self, item_id: str) -> np.ndarray:
         """The stored unit vector of an item."""
