@@ -92,6 +92,26 @@ def test_filter_rule_shop_value_else_a_confident_prediction(built, tmp_path):
         assert [i.id for i in cat.items("category=Dress")] == []
 
 
+def test_a_tag_head_filters_by_the_same_rule(built, tmp_path):
+    with copy_of(built, tmp_path) as cat:
+        tagged = {"dress-1": ["floral", "midi"], "skirt-1": ["floral"], "hat-1": ["denim"]}
+        with cat.store.transaction() as db:
+            for item_id, labels in tagged.items():
+                cat.store.store_predictions(db, tags.rows_for(cat.store.row(item_id)["key"], [
+                    tags.Prediction("tags", label, 0.7, tags.MULTILABEL, True)
+                    for label in labels]))
+        cat.update("skirt-1", {"extra.tags": "plain"})  # the shop's value wins
+        assert [i.id for i in cat.items("extra.tags=Floral")] == ["dress-1"]
+        assert sorted(i.id for i in cat.items("extra.tags in (floral, denim)")) == \
+            ["dress-1", "hat-1"]
+        assert "dress-1" not in {i.id for i in cat.items("extra.tags!=floral")}
+        assert "skirt-1" in {i.id for i in cat.items("extra.tags not in (floral)")}
+        assert cat.get("dress-1").predicted["tags"][0]["label"] in ("floral", "midi")
+        counts = cat.info()["values"]["extra.tags"]
+        assert counts["floral"] == {"items": 1, "predicted": 1}
+        assert counts["plain"] == {"items": 1, "predicted": 0}
+
+
 def test_review_lists_shop_values_a_confident_prediction_disputes(built):
     with Catalog(built) as cat:
         found = cat.review_tags(0.5)

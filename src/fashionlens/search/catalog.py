@@ -762,8 +762,8 @@ class Catalog:
         (`tags`): {field: {value: {"items": n, "predicted": m}}}, m of them from a
         prediction (no shop value); the most frequent `limit` values of each field."""
         db = self.store.db
-        fields = [*PREDICTABLE, *[f for f in tags.predicted_fields(db)
-                                  if f.startswith("extra.") and f not in PREDICTABLE]]
+        extra = {*tags.predicted_fields(db), *tags.predicted_fields(db, tags.MULTILABEL)}
+        fields = [*PREDICTABLE, *sorted(f for f in extra if f.startswith("extra."))]
         counts: dict[str, dict[str, dict[str, int]]] = {}
         for field in fields:
             rows = db.execute(
@@ -773,6 +773,17 @@ class Catalog:
             if rows:
                 counts[field] = {str(r[0]): {"items": int(r[1]), "predicted": int(r[2] or 0)}
                                  for r in rows}
+        for field in tags.predicted_fields(db, tags.MULTILABEL):  # tag heads: per tag
+            column = column_sql(field)
+            found = counts.setdefault(field, {})
+            for label, n in db.execute(
+                    "SELECT p.label, count(*) FROM predictions p JOIN items ON items.key = "
+                    f"p.key WHERE p.field = ? AND p.kind = ? AND p.confident = 1 AND "
+                    f"{column} IS NULL GROUP BY p.label ORDER BY 2 DESC, 1 LIMIT ?",
+                    (field, tags.MULTILABEL, limit)):
+                entry = found.setdefault(str(label), {"items": 0, "predicted": 0})
+                entry["items"] += int(n)
+                entry["predicted"] += int(n)
         return counts
 
     def tag_summary(self) -> dict:

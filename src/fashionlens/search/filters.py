@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError
-from .tags import effective_sql
+from .tags import effective_sql, tag_sql
 
 # Item fields that can be filtered on, and whether they hold text or numbers.
 FIELDS = {"id": "text", "category": "text", "colour": "text", "size": "text",
@@ -244,6 +244,13 @@ def to_sql(filters: list[Filter]) -> tuple[str, list]:
         else:
             clauses.append(f"{column}{collate} {f.op} ?")
             params.append(f.value)
+        if f.is_extra and f.op in ("=", "in", "!=", "not in"):
+            # A tag head's values (several per item) by the same rule (`tags.tag_sql`).
+            values = list(f.value) if f.op in ("in", "not in") else [f.value]
+            tagged = tag_sql(f.field, column_sql(f.field), len(values))
+            join = " OR " if f.op in ("=", "in") else " AND NOT "
+            clauses[-1] = f"({clauses[-1]}{join}{tagged})"
+            params.extend(values)
     return (" AND ".join(clauses) or "1"), params
 
 

@@ -10,13 +10,14 @@ The one rule filters, counts and the web app follow: a field's value is the shop
 value; where the shop gave none, the confident prediction of the task mapped to that
 field (`TASK_FIELDS`). So `colour=Red` matches items whose shop colour is Red, and items
 without a shop colour whose predicted colour is Red with a probability at or above
-`CONFIDENT` (a multilabel head: its tag's own threshold). The shop's value is never
-overwritten; accepting or correcting a prediction sets the shop's value.
+`CONFIDENT`. A multilabel (tag) head gives an item several values at once: where the
+shop gave none, `extra.tags=floral` matches items tagged floral at or above that tag's
+own threshold (`!=` and `not in` exclude them). The shop's value is never overwritten;
+accepting or correcting a prediction sets the shop's value.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -106,12 +107,18 @@ def effective_sql(field: str, column: str) -> str:
             "ORDER BY p.probability DESC LIMIT 1))")
 
 
-def predicted_fields(db) -> list[str]:
+def tag_sql(field: str, column: str, count: int) -> str:
+    """The SQL condition "where the shop gave no value (`column` is NULL), the model gave
+    one of `count` tags (bound parameters) for `field` (a multilabel head)": how the rule
+    reads a tag head, whose item has several values at once."""
+    marks = ", ".join("?" * count)
+    return (f"({column} IS NULL AND EXISTS (SELECT 1 FROM predictions p WHERE p.key = "
+            f"items.key AND p.field = '{field}' AND p.kind = '{MULTILABEL}' AND p.confident "
+            f"= 1 AND p.label COLLATE NOCASE IN ({marks})))")
+
+
+def predicted_fields(db, kind: str = CLASSIFICATION) -> list[str]:
     """The fields the stored predictions fill (sorted)."""
     return [r[0] for r in db.execute(
-        "SELECT DISTINCT field FROM predictions WHERE kind = ? ORDER BY field",
-        (CLASSIFICATION,))]
+        "SELECT DISTINCT field FROM predictions WHERE kind = ? ORDER BY field", (kind,))]
 
-
-def dumps(predicted: dict) -> str:
-    return json.dumps(predicted, ensure_ascii=False, sort_keys=True)
