@@ -586,10 +586,10 @@ class Catalog:
         them.
 
         `like` (item ids a shopper liked) searches for more like these, `unlike` (only
-        with `like`) away from those (see UNLIKE_WEIGHT); the items named are left out
-        of the results. Each match says whether it is below the catalog's relevance
-        floor (`weak`, see `indexing.FLOOR_NEIGHBOUR`); `min_similarity` drops the matches
-        below it (then fewer than k may come back)."""
+        with `like`) away from those (see UNLIKE_WEIGHT; an id in both counts as liked);
+        the items named are left out of the results. Each match says whether it is below
+        the catalog's relevance floor (`weak`, see `indexing.FLOOR_NEIGHBOUR`);
+        `min_similarity` drops the matches below it (then fewer than k may come back)."""
         like = list(like or [])
         unlike = list(unlike or [])
         if unlike and not like:
@@ -636,9 +636,7 @@ class Catalog:
         for name, ids in (("like", like), ("unlike", unlike)):
             if len(ids) > MAX_LIKED:
                 raise FashionLensError(f"{len(ids)} --{name} items; at most {MAX_LIKED}")
-        both = sorted(set(like) & set(unlike))
-        if both:
-            raise FashionLensError(f"item(s) both liked and unliked: {', '.join(both[:5])}")
+        unlike = [i for i in unlike if i not in set(like)]  # an item also liked is liked
         keys: list[int] = []
 
         def mean(ids: list[str]) -> np.ndarray:

@@ -2,17 +2,17 @@
 
 Filters (`filter=price<30`, repeatable) select candidates before the vector search;
 steering weights (`steer=striped:0.5`, repeatable) move the query along the catalog's
-learned attribute directions where the catalog has them. `like=ID` (repeatable, with
-`unlike=ID`) asks for more like the items a shopper liked. Every match says whether it
-is `weak` (below the catalog's relevance floor, `weak_below`); `min_similarity` drops
-the matches below it.
+learned attribute directions where the catalog has them. `GET /more-like-these?like=ID`
+(repeatable, with `unlike=ID`) asks for more like the items a shopper liked. Every match
+says whether it is `weak` (below the catalog's relevance floor, `weak_below`);
+`min_similarity` drops the matches below it.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from ..errors import ApiError, error_responses
+from ..errors import error_responses
 from ..uploads import IMAGE_BODY_OPENAPI, read_image_bytes
 from .common import check_filters, filter_query, get_engine, item_json, parse_steer, steer_query
 
@@ -21,8 +21,10 @@ router = APIRouter(tags=["similar items"])
 K = Query(10, ge=1, le=200, description="How many items to return.")
 FILTERS = filter_query()
 STEER = steer_query()
-LIKE = Query([], description="Items a shopper liked (repeatable): more like these.")
-UNLIKE = Query([], description="With like: items to move away from (repeatable).")
+LIKE = Query(..., min_length=1, max_length=100,
+             description="An item a shopper liked (repeatable, 1 to 100).")
+UNLIKE = Query([], max_length=100, description="An item to move away from (repeatable, up "
+                                               "to 100; an item also liked counts as liked).")
 MIN_SIMILARITY = Query(None, ge=-1.0, le=1.0,
                        description="Leave out matches less similar than this.")
 
@@ -61,30 +63,34 @@ async def similar_to_photo(request: Request, k: int = K, filters: list[str] = FI
                    weights, matches, floor)
 
 
-@router.get("/similar", summary="Items similar to an item of the catalog, or to several "
-                                 "liked items (more like these)",
+@router.get("/similar", summary="Items similar to an item of the catalog",
             responses=error_responses(400, 404, 422))
 async def similar_to_item(request: Request,
-                          item: str | None = Query(None, min_length=1,
-                                                   description="The item's id."),
-                          like: list[str] = LIKE, unlike: list[str] = UNLIKE,
+                          item: str = Query(..., min_length=1, description="The item's id."),
                           k: int = K, filters: list[str] = FILTERS,
                           steer: list[str] = STEER,
                           min_similarity: float | None = MIN_SIMILARITY) -> dict:
     catalog = get_engine(request).require_catalog()
-    if (item is None) == (not like):
-        raise ApiError(422, "invalid_parameter",
-                       "give item=ID, or one or more like=ID (not both)")
     check_filters(filters)
     weights = await parse_steer(steer, catalog)
-    options = _options(k, filters, weights, min_similarity)
-    if like:
-        matches = await catalog.search(like=like, unlike=unlike, **options)
-        query: dict = {"like": like, "unlike": unlike}
-    else:
-        if unlike:
-            raise ApiError(422, "invalid_parameter", "unlike needs at least one like=ID")
-        matches = await catalog.search(item=item, **options)
-        query = {"item": item}
+    matches = await catalog.search(item=item, **_options(k, filters, weights, min_similarity))
     floor = await catalog.call(catalog.catalog.relevance_floor)
-    return _answer(query, k, filters, weights, matches, floor)
+    return _answer({"item": item}, k, filters, weights, matches, floor)
+
+
+@router.get("/more-like-these", summary="More like the items a shopper liked (and less like "
+                                        "those they did not)",
+            responses=error_responses(400, 404, 422))
+async def more_like_these(request: Request, like: list[str] = LIKE,
+                          unlike: list[str] = UNLIKE, k: int = K,
+                          filters: list[str] = FILTERS, steer: list[str] = STEER,
+                          min_similarity: float | None = MIN_SIMILARITY) -> dict:
+    """The query is the liked items' mean vector minus a quarter of the unliked ones'
+    (`Catalog.search(like=..., unlike=...)`); the items named are left out."""
+    catalog = get_engine(request).require_catalog()
+    check_filters(filters)
+    weights = await parse_steer(steer, catalog)
+    matches = await catalog.search(like=like, unlike=unlike,
+                                   **_options(k, filters, weights, min_similarity))
+    floor = await catalog.call(catalog.catalog.relevance_floor)
+    return _answer({"like": like, "unlike": unlike}, k, filters, weights, matches, floor)

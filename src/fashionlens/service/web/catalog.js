@@ -15,7 +15,7 @@ function itemName(item) {
 }
 
 // Hearts: the ids a shopper liked stay in this tab (sessionStorage; no account), and the
-// list of ids is the query of the "More like these" row (GET /similar?like=...).
+// list of ids is the query of the "More like these" row (GET /more-like-these?like=...).
 const LIKED_STORE = "fashionlens-liked";
 page.liked = new Set(JSON.parse(sessionStorage.getItem(LIKED_STORE) || "[]"));
 // Model task -> the item field its prediction fills (GET /catalog: tags.fields).
@@ -74,7 +74,7 @@ async function loadMoreLike() {
   // Only the answer to the latest list of hearts is shown (clicks may outrun answers).
   const asked = (page.likedAsked = (page.likedAsked || 0) + 1);
   try {
-    const data = await api("/similar" + query({ like: [...page.liked], k: 12 }));
+    const data = await api("/more-like-these" + query({ like: [...page.liked], k: 12 }));
     if (asked !== page.likedAsked) return;
     grid.replaceChildren(...matchCards(data.matches));
     section.dataset.liked = [...page.liked].join("\n");
