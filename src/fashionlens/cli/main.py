@@ -22,6 +22,7 @@ from .runs import runs
 from .search import search
 from .serve import serve
 from .train import train
+from .train_text import train_text_command
 from .unknown import calibrate_unknown
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command()(export)
 app.command()(search)
 app.command("train-embedding")(train_embedding_command)
 app.command("evaluate-search")(evaluate_search_command)
+app.command("train-text")(train_text_command)
 app.command("embed")(embed_photos)
 app.command()(serve)
 app.command()(runs)

@@ -104,6 +104,13 @@ def search(
         str | None,
         typer.Option("--item", help="Find items similar to this catalog item instead."),
     ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option("--text", "-t",
+                     help="Search by words instead, e.g. 'red striped summer shirt': words "
+                          "naming the catalog's values become conditions, the rest ranks "
+                          "by meaning (needs the `text` extra)."),
+    ] = None,
     like: Annotated[
         list[str] | None,
         typer.Option("--like", metavar="ID",
@@ -143,16 +150,24 @@ def search(
 
     if unlike and not like:
         raise FashionLensError("--unlike needs at least one --like ID")
-    if sum(x is not None for x in (image, item, like or None)) != 1:
-        raise FashionLensError("give a photo to search with, --item ID, or --like ID "
-                               "(one of them)")
+    if sum(x is not None for x in (image, item, like or None, text)) != 1:
+        raise FashionLensError("give a photo to search with, --item ID, --like ID or "
+                               "--text WORDS (one of them)")
+    words = None
     with Catalog(catalog, model=model, runtime=runtime) as cat:
         weights = parse_steering(steer)
-        matches = cat.search(image, item=item, k=k, filters=filters, steer=weights,
-                             like=like, unlike=unlike, min_similarity=min_similarity)
+        if text is not None:
+            from ..search.text_query import text_search
+
+            matches, words = text_search(cat, text, k=k, filters=filters, steer=weights,
+                                         min_similarity=min_similarity)
+        else:
+            matches = cat.search(image, item=item, k=k, filters=filters, steer=weights,
+                                 like=like, unlike=unlike, min_similarity=min_similarity)
         floor = cat.relevance_floor()
     if as_json:
-        query = ({"image": str(image)} if image is not None else {"item": item}
+        query = (words.to_dict() if words is not None else
+                 {"image": str(image)} if image is not None else {"item": item}
                  if item is not None else {"like": list(like or []),
                                            "unlike": list(unlike or [])})
         results = [{"rank": rank, **m.to_dict()} for rank, m in enumerate(matches, start=1)]
@@ -160,9 +175,13 @@ def search(
                           "steer": weights, "min_similarity": min_similarity,
                           "weak_below": floor, "results": results}))
         return
-    what = (f"items like {image}" if image is not None else f"items like item {item}"
+    what = (f"items matching '{words.plan.text}'" if words is not None else
+            f"items like {image}" if image is not None else f"items like item {item}"
             if item is not None else "more like " + ", ".join(like or [])
             + (" and less like " + ", ".join(unlike) if unlike else ""))
+    if words is not None and words.conditions:
+        what += "; " + ", ".join(f"{w['word']}: {w['filter']}" for w in words.plan.words
+                                 if w["used_as"] == "condition")
     if filters:
         what += f" ({', '.join(filters)})"
     if weights:

@@ -26,7 +26,7 @@ from .engine import Engine
 from .errors import InternalErrors, error_responses, install_handlers
 from .memory import IdleTrimmer
 from .methods import MethodRules
-from .routes import classify, health, items, models, review, similar
+from .routes import classify, health, items, models, review, similar, text_search
 from .routes.common import API_PREFIX
 from .security import BodySizeLimit, ReadDeadline, SecurityHeaders, require_read
 from .settings import ServiceSettings
@@ -101,7 +101,7 @@ def create_app(settings: ServiceSettings | None = None, *, engine: Engine | None
     api = APIRouter(prefix=API_PREFIX,
                     dependencies=[Depends(require_read)] if guarded else [],
                     responses=error_responses(401) if guarded else None)
-    for module in (classify, similar, items, models, review):
+    for module in (classify, similar, text_search, items, models, review):
         api.include_router(module.router)
     app.include_router(api)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

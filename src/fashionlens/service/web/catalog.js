@@ -2,7 +2,9 @@
 "use strict";
 
 const PAGE = 24;
-const page = { offset: 0, filters: [], directions: [], current: null, weights: {} };
+const page = { offset: 0, filters: [], words: "", directions: [], current: null, weights: {} };
+// A search by words returns at most this many matches (the API's k), shown PAGE at a time.
+const WORDS_MAX = 200;
 // Extra fields that hold an item's name (compared without case, spaces, - or _), e.g. a
 // shop export's `name`, `title` or `productDisplayName` column.
 const NAME_FIELDS = ["name", "title", "productname", "productdisplayname", "displayname", "itemname"];
@@ -122,10 +124,28 @@ function count(n, what) {
   return n.toLocaleString("en") + " " + what + (n === 1 ? "" : "s");
 }
 
+// Words: the service turns the words naming the catalog's values into conditions and ranks
+// by the meaning of the whole text (GET /search); its `query.words` says which did what.
+async function loadWordMatches() {
+  const grid = document.getElementById("items");
+  const k = Math.min(WORDS_MAX, page.offset + PAGE);
+  const data = await api("/search" + query({ q: page.words, k: k, filter: page.filters }));
+  const shown = data.matches.slice(page.offset, page.offset + PAGE);
+  grid.replaceChildren(...shown.map(catalogCard));
+  const used = data.query.words.filter((w) => w.used_as === "condition").map((w) => w.word + ": " + w.filter);
+  const how = used.length ? " Conditions: " + used.join(", ") + "; the rest ranks by meaning." : " Ranked by meaning.";
+  setStatus("summary", shown.length
+    ? "Best matches " + (page.offset + 1) + "–" + (page.offset + shown.length) + " for “" + page.words + "”." + how
+    : "No item matches “" + page.words + "”." + how);
+  document.getElementById("prev").disabled = page.offset === 0;
+  document.getElementById("next").disabled = data.matches.length < k || k >= WORDS_MAX;
+}
+
 async function loadItems() {
   showError("error", null);
   const grid = document.getElementById("items");
   try {
+    if (page.words) return await loadWordMatches();
     const [data, info] = await Promise.all([
       api("/items" + query({ filter: page.filters, limit: PAGE, offset: page.offset })),
       api("/catalog")]);
@@ -281,6 +301,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     page.filters = currentFilters();
+    page.words = document.getElementById("f-words").value.trim();
     page.offset = 0;
     loadItems();
   });

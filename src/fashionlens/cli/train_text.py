@@ -1,0 +1,49 @@
+"""`fashionlens train-text DATA.csv`: align a model's search vectors with words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import FashionLensError
+from .common import ModelName, RuntimeName, out
+
+
+def train_text_command(
+    data: Annotated[Path, typer.Argument(help="A CSV of product photos with a name column "
+                                              "and attribute columns (products' styles.csv).")],
+    model: ModelName = None,
+    image_dir: Annotated[str, typer.Option(help="Photo folder, beside the CSV.")] = "images",
+    image_ext: Annotated[str, typer.Option(help="Photo file suffix.")] = ".jpg",
+    text_column: Annotated[str, typer.Option(help="The column of product names.")]
+    = "productDisplayName",
+    split_column: Annotated[str, typer.Option(help="Rows whose value is 'train' are fitted "
+                                                   "on; the others measure.")] = "split",
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the pairs.")] = 30,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write text-alignment.safetensors (default: the model's "
+                      "folder).")] = None,
+    cache: Annotated[Path, typer.Option(help="Where photo and sentence vectors are cached.")]
+    = Path("runs/text-alignment-cache"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    runtime: RuntimeName = "auto",
+) -> None:
+    """Train a model's text alignment, so that its catalogs can be searched by words
+    (`search --text`). Needs the train extra (torch) and the text extra."""
+    if not data.is_file():
+        raise FashionLensError(f"{data}: no such CSV file")
+    import torch  # noqa: F401  (the train extra; a missing one is named by `main`)
+
+    from ..training.text_alignment import train_text_alignment
+
+    path, meta = train_text_alignment(
+        data, model=model, out=out_dir, image_dir=image_dir, image_ext=image_ext,
+        text_column=text_column, split_column=split_column, epochs=epochs, cache=cache,
+        seed=seed, runtime=runtime, log=lambda line: out.print(line, highlight=False))
+    out.print(f"wrote {path}", highlight=False)
+    for name in ("validation_names_recall@1", "validation_names_recall@10"):
+        if name in meta:
+            out.print(f"{name}: {meta[name]:.4f} (of {meta['validation_gallery']:,} "
+                      "validation photos)", highlight=False)
