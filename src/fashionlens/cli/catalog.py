@@ -440,8 +440,10 @@ def review_tags(
     ] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """List items whose shop value (category, colour, ...) disagrees with a confident
-    prediction of the catalog's model: possibly filed under the wrong value."""
+    """List items whose shop value a confident prediction of the model disputes.
+
+    A category or colour the shop gave that the catalog's model confidently reads
+    otherwise: the item may be filed under the wrong value."""
     from ..search.catalog import Catalog
 
     with Catalog(catalog) as cat:
