@@ -164,7 +164,7 @@ def search(
         else:
             matches = cat.search(image, item=item, k=k, filters=filters, steer=weights,
                                  like=like, unlike=unlike, min_similarity=min_similarity)
-        floor = cat.relevance_floor()
+        floor = words.weak_below if words is not None else cat.relevance_floor()
     if as_json:
         query = (words.to_dict() if words is not None else
                  {"image": str(image)} if image is not None else {"item": item}

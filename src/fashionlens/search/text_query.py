@@ -32,6 +32,10 @@ MAX_TEXT = 500  # characters
 class TextQuery:
     vector: np.ndarray
     plan: WordPlan
+    # Below this a match is weak: the similarity 95 % of validation product names reach
+    # with their own photo (the alignment's `weak_below`; text-to-photo similarities are
+    # of another scale than the catalog's photo-to-photo floor).
+    weak_below: float | None = None
 
     @property
     def conditions(self) -> list[str]:
@@ -87,7 +91,9 @@ def text_query(catalog: Catalog, text: str) -> TextQuery:
                                f"{MAX_TEXT}")
     alignment = catalog_alignment(catalog)
     vector = alignment.project(shared_encoder().encode([text]))[0]
-    return TextQuery(vector, plan_words(text, catalog_vocabulary(catalog)))
+    floor = alignment.meta.get("weak_below")
+    return TextQuery(vector, plan_words(text, catalog_vocabulary(catalog)),
+                     float(floor) if isinstance(floor, int | float) else None)
 
 
 def text_search(catalog: Catalog, text: str, *, k: int = 10, filters=None,
@@ -105,5 +111,8 @@ def text_search(catalog: Catalog, text: str, *, k: int = 10, filters=None,
         query.plan.conditions = []
     conditions = [*parse_filters(filters), *parse_filters(query.conditions)]
     options = {name: value for name, value in options.items() if value is not None}
-    return (catalog.search(vector=query.vector, k=k, filters=conditions, steer=steer,
-                           **options), query)
+    matches = catalog.search(vector=query.vector, k=k, filters=conditions, steer=steer,
+                             **options)
+    for match in matches:
+        match.weak = query.weak_below is not None and match.similarity < query.weak_below
+    return matches, query

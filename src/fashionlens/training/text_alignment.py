@@ -31,6 +31,7 @@ from ..search.words import SYNONYMS, Vocabulary
 ATTRIBUTES = {"articleType": "category", "baseColour": "colour", "gender": "extra.gender",
               "season": "extra.season", "usage": "extra.usage"}
 PHRASES_PER_ITEM = 4
+WEAK_PERCENTILE = 5.0
 
 
 @dataclass
@@ -267,6 +268,10 @@ def train_text_alignment(csv_path: str | Path, *, model: str | None = None,
         measured = {f"validation_names_{k}": round(v, 4)
                     for k, v in recall_at(q, vectors[named]).items()}
         measured["validation_gallery"] = len(named)
+        # The text relevance floor: 95 % of validation names score at least this with their
+        # own photo (a photo search's floor, measured on photo pairs, is of another scale).
+        own = np.sum(q * vectors[named], axis=1)
+        measured["weak_below"] = round(float(np.percentile(own, WEAK_PERCENTILE)), 4)
     alignment.meta = {"model_fingerprint": fingerprint, "model": ref.name,
                       "encoder": ENCODER_NAME, "dim": int(weight.shape[1]),
                       "trained_on": str(csv_path), "train_photos": len(train),

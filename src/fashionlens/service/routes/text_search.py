@@ -32,5 +32,4 @@ async def search_by_words(request: Request,
     weights = await parse_steer(steer, catalog)
     options = _options(k, filters, weights, min_similarity)
     matches, query = await catalog.call(text_search, catalog.catalog, q, **options)
-    floor = await catalog.call(catalog.catalog.relevance_floor)
-    return _answer(query.to_dict(), k, filters, weights, matches, floor)
+    return _answer(query.to_dict(), k, filters, weights, matches, query.weak_below)
