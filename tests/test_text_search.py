@@ -273,3 +273,18 @@ def test_api_search_by_words(word_catalog):
                 == 400
     finally:
         engine.close()
+
+
+def test_search_by_words_imports_no_torch():
+    """The plain install (no torch): everything a text query runs imports without it."""
+    import subprocess
+
+    code = ("import sys\n"
+            "for name in ('torch', 'torchvision', 'timm', 'sentence_transformers'):\n"
+            "    sys.modules[name] = None\n"
+            "import fashionlens.search.text_query, fashionlens.service.routes.text_search\n"
+            "import fashionlens.cli.search\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
