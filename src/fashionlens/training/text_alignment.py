@@ -146,23 +146,24 @@ def embed_products(products: list[Product], model: str | None, cache: Path,
 
 def encode_texts(texts: list[str], encoder: TextEncoder, cache: Path | None = None
                  ) -> np.ndarray:
-    """Sentence vectors of `texts` (unique texts encoded once; cached by their digest)."""
+    """Sentence vectors of `texts` (each unique text encoded once; with `cache`, the texts
+    encoded before are read from `cache/sentences.npz` and only new ones are encoded)."""
     unique = sorted(set(texts))
-    path = None
-    if cache is not None:
-        digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:12]
-        path = cache / f"sentences-{digest}.npz"
+    known: dict[str, np.ndarray] = {}
+    path = cache / "sentences.npz" if cache is not None else None
     if path is not None and path.is_file():
-        vectors = np.load(path)["vectors"]
-    else:
-        vectors = encoder.encode(unique, batch_size=128)
+        data = np.load(path, allow_pickle=False)
+        known = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+    missing = [t for t in unique if t not in known]
+    if missing:
+        known.update(zip(missing, encoder.encode(missing, batch_size=128), strict=True))
         if path is not None:
             cache.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, vectors=vectors)
+            names = sorted(known)
+            np.savez(tmp, texts=np.array(names), vectors=np.stack([known[t] for t in names]))
             tmp.replace(path)
-    row = {t: i for i, t in enumerate(unique)}
-    return vectors[[row[t] for t in texts]]
+    return np.stack([known[t] for t in texts]).astype(np.float32)
 
 
 def fit(text_vecs: np.ndarray, text_ids: np.ndarray, image_vecs: np.ndarray,
