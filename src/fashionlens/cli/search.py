@@ -85,13 +85,15 @@ def item_table(title: str | None, items: list[Item], matches: list[Match] | None
     return table
 
 
-def weak_note(matches: list[Match], floor: float | None) -> str | None:
-    """The line under a table of matches that holds weak ones (below the catalog's floor)."""
+def weak_note(matches: list[Match], floor: float | None,
+              source: str = "this catalog's relevance floor") -> str | None:
+    """The line under a table of matches that holds weak ones (below the catalog's floor,
+    or for a search by words the model's text alignment's)."""
     weak = sum(m.weak for m in matches)
     if not weak or floor is None:
         return None
     return (f"{weak} weak match{'es' if weak > 1 else ''} below the line (similarity < "
-            f"{floor:.4f}, this catalog's relevance floor; --min-similarity cuts them)")
+            f"{floor:.4f}, {source}; --min-similarity cuts them)")
 
 
 def search(
@@ -189,7 +191,8 @@ def search(
     # A line of its own: as the table's title it would wrap at the table's width.
     out.print(what, highlight=False)
     out.print(item_table(None, [m.item for m in matches], matches))
-    note = weak_note(matches, floor)
+    note = weak_note(matches, floor) if words is None else \
+        weak_note(matches, floor, "the text alignment's floor for words")
     if note:
         out.print(note, highlight=False)
     if not matches:
