@@ -119,6 +119,8 @@ def test_alignment_round_trip_and_refusals(tmp_path):
         alignment_for(tmp_path, "arch:abc", 16, "mine")
     with pytest.raises(FashionLensError, match="no text alignment.*train-text --model other"):
         alignment_for(tmp_path / "nothing", None, 8, "other")
+    with pytest.raises(FashionLensError, match="records no model.*--model"):
+        alignment_for(None, None, 8, None)
     (tmp_path / ALIGNMENT_FILE).write_bytes(b"not safetensors")
     with pytest.raises(FashionLensError, match="not a readable text alignment"):
         alignment_for(tmp_path, "arch:abc", 8, "mine")

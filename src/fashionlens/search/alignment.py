@@ -78,6 +78,10 @@ def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int |
                   model_name: str | None) -> TextAlignment:
     """The alignment for a catalog's model (its folder, fingerprint and vector size), or a
     clear error saying how to make one."""
+    if folder is None and model_name is None:
+        raise FashionLensError("search by words needs the catalog's model and its text "
+                               "alignment, and this catalog records no model (imported "
+                               "vectors); pass the model the vectors came from (--model)")
     name = model_name or str(folder)
     how = f"train one with `fashionlens train-text --model {name}` (needs the train extra)"
     if folder is None:
