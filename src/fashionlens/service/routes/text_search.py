@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
+from ...search.text_encoder import TextSearchUnavailable
 from ...search.text_query import MAX_TEXT, text_search
-from ..errors import error_responses
+from ..errors import ApiError, error_responses
 from .common import check_filters, get_engine, parse_steer
 from .similar import FILTERS, MIN_SIMILARITY, STEER, K, _answer, _options
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["similar items"])
 
 
 @router.get("/search", summary="Items matching words (search by words)",
-            responses=error_responses(400, 404, 422))
+            responses=error_responses(400, 404, 409, 422))
 async def search_by_words(request: Request,
                           q: str = Query(..., min_length=1, max_length=MAX_TEXT,
                                          description="Words, e.g. 'red striped summer "
@@ -31,5 +32,11 @@ async def search_by_words(request: Request,
     check_filters(filters)
     weights = await parse_steer(steer, catalog)
     options = _options(k, filters, weights, min_similarity)
-    matches, query = await catalog.call(text_search, catalog.catalog, q, **options)
+    try:
+        matches, query = await catalog.call(text_search, catalog.catalog, q, **options)
+    except TextSearchUnavailable:  # the message names server paths: the operator's to read
+        raise ApiError(409, "no_text_search", "search by words is not available on this "
+                       "server: the catalog's model has no text alignment or the text "
+                       "extra is not installed (`fashionlens search --text` there says "
+                       "which)") from None
     return _answer(query.to_dict(), k, filters, weights, matches, query.weak_below)
