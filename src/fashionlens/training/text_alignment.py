@@ -209,7 +209,7 @@ def fit(text_vecs: np.ndarray, text_ids: np.ndarray, image_vecs: np.ndarray,
             total += float(loss.detach())
         if epoch % 5 == 0 or epoch == epochs - 1:
             log(f"  epoch {epoch + 1}/{epochs}: loss {total / max(1, len(order) // batch):.3f}")
-    return w.detach().numpy(), float(log_scale.exp())
+    return w.detach().numpy(), float(log_scale.detach().exp())
 
 
 def recall_at(queries: np.ndarray, gallery: np.ndarray, ks=(1, 10)) -> dict[str, float]:
