@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("fashionlens.tasks", "fashionlens.config")),
     # what runs a model: no loading by name, no building of exports
     ("running a model", ("fashionlens.inference.outputs", "fashionlens.inference.runtime",
+                         "fashionlens.inference.ov_core",
                          "fashionlens.inference.backends",
                          "fashionlens.inference.export_cache",
                          "fashionlens.inference.int8", "fashionlens.inference.photos",

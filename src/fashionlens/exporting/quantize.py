@@ -40,6 +40,7 @@ from ..inference.int8 import (
     images_per_second,
 )
 from ..inference.outputs import PROBABILITIES
+from ..inference.ov_core import openvino_core
 from ..inference.photos import prepare_photo
 from ..models.info import fingerprint_of, read_info, weights_digest
 from ..models.resolve import resolve_model
@@ -123,7 +124,7 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
     rest = [p for p in order[len(used):] if p.label is not None and p.label in classes]
     held_out, kept = _arrays(rest, pre, HELD_OUT_SIZE)
 
-    fp32 = ov.Core().read_model(str(source / ONNX_FILE))
+    fp32 = openvino_core().read_model(str(source / ONNX_FILE))
     started = time.perf_counter()
     quantized = nncf.quantize(fp32, nncf.Dataset(list(calibration[:, None])),
                               subset_size=len(calibration),

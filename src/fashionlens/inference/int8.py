@@ -18,6 +18,7 @@ from filelock import FileLock
 from ..errors import ModelError
 from ..precision import cpu_description
 from .export_cache import ONNX_FILE, OPENVINO_FILE, cache_root, read_manifest
+from .ov_core import openvino_core
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,7 @@ TIMING_BATCH = 32
 def compile_for_cpu(model, threads: int):
     """A model (path or OpenVINO model) compiled for this CPU in fp32, as the backends run
     it: what the int8 and fp32 timings compare."""
-    import openvino as ov
-
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+    return openvino_core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                   "INFERENCE_PRECISION_HINT": "f32",
                                                   "PERFORMANCE_HINT": "LATENCY"})
 
@@ -72,9 +71,7 @@ def _faster_here(directory: Path, fp32_directory: Path, threads: int) -> bool:
             known = {}
         if key in known:
             return bool(known[key]["faster"])
-        import openvino as ov
-
-        core = ov.Core()
+        core = openvino_core()
         batch = np.random.default_rng(0).standard_normal(
             (TIMING_BATCH, *manifest["input"]["shape"][1:]), dtype=np.float32)
         fp32 = images_per_second(compile_for_cpu(core.read_model(str(fp32_directory / ONNX_FILE)),

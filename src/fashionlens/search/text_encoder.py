@@ -142,9 +142,9 @@ class TextEncoder:
         self._request = None
         if backend == "openvino":
             try:
-                import openvino as ov
+                from ..inference.ov_core import openvino_core
 
-                compiled = ov.Core().compile_model(
+                compiled = openvino_core().compile_model(
                     self._openvino_model(), "CPU",
                     {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1",
                      "PERFORMANCE_HINT": "LATENCY"})
