@@ -30,8 +30,9 @@ def train_text_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     runtime: RuntimeName = "auto",
 ) -> None:
-    """Train a model's text alignment, so that its catalogs can be searched by words
-    (`search --text`). Needs the train extra (torch) and the text extra."""
+    """Train a model's text alignment, so that its catalogs can be searched by words.
+
+    What `search --text` uses. Needs the train extra (torch) and the text extra."""
     if not data.is_file():
         raise FashionLensError(f"{data}: no such CSV file")
     import torch  # noqa: F401  (the train extra; a missing one is named by `main`)
