@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +117,27 @@ def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 def folded(*texts: str) -> str:
     """Output with line breaks (Rich wraps at the terminal's width) folded to spaces."""
     return " ".join(" ".join(texts).split())
+
+
+def closed_after(sock: socket.socket, trickle: bytes, every: float, limit: float
+                  ) -> tuple[float, bytes]:
+    """Send `trickle` every `every` seconds until the server closes the connection;
+    returns (seconds it took, what the server sent)."""
+    started = time.monotonic()
+    received = b""
+    sock.settimeout(every)
+    while time.monotonic() - started < limit:
+        try:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return time.monotonic() - started, received
+            received += chunk
+        except TimeoutError:
+            pass
+        except OSError:
+            return time.monotonic() - started, received
+        try:
+            sock.sendall(trickle)
+        except OSError:
+            return time.monotonic() - started, received
+    return time.monotonic() - started, received

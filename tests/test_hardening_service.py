@@ -28,7 +28,7 @@ from fashionlens.service import ServiceSettings, create_app
 from fashionlens.service.demo import build_demo_catalog
 from fashionlens.service.server import MAX_HEADER_BYTES
 
-from .helpers import folded, run_main
+from .helpers import closed_after, folded, run_main
 
 KEY = "hardening-key-0123"
 HAT = (SAMPLE_PHOTOS / "Hat" / "hat-1.jpg").read_bytes()
@@ -343,30 +343,6 @@ def live(tmp_path_factory):
             proc.wait()
 
 
-def _closed_after(sock: socket.socket, trickle: bytes, every: float, limit: float
-                  ) -> tuple[float, bytes]:
-    """Send `trickle` every `every` seconds until the server closes the connection;
-    returns (seconds it took, what the server sent)."""
-    started = time.monotonic()
-    received = b""
-    sock.settimeout(every)
-    while time.monotonic() - started < limit:
-        try:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return time.monotonic() - started, received
-            received += chunk
-        except TimeoutError:
-            pass
-        except OSError:
-            return time.monotonic() - started, received
-        try:
-            sock.sendall(trickle)
-        except OSError:
-            return time.monotonic() - started, received
-    return time.monotonic() - started, received
-
-
 @pytest.mark.parametrize("request_head", [
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
     b"GET /api/v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -378,7 +354,7 @@ def test_a_body_no_route_reads_cannot_hold_the_connection(live, request_head):
     restarted uvicorn's keep-alive timer)."""
     with socket.create_connection(("127.0.0.1", live["port"])) as sock:
         sock.sendall(request_head)
-        took, answer = _closed_after(sock, b"1", 0.2, 30)
+        took, answer = closed_after(sock, b"1", 0.2, 30)
     assert answer.startswith(b"HTTP/1.1 "), answer
     assert took < BODY_TIMEOUT + SLACK, took
 
@@ -388,7 +364,7 @@ def test_a_header_block_over_the_cap_gets_431(live):
     big = b"X-Big: " + b"a" * 100_000 + b"\r\n"
     with socket.create_connection(("127.0.0.1", live["port"])) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
-        took, answer = _closed_after(sock, b"", 0.2, 20)
+        took, answer = closed_after(sock, b"", 0.2, 20)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b"headers_too_large" in answer
     # Headers under the cap still pass.

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .helpers import closed_after
+
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
 SLACK = 1.5  # scheduling noise on a busy 2-core machine
@@ -65,40 +67,16 @@ def live(tmp_path_factory):
         proc.wait()
 
 
-def _closed_after(sock: socket.socket, trickle: bytes, every: float, limit: float
-                  ) -> tuple[float, bytes]:
-    """Send `trickle` every `every` seconds until the server closes the connection;
-    returns (seconds it took, what the server sent)."""
-    started = time.monotonic()
-    received = b""
-    sock.settimeout(every)
-    while time.monotonic() - started < limit:
-        try:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return time.monotonic() - started, received
-            received += chunk
-        except TimeoutError:
-            pass
-        except OSError:
-            return time.monotonic() - started, received
-        try:
-            sock.sendall(trickle)
-        except OSError:
-            return time.monotonic() - started, received
-    return time.monotonic() - started, received
-
-
 def test_trickled_headers_are_cut_off(live):
     with socket.create_connection(("127.0.0.1", live["port"])) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        took, _ = _closed_after(sock, b"X-Slow: 1\r\n", 0.2, 20)
+        took, _ = closed_after(sock, b"X-Slow: 1\r\n", 0.2, 20)
     assert took < HEADER_TIMEOUT + SLACK, took
 
 
 def test_an_idle_connection_is_closed(live):
     with socket.create_connection(("127.0.0.1", live["port"])) as sock:
-        took, _ = _closed_after(sock, b"", 0.2, 20)
+        took, _ = closed_after(sock, b"", 0.2, 20)
     assert took < HEADER_TIMEOUT + SLACK, took
 
 
@@ -106,7 +84,7 @@ def test_a_trickled_body_gets_408_and_a_closed_connection(live):
     with socket.create_connection(("127.0.0.1", live["port"])) as sock:
         sock.sendall(b"POST /api/v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000\r\n\r\n\xff\xd8")
-        took, answer = _closed_after(sock, b"\x00", 0.2, 20)
+        took, answer = closed_after(sock, b"\x00", 0.2, 20)
     assert took < BODY_TIMEOUT + SLACK, took
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
 
