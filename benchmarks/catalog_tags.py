@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashionlens.precision import cpu_description
 from fashionlens.search import tags
 from fashionlens.search.catalog import Catalog, ItemRecord
 
@@ -41,16 +41,6 @@ HERE = Path(__file__).resolve().parent
 REPEATS = 3
 QUERIES = 300
 SEED = 0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def validation(data: Path) -> list[dict]:
@@ -187,7 +177,7 @@ def main() -> None:
     sample = [rows[i] for i in sorted(rng.choice(len(rows), args.build_items, replace=False))]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        result = {"cpu": cpu_name(), "model": "products (bundled)",
+        result = {"cpu": cpu_description()["model"], "model": "products (bundled)",
                   "cores": os.cpu_count(),
                   "build": build_speed(sample, args.data, work, args.repeats),
                   "forward": forward_cost(sample, args.data),

@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ import numpy as np
 os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 from fashionlens.models.resolve import DEFAULT_MODEL  # noqa: E402
+from fashionlens.precision import cpu_description  # noqa: E402
 from fashionlens.search.alignment import read_alignment  # noqa: E402
 from fashionlens.search.catalog import Catalog, ItemRecord  # noqa: E402
 from fashionlens.search.text_encoder import shared_encoder  # noqa: E402
@@ -58,16 +58,6 @@ DATA = ROOT.parents[1] / "shared" / "data"
 CACHE = ROOT.parent / "runs" / "text-alignment-cache"
 TARGETS = {"attributes_p@10": 0.85, "names_recall@10": 0.40, "home_types_p@10": 0.90,
            "p50_ms_at_100k": 20.0}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def plain(value: str) -> str:
@@ -338,7 +328,8 @@ def main() -> None:
     if alignment is None:
         raise SystemExit(f"{DEFAULT_MODEL} has no text alignment; run fashionlens train-text")
     items, vectors, fingerprint = products_gallery()
-    result = {"cpu": cpu_name(), "cores": os.cpu_count(), "model": "default (clothing10)",
+    result = {"cpu": cpu_description()["model"], "cores": os.cpu_count(),
+              "model": "default (clothing10)",
               "model_fingerprint": fingerprint, "encoder": alignment.meta.get("encoder"),
               "alignment": {k: v for k, v in alignment.meta.items() if k != "trained_on"},
               "gallery": len(items), "targets": TARGETS}
