@@ -141,3 +141,31 @@ def closed_after(sock: socket.socket, trickle: bytes, every: float, limit: float
         except OSError:
             return time.monotonic() - started, received
     return time.monotonic() - started, received
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(proc, url: str, output, seconds: float = 180) -> None:
+    """Wait for a `fashionlens serve` subprocess to answer /readyz; fail the test with
+    `output()` (what it printed) if it exits first, or after `seconds`."""
+    import httpx
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited early:\n{output()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the server did not become ready")
+        time.sleep(0.3)

@@ -28,7 +28,7 @@ from fashionlens.service import ServiceSettings, create_app
 from fashionlens.service.demo import build_demo_catalog
 from fashionlens.service.server import MAX_HEADER_BYTES
 
-from .helpers import closed_after, folded, run_main
+from .helpers import closed_after, folded, free_port, run_main, wait_until_ready
 
 KEY = "hardening-key-0123"
 HAT = (SAMPLE_PHOTOS / "Hat" / "hat-1.jpg").read_bytes()
@@ -298,12 +298,6 @@ BODY_TIMEOUT = 1.5
 SLACK = 2.0  # scheduling noise on a busy 2-core machine
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     home = tmp_path_factory.mktemp("live")
@@ -311,7 +305,7 @@ def live(tmp_path_factory):
     config.write_text(f"header_timeout_s: 1\nbody_timeout_s: {BODY_TIMEOUT}\n"
                       "keep_alive_s: 1\nshutdown_timeout_s: 2\n")
     log = home / "server.log"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FASHIONLENS_PROGRESS": "0"}
     env.pop("FASHIONLENS_API_KEY", None)
     with log.open("w") as sink:
@@ -320,19 +314,7 @@ def live(tmp_path_factory):
              "--port", str(port), "--config", str(config), "--log-level", "info"],
             env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not become ready")
-        time.sleep(0.3)
+    wait_until_ready(proc, url, log.read_text)
     yield {"proc": proc, "port": port, "url": url, "log": log}
     if proc.poll() is None:
         proc.terminate()

@@ -19,17 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import closed_after
+from .helpers import closed_after, free_port, wait_until_ready
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
 SLACK = 1.5  # scheduling noise on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def live(tmp_path_factory):
     config = home / "service.yaml"
     config.write_text(f"header_timeout_s: {HEADER_TIMEOUT}\nbody_timeout_s: {BODY_TIMEOUT}\n"
                       "keep_alive_s: 1\nshutdown_timeout_s: 2\n")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "FASHIONLENS_PROGRESS": "0"}
     env.pop("FASHIONLENS_API_KEY", None)
     proc = subprocess.Popen(
@@ -48,19 +42,7 @@ def live(tmp_path_factory):
          "--config", str(config), "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited early:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not become ready")
-        time.sleep(0.3)
+    wait_until_ready(proc, url, proc.stdout.read)
     yield {"proc": proc, "port": port, "url": url, "tmp": tmp}
     if proc.poll() is None:
         proc.kill()
