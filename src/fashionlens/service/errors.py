@@ -157,6 +157,20 @@ def _client(request: Request) -> str:
     return f"{request.client.host}:{request.client.port}" if request.client else "?"
 
 
+class TrackingSend:
+    """A `send` that remembers whether the response has started: after that an error can
+    no longer be answered, only the connection closed."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class InternalErrors:
     """ASGI middleware (inside the other middleware): an exception no handler took is a
     bug: its traceback is logged once and the client gets a 500 JSON answer; the
@@ -169,19 +183,12 @@ class InternalErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking = TrackingSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracking)
         except Exception as exc:  # noqa: BLE001 - the last place an exception can be answered
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            if started:
+            if tracking.started:
                 raise  # half an answer is out: only closing the connection is left
             response = error_response(500, "internal_error", f"internal error "
                                       f"({type(exc).__name__}); see the server log")

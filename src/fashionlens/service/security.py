@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ApiError, error_body
+from .errors import ApiError, TrackingSend, error_body
 
 API_KEY_HEADER = "X-API-Key"
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
@@ -106,18 +106,11 @@ async def _run_answering(app: ASGIApp, scope: Scope, receive: Receive, send: Sen
                          error: type[HTTPException], code: str) -> None:
     """Run `app` with a `receive` that may raise `error`; answer it as JSON unless the
     response has already started (then the connection just ends)."""
-    started = False
-
-    async def tracking_send(message: Message) -> None:
-        nonlocal started
-        if message["type"] == "http.response.start":
-            started = True
-        await send(message)
-
+    tracking = TrackingSend(send)
     try:
-        await app(scope, receive, tracking_send)
+        await app(scope, receive, tracking)
     except error as exc:
-        if started:
+        if tracking.started:
             raise
         await send_json(send, exc.status_code, error_body(exc.status_code, code,
                                                            str(exc.detail)))
