@@ -66,29 +66,8 @@ def retag(store: CatalogStore, embedder: Embedder, *, batch_size: int = 32,
     todo = store.db.execute(RETAG_TODO_SQL).fetchall()
     done = 0
     while True:
-        failed: list[str] = []
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            results = embedder.embed([store.path / r["image"] for r in part],
-                                     names=[r["id"] for r in part], batch_size=batch_size,
-                                     tags=True)
-            staged, finished = [], []
-            for row, result in zip(part, results, strict=True):
-                if result.ok:
-                    staged.extend(tags.rows_for(row["key"], result.predictions or []))
-                    finished.append((row["key"],))
-                else:
-                    failed.append(f"{row['id']} ({result.error})")
-            with store.transaction(changes_items=False) as db:
-                _stage_tags(db, "retag_tags", staged)
-                db.executemany("INSERT OR REPLACE INTO retag_done (key) VALUES (?)", finished)
-            if progress is not None:
-                progress(len(part))
-        if failed:
-            raise FashionLensError(
-                f"{store.path}: {len(failed)} stored photo(s) could not be read, so no tag "
-                f"was changed: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
-                "remove those items (or fix their photos) and run again to resume")
+        _embed_stored(store, embedder, todo, batch_size, chunk, progress, _stage_retag,
+                      unchanged="no tag was changed")
         done += len(todo)
         with store.writing():
             todo = store.db.execute(RETAG_TODO_SQL).fetchall()
@@ -129,7 +108,8 @@ def reembed(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder, *,
     todo = store.db.execute(TODO_SQL).fetchall()
     done = 0
     while True:
-        _stage(store, embedder, todo, batch_size, chunk, progress)
+        _embed_stored(store, embedder, todo, batch_size, chunk, progress, _stage_reembed,
+                      unchanged="nothing was changed")
         done += len(todo)
         with store.writing():
             # Items another process added meanwhile are embedded before the swap.
@@ -144,34 +124,51 @@ def reembed(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder, *,
             "directions": store.direction_names()}
 
 
-def _stage(store: CatalogStore, embedder: Embedder, rows: list[sqlite3.Row],
-           batch_size: int, chunk: int, progress: Callable[[int], None] | None) -> None:
-    """Embed the stored photos of `rows` into the `reembed` table, a chunk per
-    transaction; raise (changing nothing else) if any photo cannot be read."""
+def _embed_stored(store: CatalogStore, embedder: Embedder, rows: list[sqlite3.Row],
+                  batch_size: int, chunk: int, progress: Callable[[int], None] | None,
+                  write: Callable[[sqlite3.Connection, list], None], unchanged: str) -> None:
+    """Run the stored photos of `rows` through `embedder` (vector and tags in one pass), a
+    chunk per transaction in which `write(db, [(row, result), ...])` stages what was read;
+    raise, saying `unchanged`, if any photo cannot be read (the staged rows stay for a
+    resumed run)."""
     failed: list[str] = []
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         results = embedder.embed([store.path / r["image"] for r in part],
                                  names=[r["id"] for r in part], batch_size=batch_size,
                                  tags=True)
-        staged, predicted = [], []
+        read = []
         for row, result in zip(part, results, strict=True):
             if result.ok:
-                staged.append((row["key"], result.vector.astype(np.float32).tobytes()))
-                predicted.extend(tags.rows_for(row["key"], result.predictions or []))
+                read.append((row, result))
             else:
                 failed.append(f"{row['id']} ({result.error})")
         with store.transaction(changes_items=False) as db:
-            db.executemany("INSERT OR REPLACE INTO reembed (key, embedding) VALUES (?, ?)",
-                           staged)
-            _stage_tags(db, "reembed_tags", predicted)
+            write(db, read)
         if progress is not None:
             progress(len(part))
     if failed:
         raise FashionLensError(
-            f"{store.path}: {len(failed)} stored photo(s) could not be read, so nothing "
-            f"was changed: {'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
+            f"{store.path}: {len(failed)} stored photo(s) could not be read, so {unchanged}: "
+            f"{'; '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; "
             "remove those items (or fix their photos) and run again to resume")
+
+
+def _stage_retag(db: sqlite3.Connection, read: list) -> None:
+    staged = [r for row, result in read
+              for r in tags.rows_for(row["key"], result.predictions or [])]
+    _stage_tags(db, "retag_tags", staged)
+    db.executemany("INSERT OR REPLACE INTO retag_done (key) VALUES (?)",
+                   [(row["key"],) for row, _ in read])
+
+
+def _stage_reembed(db: sqlite3.Connection, read: list) -> None:
+    db.executemany("INSERT OR REPLACE INTO reembed (key, embedding) VALUES (?, ?)",
+                   [(row["key"], result.vector.astype(np.float32).tobytes())
+                    for row, result in read])
+    _stage_tags(db, "reembed_tags", [r for row, result in read
+                                     for r in tags.rows_for(row["key"],
+                                                            result.predictions or [])])
 
 
 def _swap(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder) -> None:
