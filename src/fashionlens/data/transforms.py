@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
 from .augment import AugmentConfig
+from .backdrop import replace_backdrop
 from .preprocess import FITS, Preprocess, eval_array, letterbox, tta_arrays
 
-__all__ = ["FITS", "AugmentConfig", "Letterbox", "Preprocess", "eval_transform",
+__all__ = ["FITS", "AugmentConfig", "Backdrop", "Letterbox", "Preprocess", "eval_transform",
            "keep_colour", "train_transform", "tta_views"]
 
 _INTERPOLATION = {
@@ -37,6 +39,25 @@ class Letterbox(torch.nn.Module):
         return letterbox(img, self.shape, self.fill, resample)
 
 
+class Backdrop(torch.nn.Module):
+    """`backdrop.replace_backdrop` with probability `p`, drawn from torch's generator as
+    torchvision's steps are (worker seeds and resumed runs then cover it too). It comes
+    first, at the photo's own resolution: the cut-out is cleanest before any resampling."""
+
+    def __init__(self, p: float, shrink: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__()
+        self.p, self.shrink = p, (float(shrink[0]), float(shrink[1]))
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        if not isinstance(img, Image.Image) or torch.rand(()) >= self.p:
+            return img
+        seed = int(torch.randint(0, 2**62, ()))
+        return replace_backdrop(img, np.random.default_rng(seed), self.shrink)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, shrink={self.shrink}"
+
+
 def _finish(pre: Preprocess) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
 
@@ -57,7 +78,7 @@ def eval_transform(pre: Preprocess, size: int | None = None) -> EvalTransform:
 
 def train_transform(pre: Preprocess, aug: AugmentConfig, size: int | None = None) -> T.Compose:
     interp = _INTERPOLATION[pre.interpolation]
-    steps: list = []
+    steps: list = [Backdrop(aug.backdrop, tuple(aug.backdrop_shrink))] if aug.backdrop else []
     if pre.fit != "crop":
         # Crops keep the input's aspect (ratio is relative to it), then the jitter below.
         height, width = pre.shape
