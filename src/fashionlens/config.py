@@ -59,6 +59,16 @@ class TaskConfig:
     focal_alpha: float | None = None
     pos_weight: str = "none"  # multilabel: none | sqrt | inverse (negatives / positives)
     colour: bool = False  # a colour task: colour-changing augmentation is turned off
+    # multilabel: tag -> its parent tag (boots -> shoes). A photo's tags gain their
+    # parents; a photo whose tags name a parent but none of its children is not taught
+    # that the children are absent (those targets are masked).
+    parents: dict = field(default_factory=dict)
+    # multilabel: at most this many tags a photo; "auto": the cap with the best
+    # cross-fitted micro-F1 on validation (or none); None: no cap
+    max_tags: int | str | None = None
+    # multilabel: what the per-tag thresholds maximise: tag_f1 (each tag's own F1) or
+    # micro_f1 (the F1 of all tags pooled: fewer tags of the rare, unsure kinds)
+    threshold_objective: str = "tag_f1"
 
     @property
     def source_column(self) -> str:

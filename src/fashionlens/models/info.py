@@ -10,7 +10,9 @@ Head kinds (a registry, like timm's model registry: `HEAD_KINDS[name]`):
 
 - `classification`: one label of `classes` (softmax);
 - `multilabel`: any number of `classes` (tags), each scored on its own (sigmoid) and kept
-  when at or above its threshold (`thresholds`, tuned on validation when trained);
+  when at or above its threshold (`thresholds`, tuned on validation when trained); at
+  most `max_tags` a photo, and a tag's `parents` implied rather than listed twice, when
+  model.json gives them (older models have neither and decide as before: `decide_tags`);
 - `embedding`: the search vector (`models.embedding`; declared by `EmbeddingSpec`).
 
 Format 1 (the first release, e.g. the bundled `clothing10`) had one `classes` list and no
@@ -65,16 +67,56 @@ def describe_label(head: HeadSpec, scores: Sequence[float], top_k: int,
     return {"label": top[0]["label"], "probability": top[0]["probability"], "top_k": top}
 
 
+def ancestors(parents: Sequence[int | None], index: int) -> list[int]:
+    """The parent, grandparent... of tag `index` (`parents[i]`: tag i's parent or None)."""
+    found: list[int] = []
+    parent = parents[index]
+    while parent is not None and parent not in found and len(found) < len(parents):
+        found.append(parent)
+        parent = parents[parent]
+    return found
+
+
+def parent_indices(classes: Sequence[str], parents: dict | None) -> list[int | None] | None:
+    """Per tag, the index of its parent among `classes` (None: none); None without
+    parents."""
+    if not parents:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return [index.get(str(parents.get(c, ""))) for c in classes]
+
+
+def decide_tags(scores: Sequence[float], limits: Sequence[float], max_tags: int | None = None,
+                parents: Sequence[int | None] | None = None) -> list[int]:
+    """The tags one photo is given, highest score first: those at or above their limit;
+    a parent that a kept child already says is not listed again (`boots` says `shoes`);
+    then at most `max_tags` of them. The one decision every runtime, the service, the
+    catalog and the evaluation share, so a photo gets the same tags everywhere."""
+    kept = [i for i in range(len(scores)) if scores[i] >= limits[i]]
+    if parents is not None:
+        said = {a for i in kept for a in ancestors(parents, i)}
+        kept = [i for i in kept if i not in said]
+    kept.sort(key=lambda i: -scores[i])
+    return kept if max_tags is None else kept[:max_tags]
+
+
 def describe_tags(head: HeadSpec, scores: Sequence[float], top_k: int,
                   threshold: float | None = None) -> dict:
-    """`{"tags": [...at or above threshold, highest first], "scores": {tag: p}}`; one
-    `threshold` replaces every tag's own."""
+    """`{"tags": [...highest first], "scores": {tag: p}}` (`decide_tags`); one `threshold`
+    replaces every tag's own (the cap and the parents still hold). A tag with a parent
+    carries it (`{"label": "boots", ..., "parent": "shoes"}`): the parent is implied,
+    not listed a second time."""
     limits = ([threshold] * len(head.classes) if threshold is not None
               else head.threshold_list())
-    kept = sorted((i for i in range(len(scores)) if scores[i] >= limits[i]),
-                  key=lambda i: -scores[i])
-    return {"tags": [{"label": head.classes[i], "probability": round(float(scores[i]), 6)}
-                     for i in kept],
+    parents = head.parent_indices()
+    kept = decide_tags(scores, limits, head.max_tags, parents)
+    tags = []
+    for i in kept:
+        entry: dict = {"label": head.classes[i], "probability": round(float(scores[i]), 6)}
+        if parents is not None and parents[i] is not None:
+            entry["parent"] = head.classes[parents[i]]
+        tags.append(entry)
+    return {"tags": tags,
             "scores": {name: round(float(p), 6) for name, p in zip(head.classes, scores,
                                                                    strict=True)}}
 
@@ -96,6 +138,10 @@ class HeadSpec:
     classes: list[str] = field(default_factory=list)
     thresholds: list[float] | None = None  # multilabel: one per class
     column: str | None = None  # the data column it was trained from
+    # multilabel: at most this many tags a photo (None: every tag over its threshold)
+    max_tags: int | None = None
+    # multilabel: tag -> its parent tag (boots -> shoes); both among `classes`
+    parents: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -106,6 +152,16 @@ class HeadSpec:
         if self.thresholds is not None and len(self.thresholds) != len(self.classes):
             raise ModelError(f"head '{self.name}': {len(self.thresholds)} thresholds for "
                              f"{len(self.classes)} classes")
+        if self.max_tags is not None and self.max_tags < 1:
+            raise ModelError(f"head '{self.name}': max_tags must be at least 1, got "
+                             f"{self.max_tags}")
+        if self.parents:
+            known = set(self.classes)
+            strange = sorted({t for pair in self.parents.items() for t in pair} - known)
+            if strange:
+                raise ModelError(f"head '{self.name}': parents name tags it does not have: "
+                                 f"{', '.join(strange[:10])}")
+            check_parents(self.parents, f"head '{self.name}'", ModelError)
 
     @property
     def head_kind(self) -> HeadKind:
@@ -115,6 +171,9 @@ class HeadSpec:
         """Per-class decision thresholds (multilabel); 0.5 where none was tuned."""
         return list(self.thresholds) if self.thresholds is not None else [0.5] * len(self.classes)
 
+    def parent_indices(self) -> list[int | None] | None:
+        return parent_indices(self.classes, self.parents)
+
     def to_dict(self) -> dict:
         out: dict = {"name": self.name, "kind": self.kind}
         if self.classes:
@@ -123,20 +182,41 @@ class HeadSpec:
             out["thresholds"] = [round(float(t), 4) for t in self.thresholds]
         if self.column:
             out["column"] = self.column
+        if self.max_tags is not None:
+            out["max_tags"] = int(self.max_tags)
+        if self.parents:
+            out["parents"] = dict(sorted(self.parents.items()))
         return out
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model.json") -> HeadSpec:
         try:
             thresholds = d.get("thresholds")
+            parents = d.get("parents")
             return cls(name=str(d["name"]), kind=str(d.get("kind", "classification")),
                        classes=[str(c) for c in d.get("classes", [])],
                        thresholds=None if thresholds is None else [float(t) for t in thresholds],
-                       column=d.get("column"))
+                       column=d.get("column"),
+                       max_tags=None if d.get("max_tags") is None else int(d["max_tags"]),
+                       parents=None if not parents else {str(k): str(v)
+                                                         for k, v in parents.items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed head {d!r} ({exc})") from exc
         except ModelError as exc:
             raise ModelError(f"{source}: {exc}") from exc
+
+
+def check_parents(parents: dict, where: str, error: type[Exception] = ModelError) -> None:
+    """Refuse tag parents that loop (a -> b -> a) or make a tag its own parent."""
+    for child in parents:
+        seen = [str(child)]
+        parent = parents.get(child)
+        while parent is not None:
+            if str(parent) in seen:
+                raise error(f"{where}: the tag parents loop: "
+                            f"{' -> '.join([*seen, str(parent)])}")
+            seen.append(str(parent))
+            parent = parents.get(parent)
 
 
 def task_heads(heads: list[HeadSpec]) -> list[HeadSpec]:
@@ -333,6 +413,15 @@ def check_description(d, source: str) -> None:
         for j, t in enumerate(_list(head.get("thresholds"), source, f"{where}.thresholds",
                                     MAX_CLASSES)):
             _number(t, source, f"{where}.thresholds[{j}]", 0.0, 1.0)
+        _number(head.get("max_tags"), source, f"{where}.max_tags", 1, MAX_CLASSES,
+                integer=True, optional=True)
+        parents = _mapping(head.get("parents"), source, f"{where}.parents")
+        if len(parents) > MAX_CLASSES:
+            _fail(source, f"{where}.parents", f"lists {len(parents)} entries; at most "
+                                              f"{MAX_CLASSES} are allowed")
+        for child, parent in parents.items():
+            _text(child, source, f"{where}.parents (a tag)", optional=False)
+            _text(parent, source, f"{where}.parents[{child[:80]!r}]", optional=False)
     check_preprocess(d.get("preprocess"), source)
     for name in ("config", "metrics"):
         _mapping(d.get(name), source, name)

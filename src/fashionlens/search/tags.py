@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..models.info import ancestors, decide_tags
+
 # Model task (head name) -> the catalog field its predictions fill: the one place that
 # decides it. A task not listed fills `extra.TASK` (season, usage, gender, pattern, a
 # multilabel `tags` head...). `label` is the one head of a one-task model (clothing10).
@@ -71,11 +73,21 @@ def predictions_from_scores(heads: Sequence, scores: Mapping[str, np.ndarray]
             found.append(Prediction(head.name, str(head.classes[best]), p, head.kind,
                                     p >= CONFIDENT))
         elif head.kind == MULTILABEL:
-            limits = head.threshold_list()
-            for j in np.argsort(-values, kind="stable"):
-                if values[j] >= limits[j]:
-                    found.append(Prediction(head.name, str(head.classes[j]),
-                                            float(values[j]), head.kind, True))
+            # The tags `predict` lists (`decide_tags`: thresholds, cap, parents), and the
+            # parents they imply, so that `extra.tags=shoes` finds the boots too; an
+            # implied parent counts at its own score or its child's, whichever is higher.
+            parents = head.parent_indices()
+            kept = decide_tags(values.tolist(), head.threshold_list(), head.max_tags, parents)
+            said: dict[int, float] = {}
+            for j in kept:
+                found.append(Prediction(head.name, str(head.classes[j]), float(values[j]),
+                                        head.kind, True))
+                for parent in ancestors(parents, j) if parents is not None else ():
+                    if parent not in kept:
+                        said[parent] = max(said.get(parent, 0.0), float(values[j]),
+                                           float(values[parent]))
+            found += [Prediction(head.name, str(head.classes[j]), p, head.kind, True)
+                      for j, p in sorted(said.items(), key=lambda item: -item[1])]
     return found
 
 

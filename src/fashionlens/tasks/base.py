@@ -107,6 +107,10 @@ class Task(ABC):
     def tune(self, scores: np.ndarray, targets: np.ndarray) -> None:  # noqa: B027
         """Fit decision thresholds on validation scores (multilabel)."""
 
+    def adopt(self, head: HeadSpec) -> None:  # noqa: B027
+        """Take a saved head's decision settings decided in training (multilabel: the
+        cap that `max_tags: auto` chose)."""
+
     def head_spec(self) -> HeadSpec:
         return HeadSpec(self.name, self.kind, list(self.classes), self.thresholds,
                         column=self.config.source_column)
@@ -177,4 +181,5 @@ def tasks_from_heads(heads: Sequence[HeadSpec], configs: Sequence[TaskConfig] = 
         cfg = by_name.get(head.name) or TaskConfig(name=head.name, kind=head.kind,
                                                    column=head.column or head.name)
         tasks.append(TASK_KINDS[head.kind](cfg, head.classes, head.thresholds))
+        tasks[-1].adopt(head)
     return tasks

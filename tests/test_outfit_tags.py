@@ -1,0 +1,294 @@
+"""Outfit tags a person can trust: tag parents (targets, masks, decoding), thresholds
+tuned for the pooled F1, a cap on tags a photo, and model.json that says so (old ones
+still decide as before). Tiny synthetic scores and labels only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlens.config import FieldError, TaskConfig, _apply
+from fashionlens.data.sources import Sample
+from fashionlens.errors import DataError, ModelError
+from fashionlens.models.info import (
+    HeadSpec,
+    ModelInfo,
+    check_description,
+    decide_tags,
+    describe_tags,
+)
+from fashionlens.search.tags import predictions_from_scores
+from fashionlens.tasks.base import tasks_from_heads
+from fashionlens.tasks.multilabel import (
+    MultilabelTask,
+    best_thresholds,
+    choose_cap,
+    crossfit_micro_f1,
+    micro_thresholds,
+    multilabel_scores,
+    predicted_tags,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+PARENTS = {"boots": "shoes", "heels": "shoes", "purse": "bag"}
+CLASSES = ["bag", "boots", "dress", "heels", "purse", "shoes"]
+
+
+def _samples(*cells: str) -> list[Sample]:
+    return [Sample(path=Path(f"{i}.jpg"), label="", values={"tags": c})
+            for i, c in enumerate(cells)]
+
+
+def _task(**settings) -> MultilabelTask:
+    config = TaskConfig(name="tags", kind="multilabel", parents=dict(PARENTS), **settings)
+    return MultilabelTask(config, CLASSES)
+
+
+def _column(task: MultilabelTask, row: np.ndarray) -> dict:
+    return {c: (None if np.isnan(v) else float(v)) for c, v in zip(task.classes, row,
+                                                                   strict=True)}
+
+
+def test_a_child_brings_its_parent_and_a_parent_alone_leaves_its_children_open():
+    task = _task()
+    targets = task.encode(_samples("boots;dress", "shoes;purse", "dress", ""))
+    boots, shoes_only, dress, empty = (_column(task, row) for row in targets)
+    # boots says shoes; the other child is known absent
+    assert boots == {"bag": 0.0, "boots": 1.0, "dress": 1.0, "heels": 0.0, "purse": 0.0,
+                     "shoes": 1.0}
+    # `shoes` alone does not say which: its children are unknown, not absent; purse says bag
+    assert shoes_only == {"bag": 1.0, "boots": None, "dress": 0.0, "heels": None,
+                          "purse": 1.0, "shoes": 1.0}
+    # no footwear named at all: every shoe tag is absent
+    assert dress["shoes"] == 0.0 and dress["boots"] == 0.0
+    assert all(v is None for v in empty.values())
+    assert task.present(targets).tolist() == [True, True, True, False]
+    assert task.counts(targets)["shoes"] == 2
+
+
+def test_without_parents_the_targets_are_as_before():
+    task = MultilabelTask(TaskConfig(name="tags", kind="multilabel"), CLASSES)
+    targets = task.encode(_samples("shoes", "boots"))
+    assert not np.isnan(targets).any()
+    assert targets[0].tolist() == [0, 0, 0, 0, 0, 1] and targets[1].tolist() == [0, 1, 0, 0, 0, 0]
+
+
+def test_an_open_child_teaches_nothing_in_the_loss():
+    task = _task(loss="bce")
+    targets = torch.tensor(task.encode(_samples("shoes", "boots")))
+    logits = torch.zeros(2, len(CLASSES), requires_grad=True)
+    loss = task.loss(logits, targets)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grad = logits.grad
+    open_cells = torch.isnan(targets)
+    assert bool(open_cells.any())
+    assert torch.all(grad[open_cells] == 0)
+    assert torch.all(grad[~open_cells] != 0)
+    # the masked loss equals the sum over the known cells only
+    known = ~open_cells
+    per = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.zeros(2, len(CLASSES)), torch.nan_to_num(targets), reduction="none")
+    assert float(loss.detach()) == pytest.approx(float((per * known).sum(1).mean()))
+
+
+def test_bad_parents_and_settings_are_refused_by_name():
+    train = _samples("boots", "shoes", "purse;bag", "dress")
+    config = TaskConfig(name="tags", kind="multilabel", parents={"sneaker": "shoes"})
+    with pytest.raises(DataError, match="sneaker"):
+        MultilabelTask.from_data(config, train, train, "labels.csv")
+    config = TaskConfig(name="tags", kind="multilabel", parents={"boots": "shoes",
+                                                                 "shoes": "boots"})
+    with pytest.raises(DataError, match="loop"):
+        MultilabelTask.from_data(config, train, train, "labels.csv")
+    for bad in (0, "most", True):
+        config = TaskConfig(name="tags", kind="multilabel", max_tags=bad)
+        with pytest.raises(DataError, match="max_tags"):
+            MultilabelTask.from_data(config, train, train, "labels.csv")
+    config = TaskConfig(name="tags", kind="multilabel", threshold_objective="macro")
+    with pytest.raises(DataError, match="threshold_objective"):
+        MultilabelTask.from_data(config, train, train, "labels.csv")
+
+
+def test_from_data_learns_the_parents_as_tags():
+    train = _samples("boots", "heels", "boots;purse", "heels;dress")
+    config = TaskConfig(name="tags", kind="multilabel", parents=dict(PARENTS))
+    task = MultilabelTask.from_data(config, train, train, "labels.csv")
+    # shoes and bag are never written in the column, yet they are tags (from children)
+    assert {"shoes", "bag"} <= set(task.classes)
+    assert task.head_spec().parents == {"boots": "shoes", "heels": "shoes", "purse": "bag"}
+
+
+def test_the_task_config_reads_parents_and_caps_from_yaml_values():
+    config = TaskConfig()
+    _apply(config, {"parents": {"boots": "shoes"}, "max_tags": "auto",
+                    "threshold_objective": "micro_f1"}, "tasks[0]")
+    assert config.parents == {"boots": "shoes"} and config.max_tags == "auto"
+    _apply(config, {"max_tags": 4}, "tasks[0]")
+    assert config.max_tags == 4
+    with pytest.raises(FieldError, match="parents"):
+        _apply(config, {"parents": ["boots"]}, "tasks[0]")
+
+
+def test_decide_lists_a_parent_once_caps_and_orders_by_score():
+    #          bag  boots dress heels purse shoes
+    scores = [0.2, 0.8, 0.9, 0.1, 0.3, 0.95]
+    limits = [0.5] * 6
+    parents = [None, 5, None, 5, 0, None]
+    assert decide_tags(scores, limits) == [5, 2, 1]  # before: shoes, dress, boots
+    assert decide_tags(scores, limits, parents=parents) == [2, 1]  # boots says shoes
+    assert decide_tags(scores, limits, max_tags=1, parents=parents) == [2]
+    # a parent with no child over its threshold is listed itself
+    assert decide_tags([0.2, 0.1, 0.9, 0.1, 0.3, 0.95], limits, parents=parents) == [5, 2]
+
+
+def test_describe_shows_the_parent_on_the_child_and_old_heads_answer_as_before():
+    scores = [0.2, 0.8, 0.9, 0.1, 0.3, 0.95]
+    old = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6)
+    assert [t["label"] for t in describe_tags(old, scores, 3)["tags"]] == [
+        "shoes", "dress", "boots"]
+    assert all("parent" not in t for t in describe_tags(old, scores, 3)["tags"])
+    new = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, max_tags=5, parents=PARENTS)
+    answer = describe_tags(new, scores, 3)
+    assert answer["tags"] == [{"label": "dress", "probability": 0.9},
+                              {"label": "boots", "probability": 0.8, "parent": "shoes"}]
+    assert len(answer["scores"]) == 6
+    capped = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, max_tags=1)
+    assert [t["label"] for t in describe_tags(capped, scores, 3)["tags"]] == ["shoes"]
+    # an explicit threshold replaces the thresholds, not the cap
+    assert len(describe_tags(capped, scores, 3, threshold=0.0)["tags"]) == 1
+
+
+def test_the_catalog_stores_the_same_tags_and_the_parents_they_imply():
+    scores = {"tags": np.array([0.2, 0.8, 0.9, 0.1, 0.3, 0.6])}
+    head = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, parents=PARENTS)
+    found = {(p.label, round(p.probability, 2)) for p in predictions_from_scores([head], scores)}
+    assert found == {("dress", 0.9), ("boots", 0.8), ("shoes", 0.8)}
+    capped = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, max_tags=1, parents=PARENTS)
+    assert [p.label for p in predictions_from_scores([capped], scores)] == ["dress"]
+
+
+def _model_dict(head: dict) -> dict:
+    return {"architecture": "efficientnet_lite0", "heads": [head],
+            "preprocess": {"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}}
+
+
+def test_model_json_keeps_the_new_fields_and_old_ones_load_unchanged():
+    head = HeadSpec("tags", "multilabel", CLASSES, [0.4] * 6, column="tags", max_tags=4,
+                    parents=PARENTS)
+    text = json.dumps(_model_dict(head.to_dict()))
+    info = ModelInfo.from_dict(json.loads(text), "model.json")
+    assert info.heads[0].max_tags == 4 and info.heads[0].parents == PARENTS
+    old = {"name": "tags", "kind": "multilabel", "classes": CLASSES, "thresholds": [0.4] * 6}
+    info = ModelInfo.from_dict(_model_dict(old), "model.json")
+    assert info.heads[0].max_tags is None and info.heads[0].parents is None
+    assert "max_tags" not in info.heads[0].to_dict() and "parents" not in info.heads[0].to_dict()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_tags", 0, "max_tags"),
+    ("max_tags", "3", "max_tags"),
+    ("max_tags", 10 ** 9, "max_tags"),
+    ("parents", ["boots"], "parents"),
+    ("parents", {"boots": 3}, "parents"),
+    ("parents", {"boots": "slippers"}, "slippers"),
+    ("parents", {"boots": "shoes", "shoes": "boots"}, "loop"),
+])
+def test_model_json_bounds_refuse_bad_cap_and_parents(field, value, message):
+    head = {"name": "tags", "kind": "multilabel", "classes": CLASSES, field: value}
+    with pytest.raises(ModelError, match=message):
+        check_description(_model_dict(head), "model.json")
+        ModelInfo.from_dict(_model_dict(head), "model.json")
+
+
+def _ranked_photos(n: int = 120, tags: int = 8, true: int = 2, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores whose level shifts from photo to photo (a bright photo scores every tag
+    high): no per-tag threshold separates the true tags, the ranking within a photo
+    does. Every photo has `true` tags."""
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(0.0, 0.5, (n, 1))
+    scores = level + rng.uniform(0.0, 0.4, (n, tags))
+    targets = np.zeros((n, tags), np.float32)
+    for row in range(n):
+        chosen = rng.choice(tags, true, replace=False)
+        targets[row, chosen] = 1.0
+        scores[row, chosen] = level[row, 0] + 0.45
+    return scores, targets
+
+
+def test_the_cap_is_chosen_by_cross_fitting_and_helps_where_ranking_does():
+    scores, targets = _ranked_photos()
+    cap = choose_cap(scores, targets)
+    assert cap == 2
+    names = [str(i) for i in range(scores.shape[1])]
+    assert crossfit_micro_f1(scores, targets, names, max_tags=2) > \
+        crossfit_micro_f1(scores, targets, names) + 0.1
+    # a task with max_tags: auto keeps what tuning chose, and model.json carries it
+    task = MultilabelTask(TaskConfig(name="tags", kind="multilabel", max_tags="auto"), names)
+    task.tune(scores, targets)
+    assert task.max_tags == 2 and task.head_spec().max_tags == 2
+    metrics = task.metrics(scores, targets)
+    assert metrics["max_tags"] == 2 and metrics["tags_per_photo"] <= 2.0
+    # a saved model scored again decides with its cap
+    (again,) = tasks_from_heads([task.head_spec()])
+    assert again.max_tags == 2
+
+
+def test_no_cap_is_chosen_where_it_would_cost_recall():
+    rng = np.random.default_rng(1)
+    targets = (rng.uniform(size=(80, 6)) < 0.5).astype(np.float32)
+    scores = np.clip(targets * 0.6 + rng.uniform(0, 0.35, targets.shape), 0, 1)
+    cap = choose_cap(scores, targets)
+    assert cap is None or cap >= 4
+    names = [str(i) for i in range(6)]
+    assert crossfit_micro_f1(scores, targets, names, max_tags=cap) == pytest.approx(
+        crossfit_micro_f1(scores, targets, names))
+
+
+def test_micro_thresholds_pool_the_tags_and_never_lose_to_per_tag_f1_in_sample():
+    rng = np.random.default_rng(2)
+    targets = np.zeros((200, 5), np.float32)
+    targets[:, 0] = rng.uniform(size=200) < 0.5  # a common, well-scored tag
+    targets[:, 1:] = rng.uniform(size=(200, 4)) < 0.04  # rare tags the model barely knows
+    scores = np.where(targets > 0.5, rng.uniform(0.4, 1.0, targets.shape),
+                      rng.uniform(0.0, 0.6, targets.shape))
+    scores[:, 1:] = rng.uniform(0.0, 1.0, (200, 4)) * 0.5 + targets[:, 1:] * 0.2
+    names = list("abcde")
+    per_tag = best_thresholds(scores, targets)
+    pooled = micro_thresholds(scores, targets)
+    f1_per_tag = multilabel_scores(scores, targets, per_tag, names)
+    f1_pooled = multilabel_scores(scores, targets, pooled, names)
+    assert f1_pooled["micro_f1"] >= f1_per_tag["micro_f1"]
+    assert f1_pooled["micro_precision"] > f1_per_tag["micro_precision"]
+    assert f1_pooled["tags_per_photo"] < f1_per_tag["tags_per_photo"]
+
+
+def test_scores_skip_open_cells_and_count_implied_parents():
+    task = _task()
+    targets = task.encode(_samples("shoes", "boots"))
+    #                  bag  boots dress heels purse shoes
+    scores = np.array([[0.1, 0.9, 0.1, 0.8, 0.1, 0.2],   # heels/boots on a `shoes` photo
+                       [0.1, 0.9, 0.1, 0.1, 0.1, 0.2]])  # boots, shoes only implied
+    thresholds = np.full(6, 0.5)
+    predicted = predicted_tags(scores, thresholds, None, task.parent_index)
+    assert predicted[1, CLASSES.index("shoes")]  # implied by boots
+    result = multilabel_scores(scores, targets, thresholds, CLASSES, predicted)
+    # photo 0: boots/heels are open (neither right nor wrong), shoes right; photo 1 exact
+    assert result["micro_precision"] == 1.0 and result["micro_recall"] == 1.0
+    assert result["per_tag"]["heels"]["support"] == 0
+
+
+def test_a_tag_mapped_to_nothing_is_dropped_before_the_parents():
+    config = TaskConfig(name="tags", kind="multilabel", mapping={"accessories": None,
+                                                                 "pumps": "heels"},
+                        parents=dict(PARENTS))
+    task = MultilabelTask(config, CLASSES)
+    (row,) = task.encode(_samples("accessories;pumps"))
+    assert _column(task, row) == {"bag": 0.0, "boots": 0.0, "dress": 0.0, "heels": 1.0,
+                                  "purse": 0.0, "shoes": 1.0}
