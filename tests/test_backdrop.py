@@ -12,7 +12,7 @@ from PIL import Image
 
 from fashionlens.config import FieldError, load_config
 from fashionlens.data.augment import AugmentConfig
-from fashionlens.data.backdrop import plain_background, replace_backdrop
+from fashionlens.data.backdrop import border_connected, plain_background, replace_backdrop
 from fashionlens.data.preprocess import Preprocess
 from fashionlens.data.transforms import Backdrop, train_transform
 
@@ -114,3 +114,39 @@ def test_config_refuses_a_probability_outside_0_1(value: float) -> None:
 def test_config_refuses_a_bad_shrink(shrink: tuple[float, float]) -> None:
     assert [name for name, _ in AugmentConfig(backdrop_shrink=shrink).problems()] == \
         ["backdrop_shrink"]
+
+
+def test_the_fill_follows_winding_paths() -> None:
+    """White reached only through a spiral of corridors is background; white walled in
+    by the garment (a print, a buttonhole) is not."""
+    light = np.zeros((9, 9), dtype=bool)
+    light[0, :] = True          # the border's top row
+    light[0:8, 8] = True        # down the right side
+    light[7, 1:9] = True        # along the bottom, inside
+    light[2:8, 1] = True        # up the left
+    light[2, 1:7] = True        # along, inside
+    light[4, 4] = True          # walled in
+    reach = border_connected(light)
+    assert reach[2, 6] and reach[7, 1]
+    assert not reach[4, 4]
+
+
+def test_the_same_torch_seed_draws_the_same_surface() -> None:
+    """Resumed runs replay the seeds: the step must draw only from torch's generator."""
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        outs.append(np.asarray(Backdrop(1.0, (0.6, 1.0))(_studio())))
+    assert np.array_equal(*outs)
+
+
+def test_a_white_garment_the_fill_ran_into_passes_through() -> None:
+    """A white garment, shaded, whose dark outline has a gap: the fill from the border
+    runs inside and would repaint it; its shading gives it away."""
+    rgb = np.full((80, 60, 3), 255, dtype=np.uint8)
+    rgb[15:65, 12:48] = 40                                   # the outline...
+    shade = np.linspace(253, 240, 48).astype(np.uint8)[:, None, None]
+    rgb[16:64, 13:47] = np.broadcast_to(shade, (48, 34, 1))  # ...round a shaded white
+    rgb[15, 25:35] = 255                                     # ...with a gap at the top
+    photo = Image.fromarray(rgb)
+    assert replace_backdrop(photo, np.random.default_rng(0)) is photo

@@ -35,6 +35,12 @@ BORDER_SHARE = 0.85
 # ...and the white region reached from the border leaves a garment of sensible size
 # (less: the garment is white and the fill ran into it; more: the garment is a speck).
 BACKGROUND_SHARE = (0.1, 0.92)
+# Shaded "background" (see plain_background) above this share of the garment's area: the
+# fill probably ran into a white garment; the photo is left alone. On every 10th products
+# photo, 0.12 left 278 of the 2811 with a white background (9.9%): white skirts, shorts,
+# shirts and sneakers the fill had eaten, necklaces, shoes on a reflecting floor, and a
+# few it need not have (a small shirt with a soft shadow), which merely stay on white.
+SHADED_SHARE = 0.12
 # Fringe: background pixels within this many pixels of the garment keep part of their
 # own colour, in proportion to how far from white they are (the garment's soft edge).
 FRINGE = 2
@@ -59,32 +65,55 @@ def border_connected(light: np.ndarray) -> np.ndarray:
     reach = np.zeros_like(light)
     for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
         reach[edge] = light[edge]
-    count = -1
-    while (now := int(reach.sum())) != count:
+    # Rows and columns in turn; once a pass adds nothing, the pass before it (the other
+    # direction) left nothing to add either: the fill is complete.
+    count, rows = int(reach.sum()), True
+    while True:
+        reach = _spread_along_rows(light, reach) if rows else \
+            _spread_along_rows(light.T, reach.T).T
+        now, rows = int(reach.sum()), not rows
+        if now == count:
+            return reach
         count = now
-        reach = _spread_along_rows(light, reach)
-        reach = _spread_along_rows(light.T, reach.T).T
-    return reach
+
+
+def _lightness(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(darkest channel, channel spread) of each pixel, channel by channel: a reduction
+    over the last axis of uint8 is several times slower."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    low = np.minimum(np.minimum(r, g), b)
+    return low, np.maximum(np.maximum(r, g), b) - low
 
 
 def _near_white(rgb: np.ndarray, light: int) -> np.ndarray:
-    # channel by channel: a reduction over the last axis of uint8 is several times slower
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    low = np.minimum(np.minimum(r, g), b)
-    return (low >= light) & (np.maximum(np.maximum(r, g), b) - low <= CHROMA)
+    low, spread = _lightness(rgb)
+    return (low >= light) & (spread <= CHROMA)
 
 
 def plain_background(rgb: np.ndarray) -> np.ndarray | None:
     """The background mask (True = white background) of a studio shot, or None when the
     photo has no plain light background to replace."""
     edge = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]])
-    if _near_white(edge, SOFT_LIGHT).mean() < BORDER_SHARE:  # first: most photos stop here
-        return None
-    background = border_connected(_near_white(rgb, LIGHT))
-    soft = _near_white(rgb, SOFT_LIGHT)
+    edge_low, edge_spread = _lightness(edge)
+    if ((edge_low >= SOFT_LIGHT) & (edge_spread <= CHROMA)).mean() < BORDER_SHARE:
+        return None  # checked first: home and street photos stop here, at little cost
+    low, spread = _lightness(rgb)
+    plain = spread <= CHROMA
+    background = border_connected((low >= LIGHT) & plain)
+    soft = (low >= SOFT_LIGHT) & plain
     for _ in range(SOFT_STEPS):
         background |= _grow(background, 1) & soft
     if not BACKGROUND_SHARE[0] <= background.mean() <= BACKGROUND_SHARE[1]:
+        return None
+    garment = ~background
+    # A fill that ran into a white garment (through a gap in its outline) took its shading
+    # with it: "background" pixels away from the garment's edge that are darker than the
+    # border's white by more than its noise. Shadows, reflections under shoes and the
+    # light beads of a necklace look the same; all are better left on their white.
+    white = float(np.median(edge_low))
+    noise = 1.5 * float(np.median(np.abs(edge_low.astype(np.float32) - white))) + 1.0
+    shaded = background & ~_grow(garment, FRINGE) & (low < white - 3 * noise - 2)
+    if shaded.sum() > SHADED_SHARE * garment.sum():
         return None
     return background
 
