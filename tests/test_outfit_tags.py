@@ -5,12 +5,16 @@ still decide as before). Tiny synthetic scores and labels only."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import fashionlens
 from fashionlens.config import FieldError, TaskConfig, _apply
 from fashionlens.data.sources import Sample
 from fashionlens.errors import DataError, ModelError
@@ -292,3 +296,52 @@ def test_a_tag_mapped_to_nothing_is_dropped_before_the_parents():
     (row,) = task.encode(_samples("accessories;pumps"))
     assert _column(task, row) == {"bag": 0.0, "boots": 0.0, "dress": 0.0, "heels": 1.0,
                                   "purse": 0.0, "shoes": 1.0}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the web app's JS")
+def test_the_web_app_decides_tags_as_the_model_does():
+    """The try page re-decides tags when a person moves the threshold: its `decideTags`
+    must give what `decide_tags` gives (the same thresholds, parents and cap)."""
+    script = (Path(fashionlens.__file__).parent / "service" / "web" / "try.js").read_text()
+    match = re.search(r"^function decideTags\(.*?^}\n", script, re.S | re.M)
+    assert match, "try.js has no decideTags"
+    rng = np.random.default_rng(3)
+    cases = []
+    for case in range(20):
+        scores = rng.uniform(size=len(CLASSES)).round(4).tolist()
+        limits = rng.uniform(0.2, 0.8, len(CLASSES)).round(3).tolist()
+        cap = [None, 1, 2, 4][case % 4]
+        parents = PARENTS if case % 2 else {}
+        expected = [CLASSES[i] for i in decide_tags(
+            scores, limits, cap, [CLASSES.index(parents[c]) if c in parents else None
+                                  for c in CLASSES] if parents else None)]
+        cases.append({"scores": scores, "limits": limits, "cap": cap, "parents": parents,
+                      "expected": expected})
+    program = match.group(0) + """
+const cases = JSON.parse(process.argv[1]);
+const tags = JSON.parse(process.argv[2]);
+const out = cases.map((c) => {
+  const pairs = tags.map((t, i) => [t, c.scores[i]]).sort((a, b) => b[1] - a[1]);
+  const limit = (t) => c.limits[tags.indexOf(t)];
+  const task = c.cap ? { parents: c.parents, max_tags: c.cap } : { parents: c.parents };
+  return decideTags(pairs, limit, task).map(([t]) => t);
+});
+console.log(JSON.stringify(out));
+"""
+    done = subprocess.run(["node", "-e", program, json.dumps(cases), json.dumps(CLASSES)],
+                          capture_output=True,
+                          text=True, timeout=30, check=True)
+    assert json.loads(done.stdout) == [c["expected"] for c in cases]
+
+
+def test_the_api_answer_gives_the_cap_and_parents_only_where_the_model_has_them():
+    from fashionlens.service.tasks import task_answer
+
+    scores = [0.2, 0.8, 0.9, 0.1, 0.3, 0.95]
+    new = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, max_tags=3, parents=PARENTS)
+    answer = task_answer(new, scores, 3, None)
+    assert answer["max_tags"] == 3 and answer["parents"] == PARENTS
+    assert [t["label"] for t in answer["tags"]] == ["dress", "boots"]
+    old = task_answer(HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6), scores, 3, None)
+    assert "max_tags" not in old and "parents" not in old
+    assert [t["label"] for t in old["tags"]] == ["shoes", "dress", "boots"]

@@ -8,7 +8,9 @@ always given on top, and names its public `type`:
   `top_k`, `classes` (the top k at or above `threshold`) and `num_classes`;
 - `multilabel` -> `"multi_label"`: `tags` (at or above each tag's threshold, highest
   first), `scores` (every tag's probability) and `thresholds` (the ones used: the
-  model's tuned per-tag thresholds, or `threshold` for every tag when it is given).
+  model's tuned per-tag thresholds, or `threshold` for every tag when it is given);
+  for a model that has them, `max_tags` (at most that many tags) and `parents` (tag ->
+  parent: a listed child carries its `parent`, which is not listed again).
 
 A head kind with no entry here is still served: its `type` is the kind's name and its
 fields are `describe`'s.
@@ -37,12 +39,20 @@ def _thresholds(head: HeadSpec, threshold: float | None) -> dict[str, float]:
     return {name: round(float(t), 6) for name, t in zip(head.classes, limits, strict=True)}
 
 
+def _decision(head: HeadSpec) -> dict:
+    """The cap and the tag parents of a head that has them (a client re-deciding the tags
+    at another threshold applies them as `models.info.decide_tags` does)."""
+    return {**({"max_tags": head.max_tags} if head.max_tags is not None else {}),
+            **({"parents": dict(head.parents)} if head.parents else {})}
+
+
 def _multi_label(head: HeadSpec, answer: dict, threshold: float | None) -> dict:
-    return {"thresholds": _thresholds(head, threshold), "num_classes": len(head.classes)}
+    return {"thresholds": _thresholds(head, threshold), "num_classes": len(head.classes),
+            **_decision(head)}
 
 
 def _listed_thresholds(head: HeadSpec) -> dict:
-    return {"thresholds": _thresholds(head, None)}
+    return {"thresholds": _thresholds(head, None), **_decision(head)}
 
 
 @dataclass(frozen=True)

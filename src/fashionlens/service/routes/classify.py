@@ -10,7 +10,9 @@ from `models.heads.describe` plus what the API adds (`service.tasks`):
   `threshold`) and `num_classes`;
 - `"type": "multi_label"` (a multilabel head): `tags` (every tag at or above its
   threshold, highest first), `scores` (each tag's probability) and `thresholds` (each
-  tag's threshold used: the model's own, or `threshold` for every tag when given).
+  tag's threshold used: the model's own, or `threshold` for every tag when given); a
+  model with a cap and tag parents also gives `max_tags` and `parents`, and its `tags`
+  hold at most `max_tags`, a child carrying its `parent` instead of both being listed.
 """
 
 from __future__ import annotations

@@ -55,6 +55,20 @@ function classTask(task, listed, threshold) {
 // for it until the person unticks "each tag's own"; then one slider sets a threshold for
 // every tag (the slider is shown only then, so it never shows a value not in use). The
 // service sent every tag's score, so this re-filters them here without a new request.
+// The tags a photo is given, as the model decides them (models.info.decide_tags): those at
+// or above their limit; a parent a kept child already says (boots says shoes) is not
+// listed again; at most max_tags. `scores`: [tag, probability] pairs, highest first.
+function decideTags(scores, limit, task) {
+  const parents = task.parents || {};
+  let kept = scores.filter(([tag, p]) => p >= limit(tag));
+  const said = new Set();
+  for (const [tag] of kept) {
+    for (let up = parents[tag], steps = 0; up !== undefined && steps < scores.length; up = parents[up], steps++) said.add(up);
+  }
+  kept = kept.filter(([tag]) => !said.has(tag));
+  return task.max_tags ? kept.slice(0, task.max_tags) : kept;
+}
+
 function tagTask(task, listed, index) {
   const scores = Object.entries(task.scores || {}).sort((a, b) => b[1] - a[1]);
   const own = task.thresholds || {};
@@ -82,9 +96,11 @@ function tagTask(task, listed, index) {
     if (chosen !== undefined) slider.value = String(Math.round(chosen * 100));
     shown.textContent = chosen !== undefined ? Math.round(chosen * 100) + "%" : "";
     const limit = (tag) => (chosen !== undefined ? chosen : (own[tag] ?? 0.5));
-    const kept = scores.filter(([tag, p]) => p >= limit(tag));
-    verdict.replaceChildren(el("strong", { text: kept.length ? kept.map(([tag]) => name(tag)).join(", ") : "no tag reaches its threshold" }));
-    chips.replaceChildren(...kept.map(([tag, p]) => el("li", { class: "tag", "data-label": tag }, name(tag) + " ", el("span", { class: "value", text: percent(p) }))));
+    const kept = decideTags(scores, limit, task);
+    const parents = task.parents || {};
+    const said = (tag) => (parents[tag] ? " (" + name(parents[tag]) + ")" : "");
+    verdict.replaceChildren(el("strong", { text: kept.length ? kept.map(([tag]) => name(tag) + said(tag)).join(", ") : "no tag reaches its threshold" }));
+    chips.replaceChildren(...kept.map(([tag, p]) => el("li", { class: "tag", "data-label": tag }, name(tag) + said(tag) + " ", el("span", { class: "value", text: percent(p) }))));
     bars.replaceChildren(...scores.map(([tag, p]) => scoreBar(tag, p, p < limit(tag), name(tag))));
   }
   slider.addEventListener("input", () => { state.tagLimits[task.name] = Number(slider.value) / 100; update(); });
