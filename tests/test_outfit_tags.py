@@ -345,3 +345,57 @@ def test_the_api_answer_gives_the_cap_and_parents_only_where_the_model_has_them(
     old = task_answer(HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6), scores, 3, None)
     assert "max_tags" not in old and "parents" not in old
     assert [t["label"] for t in old["tags"]] == ["shoes", "dress", "boots"]
+
+
+@pytest.mark.timeout(300)
+def test_a_trained_tag_head_keeps_its_parents_and_cap_in_model_json(tmp_path):
+    """End to end on tiny two-colour photos: `red` on some rows, only its parent `warm`
+    on others; the saved model lists `warm` as a tag, knows red -> warm and its cap."""
+    import csv
+
+    import yaml
+    from PIL import Image
+
+    from fashionlens import load_config, train
+    from fashionlens.models import read_info
+
+    from .helpers import COLOURS, TINY_TRAIN
+
+    rows = []
+    names = sorted(COLOURS)
+    for n, (top, bottom, k) in enumerate((t, b, k) for t in names for b in names
+                                         for k in range(4)):
+        arr = np.zeros((40, 48, 3), np.uint8)
+        arr[:20], arr[20:] = COLOURS[top], COLOURS[bottom]
+        (tmp_path / "images").mkdir(exist_ok=True)
+        Image.fromarray(arr, "RGB").save(tmp_path / "images" / f"{n}.png")
+        tags = {top, bottom}
+        if "red" in tags and k % 2:
+            tags = (tags - {"red"}) | {"warm"}  # named only by the parent
+        rows.append({"id": n, "tags": ";".join(sorted(tags)),
+                     "split": "validation" if k == 0 else "train"})
+    with (tmp_path / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": str(tmp_path / "labels.csv"), "image_column": "id",
+                 "image_dir": "images", "image_extension": ".png", "split_column": "split"},
+        "tasks": [{"name": "tags", "kind": "multilabel", "parents": {"red": "warm"},
+                   "max_tags": "auto", "threshold_objective": "micro_f1"}]}))
+    run = train(load_config(config, overrides=[*TINY_TRAIN, f"output.dir={tmp_path / 'runs'}",
+                                               "output.name=m"]))
+    head = read_info(run.model_dir).head("tags")
+    assert head.classes == ["blue", "green", "red", "warm"]
+    assert head.parents == {"red": "warm"}
+    summary = json.loads((run.output_dir / "metrics.json").read_text())
+    figures = summary["metrics"]
+    figures = figures.get("tasks", {}).get("tags", figures)
+    assert figures["max_tags"] == head.max_tags
+    assert head.max_tags is None or 1 <= head.max_tags <= 4
+    # a red photo is told `red` with its parent, not `warm` a second time
+    at_half = HeadSpec(head.name, head.kind, head.classes, [0.5] * 4, max_tags=head.max_tags,
+                       parents=head.parents)
+    answer = describe_tags(at_half, [0.1, 0.1, 0.9, 0.95], 3)
+    assert answer["tags"] == [{"label": "red", "probability": 0.9, "parent": "warm"}]
