@@ -150,3 +150,15 @@ def test_a_white_garment_the_fill_ran_into_passes_through() -> None:
     rgb[15, 25:35] = 255                                     # ...with a gap at the top
     photo = Image.fromarray(rgb)
     assert replace_backdrop(photo, np.random.default_rng(0)) is photo
+
+
+@pytest.mark.parametrize("density", [0.45, 0.6, 0.75])
+def test_the_fill_matches_a_labelling_flood_fill(density: float) -> None:
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(int(density * 100))
+    for _ in range(5):
+        light = rng.random((37, 29)) < density
+        labels, _ = ndimage.label(light)  # 4-connected
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        expected = np.isin(labels, edge[edge > 0])
+        assert np.array_equal(border_connected(light), expected)

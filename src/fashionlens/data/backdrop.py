@@ -48,15 +48,14 @@ FRINGE = 2
 FRINGE_FULL = 40.0
 
 
-def _spread_along_rows(light: np.ndarray, reach: np.ndarray) -> np.ndarray:
-    """Every horizontal run of light pixels that holds a reached pixel, reached whole."""
+def _row_runs(light: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each pixel's horizontal run of light pixels, numbered from 1 (0: not light), and
+    how many numbers there are."""
     starts = light.copy()
     starts[:, 1:] &= ~light[:, :-1]
-    runs = np.cumsum(starts.ravel(), dtype=np.int32).reshape(light.shape) * light  # 0: dark
-    hit = np.zeros(int(runs.max()) + 1, dtype=bool)
-    hit[runs[reach]] = True
-    hit[0] = False
-    return hit[runs]
+    runs = np.cumsum(starts.ravel(), dtype=np.int32).reshape(light.shape)
+    runs *= light
+    return runs, int(runs.max()) + 1
 
 
 def border_connected(light: np.ndarray) -> np.ndarray:
@@ -65,13 +64,20 @@ def border_connected(light: np.ndarray) -> np.ndarray:
     reach = np.zeros_like(light)
     for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
         reach[edge] = light[edge]
+    # The runs do not change while the fill grows: numbered once, each direction.
+    rows = _row_runs(light)
+    cols_t, n_cols = _row_runs(np.ascontiguousarray(light.T))
+    cols = (cols_t.T, n_cols)
     # Rows and columns in turn; once a pass adds nothing, the pass before it (the other
     # direction) left nothing to add either: the fill is complete.
-    count, rows = int(reach.sum()), True
+    count, along_rows = int(reach.sum()), True
     while True:
-        reach = _spread_along_rows(light, reach) if rows else \
-            _spread_along_rows(light.T, reach.T).T
-        now, rows = int(reach.sum()), not rows
+        runs, n = rows if along_rows else cols
+        hit = np.zeros(n, dtype=bool)
+        hit[runs[reach]] = True
+        hit[0] = False
+        reach = hit[runs]
+        now, along_rows = int(reach.sum()), not along_rows
         if now == count:
             return reach
         count = now
