@@ -399,3 +399,14 @@ def test_a_trained_tag_head_keeps_its_parents_and_cap_in_model_json(tmp_path):
                        parents=head.parents)
     answer = describe_tags(at_half, [0.1, 0.1, 0.9, 0.95], 3)
     assert answer["tags"] == [{"label": "red", "probability": 0.9, "parent": "warm"}]
+
+
+def test_the_model_card_says_the_cap_and_the_parents():
+    from fashionlens.models.card import card_text
+
+    head = HeadSpec("tags", "multilabel", CLASSES, [0.4] * 6, max_tags=4, parents=PARENTS)
+    text = card_text(ModelInfo.from_dict(_model_dict(head.to_dict()), "model.json"))
+    assert "at most 4 tags" in text and "boots → shoes" in text
+    old = HeadSpec("tags", "multilabel", CLASSES, [0.4] * 6)
+    text = card_text(ModelInfo.from_dict(_model_dict(old.to_dict()), "model.json"))
+    assert "at most" not in text and "→" not in text

@@ -143,6 +143,14 @@ def _tasks(info: ModelInfo, scored: list[HeadSpec]) -> str:
                 lines.append("")
                 lines.append("A tag is kept when its score is at least 0.5 (no thresholds "
                              "were tuned).")
+            if head.max_tags is not None:
+                lines.append(f"A photo gets at most {head.max_tags} tags (the highest "
+                             "scores).")
+            if head.parents:
+                pairs = ", ".join(f"{child} → {parent}"
+                                  for child, parent in sorted(head.parents.items()))
+                lines.append(f"Tags with a parent say it too, and the parent is not listed "
+                             f"again: {pairs}.")
     if len(lines) == 1:
         lines += ["", "This model declares no heads."]
     return "\n".join(lines)
