@@ -244,6 +244,13 @@ def test_the_cap_is_chosen_by_cross_fitting_and_helps_where_ranking_does():
     assert again.max_tags == 2
 
 
+def test_a_saved_head_scored_without_its_run_config_keeps_its_parents():
+    head = HeadSpec("tags", "multilabel", CLASSES, [0.5] * 6, column="tags", parents=PARENTS)
+    (task,) = tasks_from_heads([head])
+    (row,) = task.encode(_samples("shoes"))
+    assert _column(task, row)["boots"] is None and _column(task, row)["shoes"] == 1.0
+
+
 def test_no_cap_is_chosen_where_it_would_cost_recall():
     rng = np.random.default_rng(1)
     targets = (rng.uniform(size=(80, 6)) < 0.5).astype(np.float32)

@@ -204,7 +204,10 @@ class MultilabelTask(Task):
         # the cap in use: the config's number, or what `tune` chose for "auto"
         cap = config.max_tags
         self.max_tags: int | None = cap if isinstance(cap, int) else None
-        self.parents = {str(c): str(p) for c, p in (config.parents or {}).items()}
+        self._set_parents(config.parents or {})
+
+    def _set_parents(self, parents: dict) -> None:
+        self.parents = {str(c): str(p) for c, p in parents.items()}
         # parent -> its children (any depth), to mask them on a parent-only photo
         self._descendants: dict[str, set[str]] = {}
         for child in self.parents:
@@ -462,7 +465,7 @@ class MultilabelTask(Task):
         if head.max_tags is not None:
             self.max_tags = head.max_tags
         if head.parents and not self.parents:
-            self.parents = dict(head.parents)
+            self._set_parents(head.parents)
 
     def report(self) -> dict:
         out: dict = {"kind": self.kind, "column": self.config.source_column,
