@@ -6,6 +6,11 @@ The garment photos given are split by a stable hash of their paths: half fit the
 quarter choose the threshold (photos the fit never saw), a quarter measure it with the
 other half of each `--out` source. `--test-in` / `--test-out` give a held-out mix of
 their own instead (e.g. other photographers, other kinds of photos).
+
+`--sources FILE` names several kinds of garment photo (home photos, studio shots, people)
+and several sources of other photos in one YAML file (`cli.unknown_sources`): each kind
+keeps its own false rejection within the bound, and the figures per kind go into
+`unknown.calibration.kinds`.
 """
 
 from __future__ import annotations
@@ -33,19 +38,28 @@ PhotoSources = Annotated[
 def calibrate_unknown(
     model: Annotated[str, typer.Argument(help=MODEL_HELP + "; its model.json is updated.")],
     garments: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--in", metavar="PATH",
                      help="Garment photos of the kinds the model knows, ideally ones it was "
                           "not trained on: a photo, a folder, a .txt list, or a CSV read "
                           "with the model's training columns, keeping rows of its classes "
                           "and splitting by its group column (repeatable)."),
-    ],
+    ] = None,
     others: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--out", metavar="PATH",
                      help="Photos that are not such garments (other objects, scenes), one "
                           "source per option: a folder or a .txt list (repeatable)."),
-    ],
+    ] = None,
+    sources_file: Annotated[
+        Path | None,
+        typer.Option("--sources", metavar="FILE",
+                     help="A YAML file naming several kinds of garment photo (e.g. home "
+                          "photos, studio shots, people) and several sources of other "
+                          "photos, instead of --in/--out: the threshold keeps every kind's "
+                          "false rejection within the bound (see "
+                          "fashionlens.cli.unknown_sources)."),
+    ] = None,
     test_in: Annotated[list[Path] | None, typer.Option("--test-in", metavar="PATH",
                                                        help="Held-out garment photos "
                                                             "(repeatable).")] = None,
@@ -75,10 +89,20 @@ def calibrate_unknown(
     from ..inference import unknown as u
     from ..inference.loading import load_runtime
 
+    if sources_file is not None and (garments or others or test_in or test_out or in_split):
+        raise FashionLensError("--sources names every photo: leave out --in, --out, "
+                               "--test-in, --test-out and --in-split")
+    if sources_file is None and not (garments and others):
+        raise FashionLensError("give --in and --out (garment and other photos), or "
+                               "--sources FILE")
     rt = load_runtime(model, runtime)
     if rt.folder is None:
         raise FashionLensError(f"{model}: not a model folder; calibration writes model.json")
     head = u.scored_head(rt.info)
+    if sources_file is not None:
+        _calibrate_kinds(rt, head, sources_file, method, max_false_rejection, dry_run, as_json,
+                         batch_size)
+        return
 
     def outputs(paths: list[Path], what: str, keys: dict[str, str] | None = None
                 ) -> u.Outputs:
@@ -167,6 +191,59 @@ def calibrate_unknown(
     where = "kept out of" if dry_run else "written to"
     out.print(f"chosen: {report['chosen']}, threshold {spec.threshold:.4f}; {where} "
               f"{rt.folder / 'model.json'}")
+
+
+def _calibrate_kinds(rt, head: str, path: Path, method: str, max_false_rejection: float,
+                     dry_run: bool, as_json: bool, batch_size: int) -> None:
+    from ..inference import unknown as u
+    from . import unknown_sources as us
+
+    config = us.read_sources(path)
+
+    def outputs_of(name: str, photos: us.Photos) -> u.Outputs:
+        with StepBar(f"scoring {name}", len(photos.paths)) as bar:
+            result, failed = u.collect_outputs(rt, photos.paths, head, batch_size,
+                                               progress=lambda n: bar.advance(steps=n))
+        if failed:
+            err.print(f"[yellow]{name}: {len(failed)} photo(s) could not be read, e.g. "
+                      f"{failed[0]}[/]")
+        return result
+
+    sets = us.gather_kinds(config, outputs_of)
+    try:
+        spec, report = us.calibrate_kinds(sets, head, method, max_false_rejection)
+    except u.CalibrationError as exc:
+        raise FashionLensError(str(exc)) from exc
+    report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
+                  saved=not dry_run)
+    if not dry_run:
+        u.save_spec(rt.folder, spec)
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table(title=f"{rt.info.name or rt.folder}: 'not a garment' by kind of photo "
+                        f"({rt.backend}, method {report['chosen']})", title_justify="left")
+    for column in ("kind", "photos held out", "AUROC (held out)", "refused (held out)",
+                   "threshold it needs"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, figures in report["kinds"].items():
+        held = figures.get("held_out", {})
+        table.add_row(kind, str(held.get("photos", "-")), _figure(held.get("auroc")),
+                      _share(held.get("false_rejection")),
+                      f"{figures['threshold_needed']:.4f}")
+    out.print(table)
+    sources_table = Table(title="other photos (held out)", title_justify="left")
+    for column in ("source", "photos", "AUROC", "refused"):
+        sources_table.add_column(column, justify="left" if column == "source" else "right")
+    for name, figures in report["held_out"]["per_source"].items():
+        never = " (never fitted)" if name in report["never_fitted"] else ""
+        sources_table.add_row(name + never, str(figures["photos"]),
+                              _figure(figures["auroc"]), _share(figures["rejected"]))
+    out.print(sources_table)
+    where = "kept out of" if dry_run else "written to"
+    out.print(f"AUROC (held out) {_figure(report['held_out']['auroc'])}; threshold "
+              f"{spec.threshold:.4f}, set by {spec.calibration['threshold_decided_by']}; "
+              f"{where} {rt.folder / 'model.json'}")
 
 
 def _photos(path: Path, info, splits: list[str] | None,

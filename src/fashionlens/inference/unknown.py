@@ -273,6 +273,23 @@ def threshold_for(in_scores: np.ndarray, max_false_rejection: float) -> float:
     return float(min(1.0, np.nextafter(s[len(s) - allowed - 1], np.inf)))
 
 
+def threshold_for_kinds(in_scores: Mapping[str, np.ndarray], max_false_rejection: float
+                        ) -> tuple[float, str]:
+    """The lowest threshold at which every kind of garment photo (home photos, studio
+    shots, people...) keeps its own false rejection within `max_false_rejection`, and the
+    kind that decided it: a threshold read off the pooled photos would let the most
+    numerous kind hide a kind it refuses far more often."""
+    if not in_scores:
+        raise CalibrationError("no in-distribution photo to choose a threshold on")
+    empty = [k for k, s in in_scores.items() if not len(s)]
+    if empty:
+        raise CalibrationError(f"no garment photo of kind {', '.join(empty)} to choose the "
+                               "threshold on")
+    each = {k: threshold_for(s, max_false_rejection) for k, s in in_scores.items()}
+    worst = max(each, key=lambda k: each[k])
+    return each[worst], worst
+
+
 def class_prototypes(probabilities: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """One unit mean vector per class, of the photos the model puts in that class (no
     labels needed; a class no photo falls in takes its most probable photos)."""
@@ -345,11 +362,20 @@ def concat(parts: Iterable[Outputs]) -> Outputs:
                    [path for p in parts for path in p.paths])
 
 
+Garments = Outputs | Mapping[str, Outputs]  # one set, or one per kind of photo
+
+
+def pooled(garments: Garments) -> Outputs:
+    """Every kind's photos as one set (the set itself when there are no kinds)."""
+    return concat(garments.values()) if isinstance(garments, Mapping) else garments
+
+
 def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Outputs,
-               in_threshold: Outputs, head: str, max_false_rejection: float) -> UnknownSpec:
+               in_threshold: Garments, head: str, max_false_rejection: float) -> UnknownSpec:
     """Fit one method: prototypes / whitening on `reference` garments, the logistic
     weights on `in_fit` garments against `out_fit` other photos, the threshold on
-    `in_threshold` garments (photos neither of the others holds)."""
+    `in_threshold` garments (photos neither of the others holds; given per kind, the
+    threshold keeps every kind's false rejection within the bound)."""
     features = METHODS[method]
     params: dict = {"features": list(features)}
     prototypes = projection = centres = None
@@ -380,8 +406,14 @@ def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Output
                   weights=np.round(weights, 6).tolist(), bias=round(bias, 6))
     spec = UnknownSpec(method, 1.0, params, head)
     scorer = UnknownScorer(spec)
-    spec.threshold = threshold_for(scorer.score(in_threshold.probabilities,
-                                                in_threshold.vectors), max_false_rejection)
+    if isinstance(in_threshold, Mapping):
+        spec.threshold, _ = threshold_for_kinds(
+            {k: scorer.score(o.probabilities, o.vectors) for k, o in in_threshold.items()},
+            max_false_rejection)
+    else:
+        spec.threshold = threshold_for(scorer.score(in_threshold.probabilities,
+                                                    in_threshold.vectors),
+                                       max_false_rejection)
     return spec
 
 
@@ -428,7 +460,7 @@ def split_parts(outputs: Outputs, parts: int, keys: Sequence[str] | None = None
 
 
 def fit_scorer(reference: Outputs, in_fit: Outputs, out_fit: Mapping[str, Outputs],
-               in_threshold: Outputs, head: str, in_test: Outputs | None = None,
+               in_threshold: Garments, head: str, in_test: Garments | None = None,
                out_test: Mapping[str, Outputs] | None = None, method: str = "auto",
                max_false_rejection: float = DEFAULT_MAX_FALSE_REJECTION,
                log: Callable[[str], None] | None = None) -> tuple[UnknownSpec, dict]:
@@ -437,10 +469,22 @@ def fit_scorer(reference: Outputs, in_fit: Outputs, out_fit: Mapping[str, Output
     `auto` picks the highest AUROC of `in_threshold` garments (not used to fit) against
     the `out_fit` photos, preferring the simpler method within 0.002 of the best. The
     held-out figures (`in_test` against `out_test`, when given) go into the spec's
-    `calibration` with the threshold-set figures.
+    `calibration` with the threshold-set figures. `in_threshold` and `in_test` may be
+    given per kind of garment photo ({"home": ..., "studio": ..., "people": ...}): the
+    threshold then holds every kind's false rejection within the bound (the kind that
+    needs the highest threshold decides it) and `calibration["kinds"]` has each kind's
+    figures.
     """
+    kinds = isinstance(in_threshold, Mapping)
+    if kinds:
+        empty = [k for k, o in in_threshold.items() if not len(o)]
+        if not in_threshold or empty:
+            raise CalibrationError("no garment photos to choose the threshold on"
+                                   + (f" of kind {', '.join(empty)}" if empty else ""))
+    threshold_pool = pooled(in_threshold)
+    test_pool = pooled(in_test) if in_test is not None and len(in_test) else None
     for name, part in (("garment photos to fit on", in_fit),
-                       ("garment photos to choose the threshold on", in_threshold)):
+                       ("garment photos to choose the threshold on", threshold_pool)):
         if not len(part):
             raise CalibrationError(f"no {name} (give more in-distribution photos)")
     out_all = concat(out_fit.values())
@@ -461,16 +505,20 @@ def fit_scorer(reference: Outputs, in_fit: Outputs, out_fit: Mapping[str, Output
     for name in candidates:
         spec = build_spec(name, reference, in_fit, out_all, in_threshold, head,
                           max_false_rejection)
-        tune = evaluate_spec(spec, in_threshold, out_fit)
+        tune = evaluate_spec(spec, threshold_pool, out_fit)
         specs[name] = spec
         comparison[name] = {"features": list(METHODS[name]), "tune_auroc": tune["auroc"],
                             "threshold": round(spec.threshold, 6)}
-        if in_test is not None and len(in_test):
-            test = evaluate_spec(spec, in_test, out_test or {})
+        if test_pool is not None:
+            test = evaluate_spec(spec, test_pool, out_test or {})
             comparison[name].update(held_out_auroc=test["auroc"],
                                     held_out_false_rejection=test["false_rejection"],
                                     held_out_rejected_other=test[
                                         "rejected_out_of_distribution"])
+            if kinds and isinstance(in_test, Mapping):
+                comparison[name]["held_out_false_rejection_by_kind"] = {
+                    k: evaluate_spec(spec, o, {})["false_rejection"]
+                    for k, o in in_test.items() if len(o)}
         if log:
             log(f"{name}: " + ", ".join(f"{k} {v}" for k, v in comparison[name].items()
                                         if k != "features"))
@@ -481,17 +529,48 @@ def fit_scorer(reference: Outputs, in_fit: Outputs, out_fit: Mapping[str, Output
         "chosen_by": "threshold-set AUROC" if method == "auto" else "--method",
         "max_false_rejection": max_false_rejection,
         "photos": {"reference": len(reference), "garments_fit": len(in_fit),
-                   "others_fit": len(out_all), "garments_threshold": len(in_threshold)},
-        "threshold_set": {k: v for k, v in evaluate_spec(spec, in_threshold, out_fit).items()
+                   "others_fit": len(out_all), "garments_threshold": len(threshold_pool)},
+        "threshold_set": {k: v for k, v in evaluate_spec(spec, threshold_pool,
+                                                         out_fit).items()
                           if k != "per_source"},
     }
     report = {"chosen": chosen, "methods": comparison}
-    if in_test is not None and len(in_test):
-        held_out = evaluate_spec(spec, in_test, out_test or {})
+    if test_pool is not None:
+        held_out = evaluate_spec(spec, test_pool, out_test or {})
         calibration["held_out"] = held_out
         report["held_out"] = held_out
+    if kinds:
+        calibration["kinds"] = kind_figures(spec, in_threshold, out_fit,
+                                            in_test if isinstance(in_test, Mapping) else None,
+                                            out_test, max_false_rejection)
+        calibration["threshold_decided_by"] = calibration["kinds"].pop("_decided_by")
+        report["kinds"] = calibration["kinds"]
     spec.calibration = calibration
     return spec, report
+
+
+def kind_figures(spec: UnknownSpec, in_threshold: Mapping[str, Outputs],
+                 out_fit: Mapping[str, Outputs], in_test: Mapping[str, Outputs] | None,
+                 out_test: Mapping[str, Outputs] | None, max_false_rejection: float) -> dict:
+    """Per kind of garment photo: its photos, the threshold it alone would need, and its
+    false rejection and AUROC (against every other photo) on the threshold set and, where
+    given, the held-out set; `_decided_by` names the kind whose threshold was kept."""
+    scorer = UnknownScorer(spec)
+    figures: dict = {}
+    needed = {}
+    for kind, o in in_threshold.items():
+        scores = scorer.score(o.probabilities, o.vectors)
+        needed[kind] = threshold_for(scores, max_false_rejection)
+        tune = evaluate_spec(spec, o, out_fit)
+        figures[kind] = {"threshold_needed": round(needed[kind], 6),
+                         "threshold_set": {"photos": len(o), "auroc": tune["auroc"],
+                                           "false_rejection": tune["false_rejection"]}}
+        if in_test is not None and kind in in_test and len(in_test[kind]):
+            test = evaluate_spec(spec, in_test[kind], out_test or {})
+            figures[kind]["held_out"] = {"photos": len(in_test[kind]), "auroc": test["auroc"],
+                                         "false_rejection": test["false_rejection"]}
+    figures["_decided_by"] = max(needed, key=lambda k: needed[k])
+    return figures
 
 
 def save_spec(folder: str | Path, spec: UnknownSpec | None) -> Path:
