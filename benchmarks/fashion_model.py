@@ -13,7 +13,9 @@ Every figure comes from validation photos of ../shared/data, read in place:
   prediction the taxonomy has no type for counts wrong. Colour on the hand-labelled
   fixture (benchmarks/fixtures/clothing-colours.csv): right when the predicted coarse
   group is one of the photo's groups; photos labelled `none` are skipped. A `colour`
-  head answers directly; a `baseColour` head through configs/colour-groups.yaml.
+  head answers directly; a `baseColour` head through configs/colour-groups.yaml. A model
+  with both kinds of head (the joint one) is scored by its unified head, and `by_route`
+  gives each head's accuracy beside it.
 - studio shots (`products` validation, 4,498): accuracy of articleType, baseColour,
   season, usage and gender against the raw labels (a model that folds rare values into
   `other` is right to say `other` for a value it has no class for, as its training
@@ -44,7 +46,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
@@ -67,6 +69,7 @@ ATTRIBUTES = ("articleType", "baseColour", "season", "usage", "gender")
 # Which head names a garment type, best first: the joint model's own, else a fine label
 # mapped through the taxonomy.
 TYPE_HEADS = ("type", "label", "articleType")
+COLOUR_HEADS = ("colour", "baseColour")  # the same for a coarse colour
 # products' masterCategory values that are not fashion (configs/fashion.yaml leaves them
 # out of training): studio figures are also given without them.
 NOT_FASHION = frozenset({"Personal Care", "Free Items", "Sporting Goods", "Home"})
@@ -89,12 +92,6 @@ def read_mapping(path: Path, what: str) -> dict[str, str | None]:
             for k, v in loaded.items()):
         raise ConfigError(f"{path}: expected a mapping of raw values to {what} names")
     return {str(k): (None if v is None else str(v)) for k, v in loaded.items()}
-
-
-def type_head(heads: Iterable[str]) -> str | None:
-    """The head a model names garment types with (TYPE_HEADS order), None if it has none."""
-    names = set(heads)
-    return next((h for h in TYPE_HEADS if h in names), None)
 
 
 def to_type(label: str | None, head: str, taxonomy: dict[str, str | None]) -> str | None:
@@ -283,60 +280,72 @@ def labels_of(head, scores: np.ndarray) -> list[str]:
     return [head.classes[i] for i in scores.argmax(1)]
 
 
+def route_name(head: str, kind: str) -> str:
+    if kind == "type":
+        return head if head == "type" else f"{head} -> taxonomy"
+    return head if head == "colour" else f"{head} -> colour groups (top label)"
+
+
+def with_other_routes(figures: dict[str, dict], kind: str) -> dict | None:
+    """The first route's figures, and every route's accuracy when a model has several
+    (the joint model's `type` beside its `articleType` mapped, `colour` beside
+    `baseColour`): whether the unified head beats the fine one mapped."""
+    if not figures:
+        return None
+    first = next(iter(figures))
+    out = {**figures[first], "from": route_name(first, kind)}
+    if len(figures) > 1:
+        out["by_route"] = {route_name(h, kind): f["accuracy"] for h, f in figures.items()}
+    return out
+
+
 def home_photos(predictor, taxonomy, groups, data: Path, limit: int | None) -> dict | None:
     heads = {h.name: h for h in predictor.heads}
-    route = type_head(heads)
-    colour_head = next((h for h in ("colour", "baseColour") if h in heads), None)
-    if route is None and colour_head is None:
+    type_routes = [h for h in TYPE_HEADS if h in heads]
+    colour_routes = [h for h in COLOUR_HEADS if h in heads]
+    if not type_routes and not colour_routes:
         return None
-    rows = read_rows(data / "clothing" / "labels.csv", "validation")[:limit]
+    every = read_rows(data / "clothing" / "labels.csv", "validation")
+    rows = every[:limit]
     fixture = read_colour_fixture(COLOUR_FIXTURE)
     fixture_ids = list(fixture)[:limit]
-    ids = list(dict.fromkeys([r["image"] for r in rows] + fixture_ids))
-    label_of = {r["image"]: r["label"] for r in read_rows(data / "clothing" / "labels.csv",
-                                                            "validation")}
+    label_of = {r["image"]: r["label"] for r in every}
     missing = [i for i in fixture_ids if i not in label_of]
     if missing:
         raise DataError(f"{COLOUR_FIXTURE}: images not in the clothing validation split: "
                         f"{', '.join(missing[:3])}")
+    ids = list(dict.fromkeys([r["image"] for r in rows] + fixture_ids))
     paths = [data / "clothing" / "images" / f"{i}.jpg" for i in ids]
-    wanted = [h for h in (route, colour_head) if h is not None]
-    scores, readable = head_scores(predictor, paths, wanted)
+    scores, readable = head_scores(predictor, paths, [*type_routes, *colour_routes])
     at = {ids[r]: k for k, r in enumerate(readable)}
-    out: dict = {"photos_unreadable": len(ids) - len(readable)}
-    if route is not None:
-        chosen = [r["image"] for r in rows if r["image"] in at]
-        predicted = [to_type(heads[route].classes[int(scores[route][at[i]].argmax())], route,
-                             taxonomy) for i in chosen]
-        truth = [taxonomy.get(label_of[i]) for i in chosen]
-        out["type"] = {**type_accuracy(predicted, truth),
-                       "from": route if route == "type" else f"{route} -> taxonomy"}
-    else:
-        out["type"] = None
-    if colour_head is not None:
-        chosen = [i for i in fixture_ids if i in at]
-        probs = np.stack([scores[colour_head][at[i]] for i in chosen])
-        classes = heads[colour_head].classes
-        truth = [fixture[i] for i in chosen]
-        top = [coarse_colour(c, colour_head, groups) for c in labels_of(heads[colour_head],
-                                                                         probs)]
-        out["colour"] = {**colour_accuracy(top, truth),
-                         "from": colour_head if colour_head == "colour"
-                         else f"{colour_head} -> colour groups (top label)"}
-        if colour_head == "baseColour":
-            out["colour"]["accuracy_summed_groups"] = colour_accuracy(
-                summed_groups(probs, classes, groups), truth)["accuracy"]
-    else:
-        out["colour"] = None
-    return out
+    typed = [r["image"] for r in rows if r["image"] in at]
+    truth_types = [taxonomy.get(label_of[i]) for i in typed]
+    types = {}
+    for head in type_routes:
+        labels = labels_of(heads[head], scores[head][[at[i] for i in typed]])
+        types[head] = type_accuracy([to_type(p, head, taxonomy) for p in labels], truth_types)
+    coloured = [i for i in fixture_ids if i in at]
+    truth_colours = [fixture[i] for i in coloured]
+    colours = {}
+    for head in colour_routes:
+        probs = scores[head][[at[i] for i in coloured]]
+        colours[head] = colour_accuracy(
+            [coarse_colour(c, head, groups) for c in labels_of(heads[head], probs)],
+            truth_colours)
+        if head == "baseColour":
+            colours[head]["accuracy_summed_groups"] = colour_accuracy(
+                summed_groups(probs, heads[head].classes, groups), truth_colours)["accuracy"]
+    return {"photos_unreadable": len(ids) - len(readable),
+            "type": with_other_routes(types, "type"),
+            "colour": with_other_routes(colours, "colour")}
 
 
 def studio_shots(predictor, taxonomy, groups, data: Path, limit: int | None) -> dict | None:
     heads = {h.name: h for h in predictor.heads}
-    route = type_head(heads)
-    colour_head = next((h for h in ("colour", "baseColour") if h in heads), None)
+    type_routes = [h for h in TYPE_HEADS if h in heads]
+    colour_routes = [h for h in COLOUR_HEADS if h in heads]
     attributes = [a for a in ATTRIBUTES if a in heads]
-    wanted = list(dict.fromkeys([*attributes, *(h for h in (route, colour_head) if h)]))
+    wanted = list(dict.fromkeys([*attributes, *type_routes, *colour_routes]))
     if not wanted:
         return None
     rows = read_rows(data / "products" / "styles.csv", "validation")[:limit]
@@ -361,21 +370,17 @@ def studio_shots(predictor, taxonomy, groups, data: Path, limit: int | None) -> 
             "accuracy_fashion_only": round(sum(fashion) / len(fashion), 4) if fashion
             else None,
             "photos_fashion_only": len(fashion)}
-    if route is not None:
-        out["type"] = {**type_accuracy([to_type(p, route, taxonomy) for p in predicted[route]],
-                                       [taxonomy.get(r["articleType"].strip()) for r in kept]),
-                       "from": route if route == "type" else f"{route} -> taxonomy"}
-    else:
-        out["type"] = None
-    if colour_head is not None:
-        truth = [None if groups.get(r["baseColour"].strip()) is None
-                 else frozenset([groups[r["baseColour"].strip()]]) for r in kept]
-        out["colour_coarse"] = {
-            **colour_accuracy([coarse_colour(p, colour_head, groups)
-                               for p in predicted[colour_head]], truth),
-            "truth": "baseColour -> colour groups (Multi, NA: skipped)"}
-    else:
-        out["colour_coarse"] = None
+    truth_types = [taxonomy.get(r["articleType"].strip()) for r in kept]
+    out["type"] = with_other_routes(
+        {h: type_accuracy([to_type(p, h, taxonomy) for p in predicted[h]], truth_types)
+         for h in type_routes}, "type")
+    truth_colours = [None if groups.get(r["baseColour"].strip()) is None
+                     else frozenset([groups[r["baseColour"].strip()]]) for r in kept]
+    out["colour_coarse"] = with_other_routes(
+        {h: colour_accuracy([coarse_colour(p, h, groups) for p in predicted[h]],
+                            truth_colours) for h in colour_routes}, "colour")
+    if out["colour_coarse"] is not None:
+        out["colour_coarse"]["truth"] = "baseColour -> colour groups (Multi, NA: skipped)"
     return out
 
 

@@ -33,11 +33,15 @@ def test_the_committed_mappings_read_and_cover_the_sets_labels():
     assert groups["Multi"] is None
 
 
-def test_type_head_prefers_the_joint_models_own_type():
-    assert fm.type_head(["articleType", "type", "tags"]) == "type"
-    assert fm.type_head(["label", "embedding"]) == "label"
-    assert fm.type_head(["articleType", "baseColour"]) == "articleType"
-    assert fm.type_head(["tags"]) is None
+def test_with_other_routes_leads_with_the_unified_head():
+    figures = {"type": {"accuracy": 0.9, "photos": 10},
+               "articleType": {"accuracy": 0.5, "photos": 10}}
+    out = fm.with_other_routes(figures, "type")
+    assert out["accuracy"] == 0.9 and out["from"] == "type"
+    assert out["by_route"] == {"type": 0.9, "articleType -> taxonomy": 0.5}
+    single = fm.with_other_routes({"baseColour": {"accuracy": 0.7}}, "colour")
+    assert single == {"accuracy": 0.7, "from": "baseColour -> colour groups (top label)"}
+    assert fm.with_other_routes({}, "type") is None
 
 
 def test_to_type_maps_fine_labels_and_keeps_a_type_heads_answer():
