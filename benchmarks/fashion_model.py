@@ -30,8 +30,8 @@ Every figure comes from validation photos of ../shared/data, read in place:
   photos, tags per photo; also with the thresholds the model ships.
 - speed: `Predictor.predict_paths` (what `predict` runs: every head, the "not a garment"
   score, JPEG decoding included) on the same clothing validation photos, every model in
-  one process on the same runtime setting, in turns, best of three; `clothing10` is
-  always measured as the reference.
+  one process on the same runtime setting, in turns, best of `--repeats` (3);
+  `clothing10` is always measured as the reference.
 
 Figures are null where a model has no head for them.
 """
@@ -491,11 +491,16 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many photos of each set (a quick run)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes per model for the speed (best is reported); "
+                             "more steadies the ratio on a busy machine")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     names = model_names(args.model or ["clothing10,products,outfits"])
 
     from fashionlens.inference.predictor import Predictor
@@ -528,7 +533,7 @@ def main() -> None:
         rows = read_rows(args.data / "clothing" / "labels.csv", "validation")
         count = min(SPEED_PHOTOS, args.limit or SPEED_PHOTOS)
         photos = [args.data / "clothing" / "images" / f"{r['image']}.jpg" for r in rows][:count]
-        speeds = speed(timed, photos)
+        speeds = speed(timed, photos, args.repeats)
     except FashionLensError as exc:
         sys.exit(f"error: {exc}")
     report = {
@@ -536,8 +541,9 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "models": models,
         "speed": {"photos": len(photos), "set": "clothing validation (first by CSV order)",
-                  "batch": BATCH, "repeats": 3, "measure": "Predictor.predict_paths, "
-                  "decoding included, best of 3 (models in turns)", "models": speeds},
+                  "batch": BATCH, "repeats": args.repeats,
+                  "measure": f"Predictor.predict_paths, decoding included, best of "
+                             f"{args.repeats} (models in turns)", "models": speeds},
         "runtime": args.runtime,
         "limit": args.limit,
         "taxonomy": str(TAXONOMY.relative_to(ROOT)),
