@@ -8,12 +8,12 @@
 Every figure comes from validation photos of ../shared/data, read in place:
 
 - home photos (`clothing` validation, 341): garment type through the one taxonomy
-  (configs/garment-types.yaml). A model with a `type` head answers with it; otherwise
+  (configs/taxonomy/garment-types.yaml). A model with a `type` head answers with it; otherwise
   `label` (clothing10) or `articleType` (products) is mapped through the taxonomy, and a
   prediction the taxonomy has no type for counts wrong. Colour on the hand-labelled
   fixture (benchmarks/fixtures/clothing-colours.csv): right when the predicted coarse
   group is one of the photo's groups; photos labelled `none` are skipped. A `colour`
-  head answers directly; a `baseColour` head through configs/colour-groups.yaml. A model
+  head answers directly; a `baseColour` head through configs/taxonomy/colour-groups.yaml. A model
   with both kinds of head (the joint one) is scored by its unified head, and `by_route`
   gives each head's accuracy beside it.
 - studio shots (`products` validation, 4,498): accuracy of articleType, baseColour,
@@ -58,8 +58,8 @@ from fashionlens.errors import ConfigError, DataError, FashionLensError  # noqa:
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
-TAXONOMY = ROOT / "configs" / "garment-types.yaml"
-COLOUR_GROUPS = ROOT / "configs" / "colour-groups.yaml"
+TAXONOMY = ROOT / "configs" / "taxonomy" / "garment-types.yaml"
+COLOUR_GROUPS = ROOT / "configs" / "taxonomy" / "colour-groups.yaml"
 COLOUR_FIXTURE = ROOT / "benchmarks" / "fixtures" / "clothing-colours.csv"
 OUTFITS_CONFIG = ROOT / "configs" / "outfits.yaml"
 REFERENCE = "clothing10"  # the speed reference: the small classic model

@@ -50,7 +50,10 @@ class TaskConfig:
     # dropped (multilabel). 1 keeps every value.
     min_count: int = 1
     other: str = "other"
-    mapping: dict = field(default_factory=dict)  # raw value -> class (e.g. colour groups)
+    # raw value -> class (e.g. colour groups); in a config file also the name of a YAML
+    # file beside it holding that mapping (a taxonomy shared by several configs)
+    mapping: dict | str = field(default_factory=dict)
+    unmapped: str = "keep"  # keep: a value the mapping lacks is its own class; drop: missing
     keywords: dict = field(default_factory=dict)  # class -> words found in a text column
     default: str | None = None  # keywords: the class when no word matches (else missing)
     separator: str = ";"  # multilabel: between tags
@@ -205,6 +208,24 @@ class MetricConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One data source of a joint run (`sources:`): its photos, the columns it gives the
+    tasks, and the input size its photos train at."""
+
+    name: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    # task column -> this source's column (e.g. `type: label`); a task column the source
+    # lacks leaves that task's targets missing on its rows (the head does not learn there)
+    columns: dict = field(default_factory=dict)
+    exclude: dict = field(default_factory=dict)  # column -> values whose rows are left out
+    height: int | None = None  # training input size (default: the model's)
+    width: int | None = None
+    draws: int | None = None  # photos drawn per epoch (default: all; more repeats them)
+    augment: dict = field(default_factory=dict)  # this source's changes to `augment:`
+    val_limit: int | None = None  # validation photos scored after each epoch (seeded subset)
+
+
+@dataclass
 class RunConfig:
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -214,6 +235,8 @@ class RunConfig:
     metric: MetricConfig = field(default_factory=MetricConfig)  # train-embedding only
     # The heads to train; empty: one classification head `label` from data.target_column.
     tasks: list[TaskConfig] = field(default_factory=list)
+    # Several data sources trained together (one backbone, every head); `data` is unused.
+    sources: list[SourceConfig] = field(default_factory=list)
     seed: int = 0
 
     def task_configs(self) -> list[TaskConfig]:
@@ -303,6 +326,12 @@ def _apply(obj, values: dict, where: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}" if where else key))
 
 
+def apply_fields(obj, values: dict, where: str) -> None:
+    """Set a dataclass's fields from a mapping, checked as a config file's are (a source's
+    `augment:` changes, for one)."""
+    _apply(obj, values, where)
+
+
 def parse_override(text: str) -> dict:
     """'train.epochs=5' -> {'train': {'epochs': 5}} (the value is read as YAML)."""
     if "=" not in text:
@@ -352,8 +381,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except FieldError as exc:  # say which file the bad field is in
             raise FieldError(exc.field, exc.reason, file=str(path)) from None
         # Relative data paths in a config file are relative to that file.
-        if config.data.path and not Path(config.data.path).expanduser().is_absolute():
-            config.data.path = str((path.parent / config.data.path).resolve())
+        for spec in [config.data, *(source.data for source in config.sources)]:
+            if spec.path and not Path(spec.path).expanduser().is_absolute():
+                spec.path = str((path.parent / spec.path).resolve())
+        # Starting weights named by a path relative to the config file (a shipped model's).
+        pretrained = config.model.pretrained
+        if pretrained not in ("embedded", "timm", "none", "") and \
+                not Path(pretrained).expanduser().is_absolute() and \
+                (path.parent / pretrained).is_file():
+            config.model.pretrained = str((path.parent / pretrained).resolve())
+        for index, task in enumerate(config.tasks):
+            if isinstance(task.mapping, str):
+                task.mapping = _mapping_file(path.parent / task.mapping,
+                                             f"tasks[{index}].mapping", str(path))
     if values:
         _apply(config, values, "")
     parsed = [parse_override(text) for text in overrides or []]
@@ -368,6 +408,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise FieldError(exc.field, exc.reason, file=str(path)) from None
         raise
     return config
+
+
+def _mapping_file(path: Path, where: str, config_file: str) -> dict:
+    """A task's mapping kept in a YAML file of its own (raw value -> class; a value mapped
+    to nothing, `~`, is missing)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FieldError(where, f"{path}: mapping file not found", file=config_file) from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise FieldError(where, f"{path}: cannot read this mapping ({exc})",
+                         file=config_file) from None
+    if not isinstance(loaded, dict) or not all(
+            isinstance(k, str | int | float) and (v is None or isinstance(v, str | int | float))
+            for k, v in loaded.items()):
+        raise FieldError(where, f"{path}: expected a mapping of raw values to class names",
+                         file=config_file)
+    return {str(k): (None if v is None else str(v)) for k, v in loaded.items()}
 
 
 def _sets(tree: dict, dotted: str) -> bool:
@@ -396,6 +454,10 @@ def validate(config: RunConfig) -> None:
     if not t.lr > 0:
         raise FieldError("train.lr", f"must be positive, got {t.lr}")
     _check_ranges(config)
+    for index, task in enumerate(config.tasks):
+        if isinstance(task.mapping, str):
+            raise FieldError(f"tasks[{index}].mapping", f"'{task.mapping}': a mapping file is "
+                             "named in a config file (its path is relative to that file)")
     for where, value in {"model.height": config.model.height,
                          "model.width": config.model.width}.items():
         if value is not None and not 16 <= value <= 2048:

@@ -177,3 +177,124 @@ class ShardedEpochSampler(Sampler):
 
     def __len__(self) -> int:
         return sum(end - start for start, end in self._slices(len(self.base)))
+
+
+class SourcedDataset(Dataset):
+    """Several sources' photos under one index, each source seen through its own
+    transform (its input size and augmentation): a joint run's training set.
+
+    Rows are numbered source after source, so that one targets array per task covers
+    them all; `SourceBatchSampler` keeps each batch within one source (a batch is one
+    tensor, and sources train at different sizes)."""
+
+    def __init__(self, parts: Sequence[PhotoDataset], names: Sequence[str],
+                 draws: Sequence[int | None] | None = None) -> None:
+        self.parts, self.names = list(parts), list(names)
+        self.draws = list(draws) if draws is not None else [None] * len(self.parts)
+        self._starts: list[int] = []
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for part in self.parts for s in part.samples]
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {k: v for part in self.parts for k, v in part.skipped.items()}
+
+    def starts(self) -> list[int]:
+        """The first global row of each source."""
+        starts, total = [], 0
+        for part in self.parts:
+            starts.append(total)
+            total += len(part)
+        return starts
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def preload(self, progress: Callable[[Iterable], Iterable] | None = None,
+                threads: int = 2) -> None:
+        for part in self.parts:
+            part.preload(progress, threads)
+
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> PhotoDataset:
+        """Every source's photos (decoded caches shared) through one transform."""
+        twin = PhotoDataset(self.samples, transform)
+        if all(part._cache is not None for part in self.parts):
+            twin._cache = [img for part in self.parts for img in part._cache]
+        return twin
+
+    def _locate(self, index: int) -> tuple[PhotoDataset, int, int]:
+        if not self._starts or len(self._starts) != len(self.parts):
+            self._starts = self.starts()
+        for start, part in zip(reversed(self._starts), reversed(self.parts), strict=True):
+            if index >= start:
+                return part, index - start, start
+        raise IndexError(index)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        part, local, start = self._locate(int(index))
+        item = part[(local, seed)] if seed is not None else part[local]
+        if isinstance(item, ImageError):
+            return item
+        return item[0], start + item[1]
+
+    def record_skipped(self, errors: list[ImageError]) -> None:
+        for exc in errors:
+            self.parts[0].skipped[exc.path] = exc.reason
+
+
+class SourceBatchSampler(Sampler):
+    """Batches of one source each, `draws[i]` photos of source i per epoch (all of them
+    by default; more than it has repeats them), the batches of all sources shuffled
+    together. The order and every photo's augmentation seed depend only on (run seed,
+    epoch), as with `SeededEpochSampler`: a resumed run sees the same batches."""
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, seed: int,
+                 draws: Sequence[int | None] | None = None, rank: int = 0,
+                 world: int = 1) -> None:
+        self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
+        self.draws = [d if d is not None else n for d, n in
+                      zip(draws or [None] * len(sizes), sizes, strict=True)]
+        self.rank, self.world = rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[tuple[int, int]]]:
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed, self.epoch])
+        start_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        batches: list[list[int]] = []
+        offset = 0
+        for size, draws in zip(self.sizes, self.draws, strict=True):
+            if size and draws:
+                rounds = -(-draws // size)
+                order = np.concatenate([rng.permutation(size) for _ in range(rounds)])[:draws]
+                full = len(order) // self.batch_size if len(order) >= self.batch_size else 1
+                for b in range(full):
+                    batches.append((order[b * self.batch_size:(b + 1) * self.batch_size]
+                                    + offset).tolist())
+            offset += size
+        rng.shuffle(batches)
+        seeded, position = [], 0
+        for batch in batches:
+            seeded.append([(int(i), (start_seed + position + k) % (2**63 - 1))
+                           for k, i in enumerate(batch)])
+            position += len(batch)
+        return seeded
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self._batches():
+            share = -(-len(batch) // self.world)
+            part = batch[self.rank * share:(self.rank + 1) * share]
+            if part:
+                yield part
+
+    def __len__(self) -> int:
+        return sum(max(1, draws // self.batch_size)
+                   for size, draws in zip(self.sizes, self.draws, strict=True)
+                   if size and draws)

@@ -51,7 +51,11 @@ class Task(ABC):
         if self.config.keywords:
             text = match_keywords(text or "", self.config.keywords) or self.config.default
         if text and self.config.mapping:
-            text = str(self.config.mapping.get(text, text))
+            if text in self.config.mapping:
+                mapped = self.config.mapping[text]
+                text = None if mapped is None else str(mapped)
+            elif self.config.unmapped == "drop":
+                text = None
         return text or None
 
     @classmethod
@@ -161,6 +165,9 @@ def check_task_configs(configs: Sequence[TaskConfig], columns: Sequence[str] | N
             raise DataError(f"{where} ({cfg.name}): min_count must be at least 1")
         if cfg.weight < 0:
             raise DataError(f"{where} ({cfg.name}): weight cannot be negative")
+        if cfg.unmapped not in ("keep", "drop"):
+            raise DataError(f"{where} ({cfg.name}): unmapped must be keep or drop, got "
+                            f"'{cfg.unmapped}'")
 
 
 def build_tasks(configs: Sequence[TaskConfig], train: Sequence[Sample], val: Sequence[Sample],

@@ -51,10 +51,15 @@ class ClassificationTask(Task):
             if config.keywords:
                 seen |= {str(k) for k in config.keywords} | {config.default or ""}
             unknown = sorted(str(k) for k in config.mapping if str(k) not in seen)
-            if unknown:
+            # A typo, or a taxonomy shared by several data sets (it names values this
+            # data lacks): refused only when the mapping matches nothing at all.
+            if unknown and len(unknown) == len(config.mapping):
                 raise DataError(f"{source}: task '{config.name}': the mapping names values "
                                 f"that column '{config.source_column}' never has: "
                                 f"{', '.join(unknown[:10])}")
+            if unknown:
+                log.info("task '%s': the mapping names values this data lacks: %s",
+                         config.name, ", ".join(unknown[:10]))
         counts = Counter(v for s in train if (v := probe.raw(s)) is not None)
         if not counts:
             raise DataError(f"{source}: task '{config.name}': column "

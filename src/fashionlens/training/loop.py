@@ -33,6 +33,8 @@ from ..data.dataset import (
     PhotoDataset,
     SeededEpochSampler,
     ShardedEpochSampler,
+    SourceBatchSampler,
+    SourcedDataset,
     collate_skipping,
 )
 from ..data.transforms import Preprocess
@@ -96,16 +98,25 @@ def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
 
     Under torchrun, `cfg.batch_size` is the global batch: this process loads its
     batch_size / world share of each (`ShardedEpochSampler`)."""
+    workers = cfg.num_workers if cfg.num_workers is not None else 1
+    ctx = distributed.current()
+    if isinstance(dataset, SourcedDataset):  # a joint run: each batch from one source
+        if ctx.world > 1:
+            distributed.check_batch(cfg.batch_size, len(dataset))
+        batches = SourceBatchSampler([len(p) for p in dataset.parts], cfg.batch_size, seed,
+                                     dataset.draws, ctx.rank, ctx.world)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                          persistent_workers=workers > 0, collate_fn=collate_skipping,
+                          generator=torch.Generator().manual_seed(seed))
     generator = torch.Generator().manual_seed(seed)
     if weights is not None:
         base = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
                                      generator=generator)
     else:
         base = RandomSampler(dataset, generator=generator)
-    workers = cfg.num_workers if cfg.num_workers is not None else 1
     sampler: SeededEpochSampler | ShardedEpochSampler = SeededEpochSampler(base, generator, seed)
     drop_last = len(dataset) > cfg.batch_size
-    batch_size, ctx = cfg.batch_size, distributed.current()
+    batch_size = cfg.batch_size
     if ctx.world > 1:
         distributed.check_batch(cfg.batch_size, len(dataset))
         sampler = ShardedEpochSampler(sampler, cfg.batch_size, drop_last, ctx.rank, ctx.world)
@@ -303,7 +314,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     for epoch in range(first_epoch, cfg.epochs + 1):
         if stop:
             break
-        loader.sampler.set_epoch(epoch)
+        (loader.batch_sampler if isinstance(loader.batch_sampler, SourceBatchSampler)
+         else loader.sampler).set_epoch(epoch)
         batches = iter(loader)  # starts the worker processes, if not yet started
         # Dropout: the same draws after a resume (and other draws on each process).
         torch.manual_seed(seed * 1_000_003 + epoch + ctx.seed_offset)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, apply_fields
 from ..data import (
     LabelledSet,
     PhotoDataset,
@@ -24,7 +24,8 @@ from ..data import (
     split_train_val,
     train_transform,
 )
-from ..data.sources import FOLDER_COLUMN, csv_columns
+from ..data.dataset import SourcedDataset
+from ..data.sources import FOLDER_COLUMN, Sample, csv_columns
 from ..data.transforms import Preprocess, keep_colour
 from ..errors import DataError
 from ..evaluation.evaluate import evaluate_dataset
@@ -42,6 +43,7 @@ from . import distributed
 from .inputs import (  # noqa: F401  (resume_config: imported from here before inputs.py)
     CHECKPOINT,
     read_run_data,
+    read_sources,
     resume_config,
     task_configs,
 )
@@ -160,6 +162,8 @@ def run_preprocess(config: RunConfig) -> Preprocess:
 
 
 def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
+    if config.sources:
+        return prepare_sources(config, preprocess, seed)
     spec = config.data
     configs = task_configs(config)
     multi = bool(config.tasks)
@@ -195,6 +199,55 @@ def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Pr
                             f"{_first_reasons(train_ds.skipped)}")
     # Encoded after preloading: unreadable photos have left the datasets by then.
     return Prepared(data, train, val, tasks, train_ds, val_ds,
+                    {t.name: t.encode(train_ds.samples) for t in tasks},
+                    {t.name: t.encode(val_ds.samples) for t in tasks})
+
+
+def prepare_sources(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
+    """A joint run's data: each source split as its own config says, trained at its own
+    size and augmentation, validated all together through the model's one preprocess."""
+    configs = task_configs(config)
+    read = read_sources(config)
+    trains: list[list[Sample]] = []
+    vals: list[list[Sample]] = []
+    for source, data in read:
+        train, val = split_train_val(data, source.data, seed, drop_unseen=False)
+        val_samples = val.samples
+        if source.val_limit is not None and len(val_samples) > source.val_limit:
+            rows = np.sort(np.random.default_rng(seed).choice(
+                len(val_samples), source.val_limit, replace=False))
+            val_samples = [val_samples[i] for i in rows]
+        trains.append(train.samples)
+        vals.append(val_samples)
+        log.info("source %s: %d training photos, %d validation photos", source.name,
+                 len(train.samples), len(val_samples))
+    every_train = [s for part in trains for s in part]
+    every_val = [s for part in vals for s in part]
+    names = ", ".join(source.name or source.data.path for source, _ in read)
+    tasks = build_tasks(configs, every_train, every_val, names)
+    colour = any(c.colour for c in configs)
+    parts = []
+    for index, ((source, _), samples) in enumerate(zip(read, trains, strict=True)):
+        augment = dataclasses.replace(config.augment)
+        apply_fields(augment, source.augment, f"sources[{index}].augment")
+        if colour:
+            augment = keep_colour(augment)
+        shape = (source.height or preprocess.shape[0], source.width or preprocess.shape[1])
+        pre = dataclasses.replace(preprocess, fit="letterbox" if preprocess.fit == "crop"
+                                  else preprocess.fit, height=shape[0], width=shape[1])
+        cache = int(round(max(shape) * 1.15)) if config.train.cache_images else None
+        parts.append(PhotoDataset(samples, train_transform(pre, augment), cache))
+    train_ds = SourcedDataset(parts, [source.name for source, _ in read],
+                              [source.draws for source, _ in read])
+    cache = int(round(max(preprocess.shape) * 1.15)) if config.train.cache_images else None
+    val_ds = PhotoDataset(every_val, eval_transform(preprocess), cache)
+    if config.train.cache_images:
+        train_ds.preload(lambda it: track(it, "reading train photos", len(train_ds)))
+        val_ds.preload(lambda it: track(it, "reading validation photos", len(val_ds)))
+    data = LabelledSet(every_train + every_val, [], names,
+                       [p for _, d in read for p in d.missing])
+    return Prepared(data, LabelledSet(every_train, [], names), LabelledSet(every_val, [], names),
+                    tasks, train_ds, val_ds,
                     {t.name: t.encode(train_ds.samples) for t in tasks},
                     {t.name: t.encode(val_ds.samples) for t in tasks})
 
@@ -350,7 +403,10 @@ def _claim_output_dir(config: RunConfig) -> tuple[Path, bool]:
     # read it from the run folder (a relative path would mean one inside that folder).
     saved = dataclasses.replace(config, data=dataclasses.replace(
         config.data, path=str(Path(config.data.path).expanduser().resolve())
-        if config.data.path else ""))
+        if config.data.path else ""), sources=[
+            dataclasses.replace(source, data=dataclasses.replace(
+                source.data, path=str(Path(source.data.path).expanduser().resolve())))
+            for source in config.sources])
     saved.save(out / "config.yaml")
     return out, new
 
