@@ -32,9 +32,10 @@ def records(shop_category: dict[str, str] | None = None) -> list[ItemRecord]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A catalog of the ten sample photos, no shop category (bundled model)."""
+    """A catalog of the ten sample photos, no shop category, tagged by clothing10 (whose
+    one head, `label`, names the sample photos' folders)."""
     path = tmp_path_factory.mktemp("tags") / "shop"
-    with Catalog(path, create=True) as cat:
+    with Catalog(path, create=True, model="clothing10") as cat:
         cat.add(records({"hat-1": "Bag"}))  # the shop says Bag: it always wins
     return path
 
@@ -51,11 +52,11 @@ def test_build_tags_every_item_in_the_same_pass_and_keeps_the_shops_value(built)
         items = {i.id: i for i in cat.items()}
         assert len(items) == len(PHOTOS)
         for item in items.values():
-            predicted = item.predicted["label"]  # the bundled model's one head
+            predicted = item.predicted["label"]  # clothing10's one head
             assert set(predicted) == {"label", "probability"}
             assert 0.0 < predicted["probability"] <= 1.0
             assert item.to_dict()["predicted"] == item.predicted
-        # The bundled model knows its own sample photos.
+        # clothing10 knows its own sample photos.
         assert items["dress-1"].predicted["label"]["label"] == "Dress"
         assert items["hat-1"].category == "Bag"  # the shop's value is never overwritten
         assert items["hat-1"].predicted["label"]["label"] == "Hat"
@@ -150,7 +151,7 @@ def test_reembed_tags_in_the_same_pass(built, tmp_path):
         before = {i.id: i.predicted for i in cat.items()}
         with cat.store.transaction() as db:
             db.execute("DELETE FROM predictions")
-        cat.reembed()  # the bundled model again: vectors and tags staged, then swapped
+        cat.reembed("clothing10")  # its model again: vectors and tags staged, then swapped
         assert {i.id: i.predicted for i in cat.items()} == before
         assert cat.store.meta("tags_model") == cat.store.meta("model_fingerprint")
 
@@ -165,6 +166,34 @@ def test_a_multilabel_head_gives_a_list_of_tags():
     assert tags.as_json(rows) == {"tags": [{"label": "floral", "probability": 0.6},
                                            {"label": "striped", "probability": 0.35}]}
     assert tags.field_of("tags") == "extra.tags" and tags.field_of("baseColour") == "colour"
+
+
+def test_one_model_fills_a_field_from_one_head():
+    """The joint model has a unified and a finer head for type and colour: the unified one
+    fills the field, the finer one keeps its own extra field (one taxonomy per field)."""
+    from fashionlens.models.info import HeadSpec
+
+    names = ["articleType", "type", "baseColour", "colour", "season", "tags"]
+    assert tags.fields_for(names) == {
+        "articleType": "extra.articleType", "type": "category",
+        "baseColour": "extra.baseColour", "colour": "colour", "season": "extra.season",
+        "tags": "extra.tags"}
+    # Alone in its model, a finer head still fills the field (the products tagger).
+    assert tags.fields_for(["articleType", "baseColour"]) == {
+        "articleType": "category", "baseColour": "colour"}
+    heads = [HeadSpec("type", "classification", ["Dress", "Shoes"]),
+             HeadSpec("articleType", "classification", ["Dresses", "Heels"]),
+             HeadSpec("colour", "classification", ["red", "blue"]),
+             HeadSpec("baseColour", "classification", ["Maroon", "Navy Blue"]),
+             HeadSpec("tags", "multilabel", ["floral", "denim"], [0.5, 0.5])]
+    found = tags.predictions_from_scores(heads, {
+        "type": [0.9, 0.1], "articleType": [0.8, 0.2], "colour": [0.7, 0.3],
+        "baseColour": [0.6, 0.4], "tags": [0.9, 0.1]})
+    assert {(p.task, p.field) for p in found} == {
+        ("type", "category"), ("articleType", "extra.articleType"), ("colour", "colour"),
+        ("baseColour", "extra.baseColour"), ("tags", "extra.tags")}
+    assert {row[5] for row in tags.rows_for(1, found)} == {
+        "category", "extra.articleType", "colour", "extra.baseColour", "extra.tags"}
 
 
 def test_cli_json_info_and_review(built):

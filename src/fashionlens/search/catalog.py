@@ -790,7 +790,8 @@ class Catalog:
         db = self.store.db
         tagged = int(db.execute("SELECT count(DISTINCT key) FROM predictions").fetchone()[0])
         photos = int(db.execute("SELECT count(*) FROM items WHERE image != ''").fetchone()[0])
-        tasks = [r[0] for r in db.execute(
-            "SELECT DISTINCT task FROM predictions ORDER BY task")]
+        stored = dict(db.execute("SELECT DISTINCT task, field FROM predictions "
+                                 "ORDER BY task"))  # as the tagging model mapped them
+        tasks = sorted(stored)
         return {"tagged_items": tagged, "items_with_photos": photos, "tasks": tasks,
-                "fields": {task: tags.field_of(task) for task in tasks}}
+                "fields": {task: stored[task] for task in tasks}}

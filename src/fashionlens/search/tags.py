@@ -8,12 +8,13 @@ own thresholds).
 
 The one rule filters, counts and the web app follow: a field's value is the shop's
 value; where the shop gave none, the confident prediction of the task mapped to that
-field (`TASK_FIELDS`). So `colour=Red` matches items whose shop colour is Red, and items
-without a shop colour whose predicted colour is Red with a probability at or above
-`CONFIDENT`. A multilabel (tag) head gives an item several values at once: where the
-shop gave none, `extra.tags=floral` matches items tagged floral at or above that tag's
-own threshold (`!=` and `not in` exclude them). The shop's value is never overwritten;
-accepting or correcting a prediction sets the shop's value.
+field (`TASK_FIELDS`; one task per field in a model, `FIELD_PRECEDENCE`). So `colour=Red`
+matches items whose shop colour is Red, and items without a shop colour whose predicted
+colour is Red with a probability at or above `CONFIDENT`. A multilabel (tag) head gives an
+item several values at once: where the shop gave none, `extra.tags=floral` matches items
+tagged floral at or above that tag's own threshold (`!=` and `not in` exclude them). The
+shop's value is never overwritten; accepting or correcting a prediction sets the shop's
+value.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from ..models.info import ancestors, decide_tags
 TASK_FIELDS = {"label": "category", "articleType": "category", "category": "category",
                "type": "category", "baseColour": "colour", "colour": "colour",
                "color": "colour"}
+# Where one model has several heads for one field (the joint model's unified `type` and
+# the finer `articleType`; its coarse `colour` groups and the finer `baseColour`), the one
+# listed first here fills the field and the others keep `extra.TASK`: a field holds one
+# taxonomy, so `category=Shoes` means the same on every item.
+FIELD_PRECEDENCE = ("type", "category", "label", "articleType", "colour", "color",
+                    "baseColour")
 # A classification head's best label counts (fills its field, is counted, is shown as
 # a tag) from this probability; below it, it is stored and shown as a guess only.
 CONFIDENT = 0.5
@@ -40,8 +47,24 @@ MULTILABEL = "multilabel"
 
 
 def field_of(task: str) -> str:
-    """The catalog field a model task fills (see `TASK_FIELDS`)."""
+    """The catalog field a model task fills (see `TASK_FIELDS`), alone in its model."""
     return TASK_FIELDS.get(task, f"extra.{task}")
+
+
+def fields_for(tasks: Iterable[str]) -> dict[str, str]:
+    """The field each of one model's tasks fills: as `field_of`, except that where
+    several tasks map to one field only the first by `FIELD_PRECEDENCE` fills it."""
+    tasks = list(dict.fromkeys(tasks))
+    rank = {task: i for i, task in enumerate(FIELD_PRECEDENCE)}
+    taken: set[str] = set()
+    fields: dict[str, str] = {}
+    for task in sorted(tasks, key=lambda t: rank.get(t, len(rank))):
+        field = TASK_FIELDS.get(task)
+        if field is None or field in taken:
+            field = f"extra.{task}"
+        taken.add(field)
+        fields[task] = field
+    return {task: fields[task] for task in tasks}
 
 
 @dataclass(frozen=True)
@@ -51,10 +74,12 @@ class Prediction:
     probability: float
     kind: str
     confident: bool
+    # The field it fills; empty: `field_of(task)` (the task alone in its model).
+    field: str = ""
 
-    @property
-    def field(self) -> str:
-        return field_of(self.task)
+    def __post_init__(self) -> None:
+        if not self.field:
+            object.__setattr__(self, "field", field_of(self.task))
 
 
 def predictions_from_scores(heads: Sequence, scores: Mapping[str, np.ndarray]
@@ -62,16 +87,18 @@ def predictions_from_scores(heads: Sequence, scores: Mapping[str, np.ndarray]
     """One photo's predictions from its heads' scores (`heads`: `models.info.HeadSpec`s;
     `scores[head.name]`: that photo's scores)."""
     found: list[Prediction] = []
+    fields = fields_for(h.name for h in heads if h.kind in (CLASSIFICATION, MULTILABEL))
     for head in heads:
         values = scores.get(head.name)
         if values is None:
             continue
         values = np.asarray(values, dtype=np.float64).reshape(-1)
+        field = fields.get(head.name, "")
         if head.kind == CLASSIFICATION:
             best = int(np.argmax(values))
             p = float(values[best])
             found.append(Prediction(head.name, str(head.classes[best]), p, head.kind,
-                                    p >= CONFIDENT))
+                                    p >= CONFIDENT, field))
         elif head.kind == MULTILABEL:
             # The tags `predict` lists (`decide_tags`: thresholds, cap, parents), and the
             # parents they imply, so that `extra.tags=shoes` finds the boots too; an
@@ -81,12 +108,12 @@ def predictions_from_scores(heads: Sequence, scores: Mapping[str, np.ndarray]
             said: dict[int, float] = {}
             for j in kept:
                 found.append(Prediction(head.name, str(head.classes[j]), float(values[j]),
-                                        head.kind, True))
+                                        head.kind, True, field))
                 for parent in ancestors(parents, j) if parents is not None else ():
                     if parent not in kept:
                         said[parent] = max(said.get(parent, 0.0), float(values[j]),
                                            float(values[parent]))
-            found += [Prediction(head.name, str(head.classes[j]), p, head.kind, True)
+            found += [Prediction(head.name, str(head.classes[j]), p, head.kind, True, field)
                       for j, p in sorted(said.items(), key=lambda item: -item[1])]
     return found
 
