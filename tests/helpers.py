@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def default_model_name() -> str:
+    """The name the bundled default model answers under (its model.json name), so a test
+    about "the default" holds whichever bundled model ships as the default."""
+    from fashionlens.models.resolve import DEFAULT_MODEL, META_FILE
+
+    return json.loads((DEFAULT_MODEL / META_FILE).read_text()).get("name") or DEFAULT_MODEL.name
+
 
 # Distinct colours for the tiny classes: learnable from random features in a few steps.
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}

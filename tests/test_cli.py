@@ -14,6 +14,7 @@ from fashionlens.cli.main import app
 from fashionlens.errors import ConfigError, FashionLensError
 from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
 from fashionlens.models import read_info
+from fashionlens.models.resolve import BUNDLED_DIR
 
 from .helpers import (
     COLOURS,
@@ -184,7 +185,10 @@ def test_main_on_a_missing_photo(model_dir, tmp_path):
 CLOTHING10 = {"Dress", "Hat", "Longsleeve", "Outwear", "Pants", "Shirt", "Shoes", "Shorts",
               "Skirt", "T-Shirt"}
 needs_default_model = pytest.mark.skipif(not (DEFAULT_MODEL / "model.json").is_file(),
-                                         reason="the bundled clothing10 model is not built yet")
+                                         reason="the bundled default model is not built yet")
+CLOTHING10_MODEL = BUNDLED_DIR / "clothing10"
+needs_clothing10 = pytest.mark.skipif(not (CLOTHING10_MODEL / "model.json").is_file(),
+                                      reason="the bundled clothing10 model is not built yet")
 needs_samples = pytest.mark.skipif(
     not SAMPLE_PHOTOS.is_dir() or not any(SAMPLE_PHOTOS.rglob("*.jpg")),
     reason="the bundled sample photos are not there yet")
@@ -192,20 +196,40 @@ needs_samples = pytest.mark.skipif(
 
 @needs_default_model
 def test_predict_with_the_bundled_default_model(tmp_path):
+    """Without --model, predict answers with the bundled default: every head it scores."""
     photo = tmp_path / "jumper.jpg"
     solid_photo((40, 60, 160), (300, 400), seed=1).save(photo, quality=90)
     result = _ok(_invoke("predict", photo, "--json"))
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
-    classes = read_info(DEFAULT_MODEL).classes
-    assert set(classes) == CLOTHING10
+    info = read_info(DEFAULT_MODEL)
+    heads = info.scored_heads
+    assert list(row["tasks"]) == [h.name for h in heads]
+    for head in heads:
+        answer = row["tasks"][head.name]
+        if head.kind == "classification":
+            assert answer["label"] in head.classes
+            assert answer["top_k"][0]["label"] == answer["label"]
+            assert len(answer["top_k"]) == min(3, len(head.classes))
+    if info.single_label:  # a one-head model's answer is also the row's own
+        assert row["label"] == row["tasks"][heads[0].name]["label"]
+
+
+@needs_clothing10
+def test_predict_with_clothing10(tmp_path):
+    photo = tmp_path / "jumper.jpg"
+    solid_photo((40, 60, 160), (300, 400), seed=1).save(photo, quality=90)
+    result = _ok(_invoke("predict", photo, "--model", "clothing10", "--json"))
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert set(read_info(CLOTHING10_MODEL).classes) == CLOTHING10
     assert row["label"] in CLOTHING10
     assert row["top_k"][0]["label"] == row["label"] and len(row["top_k"]) == 3
 
 
-@needs_default_model
+@needs_clothing10
 @needs_samples
-def test_default_model_recognises_the_bundled_samples():
-    result = _ok(_invoke("evaluate", "default", SAMPLE_PHOTOS, "--json"))
+def test_clothing10_recognises_the_bundled_samples():
+    """The sample photos are folders of clothing10's classes (a one-head layout)."""
+    result = _ok(_invoke("evaluate", "clothing10", SAMPLE_PHOTOS, "--json"))
     report = json.loads(result.stdout)
     assert report["num_images"] == len(list(SAMPLE_PHOTOS.rglob("*.jpg")))
     assert report["unknown_labels"] == {}

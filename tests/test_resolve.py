@@ -17,6 +17,8 @@ def bundled(tmp_path, monkeypatch):
         (root / name).mkdir(parents=True)
         (root / name / "model.json").write_text("{}")
     monkeypatch.setattr(resolve, "BUNDLED_DIR", root)
+    # Pinned here: these tests are about how names resolve, not which model ships as default.
+    monkeypatch.setattr(resolve, "DEFAULT_NAME", "clothing10")
     monkeypatch.setattr(resolve, "DEFAULT_MODEL", root / "clothing10")
     return root
 

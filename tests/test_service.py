@@ -30,7 +30,13 @@ from fashionlens.service import Engine, ServiceSettings, create_app
 from fashionlens.service.batching import MicroBatcher
 from fashionlens.service.demo import build_demo_catalog
 
+from .helpers import default_model_name
+
 KEY = "test-key-0123456789"
+# What the service answers with when a request names no model (the bundled default).
+DEFAULT = default_model_name()
+# The small one-head classifier whose ten classes the sample photos are folders of.
+C10 = "clothing10"
 HAT = SAMPLE_PHOTOS / "Hat" / "hat-1.jpg"
 DRESS = SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"
 
@@ -106,8 +112,8 @@ def test_health_and_readiness(client):
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready" and body["catalog"] == {"items": 10}
-    assert body["default_model"] == "clothing10"
-    stats = body["batching"]["model clothing10"]
+    assert body["default_model"] == DEFAULT
+    stats = body["batching"][f"model {DEFAULT}"]
     assert set(stats) == {"requests", "batches", "mean_batch"}
 
 
@@ -142,12 +148,12 @@ def test_unknown_api_path_is_a_json_404(client):
 
 
 def test_classify_multipart_and_raw_body_agree(client):
-    multipart = client.post("/api/v1/classify", files={"image": ("hat.jpg", jpeg_bytes(),
-                                                                 "image/jpeg")})
-    raw = post_image(client, "/api/v1/classify", jpeg_bytes())
+    multipart = client.post("/api/v1/classify", params={"model": C10},
+                            files={"image": ("hat.jpg", jpeg_bytes(), "image/jpeg")})
+    raw = post_image(client, "/api/v1/classify", jpeg_bytes(), model=C10)
     assert multipart.status_code == raw.status_code == 200
     body = multipart.json()
-    assert body["model"] == "clothing10" and body["image"] == {"width": 256, "height": 455}
+    assert body["model"] == C10 and body["image"] == {"width": 256, "height": 455}
     (task,) = body["tasks"]
     assert task["type"] == "single_label" and task["label"] == "Hat"
     assert task["num_classes"] == 10 and len(task["classes"]) == 5
@@ -155,27 +161,31 @@ def test_classify_multipart_and_raw_body_agree(client):
     assert probs == sorted(probs, reverse=True) and probs[0] > 0.9
     assert raw.json()["tasks"] == body["tasks"]
     # Any file field name among image/file/photo, and octet-stream bodies, are accepted.
-    other = client.post("/api/v1/classify", files={"file": ("x", jpeg_bytes(),
-                                                            "application/octet-stream")})
+    other = client.post("/api/v1/classify", params={"model": C10},
+                        files={"file": ("x", jpeg_bytes(), "application/octet-stream")})
     assert other.json()["tasks"][0]["label"] == "Hat"
 
 
 def test_classify_top_k_threshold_model_and_tta(client):
     photo = jpeg_bytes(SAMPLE_PHOTOS / "Dress" / "dress-2.jpg")  # Dress at about 0.67
-    top2 = post_image(client, "/api/v1/classify", photo, top_k=2).json()["tasks"][0]
+    top2 = post_image(client, "/api/v1/classify", photo, top_k=2,
+                      model=C10).json()["tasks"][0]
     assert [c["label"] for c in top2["classes"]][:1] == ["Dress"] and len(top2["classes"]) == 2
-    every = post_image(client, "/api/v1/classify", photo, top_k=1000).json()["tasks"][0]
+    every = post_image(client, "/api/v1/classify", photo, top_k=1000,
+                       model=C10).json()["tasks"][0]
     assert len(every["classes"]) == 10
     assert abs(sum(c["probability"] for c in every["classes"]) - 1.0) < 1e-3
-    sure = post_image(client, "/api/v1/classify", photo, threshold=0.05).json()["tasks"][0]
+    sure = post_image(client, "/api/v1/classify", photo, threshold=0.05,
+                      model=C10).json()["tasks"][0]
     assert sure["label"] == "Dress"
     assert all(c["probability"] >= 0.05 for c in sure["classes"])
     assert len(sure["classes"]) < 5
-    unsure = post_image(client, "/api/v1/classify", photo, threshold=0.9).json()["tasks"][0]
+    unsure = post_image(client, "/api/v1/classify", photo, threshold=0.9,
+                        model=C10).json()["tasks"][0]
     assert unsure["label"] is None and unsure["classes"] == []
     named = post_image(client, "/api/v1/classify", photo, model="clothing10")
     assert named.status_code == 200
-    tta = post_image(client, "/api/v1/classify", photo, tta="true").json()
+    tta = post_image(client, "/api/v1/classify", photo, tta="true", model=C10).json()
     assert tta["tta"] is True and tta["tasks"][0]["label"] == "Dress"
 
 
@@ -312,7 +322,7 @@ def test_classify_then_similar_of_one_photo_runs_the_model_once(client, engine):
 def test_the_model_making_the_catalogs_vectors_runs_like_its_embedder(engine):
     """One pass answers classify and similar, with vectors like the stored ones (under
     auto the model alone may run int8 where that is faster; embedders never do)."""
-    served = engine.models["clothing10"]
+    served = engine.models[DEFAULT]
     assert served.runtime.precision == engine.catalog.embedder.precision
     assert engine.query.model is served
 
@@ -419,7 +429,7 @@ def test_steering_bad_input(client):
 def test_catalog_summary(client, engine):
     info = client.get("/api/v1/catalog").json()
     assert info["items"] == 10 and info["categories"]["Hat"] == 1
-    assert info["query_model"] == "clothing10" and info["steering"] is True
+    assert info["query_model"] == DEFAULT and info["steering"] is True
     assert "path" not in info and info["currency"] is None
     with _client(engine, currency="eur") as shop:
         assert shop.get("/api/v1/catalog").json()["currency"] == "EUR"
@@ -674,20 +684,23 @@ def test_protected_reads(engine):
 
 def test_models_list_detail_and_plots(client):
     listing = client.get("/api/v1/models").json()
-    assert listing["default"] == "clothing10"
-    # Every bundled model is served; clothing10 first, the default.
-    model = listing["models"][0]
-    assert model["name"] == "clothing10" and model["default"]
+    assert listing["default"] == DEFAULT
+    # Every bundled model is served, the default first; it also makes the catalog's vectors.
+    first = listing["models"][0]
+    assert first["name"] == DEFAULT and first["default"] and first["catalog_queries"] is True
+    assert client.get("/api/v1/models/default").json() == first
+    assert [m["name"] for m in listing["models"]].count(C10) == 1
+    model = next(m for m in listing["models"] if m["name"] == C10)
+    assert model["default"] is (DEFAULT == C10)
     assert len(model["classes"]) == 10 and model["input_shape"] == [224, 224]
     assert model["input_size"] == 224
     assert model["metrics"]["accuracy"] > 0.9 and model["metrics"]["num_images"] == 341
     assert set(model["per_class"]["Hat"]) >= {"precision", "recall", "f1", "support"}
     (task,) = model["tasks"]
-    assert task["type"] == "single_label" and model["catalog_queries"] is True
+    assert task["type"] == "single_label" and model["catalog_queries"] is (DEFAULT == C10)
     assert task["classes"] == model["classes"] and task["per_class"] == model["per_class"]
     assert task["metrics"]["accuracy"] == model["metrics"]["accuracy"]
     assert client.get("/api/v1/models/clothing10").json() == model
-    assert client.get("/api/v1/models/default").json()["name"] == "clothing10"
     for which in ("confusion", "curves"):
         plot = client.get(model["plots"][which])
         assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
@@ -697,8 +710,12 @@ def test_models_list_detail_and_plots(client):
 
 
 def test_choose_the_default_model(client):
-    ok = client.put("/api/v1/models/default", json={"model": "clothing10"}, headers=WRITE)
-    assert ok.status_code == 200 and ok.json() == {"default": "clothing10"}
+    ok = client.put("/api/v1/models/default", json={"model": C10}, headers=WRITE)
+    assert ok.status_code == 200 and ok.json() == {"default": C10}
+    assert post_image(client, "/api/v1/classify", jpeg_bytes()).json()["model"] == C10
+    # Back to the bundled default: the engine is shared by the tests after this one.
+    back = client.put("/api/v1/models/default", json={"model": DEFAULT}, headers=WRITE)
+    assert back.json() == {"default": DEFAULT}
     error_of(client.put("/api/v1/models/default", json={"model": "nope"}, headers=WRITE),
              404, "unknown_model")
     error_of(client.put("/api/v1/models/default", json={"name": 3}, headers=WRITE), 422)
@@ -711,7 +728,7 @@ def test_several_models_are_served(catalog_dir, engine, model_dir):
     try:
         with TestClient(create_app(ServiceSettings(api_key=KEY), engine=multi)) as c:
             names = [m["name"] for m in c.get("/api/v1/models").json()["models"]]
-            assert names == ["clothing10", "base"]
+            assert names == [DEFAULT, "base"]
             other = post_image(c, "/api/v1/classify", jpeg_bytes(), model="base").json()
             assert other["model"] == "base" and other["tasks"][0]["num_classes"] == 3
             assert c.put("/api/v1/models/default", json={"model": "base"},

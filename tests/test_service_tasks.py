@@ -20,6 +20,8 @@ from fashionlens.models import ModelInfo, create_model, save_model
 from fashionlens.models.heads import HeadSpec, attach_heads
 from fashionlens.service import Engine, ServiceSettings, create_app
 
+from .helpers import default_model_name
+
 KEY = "tasks-test-key-0123"
 ARCH = "test_efficientnet"
 PHOTO = (SAMPLE_PHOTOS / "Hat" / "hat-1.jpg").read_bytes()
@@ -179,15 +181,16 @@ def test_every_bundled_model_is_served_by_default(monkeypatch, tmp_path, model_d
     from fashionlens.models import resolve
 
     bundled = tmp_path / "models"
-    for name, source in (("clothing10", resolve.DEFAULT_MODEL), ("products",
-                                                                 model_dirs["multi"])):
+    # The second model's folder name can never be the default's, whichever ships as default.
+    for name, source in ((resolve.DEFAULT_NAME, resolve.DEFAULT_MODEL),
+                         ("zz-other", model_dirs["multi"])):
         shutil.copytree(source, bundled / name)
     monkeypatch.setattr(resolve, "BUNDLED_DIR", bundled)
-    assert ServiceSettings().model_specs() == ["default", "products"]
-    assert ServiceSettings(models=["products"]).model_specs() == ["products"]
+    assert ServiceSettings().model_specs() == ["default", "zz-other"]
+    assert ServiceSettings(models=["zz-other"]).model_specs() == ["zz-other"]
     engine = Engine(ServiceSettings())
     try:
-        assert list(engine.models) == ["clothing10", "multi"]
-        assert engine.default_model == "clothing10"
+        assert list(engine.models) == [default_model_name(), "multi"]
+        assert engine.default_model == default_model_name()
     finally:
         engine.close()

@@ -126,15 +126,27 @@ def test_alignment_round_trip_and_refusals(tmp_path):
         alignment_for(tmp_path, "arch:abc", 8, "mine")
 
 
-def test_the_bundled_default_model_ships_an_alignment():
+def test_clothing10_ships_an_alignment():
     from fashionlens.models.info import fingerprint_of, read_info
-    from fashionlens.models.resolve import DEFAULT_MODEL
+    from fashionlens.models.resolve import BUNDLED_DIR
 
-    info = read_info(DEFAULT_MODEL)
-    alignment = alignment_for(DEFAULT_MODEL, fingerprint_of(DEFAULT_MODEL, info), None,
-                              "default")
+    folder = BUNDLED_DIR / "clothing10"
+    info = read_info(folder)
+    alignment = alignment_for(folder, fingerprint_of(folder, info), None, "clothing10")
     assert alignment.weight.shape[0] == 384
     assert alignment.meta["encoder"] == "all-MiniLM-L6-v2"
+
+
+def test_a_model_without_an_alignment_names_a_bundled_one_that_has_one(tmp_path):
+    """The default model need not ship an alignment (a multi-head default may not): the
+    refusal says how to train one and which bundled model searches by words now."""
+    from fashionlens.search.alignment import bundled_with_alignment
+
+    assert "clothing10" in bundled_with_alignment()
+    with pytest.raises(FashionLensError, match=r"model default has no text alignment.*"
+                                               r"train-text --model default.*--model "
+                                               r"(\S+ or )*clothing10"):
+        alignment_for(tmp_path, None, 8, "default")
 
 
 @pytest.fixture()

