@@ -101,8 +101,8 @@ class ServiceSettings:
 
     def model_specs(self) -> list[str]:
         """The models to load: those named, else every bundled one with the default
-        (clothing10) first, so it answers requests that name no model. A bundled model
-        added to the package is served without any setting."""
+        (`resolve.DEFAULT_NAME`) first, so it answers requests that name no model. A
+        bundled model added to the package is served without any setting."""
         if self.models:
             return list(self.models)
         bundled = bundled_models()
