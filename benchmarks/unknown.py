@@ -261,11 +261,14 @@ GENERATED = {"generated_textures": textures, "generated_shapes": shapes,
 # --- running the model, cached ------------------------------------------------------
 
 
-def outputs_of(rt, head: str, name: str, sources: list, names: list[str]) -> u.Outputs:
-    """The runtime's outputs of a set of photos, cached per model, runtime and photos."""
+def outputs_of(rt, head: str, name: str, sources: list, names: list[str],
+               cache: Path | None = None) -> u.Outputs:
+    """The runtime's outputs of a set of photos, cached per model, runtime and photos (in
+    `cache`, default CACHE; benchmarks/unknown_fashion.py keeps its own)."""
+    cache = CACHE if cache is None else cache
     key = hashlib.sha256(json.dumps([rt.fingerprint, rt.backend, head, names]).encode()
                          ).hexdigest()[:16]
-    path = CACHE / f"{name}-{key}.npz"
+    path = cache / f"{name}-{key}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
             vectors = data["vectors"] if data["vectors"].size else None
@@ -273,7 +276,7 @@ def outputs_of(rt, head: str, name: str, sources: list, names: list[str]) -> u.O
     result, failed = u.collect_outputs(rt, sources, head, names=names)
     if failed:
         print(f"{name}: {len(failed)} unreadable, e.g. {failed[0]}", file=sys.stderr)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, probabilities=result.probabilities,
              vectors=result.vectors if result.vectors is not None else np.zeros(0),
              paths=np.asarray(result.paths))

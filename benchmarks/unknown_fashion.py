@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import random
@@ -304,23 +303,8 @@ def build_sets(folder: Path, outfits_config: Path) -> Path:
 
 def cached_outputs(rt, head: str, cache: Path):
     def outputs_of(name: str, photos: us.Photos) -> u.Outputs:
-        names = [str(p) for p in photos.paths]
-        key = hashlib.sha256(json.dumps([rt.fingerprint, rt.backend, head, names]).encode()
-                             ).hexdigest()[:16]
-        path = cache / f"{name}-{key}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                vectors = data["vectors"] if data["vectors"].size else None
-                return u.Outputs(data["probabilities"], vectors,
-                                 [str(p) for p in data["paths"]])
-        result, failed = u.collect_outputs(rt, photos.paths, head, names=names)
-        if failed:
-            print(f"{name}: {len(failed)} unreadable, e.g. {failed[0]}", file=sys.stderr)
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(path, probabilities=result.probabilities,
-                 vectors=result.vectors if result.vectors is not None else np.zeros(0),
-                 paths=np.asarray(result.paths))
-        return result
+        return generated.outputs_of(rt, head, name, list(photos.paths),
+                                    [str(p) for p in photos.paths], cache)
     return outputs_of
 
 

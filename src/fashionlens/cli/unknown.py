@@ -168,13 +168,8 @@ def calibrate_unknown(
         raise FashionLensError(f"no AUROC could be measured for {', '.join(unmeasured)}: "
                                "the garment and other photos do not give two groups to "
                                "tell apart; check --in and --out")
-    report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
-                  saved=not dry_run, photos={**spec.calibration["photos"],
-                                             "garments_held_out": len(in_test)})
-    if not dry_run:
-        u.save_spec(rt.folder, spec)
-    if as_json:
-        print(json.dumps(report, indent=1))
+    report["photos"] = {**spec.calibration["photos"], "garments_held_out": len(in_test)}
+    if _save_and_print(rt, spec, report, dry_run, as_json):
         return
     table = Table(title=f"{rt.info.name or rt.folder}: 'not a garment' methods "
                         f"({rt.backend})", title_justify="left")
@@ -191,6 +186,20 @@ def calibrate_unknown(
     where = "kept out of" if dry_run else "written to"
     out.print(f"chosen: {report['chosen']}, threshold {spec.threshold:.4f}; {where} "
               f"{rt.folder / 'model.json'}")
+
+
+def _save_and_print(rt, spec, report: dict, dry_run: bool, as_json: bool) -> bool:
+    """Store the scorer (unless a dry run) and print the JSON report when asked; True when
+    that JSON was the whole answer."""
+    from ..inference import unknown as u
+
+    report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
+                  saved=not dry_run)
+    if not dry_run:
+        u.save_spec(rt.folder, spec)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    return as_json
 
 
 def _calibrate_kinds(rt, head: str, path: Path, method: str, max_false_rejection: float,
@@ -214,12 +223,7 @@ def _calibrate_kinds(rt, head: str, path: Path, method: str, max_false_rejection
         spec, report = us.calibrate_kinds(sets, head, method, max_false_rejection)
     except u.CalibrationError as exc:
         raise FashionLensError(str(exc)) from exc
-    report.update(model=str(rt.folder), runtime=rt.backend, threshold=spec.threshold,
-                  saved=not dry_run)
-    if not dry_run:
-        u.save_spec(rt.folder, spec)
-    if as_json:
-        print(json.dumps(report, indent=1))
+    if _save_and_print(rt, spec, report, dry_run, as_json):
         return
     table = Table(title=f"{rt.info.name or rt.folder}: 'not a garment' by kind of photo "
                         f"({rt.backend}, method {report['chosen']})", title_justify="left")
