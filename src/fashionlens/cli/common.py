@@ -164,6 +164,14 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
                         handlers=[RichHandler(console=err, show_path=False, show_time=False)])
     for noisy in ("PIL", "matplotlib", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A server configured in this process (uvicorn's dictConfig, `service.server.log_config`)
+    # gave the package logger a handler of its own on the stderr of that moment, which may
+    # be closed since: the command's lines go through the handler above instead.
+    package = logging.getLogger("fashionlens")
+    for handler in list(package.handlers):
+        package.removeHandler(handler)
+    package.propagate = True
+    package.setLevel(logging.NOTSET)
 
 
 def metrics_table(metrics: dict, title: str | None = None) -> Table:
