@@ -7,11 +7,13 @@ the training size, and keeps it in memory. Unreadable photos are skipped and lis
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -191,7 +193,6 @@ class SourcedDataset(Dataset):
                  draws: Sequence[int | None] | None = None) -> None:
         self.parts, self.names = list(parts), list(names)
         self.draws = list(draws) if draws is not None else [None] * len(self.parts)
-        self._starts: list[int] = []
 
     @property
     def samples(self) -> list[Sample]:
@@ -225,12 +226,13 @@ class SourcedDataset(Dataset):
         return twin
 
     def _locate(self, index: int) -> tuple[PhotoDataset, int, int]:
-        if not self._starts or len(self._starts) != len(self.parts):
-            self._starts = self.starts()
-        for start, part in zip(reversed(self._starts), reversed(self.parts), strict=True):
-            if index >= start:
-                return part, index - start, start
-        raise IndexError(index)
+        """The source a global row belongs to, its row there, and the source's first row
+        (from the parts' lengths now: preloading may have dropped unreadable photos)."""
+        starts = self.starts()
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        which = bisect.bisect_right(starts, index) - 1
+        return self.parts[which], index - starts[which], starts[which]
 
     def __getitem__(self, key: int | tuple[int, int]):
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -263,9 +265,12 @@ class SourceBatchSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[tuple[int, int]]]:
-        import numpy as np
+    def _count(self, draws: int) -> int:
+        """Batches a source drawing `draws` photos gives: full ones, or one smaller batch
+        when it draws fewer than a batch."""
+        return max(1, draws // self.batch_size)
 
+    def _batches(self) -> list[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         start_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         batches: list[list[int]] = []
@@ -274,8 +279,7 @@ class SourceBatchSampler(Sampler):
             if size and draws:
                 rounds = -(-draws // size)
                 order = np.concatenate([rng.permutation(size) for _ in range(rounds)])[:draws]
-                full = len(order) // self.batch_size if len(order) >= self.batch_size else 1
-                for b in range(full):
+                for b in range(self._count(draws)):
                     batches.append((order[b * self.batch_size:(b + 1) * self.batch_size]
                                     + offset).tolist())
             offset += size
@@ -295,6 +299,5 @@ class SourceBatchSampler(Sampler):
                 yield part
 
     def __len__(self) -> int:
-        return sum(max(1, draws // self.batch_size)
-                   for size, draws in zip(self.sizes, self.draws, strict=True)
+        return sum(self._count(draws) for size, draws in zip(self.sizes, self.draws, strict=True)
                    if size and draws)

@@ -161,6 +161,16 @@ def run_preprocess(config: RunConfig) -> Preprocess:
                                width=model_cfg.width or preprocess.size)
 
 
+# Preloaded photos are kept a little larger than the training input, so that the random
+# crops still have detail to resample from.
+CACHE_MARGIN = 1.15
+
+
+def _whole_photo_cache(shape: tuple[int, int]) -> int:
+    """The short side photos are cached at for a whole-photo fit of `shape`."""
+    return int(round(max(shape) * CACHE_MARGIN))
+
+
 def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
     if config.sources:
         return prepare_sources(config, preprocess, seed)
@@ -184,9 +194,9 @@ def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Pr
                  ", ".join(c.name for c in configs if c.colour))
     aug_size = config.train.train_size or preprocess.size
     if preprocess.fit == "crop":
-        cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * 1.15))
+        cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * CACHE_MARGIN))
     else:
-        cache = int(round(max(preprocess.shape) * 1.15))
+        cache = _whole_photo_cache(preprocess.shape)
     cache = cache if config.train.cache_images else None
     train_ds = PhotoDataset(train.samples, train_transform(preprocess, augment, aug_size), cache)
     val_ds = PhotoDataset(val.samples, eval_transform(preprocess), cache)
@@ -235,11 +245,11 @@ def prepare_sources(config: RunConfig, preprocess: Preprocess, seed: int) -> Pre
         shape = (source.height or preprocess.shape[0], source.width or preprocess.shape[1])
         pre = dataclasses.replace(preprocess, fit="letterbox" if preprocess.fit == "crop"
                                   else preprocess.fit, height=shape[0], width=shape[1])
-        cache = int(round(max(shape) * 1.15)) if config.train.cache_images else None
+        cache = _whole_photo_cache(shape) if config.train.cache_images else None
         parts.append(PhotoDataset(samples, train_transform(pre, augment), cache))
     train_ds = SourcedDataset(parts, [source.name for source, _ in read],
                               [source.draws for source, _ in read])
-    cache = int(round(max(preprocess.shape) * 1.15)) if config.train.cache_images else None
+    cache = _whole_photo_cache(preprocess.shape) if config.train.cache_images else None
     val_ds = PhotoDataset(every_val, eval_transform(preprocess), cache)
     if config.train.cache_images:
         train_ds.preload(lambda it: track(it, "reading train photos", len(train_ds)))
