@@ -120,6 +120,9 @@ class TrainConfig:
     # The linear probe fits on at most this many training photos (a random subset): on
     # 25,000 photos the logistic regressions alone would take minutes per task.
     probe_photos: int = 10000
+    # Largest gradient norm a step may take (None: no clipping). Each epoch's row records
+    # the median and largest norm before clipping, to choose it from.
+    grad_clip: float | None = None
 
 
 @dataclass
@@ -513,6 +516,9 @@ def _check_ranges(config: RunConfig) -> None:
     if t.max_minutes is not None and not t.max_minutes > 0:
         raise FieldError("train.max_minutes", f"must be positive (or null: no time budget), "
                                               f"got {t.max_minutes}")
+    if t.grad_clip is not None and not t.grad_clip > 0:
+        raise FieldError("train.grad_clip", f"must be positive (or null: no clipping), "
+                                            f"got {t.grad_clip}")
     if not DEVICE.fullmatch(t.device or "auto"):
         raise FieldError("train.device", f"'{t.device}' is not a device; use auto, cpu, "
                                          "cuda, cuda:N or mps")

@@ -268,6 +268,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
     if cfg.balance == "sampler":  # drawn as the first task asks (its rare classes or tags)
         weights = tasks[0].sample_weights(train_targets[tasks[0].name])
     loader = make_loader(train_set, cfg, seed, weights=weights)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     has_val = val_set is not None and len(val_set) > 0 and val_targets is not None
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     layer_decay=cfg.layer_decay)
@@ -324,6 +325,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
             freeze_batchnorm_statistics(model)
         epoch_start = time.perf_counter()
         loss_sum, right, answers, seen = 0.0, 0.0, 0, 0
+        norms: list[float] = []
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for batch, errors in batches:
                 train_set.record_skipped(errors)
@@ -342,6 +344,10 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                     right, answers = right + hits, answers + count
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                # the norm before clipping, kept for the epoch's row: what grad_clip is
+                # chosen from
+                norms.append(float(torch.nn.utils.clip_grad_norm_(
+                    trainable, cfg.grad_clip or math.inf)))
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -352,6 +358,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                "train_accuracy": right / max(answers, 1),
                "lr": optimizer.param_groups[-1]["lr"],
+               "grad_norm_median": float(np.median(norms)) if norms else None,
+               "grad_norm_max": max(norms, default=None),
                "seconds": time.perf_counter() - epoch_start}
         if has_val:
             scores = distributed.broadcast(validate(runtime, tasks, val_set, val_targets))
