@@ -197,6 +197,14 @@ def test_float_fields_must_be_finite(override, where):
     assert str(info.value).startswith(f"{where}: must be a finite number")
 
 
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_grad_clip_must_be_positive(value):
+    assert load_config(overrides=["train.grad_clip=2.5"]).train.grad_clip == 2.5
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[f"train.grad_clip={value}"])
+    assert str(info.value).startswith("train.grad_clip: must be positive")
+
+
 def test_finite_check_covers_values_from_the_cli():
     with pytest.raises(ConfigError, match=r"train\.lr: must be a finite number"):
         load_config(values={"train": {"lr": float("nan")}})

@@ -210,3 +210,6 @@ def test_joint_training_masks_heads_where_a_source_has_no_label(tmp_path: Path) 
     assert all(Path(s["data"]["path"]).is_absolute() for s in saved["sources"])
     assert saved["tasks"][0]["mapping"]["Jeans"] == "Pants"  # the run keeps its taxonomy
     assert np.isfinite(result.fit.history[-1]["train_loss"])
+    # what train.grad_clip is chosen from: the norms before clipping, per epoch
+    last = result.fit.history[-1]
+    assert 0 < last["grad_norm_median"] <= last["grad_norm_max"]
