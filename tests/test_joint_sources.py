@@ -213,3 +213,11 @@ def test_joint_training_masks_heads_where_a_source_has_no_label(tmp_path: Path) 
     # what train.grad_clip is chosen from: the norms before clipping, per epoch
     last = result.fit.history[-1]
     assert 0 < last["grad_norm_median"] <= last["grad_norm_max"]
+    # the model card names each source, not the unused one-source `data` section
+    from fashionlens.models import read_info
+    from fashionlens.models.card import write_model_card
+
+    card = write_model_card(result.model_dir, read_info(result.model_dir), result.metrics)
+    text = Path(card).read_text()
+    assert "- Source `home`:" in text and "- Source `studio`:" in text
+    assert "- Split:" not in text

@@ -191,3 +191,28 @@ def test_cli_trains_an_embedding_and_evaluates_search(tmp_path, tiny_folder, mod
     for flag in ("--margin", "--category-weight", "--posterior-weight"):
         bad = runner.invoke(app, ["train-embedding", str(tiny_folder), flag, "nan"])
         assert str(bad.exception) == f"{flag}: must be a finite number, got nan"
+
+
+@pytest.mark.parametrize("method, features, kept", [
+    ("prototype", ["prototype"], False),   # fitted on the old search vector: dropped
+    ("msp", ["msp"], True),                # class probabilities only: still right
+])
+def test_a_new_embedding_drops_a_not_a_garment_scorer_that_reads_the_vector(
+        tmp_path, tiny_folder, model_dir, method, features, kept):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    meta = json.loads((base / "model.json").read_text())
+    meta["unknown"] = {"method": method, "head": None, "threshold": 0.5,
+                       "parameters": {"features": features, "mean": [0.0], "std": [1.0],
+                                      "weights": [1.0], "bias": 0.0,
+                                      "prototypes": [[1.0] * 8]},
+                       "calibration": {}}
+    (base / "model.json").write_text(json.dumps(meta))
+    cfg = MetricConfig(base=str(base), mode="head", dim=8, views=1, epochs=1, batch_items=4,
+                       threads=1, precision="fp32", device="cpu")
+    result = train_embedding(cfg, DataSpec(path=str(tiny_folder), val_fraction=0.25),
+                             tmp_path / "run")
+    _, info = load_model(result.model_dir)
+    assert (info.unknown is not None) is kept

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fashionlens.cli import unknown_sources as us
 from fashionlens.cli.main import app
-from fashionlens.errors import ConfigError, DataError
+from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.inference import unknown as u
 
 from .helpers import run_main, write_pattern_photo
@@ -92,6 +92,36 @@ def test_an_entry_written_before_kinds_still_loads_and_scores():
     scorer = u.UnknownScorer(u.UnknownSpec.from_dict(old))
     scores = scorer.score(np.array([[0.9, 0.1]]), np.array([[1.0, 0.0]]))
     assert scores.shape == (1,) and 0.0 < scores[0] < 1.0
+
+
+def test_a_search_vector_dimension_that_never_varies_gives_finite_scores():
+    """A model may leave a vector dimension at 0 for every photo: its spread is 0, and the
+    'head' scorer (which reads the whole vector) once stored std 0 for it, scoring NaN."""
+    def dead_column(outputs: u.Outputs) -> u.Outputs:
+        outputs.vectors[:, -1] = 0.0
+        return outputs
+
+    threshold = {"home": dead_column(_garments(200, 2, 0.05, "h"))}
+    fit = dead_column(_garments(200, 1, 0.05, "h"))
+    spec, _ = u.fit_scorer(fit, fit, {"noise": dead_column(_others(200, 7))}, threshold,
+                           "label", method="head", max_false_rejection=0.05)
+    assert min(spec.parameters["std"]) > 0
+    scores = u.UnknownScorer(spec).score(fit.probabilities, fit.vectors)
+    assert np.isfinite(scores).all()
+    # and an entry stored with std 0 (before the floor) is read as unscaled
+    stored = spec.to_dict()
+    stored["parameters"]["std"][-1] = 0.0
+    again = u.UnknownScorer(u.UnknownSpec.from_dict(stored))
+    assert np.isfinite(again.score(fit.probabilities, fit.vectors)).all()
+
+
+def test_a_scorer_fitted_on_another_search_vector_says_so():
+    spec, _ = u.fit_scorer(_garments(200, 1, 0.05, "h"), _garments(200, 1, 0.05, "h"),
+                           {"noise": _others(200, 7)}, {"home": _garments(200, 2, 0.05, "h")},
+                           "label", method="prototype", max_false_rejection=0.05)
+    other = _garments(10, 3, 0.05, "h")
+    with pytest.raises(ModelError, match="fitted on 8-d search vectors.*4-d"):
+        u.UnknownScorer(spec).score(other.probabilities, other.vectors[:, :4])
 
 
 # --- the sources file ------------------------------------------------------------------

@@ -62,6 +62,8 @@ METHODS: dict[str, tuple[str, ...]] = {
 # L2 strength of each method's logistic model (scikit-learn's C, on standardised
 # features): the head's hundreds of weights need it; a few scores need next to none.
 STRENGTH = {"head": 0.1}
+# smallest spread a feature column is scaled by (model.json keeps 8 decimals)
+STD_FLOOR = 1e-6
 MAHALANOBIS_RANK = 128  # principal directions kept: bounds what model.json stores
 DEFAULT_MAX_FALSE_REJECTION = 0.02
 
@@ -129,6 +131,8 @@ class UnknownScorer:
             raise ModelError(f"{where}: unknown feature(s) {', '.join(bad)}")
         self.mean = _array(params, "mean", where, 1)
         self.std = _array(params, "std", where, 1)
+        # a scorer stored before STD_FLOOR may hold 0 for a column that never varied
+        self.std = np.where(self.std > 0, self.std, 1.0)
         self.weights = _array(params, "weights", where, 1)
         self.bias = float(params.get("bias", 0.0))
         self.where = where
@@ -179,6 +183,14 @@ class UnknownScorer:
     def decide(self, scores: np.ndarray | float, threshold: float | None = None):
         """Whether each score is at or above the threshold (the model's unless given)."""
         return np.asarray(scores) >= (self.threshold if threshold is None else threshold)
+
+
+def vector_scorer(entry: Mapping) -> bool:
+    """Whether a model.json `unknown` entry reads the search vector (so a new embedding
+    makes it wrong), as opposed to the class probabilities only."""
+    parameters = entry.get("parameters") or {}
+    names = parameters.get("features") or METHODS.get(entry.get("method"), ())
+    return any(FEATURES.get(n) == "vector" for n in names)
 
 
 def scorer_for(info: ModelInfo, where: str = "model.json") -> UnknownScorer | None:
@@ -234,6 +246,12 @@ def raw_features(names: Sequence[str], probabilities: np.ndarray | None,
             raise ModelError(f"unknown-score feature '{name}' needs the search vector, "
                              "which this runtime did not give")
         v = normalise(vectors).astype(np.float64)
+        fitted = prototypes if name == "prototype" else projection.T if name == "mahalanobis" \
+            else None
+        if fitted is not None and fitted.shape[1] != v.shape[1]:
+            raise ModelError(f"unknown-score feature '{name}' was fitted on {fitted.shape[1]}-d "
+                             f"search vectors, but this model gives {v.shape[1]}-d ones (its "
+                             "embedding changed): run calibrate-unknown again")
         if name == "vector":
             columns.append(v)
         elif name == "prototype":
@@ -400,9 +418,11 @@ def build_spec(method: str, reference: Outputs, in_fit: Outputs, out_fit: Output
     x_in, x_out = raw(in_fit), raw(out_fit)
     x = np.vstack([x_in, x_out])
     y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
-    mean, std = x.mean(0), np.maximum(x.std(0), 1e-9)
+    # stored rounded to 8 decimals, so the floor must survive rounding: a column that
+    # never varies (a search-vector dimension a model leaves at 0) would else divide by 0
+    mean, std = np.round(x.mean(0), 8), np.maximum(np.round(x.std(0), 8), STD_FLOOR)
     weights, bias = fit_logistic((x - mean) / std, y, STRENGTH.get(method, 10.0))
-    params.update(mean=np.round(mean, 8).tolist(), std=np.round(std, 8).tolist(),
+    params.update(mean=mean.tolist(), std=std.tolist(),
                   weights=np.round(weights, 6).tolist(), bias=round(bias, 6))
     spec = UnknownSpec(method, 1.0, params, head)
     scorer = UnknownScorer(spec)

@@ -105,7 +105,13 @@ def _what_it_is(info: ModelInfo, config: dict) -> str:
              f"- Architecture: `{info.architecture}`"]
     pretrained = _get(config, "model", "pretrained")
     if pretrained:
-        lines[-1] += f" (starting weights: `{pretrained}`)"
+        # a bundled model's weights: named as a bundled model, not by this machine's path
+        parts = Path(str(pretrained)).parts
+        if "assets" in parts and parts[parts.index("assets") + 1:][:1] == ("models",):
+            pretrained = "bundled `" + "/".join(parts[parts.index("assets") + 2:]) + "`"
+        else:
+            pretrained = f"`{pretrained}`"
+        lines[-1] += f" (starting weights: {pretrained})"
     input_line = f"- Input: {height}×{width} RGB (height × width), fit `{pre.fit}`: "
     if pre.fit == "crop":
         input_line += (f"short side resized to {pre.resize_size} px, then a centre crop "
@@ -159,6 +165,9 @@ def _tasks(info: ModelInfo, scored: list[HeadSpec]) -> str:
 def _data(config: dict, summary: dict, scored: list[HeadSpec]) -> str:
     data = config.get("data") or {}
     lines = ["## Training data", ""]
+    if config.get("sources"):  # a joint run: its `data` section is unused
+        lines += [_source_line(source, config.get("seed")) for source in config["sources"]]
+        data = {}
     if not data and not summary:
         return "\n".join(lines + ["The training data was not recorded with this model."])
     path = data.get("path")
@@ -335,6 +344,24 @@ def _monitors(per_task: dict, kinds: dict, config: dict) -> str:
     monitor = _get(config, "train", "monitor") or "accuracy"
     return ", ".join(f"`{name}` {'map' if kinds.get(name) == 'multilabel' else monitor}"
                      for name in per_task)
+
+
+def _source_line(source: dict, seed: Any) -> str:
+    """One source of a joint run: where its photos are, which columns feed which task,
+    how it is split and drawn."""
+    data = source.get("data") or {}
+    parts = [f"- Source `{source.get('name')}`: `{data.get('path')}`"]
+    columns = source.get("columns") or {}
+    if columns:
+        parts.append("columns " + ", ".join(f"`{c}` → `{t}`" for t, c in columns.items()))
+    split = _split(data, seed)
+    if split:
+        parts.append(f"split {split}")
+    for column, values in (source.get("exclude") or {}).items():
+        parts.append(f"rows whose `{column}` is {_names(values)} left out")
+    if source.get("draws"):
+        parts.append(f"{source['draws']} photos drawn per epoch")
+    return "; ".join(parts)
 
 
 def _split(data: dict, seed: Any) -> str:

@@ -43,6 +43,7 @@ from ..data.sources import LabelledSet
 from ..data.splits import split_train_val
 from ..errors import ConfigError, DataError, ImageError, ModelError
 from ..evaluation.retrieval import pair_accuracy, precision_at_k
+from ..inference.unknown import vector_scorer
 from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
 from ..models.embedding import (
     EmbeddingSpec,
@@ -504,6 +505,12 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
                "items": int(len(np.unique(items))), "epochs": cfg.epochs, "precision": precision,
                "train_minutes": (time.perf_counter() - started) / 60}
     info.embedding = spec.to_dict()
+    if info.unknown and vector_scorer(info.unknown):
+        # the base model's "not a garment" scorer was fitted on the old search vector
+        log.warning("the 'not a garment' scorer of %s reads the search vector, which this "
+                    "embedding replaces: it is left out; run calibrate-unknown on %s",
+                    cfg.base, run_dir / "model")
+        info.unknown = None
     info.name = name
     info.metrics = {**info.metrics, "retrieval": metrics}
     info.config = {**info.config, "metric": asdict(cfg)}
