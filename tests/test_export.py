@@ -224,7 +224,7 @@ def test_a_bundled_model_exports_to_the_user_cache(tmp_path, monkeypatch):
         tmp_path / "cache" / f"{DEFAULT_MODEL.name}-{digest}" / "openvino"
 
 
-@pytest.mark.parametrize("name", ["clothing10", "products", "outfits"])
+@pytest.mark.parametrize("name", ["clothing10", "fashion", "products", "outfits"])
 def test_the_bundled_models_ship_a_current_checked_export(name, tmp_path, monkeypatch):
     """What an install without torch runs: it must match the shipped weights, or predict
     there would fail (re-export with `fashionlens export NAME --output <model>/export/onnx`)."""
