@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import random
 import time
@@ -26,6 +25,7 @@ os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from report import emit  # noqa: E402
 
 from fashionlens.evaluation.retrieval import embed_photos  # noqa: E402
 from fashionlens.precision import cpu_description  # noqa: E402
@@ -107,10 +107,7 @@ def main() -> None:
         "results": [measure(m, photos, chosen, args.threshold)
                     for m in args.model or ["default"]],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -53,6 +52,7 @@ os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from report import emit  # noqa: E402
 
 from fashionlens.errors import ConfigError, DataError, FashionLensError  # noqa: E402
 
@@ -555,10 +555,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "python": sys.version.split()[0],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from report import emit
 
 from fashionlens.inference import SAMPLE_PHOTOS
 from fashionlens.precision import cpu_description
@@ -342,10 +342,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "cpu": cpu_description(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

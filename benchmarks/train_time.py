@@ -12,7 +12,6 @@ the config's (its starting weights do not change the cost), the heads every task
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import emit
 from timm.optim import create_optimizer_v2
 
 from fashionlens.config import load_config
@@ -127,10 +127,7 @@ def main() -> None:
         "sources": report,
         "epoch_seconds_estimate": round(epoch_seconds, 1),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
