@@ -242,3 +242,17 @@ def test_card_abbreviates_long_lists_and_invents_nothing():
     assert "class00" in text and "class59" not in text and "(36 more)" in text
     assert "No validation metrics were recorded" in text
     assert "min" not in text.split("## Training\n")[1].split("##")[0]  # no time recorded
+
+
+@pytest.mark.parametrize("pretrained, shown", [
+    ("BUNDLED/products/model.safetensors", "bundled `products/model.safetensors`"),
+    ("/elsewhere/mine.safetensors", "`/elsewhere/mine.safetensors`"),
+])
+def test_card_names_bundled_starting_weights_by_name_not_path(pretrained, shown):
+    from fashionlens.models.resolve import BUNDLED_DIR
+
+    pretrained = pretrained.replace("BUNDLED", str(BUNDLED_DIR))
+    info = ModelInfo(architecture="test_efficientnet", classes=["a", "b"],
+                     preprocess=Preprocess(size=64), name="started",
+                     config={"model": {"pretrained": pretrained}})
+    assert f"(starting weights: {shown})" in card_text(info)

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .resolve import BUNDLED_DIR
+
 if TYPE_CHECKING:
     from .artifact import ModelInfo
     from .heads import HeadSpec
@@ -106,12 +108,10 @@ def _what_it_is(info: ModelInfo, config: dict) -> str:
     pretrained = _get(config, "model", "pretrained")
     if pretrained:
         # a bundled model's weights: named as a bundled model, not by this machine's path
-        parts = Path(str(pretrained)).parts
-        if "assets" in parts and parts[parts.index("assets") + 1:][:1] == ("models",):
-            pretrained = "bundled `" + "/".join(parts[parts.index("assets") + 2:]) + "`"
-        else:
-            pretrained = f"`{pretrained}`"
-        lines[-1] += f" (starting weights: {pretrained})"
+        path = Path(str(pretrained)).resolve()
+        named = (f"bundled `{path.relative_to(BUNDLED_DIR).as_posix()}`"
+                 if path.is_relative_to(BUNDLED_DIR) else f"`{pretrained}`")
+        lines[-1] += f" (starting weights: {named})"
     input_line = f"- Input: {height}×{width} RGB (height × width), fit `{pre.fit}`: "
     if pre.fit == "crop":
         input_line += (f"short side resized to {pre.resize_size} px, then a centre crop "
