@@ -115,10 +115,11 @@ def test_a_search_vector_dimension_that_never_varies_gives_finite_scores():
     assert np.isfinite(again.score(fit.probabilities, fit.vectors)).all()
 
 
-def test_a_scorer_fitted_on_another_search_vector_says_so():
+@pytest.mark.parametrize("method", ["prototype", "mahalanobis"])
+def test_a_scorer_fitted_on_another_search_vector_says_so(method):
     spec, _ = u.fit_scorer(_garments(200, 1, 0.05, "h"), _garments(200, 1, 0.05, "h"),
                            {"noise": _others(200, 7)}, {"home": _garments(200, 2, 0.05, "h")},
-                           "label", method="prototype", max_false_rejection=0.05)
+                           "label", method=method, max_false_rejection=0.05)
     other = _garments(10, 3, 0.05, "h")
     with pytest.raises(ModelError, match="fitted on 8-d search vectors.*4-d"):
         u.UnknownScorer(spec).score(other.probabilities, other.vectors[:, :4])

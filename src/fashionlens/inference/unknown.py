@@ -246,22 +246,26 @@ def raw_features(names: Sequence[str], probabilities: np.ndarray | None,
             raise ModelError(f"unknown-score feature '{name}' needs the search vector, "
                              "which this runtime did not give")
         v = normalise(vectors).astype(np.float64)
-        fitted = prototypes if name == "prototype" else projection.T if name == "mahalanobis" \
-            else None
-        if fitted is not None and fitted.shape[1] != v.shape[1]:
-            raise ModelError(f"unknown-score feature '{name}' was fitted on {fitted.shape[1]}-d "
-                             f"search vectors, but this model gives {v.shape[1]}-d ones (its "
-                             "embedding changed): run calibrate-unknown again")
         if name == "vector":
             columns.append(v)
         elif name == "prototype":
+            _same_width(name, prototypes.shape[1], v)
             columns.append(1.0 - (v @ prototypes.T).max(-1))
         else:  # mahalanobis: nearest class centre in the whitened low-rank space
+            _same_width(name, projection.shape[0], v)
             w = v @ projection
             d = ((w[:, None, :] - centres[None]) ** 2).sum(-1)
             columns.append(np.sqrt(d.min(-1)))
     columns = [c if c.ndim == 2 else c[:, None] for c in columns]
     return np.hstack(columns) if columns else np.zeros((0, 0))
+
+
+def _same_width(name: str, fitted: int, vectors: np.ndarray) -> None:
+    """A feature fitted on vectors of another size: the model's embedding changed since."""
+    if fitted != vectors.shape[1]:
+        raise ModelError(f"unknown-score feature '{name}' was fitted on {fitted}-d search "
+                         f"vectors, but this model gives {vectors.shape[1]}-d ones (its "
+                         "embedding changed): run calibrate-unknown again")
 
 
 # --- calibration -----------------------------------------------------------------------
