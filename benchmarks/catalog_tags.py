@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from report import emit
 
 from fashionlens.precision import cpu_description
 from fashionlens.search import tags
@@ -182,9 +182,7 @@ def main() -> None:
                   "build": build_speed(sample, args.data, work, args.repeats),
                   "forward": forward_cost(sample, args.data),
                   "more_like_these": more_like_these(rows, args.data, work)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,4 +11,4 @@ def emit(result: dict, out: Path | None = None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if out is not None:
-        Path(out).write_text(text + "\n")
+        Path(out).write_text(text + "\n", encoding="utf-8")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import unknown as calibration  # noqa: E402  (benchmarks/unknown.py: the photo sources)
 from PIL import Image  # noqa: E402
+from report import emit  # noqa: E402
 
 from fashionlens.curation.dataset import load_curation_set  # noqa: E402
 from fashionlens.curation.review import build_queue  # noqa: E402
@@ -133,9 +133,7 @@ def main() -> None:
         "seconds_scan_and_queue": round(seconds, 1),
         "cpu": calibration.cpu_model(), "cores": os.cpu_count(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import numpy as np
 
 os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
+from report import emit  # noqa: E402
+
 from fashionlens.models.resolve import DEFAULT_MODEL  # noqa: E402
 from fashionlens.precision import cpu_description  # noqa: E402
 from fashionlens.search.alignment import read_alignment  # noqa: E402
@@ -346,9 +348,7 @@ def main() -> None:
         result["quality_s"] = round(time.perf_counter() - t, 1)
         result["latency"] = latency(items, vectors, work, args.scale)
     result["install"] = install_size()
-    text = json.dumps(result, indent=2)
-    print(text)
-    args.out.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
