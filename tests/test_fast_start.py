@@ -107,13 +107,10 @@ def test_the_public_names_load_on_use():
 
 def test_constants_spelled_twice_agree():
     """The CLI spells a few constants of torch-importing modules itself."""
-    from fashionlens.cli import catalog as catalog_cli
     from fashionlens.cli import common
     from fashionlens.cli import export as export_cli
     from fashionlens.inference.backends import RUNTIMES
     from fashionlens.inference.export_cache import FORMATS
-    from fashionlens.search.catalog import DUPLICATE_THRESHOLD
 
     assert common.RUNTIMES == RUNTIMES
     assert export_cli.FORMATS == FORMATS
-    assert catalog_cli.DUPLICATE_THRESHOLD == DUPLICATE_THRESHOLD

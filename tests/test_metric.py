@@ -209,6 +209,7 @@ def test_a_new_embedding_drops_a_not_a_garment_scorer_that_reads_the_vector(
                                       "weights": [1.0], "bias": 0.0,
                                       "prototypes": [[1.0] * 8]},
                        "calibration": {}}
+    meta["duplicate_threshold"] = 0.97  # measured on the old vector: always dropped
     (base / "model.json").write_text(json.dumps(meta))
     cfg = MetricConfig(base=str(base), mode="head", dim=8, views=1, epochs=1, batch_items=4,
                        threads=1, precision="fp32", device="cpu")
@@ -216,3 +217,4 @@ def test_a_new_embedding_drops_a_not_a_garment_scorer_that_reads_the_vector(
                              tmp_path / "run")
     _, info = load_model(result.model_dir)
     assert (info.unknown is not None) is kept
+    assert info.duplicate_threshold is None

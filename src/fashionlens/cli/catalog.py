@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from ..search.catalog import AddReport, Catalog
     from ..search.records import ItemRecord
 
-# search.catalog.DUPLICATE_THRESHOLD, spelled here for the option's default because that
-# module imports torch (a test checks that the two agree).
-DUPLICATE_THRESHOLD = 0.93
-
 catalog_app = typer.Typer(
     no_args_is_help=True,
     help="Build and maintain a shop catalog for similar-item search.",
@@ -467,17 +463,20 @@ def review_tags(
 def duplicates(
     catalog: CatalogOption,
     threshold: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two photos count "
-                                            "as near-identical (0.93 measured for the "
-                                            "bundled model; other models may need another)."),
-    ] = DUPLICATE_THRESHOLD,
+        float | None,
+        typer.Option(min=0.0, max=1.0, show_default=False,
+                     help="Cosine similarity from which two photos count as near-identical "
+                          "[default: the line measured for the catalog's model, 0.93 where "
+                          "none was]."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pairs as JSON.")] = False,
 ) -> None:
     """List pairs of items whose photos are near-identical (e.g. a listing posted twice)."""
     from ..search.catalog import Catalog
 
     with Catalog(catalog) as cat:
+        if threshold is None:
+            threshold = cat.duplicate_threshold()
         pairs = cat.near_duplicates(threshold)
     if as_json:
         print(json.dumps({"threshold": threshold, "pairs": [p.to_dict() for p in pairs]}))

@@ -54,7 +54,7 @@ def embed_photos(
     """
     from ..search.embed_job import Job, read_photo_list, run_local, run_ray
     from ..search.embeddings import Embedder
-    from ..search.shards import ShardModel, need_pyarrow
+    from ..search.shards import need_pyarrow
 
     need_pyarrow()
     if engine == "ray":
@@ -73,7 +73,7 @@ def embed_photos(
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     embedder = Embedder(model, runtime=runtime, device="cpu" if engine == "ray" else device)
     job = Job(photos, out_dir.expanduser(),
-              ShardModel(embedder.spec, embedder.fingerprint, embedder.dim), shard_size)
+              embedder.vector_model, shard_size)
     with StepBar("embedding", len(photos.rows)) as bar:
         if engine == "local":
             stats = run_local(job, embedder, batch_size=batch_size,

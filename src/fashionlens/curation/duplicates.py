@@ -2,10 +2,10 @@
 
 Three kinds of evidence make two photos one pair: the same bytes (SHA-256), perceptual
 hashes a few bits apart (the same picture re-encoded, resized or lightly cropped), or
-embedding vectors at least `search.query.DUPLICATE_THRESHOLD` alike: the catalog's
-near-duplicate threshold, measured on the clothing photos, found with the same exact
-FAISS range search the catalog uses (`search.index.VectorIndex`). Pairs join into
-groups (union-find). A group with photos in both train and validation is leakage: the
+embedding vectors at least the model's near-duplicate line alike (as in the catalog:
+`ModelInfo.duplicate_threshold`, else `search.embeddings.DUPLICATE_THRESHOLD`), found
+with the same exact FAISS range search the catalog uses (`search.index.VectorIndex`). Pairs
+join into groups (union-find). A group with photos in both train and validation is leakage: the
 validation score then partly measures memory.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..search.embeddings import DUPLICATE_THRESHOLD
 from ..search.index import VectorIndex
-from ..search.query import DUPLICATE_THRESHOLD
 from .scan import NO_HASH, Scan
 
 # Perceptual-hash bits (of 64) two photos may differ in and still be one picture: a
@@ -110,10 +110,14 @@ def _vector_pairs(vectors: np.ndarray, ok: np.ndarray, threshold: float
     return found
 
 
-def find_duplicates(scan: Scan, *, threshold: float = DUPLICATE_THRESHOLD,
+def find_duplicates(scan: Scan, *, threshold: float | None = None,
                     hash_distance: int = PHASH_DISTANCE, use_vectors: bool = True
                     ) -> list[DuplicateGroup]:
-    """Groups of photos that are one picture, largest evidence first."""
+    """Groups of photos that are one picture, largest evidence first. `threshold`: the
+    vectors' line, by default the scan's model's."""
+    if threshold is None:
+        threshold = (scan.duplicate_threshold if scan.duplicate_threshold is not None
+                     else DUPLICATE_THRESHOLD)
     ok = scan.readable
     pairs: dict[tuple[int, int], Pair] = {}
     by_sha: dict[str, list[int]] = defaultdict(list)

@@ -243,6 +243,7 @@ def build_queue(data: CurationSet, scan: Scan, *, mislabels: bool = True, seed: 
         "photos": len(photos), "split_note": data.split_note,
         "counts": {r: sum(e["reason"] == r for e in entries) for r in REASONS},
         "unknown_threshold": off_line if scan.unknown_scores is not None else None,
+        "duplicate_threshold": scan.duplicate_threshold,
         "skipped_classes": issues.skipped_classes if issues else [],
         "notes": notes,
         "entries": entries,

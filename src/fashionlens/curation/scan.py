@@ -61,6 +61,8 @@ class Scan:
     # model is not calibrated. The threshold is the model's.
     unknown_scores: np.ndarray | None = None
     unknown_threshold: float | None = None
+    # The model's near-duplicate line (`Embedder.duplicate_threshold`); None without a model.
+    duplicate_threshold: float | None = None
 
     @property
     def readable(self) -> np.ndarray:
@@ -239,7 +241,8 @@ def scan_photos(paths: Sequence[Path], source: str, *, model: str | None = "defa
                 model=embedder.spec if embedder is not None else None,
                 cached=n - len(todo),
                 unknown_scores=scores if scorer is not None else None,
-                unknown_threshold=scorer.threshold if scorer is not None else None)
+                unknown_threshold=scorer.threshold if scorer is not None else None,
+                duplicate_threshold=embedder.duplicate_threshold if embedder else None)
     if todo:
         try:
             _write_cache(file, scan, stamps)

@@ -598,26 +598,10 @@ def kind_figures(spec: UnknownSpec, in_threshold: Mapping[str, Outputs],
 
 
 def save_spec(folder: str | Path, spec: UnknownSpec | None) -> Path:
-    """Write (or, with None, remove) the `unknown` entry of a model folder's model.json
-    atomically, leaving every other field as it was (the export cache key does not read
-    it, so shipped exports stay current)."""
-    import json
+    """Write (or, with None, remove) the `unknown` entry of a model folder's model.json."""
+    from ..models.info import update_info
 
-    from ..atomic import atomic_file
-    from ..models.resolve import META_FILE
-
-    path = Path(folder) / META_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the model description ({exc})") from exc
-    if spec is None:
-        data.pop("unknown", None)
-    else:
-        data["unknown"] = spec.to_dict()
-    with atomic_file(path, text=True, keep_mode=True) as fh:
-        fh.write(json.dumps(data, indent=2))
-    return path
+    return update_info(folder, {"unknown": None if spec is None else spec.to_dict()})
 
 
 # --- running a model over photos ---------------------------------------------------

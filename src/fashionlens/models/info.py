@@ -247,6 +247,10 @@ class ModelInfo:
     heads: list[HeadSpec] = field(default_factory=list)
     # "Not a garment" scorer and threshold (`inference.unknown`), None until calibrated.
     unknown: dict | None = None
+    # Cosine similarity from which two photos count as one (re-uploads, listings posted
+    # twice), measured for this model's search vector by benchmarks/duplicates.py --save;
+    # None until measured (the search layer then uses its default line).
+    duplicate_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not self.heads and self.classes:
@@ -287,6 +291,8 @@ class ModelInfo:
             "metrics": self.metrics,
             **({"embedding": self.embedding} if self.embedding else {}),
             **({"unknown": self.unknown} if self.unknown else {}),
+            **({"duplicate_threshold": self.duplicate_threshold}
+               if self.duplicate_threshold is not None else {}),
         }
 
     @classmethod
@@ -298,7 +304,8 @@ class ModelInfo:
                        preprocess=Preprocess.from_dict(d["preprocess"]),
                        task=d.get("task", "classification"), config=d.get("config", {}),
                        metrics=d.get("metrics", {}), name=d.get("name", ""),
-                       embedding=d.get("embedding"), heads=heads, unknown=d.get("unknown"))
+                       embedding=d.get("embedding"), heads=heads, unknown=d.get("unknown"),
+                       duplicate_threshold=d.get("duplicate_threshold"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
 
@@ -444,6 +451,8 @@ def check_description(d, source: str) -> None:
         _text(unknown.get("method"), source, "unknown.method")
         _text(unknown.get("head"), source, "unknown.head")
         _mapping(unknown.get("parameters"), source, "unknown.parameters")
+    _number(d.get("duplicate_threshold"), source, "duplicate_threshold", 0.0, 1.0, above=True,
+            optional=True)
 
 
 def weights_digest(directory: str | Path) -> str:
@@ -467,6 +476,30 @@ def read_info(directory: str | Path) -> ModelInfo:
     except OSError as exc:
         raise ModelError(f"{meta}: cannot be read ({exc.strerror})") from None
     return ModelInfo.from_dict(data, str(meta))
+
+
+def update_info(directory: str | Path, values: dict) -> Path:
+    """Set top-level fields of a model folder's model.json (None removes one) atomically,
+    leaving every other field as it was: what a measurement made after training (the
+    "not a garment" scorer, the near-duplicate line) writes. The result must still be a
+    valid description; the export cache key does not read these fields, so shipped
+    exports stay current."""
+    from ..atomic import atomic_file
+
+    path = Path(directory) / META_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the model description ({exc})") from exc
+    for name, value in values.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    check_description(data, str(path))
+    with atomic_file(path, text=True, keep_mode=True) as fh:
+        fh.write(json.dumps(data, indent=2))
+    return path
 
 
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:

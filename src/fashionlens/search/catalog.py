@@ -267,8 +267,7 @@ class Catalog:
                 f"gives {embedder.dim}-d ones; search it by vector or item, or pass a "
                 "model giving vectors of that size")
         if fingerprint is None:
-            self.store.set_meta({"model": embedder.spec, "model_fingerprint":
-                                 embedder.fingerprint, "dim": str(embedder.dim)})
+            self.store.set_meta(embedder.vector_model.recorded())
         elif fingerprint != embedder.fingerprint or self.dim != embedder.dim:
             raise FashionLensError(
                 f"{self.path}: the catalog was built with model {self.model} "
@@ -659,11 +658,22 @@ class Catalog:
         search ranks)."""
         return self.planner.filter_mask(parse_filters(filters))
 
-    def near_duplicates(self, threshold: float = DUPLICATE_THRESHOLD, neighbours: int = 10
+    def duplicate_threshold(self) -> float:
+        """The near-duplicate line of the model whose vectors the catalog holds (recorded
+        when they were made); DUPLICATE_THRESHOLD for imported vectors and for catalogs
+        made before models carried their own."""
+        self._catch_up()
+        recorded = self.store.meta("duplicate_threshold")
+        return float(recorded) if recorded is not None else DUPLICATE_THRESHOLD
+
+    def near_duplicates(self, threshold: float | None = None, neighbours: int = 10
                         ) -> list[DuplicatePair]:
-        """Pairs of items whose photos are near-identical (cosine similarity >= threshold),
-        most similar first. Exact (range search) with a flat index; with IVF each item's
-        `neighbours` nearest are checked (similarities from 8-bit codes)."""
+        """Pairs of items whose photos are near-identical (cosine similarity >= threshold,
+        by default the catalog model's line), most similar first. Exact (range search)
+        with a flat index; with IVF each item's `neighbours` nearest are checked
+        (similarities from 8-bit codes)."""
+        if threshold is None:
+            threshold = self.duplicate_threshold()
         return self.planner.near_duplicates(threshold, neighbours)
 
     # -- steering directions

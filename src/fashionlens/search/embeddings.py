@@ -26,8 +26,21 @@ from ..inference.loading import load_runtime
 from ..inference.outputs import VECTOR, normalise
 from ..inference.photos import decoded_batches, prepare_photo
 from ..models.resolve import DEFAULT_BACKBONE
+from .records import VectorModel
 
-__all__ = ["DEFAULT_BACKBONE", "Embedded", "Embedder", "normalise"]
+__all__ = ["DEFAULT_BACKBONE", "DUPLICATE_THRESHOLD", "Embedded", "Embedder", "VectorModel",
+           "normalise"]
+
+# Near-duplicate line (cosine similarity) for a model that has not measured its own
+# (`ModelInfo.duplicate_threshold`), measured with clothing10 on the clothing
+# photos (benchmarks/duplicates.py, results-duplicates.json): a lightly edited copy (4 %
+# crop, 80 % size, JPEG quality 70) of 300 photos scored >= 0.93 against its original for
+# 99.7 % of them (median 0.982), and against some other of the 3,409 photos for 0.7 %
+# (best other: p99 0.889). Among distinct photos, the pairs >= 0.93 were the same garment
+# photographed twice; between 0.90 and 0.93 they mix such pairs with look-alikes. Other
+# vectors spread otherwise (fashion's put 3 % of copies at 0.93 with another photo), so
+# each model may carry its own line.
+DUPLICATE_THRESHOLD = 0.93
 
 
 @dataclass
@@ -77,6 +90,17 @@ class Embedder(RuntimeHolder):
         if pretrained and not Path(spec).is_dir():
             return cls(name, pretrained=pretrained, **kwargs)
         return cls(spec, **kwargs)
+
+    @property
+    def duplicate_threshold(self) -> float:
+        """From which cosine similarity two of this model's vectors are one photo."""
+        info = getattr(self.runtime, "info", None)
+        measured = getattr(info, "duplicate_threshold", None)
+        return float(measured) if measured is not None else DUPLICATE_THRESHOLD
+
+    @property
+    def vector_model(self) -> VectorModel:
+        return VectorModel(self.spec, self.fingerprint, self.dim, self.duplicate_threshold)
 
     def vectors(self, batch: np.ndarray) -> np.ndarray:
         """Unit vectors for a batch of pre-processed photos."""

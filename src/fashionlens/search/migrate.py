@@ -184,9 +184,8 @@ def _swap(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder) -> None:
         db.execute("DELETE FROM directions")
         store.store_directions(db, directions)
         vectors_generation = secrets.token_hex(8)  # tells other readers to reload
-        store.set_meta({"model": embedder.spec, "model_fingerprint": embedder.fingerprint,
-                        "dim": str(embedder.dim), "vectors_generation": vectors_generation},
-                       db)
+        store.set_meta({**embedder.vector_model.recorded(),
+                        "vectors_generation": vectors_generation}, db)
         db.execute("DELETE FROM meta WHERE name IN ('reembed_target', 'vectors_only')")
         db.execute("DROP TABLE reembed")
         # The new model's tags (from the same forward passes) replace the old model's.

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import FashionLensError
 from .backends import IndexBackend
-from .embeddings import normalise
+from .embeddings import DUPLICATE_THRESHOLD, normalise
 from .filters import COLUMNS_SQL, Filter, FilterColumns, to_sql
 from .indexing import IndexKeeper
 from .records import DuplicatePair, Item, Match
@@ -33,13 +33,6 @@ EXACT_LIMIT = 2048
 # noise; the rows are read with the results' metadata in one query).
 RERANK_FACTOR = 3
 RERANK_MIN = 30
-# Near-duplicate threshold (cosine similarity), measured with clothing10 on the clothing
-# photos (benchmarks/duplicates.py, results-duplicates.json): a lightly edited copy (4 %
-# crop, 80 % size, JPEG quality 70) of 300 photos scored >= 0.93 against its original for
-# 99.7 % of them (median 0.982), and against some other of the 3,409 photos for 0.7 %
-# (best other: p99 0.889). Among distinct photos, the pairs >= 0.93 were the same garment
-# photographed twice; between 0.90 and 0.93 they mix such pairs with look-alikes.
-DUPLICATE_THRESHOLD = 0.93
 
 
 class QueryPlanner:

@@ -369,3 +369,21 @@ def triage(record: ItemRecord, present: set[str], seen: set[str],
     except ValueError as exc:
         return "failed", str(exc)
     return "add", None
+
+
+@dataclass
+class VectorModel:
+    """The model a set of vectors comes from, as catalogs and vector shards record it:
+    vectors of two models cannot be compared, and each model has its near-duplicate line."""
+
+    spec: str
+    fingerprint: str
+    dim: int
+    duplicate_threshold: float | None = None  # None: recorded before models carried one
+
+    def recorded(self) -> dict[str, str]:
+        """The catalog's meta values for it."""
+        line = ({} if self.duplicate_threshold is None
+                else {"duplicate_threshold": f"{self.duplicate_threshold:g}"})
+        return {"model": self.spec, "model_fingerprint": self.fingerprint,
+                "dim": str(self.dim), **line}

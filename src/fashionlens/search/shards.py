@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import DataError, FashionLensError
-from .records import ItemRecord
+from .records import ItemRecord, VectorModel
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
@@ -38,6 +37,7 @@ META_FORMAT = b"fashionlens.format"
 META_MODEL = b"fashionlens.model"
 META_FINGERPRINT = b"fashionlens.fingerprint"
 META_DIM = b"fashionlens.dim"
+META_DUPLICATE = b"fashionlens.duplicate_threshold"  # absent in shards written before it
 FIELDS = ("category", "colour", "size", "price", "status")
 # Rows per Arrow record batch when importing: the import holds one of these at a time.
 IMPORT_ROWS = 8192
@@ -62,13 +62,8 @@ def done_path(shard: Path) -> Path:
     return shard.with_suffix(".done")
 
 
-@dataclass
-class ShardModel:
-    """The model a shard's vectors come from."""
-
-    spec: str
-    fingerprint: str
-    dim: int
+# The model a shard's vectors come from (the name shards have always used).
+ShardModel = VectorModel
 
 
 def schema(dim: int, model: ShardModel):
@@ -82,7 +77,10 @@ def schema(dim: int, model: ShardModel):
     return pa.schema(fields, metadata={META_FORMAT: FORMAT.encode(),
                                        META_MODEL: model.spec.encode(),
                                        META_FINGERPRINT: model.fingerprint.encode(),
-                                       META_DIM: str(dim).encode()})
+                                       META_DIM: str(dim).encode(),
+                                       **({META_DUPLICATE: f"{model.duplicate_threshold:g}"
+                                          .encode()}
+                                          if model.duplicate_threshold is not None else {})})
 
 
 def write_shard(path: Path, rows: Sequence[dict], vectors: np.ndarray, model: ShardModel,
@@ -157,8 +155,9 @@ def shard_model(path: Path) -> ShardModel:
     if meta.get(META_FORMAT) != FORMAT.encode():
         raise DataError(f"{path}: not a fashionlens vector shard (no {FORMAT} metadata)")
     try:
+        line = meta.get(META_DUPLICATE)
         return ShardModel(meta[META_MODEL].decode(), meta[META_FINGERPRINT].decode(),
-                          int(meta[META_DIM]))
+                          int(meta[META_DIM]), float(line) if line is not None else None)
     except (KeyError, ValueError):
         raise DataError(f"{path}: the shard's model metadata is incomplete") from None
 
@@ -232,9 +231,7 @@ def import_shards(catalog: Any, source: str | Path | Sequence[str | Path], *,
 
     def adopt() -> None:  # a new catalog takes the shards' model, in the same transaction
         if expected is None:
-            catalog.store.set_meta({"model": first.spec, "model_fingerprint":
-                                    first.fingerprint, "dim": str(first.dim)},
-                                   catalog.store.db)
+            catalog.store.set_meta(first.recorded(), catalog.store.db)
             catalog.store.db.execute("DELETE FROM meta WHERE name = 'vectors_only'")
 
     def batches() -> Iterator[tuple[list[ItemRecord], np.ndarray, str]]:

@@ -511,6 +511,9 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
                     "embedding replaces: it is left out; run calibrate-unknown on %s",
                     cfg.base, run_dir / "model")
         info.unknown = None
+    # measured on the old vector too; the search layer's default line applies until
+    # benchmarks/duplicates.py --save measures this one
+    info.duplicate_threshold = None
     info.name = name
     info.metrics = {**info.metrics, "retrieval": metrics}
     info.config = {**info.config, "metric": asdict(cfg)}
