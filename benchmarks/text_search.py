@@ -2,9 +2,12 @@
 benchmarks/results-text-search.json.
 
     python benchmarks/text_search.py [--queries 1000] [--scale 100000]
+    python benchmarks/text_search.py --model fashion \\
+        --out benchmarks/results-text-search-fashion.json
 
-On ../shared/data with the bundled default model (clothing10) and its shipped text
-alignment (`fashionlens train-text`, fitted on the products' train split only):
+On ../shared/data with a model (`--model`, by default the bundled default, clothing10) and
+its shipped text alignment (`fashionlens train-text`, fitted on the products' train split
+only):
 
 - names: products validation (gallery: its 4,498 shots), each product's name as the query,
   recall@1/@10 of the exact item; by meaning alone (every query, exact cosine over the
@@ -42,7 +45,7 @@ os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 from report import emit  # noqa: E402
 
-from fashionlens.models.resolve import DEFAULT_MODEL  # noqa: E402
+from fashionlens.models.resolve import resolve_model  # noqa: E402
 from fashionlens.precision import cpu_description  # noqa: E402
 from fashionlens.search.alignment import read_alignment  # noqa: E402
 from fashionlens.search.catalog import Catalog, ItemRecord  # noqa: E402
@@ -66,14 +69,14 @@ def plain(value: str) -> str:
     return value.lower()
 
 
-def products_gallery():
+def products_gallery(model: str):
     products = read_products(DATA / "products" / "styles.csv")
-    vectors, ok, fingerprint = embed_products(products, None, CACHE)
+    vectors, ok, fingerprint = embed_products(products, model, CACHE)
     rows = [i for i, p in enumerate(products) if p.split == "validation" and ok[i]]
     return [products[i] for i in rows], vectors[rows], fingerprint
 
 
-def build_catalog(folder: Path, items, vectors: np.ndarray, fields: bool) -> None:
+def build_catalog(folder: Path, items, vectors: np.ndarray, fields: bool, model: str) -> None:
     records = []
     for i, p in enumerate(items):
         a = p.attrs if fields else {}
@@ -82,7 +85,7 @@ def build_catalog(folder: Path, items, vectors: np.ndarray, fields: bool) -> Non
             extra["gender"] = a["extra.gender"]
         records.append(ItemRecord(f"p{i}", category=a.get("category"), colour=a.get("colour"),
                                   extra=extra))
-    with Catalog(folder, create=True, model="default") as cat:
+    with Catalog(folder, create=True, model=model) as cat:
         cat.add_vectors(records, vectors)
 
 
@@ -174,13 +177,13 @@ def zero_shot(items, vectors, alignment) -> dict:
     return out
 
 
-def home_photos(alignment, work: Path) -> dict:
+def home_photos(alignment, work: Path, model: str) -> dict:
     from fashionlens.search.embeddings import Embedder
 
     root = DATA / "clothing"
     with (root / "labels.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "validation"]
-    embedder = Embedder(None)
+    embedder = Embedder(model)
     vectors, labels, paths = [], [], []
     for r, e in zip(rows, embedder.embed([str(root / "images" / f"{r['image']}.jpg")
                                           for r in rows], batch_size=32), strict=True):
@@ -193,7 +196,7 @@ def home_photos(alignment, work: Path) -> dict:
     out = {"photos": len(labels), "queries": [k.lower() for k in kinds]}
     for mode, fields in (("meaning_only", False), ("with_categories", True)):
         folder = work / f"home-{mode}"
-        with Catalog(folder, create=True, model="default") as cat:
+        with Catalog(folder, create=True, model=model) as cat:
             cat.add_vectors([ItemRecord(f"h{i}", category=label if fields else None)
                              for i, label in enumerate(labels)], vectors)
             precisions = {}
@@ -204,7 +207,7 @@ def home_photos(alignment, work: Path) -> dict:
                      "per_type": precisions}
     # As a shop builds it: photos only, the model's head tags each one in the pass that
     # gives its vector (predicted category), so type words become conditions on it.
-    with Catalog(work / "home-tagged", create=True, model="default") as cat:
+    with Catalog(work / "home-tagged", create=True, model=model) as cat:
         cat.add([ItemRecord(f"h{i}", image=path) for i, path in enumerate(paths)])
         precisions = {}
         for kind in kinds:
@@ -220,7 +223,7 @@ def home_photos(alignment, work: Path) -> dict:
     return out
 
 
-def latency(items, vectors, work: Path, scale: int, repeats: int = 60) -> dict:
+def latency(items, vectors, work: Path, scale: int, model: str, repeats: int = 60) -> dict:
     rng = np.random.default_rng(0)
     folder = work / "scale"
     n_extra = max(0, scale - len(items))
@@ -229,7 +232,7 @@ def latency(items, vectors, work: Path, scale: int, repeats: int = 60) -> dict:
         by_type.setdefault(p.attrs.get("category", ""), []).append(i)
     groups = [g for g in by_type.values() if len(g) >= 2]
     start = time.perf_counter()
-    with Catalog(folder, create=True, model="default") as cat:
+    with Catalog(folder, create=True, model=model) as cat:
         records = [ItemRecord(f"p{i}", category=p.attrs.get("category"),
                               colour=p.attrs.get("colour")) for i, p in enumerate(items)]
         cat.add_vectors(records, vectors)
@@ -324,29 +327,32 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000,
                         help="product names run through the full text_search pipeline")
     parser.add_argument("--scale", type=int, default=100_000)
+    parser.add_argument("--model", default="default",
+                        help="a bundled model's name or a model folder (default: default)")
     parser.add_argument("--out", type=Path, default=ROOT / "results-text-search.json")
     args = parser.parse_args()
-    alignment = read_alignment(DEFAULT_MODEL)
+    ref = resolve_model(args.model)
+    alignment = read_alignment(ref.folder)
     if alignment is None:
-        raise SystemExit(f"{DEFAULT_MODEL} has no text alignment; run fashionlens train-text")
-    items, vectors, fingerprint = products_gallery()
+        raise SystemExit(f"{ref.folder} has no text alignment; run fashionlens train-text")
+    items, vectors, fingerprint = products_gallery(args.model)
     result = {"cpu": cpu_description()["model"], "cores": os.cpu_count(),
-              "model": "default (clothing10)",
+              "model": f"{args.model} ({ref.folder.name})",
               "model_fingerprint": fingerprint, "encoder": alignment.meta.get("encoder"),
               "alignment": {k: v for k, v in alignment.meta.items() if k != "trained_on"},
               "gallery": len(items), "targets": TARGETS}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        build_catalog(work / "fields", items, vectors, fields=True)
-        build_catalog(work / "bare", items, vectors, fields=False)
+        build_catalog(work / "fields", items, vectors, fields=True, model=args.model)
+        build_catalog(work / "bare", items, vectors, fields=False, model=args.model)
         t = time.perf_counter()
         result["names"] = names_benchmark(items, vectors, alignment, work / "fields",
                                           args.queries)
         result["attributes"] = attributes_benchmark(items, work / "fields", work / "bare")
         result["zero_shot"] = zero_shot(items, vectors, alignment)
-        result["home_photos"] = home_photos(alignment, work)
+        result["home_photos"] = home_photos(alignment, work, args.model)
         result["quality_s"] = round(time.perf_counter() - t, 1)
-        result["latency"] = latency(items, vectors, work, args.scale)
+        result["latency"] = latency(items, vectors, work, args.scale, args.model)
     result["install"] = install_size()
     emit(result, args.out)
 
