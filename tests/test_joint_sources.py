@@ -191,6 +191,11 @@ def test_sourced_dataset_numbers_rows_source_after_source() -> None:
     assert row == 4 and tuple(image.shape) == (3, 6, 6)  # the second source's photo
     assert [s.path.name for s in joint.samples] == ["3-0", "3-1", "3-2", "2-0", "2-1"]
     assert len(joint.with_transform(transform)) == 5
+    # a photo found unreadable in a batch is filed under its own source
+    from fashionlens.errors import ImageError
+    joint.record_skipped([ImageError(Path("2-1"), "truncated"), ImageError(Path("3-0"), "x")])
+    assert parts[1].skipped == {"2-1": "truncated"} and parts[0].skipped == {"3-0": "x"}
+    assert joint.skipped == {"3-0": "x", "2-1": "truncated"}
 
 
 def test_joint_training_masks_heads_where_a_source_has_no_label(tmp_path: Path) -> None:

@@ -243,8 +243,11 @@ class SourcedDataset(Dataset):
         return item[0], start + item[1]
 
     def record_skipped(self, errors: list[ImageError]) -> None:
+        """File each photo found unreadable in a batch under the source it belongs to."""
         for exc in errors:
-            self.parts[0].skipped[exc.path] = exc.reason
+            part = next((part for part in self.parts
+                         if any(str(s.path) == exc.path for s in part.samples)), self.parts[0])
+            part.record_skipped([exc])
 
 
 class SourceBatchSampler(Sampler):

@@ -100,34 +100,35 @@ def make_loader(dataset: PhotoDataset, cfg: TrainConfig, seed: int,
     batch_size / world share of each (`ShardedEpochSampler`)."""
     workers = cfg.num_workers if cfg.num_workers is not None else 1
     ctx = distributed.current()
-    if isinstance(dataset, SourcedDataset):  # a joint run: each batch from one source
-        if ctx.world > 1:
-            distributed.check_batch(cfg.batch_size, len(dataset))
-        batches = SourceBatchSampler([len(p) for p in dataset.parts], cfg.batch_size, seed,
-                                     dataset.draws, ctx.rank, ctx.world)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                          persistent_workers=workers > 0, collate_fn=collate_skipping,
-                          generator=torch.Generator().manual_seed(seed))
-    generator = torch.Generator().manual_seed(seed)
-    if weights is not None:
-        base = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
-                                     generator=generator)
-    else:
-        base = RandomSampler(dataset, generator=generator)
-    sampler: SeededEpochSampler | ShardedEpochSampler = SeededEpochSampler(base, generator, seed)
-    drop_last = len(dataset) > cfg.batch_size
-    batch_size = cfg.batch_size
     if ctx.world > 1:
         distributed.check_batch(cfg.batch_size, len(dataset))
-        sampler = ShardedEpochSampler(sampler, cfg.batch_size, drop_last, ctx.rank, ctx.world)
-        batch_size, drop_last = cfg.batch_size // ctx.world, False  # the sampler drops
+    batching: dict
+    if isinstance(dataset, SourcedDataset):  # a joint run: each batch from one source
+        batching = {"batch_sampler": SourceBatchSampler(
+            [len(p) for p in dataset.parts], cfg.batch_size, seed, dataset.draws, ctx.rank,
+            ctx.world)}
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        if weights is not None:
+            base = WeightedRandomSampler(weights.tolist(), num_samples=len(weights),
+                                         generator=generator)
+        else:
+            base = RandomSampler(dataset, generator=generator)
+        sampler: SeededEpochSampler | ShardedEpochSampler = SeededEpochSampler(
+            base, generator, seed)
+        drop_last = len(dataset) > cfg.batch_size
+        batch_size = cfg.batch_size
+        if ctx.world > 1:
+            sampler = ShardedEpochSampler(sampler, cfg.batch_size, drop_last, ctx.rank,
+                                          ctx.world)
+            batch_size, drop_last = cfg.batch_size // ctx.world, False  # the sampler drops
+        batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
     # The loader's own generator: the seed of its worker processes is drawn from it, not
     # from the global RNG (which would shift the dropout draws of the epoch that starts
     # them: after a resume, that is another epoch than in an uninterrupted run).
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      collate_fn=collate_skipping, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0,
+                      collate_fn=collate_skipping,
+                      generator=torch.Generator().manual_seed(seed), **batching)
 
 
 def linear_probe(runtime: TorchRuntime, tasks: list[Task], probe_set: PhotoDataset,
