@@ -37,9 +37,18 @@ def main() -> None:
 
     folder = resolve_model(args.model).folder
     model, info = load_model(folder)
-    wanted = {t.name: t for t in load_config(args.config).tasks}[args.head]
+    configured = {t.name: t for t in load_config(args.config).tasks}
+    if args.head not in configured:
+        parser.error(f"--head {args.head}: {args.config} has no task of that name (tasks: "
+                     f"{', '.join(configured)})")
+    wanted = configured[args.head]
     run = load_config(values={k: v for k, v in info.config.items() if k != "metric"})
-    head = next(h for h in info.heads if h.name == args.head)
+    heads = {h.name: h for h in info.heads}
+    head = heads.get(args.head)
+    if head is None or head.kind != "multilabel" or not any(
+            t.name == args.head for t in run.tasks):
+        parser.error(f"--head {args.head}: not a multilabel head that {folder} was trained "
+                     f"with (its heads: {', '.join(heads)})")
     for index, task in enumerate(run.tasks):
         if task.name == args.head:
             run.tasks[index] = dataclasses.replace(
