@@ -49,8 +49,10 @@ def test_build_resumes_and_reports(built, embedding_model_dir):
     info = json.loads(_ok(_invoke("catalog", "info", "--catalog", catalog, "--json")).stdout)
     assert info["items"] == 11 and info["index"] == "flat" and info["index_vectors"] == 11
     assert info["model"] == str(embedding_model_dir.resolve())
+    assert info["duplicate_threshold"] == 0.93  # the test model measured no line of its own
     table = _ok(_invoke("catalog", "info", "--catalog", catalog)).stdout
     assert "11 available" in table and "flat, 11 vectors" in table
+    assert "near-duplicates from 0.93" in table
 
 
 def test_search_by_photo_with_filters_and_json(built):

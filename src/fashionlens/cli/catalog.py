@@ -539,7 +539,8 @@ def info(
     for name, value in (("items", f"{summary['items']}" + (f" ({statuses})" if statuses else "")),
                         *([] if summary["values"].get("category") else
                           [("categories", categories or "-")]),
-                        ("model", f"{summary['model']} ({summary['dimension']}-d)"
+                        ("model", f"{summary['model']} ({summary['dimension']}-d; "
+                                  f"near-duplicates from {summary['duplicate_threshold']:g})"
                                   if summary["model"] else "not chosen yet"),
                         ("index", index),
                         *_value_rows(summary),

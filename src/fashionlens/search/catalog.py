@@ -756,6 +756,7 @@ class Catalog:
             "model": self.model,
             "model_fingerprint": self.store.meta("model_fingerprint"),
             "dimension": self.dim,
+            "duplicate_threshold": self.duplicate_threshold(),
             "index": index.kind if index else None,
             "index_backend": self.backend,
             "index_vectors": index.ntotal if index else 0,
