@@ -232,6 +232,11 @@ def test_card_of_a_multi_task_model(runs_folder):
                      "0.6402", "`micro_f1_crossfit`", "other half of the validation photos",
                      "| floral | 0.5000 | 0.6000 | 0.3500 | 3 |", "5.0 min", "900 MB"):
         assert expected in text, expected
+    assert "come from another run" not in text
+    summary["picked"] = {"heads_from_second": ["tags"], "first": str(run),
+                         "second": "/runs/stage2"}
+    assert ("Heads `tags` come from another run on the same backbone and validation photos "
+            "(stage2; tools/pick_heads.py)") in card_text(info, summary)
 
 
 def test_card_abbreviates_long_lists_and_invents_nothing():

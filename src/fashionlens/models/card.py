@@ -277,6 +277,13 @@ def _training(config: dict, summary: dict) -> str:
         lines.append(f"- Seed: {config['seed']}")
     if summary.get("note"):
         lines.append(f"- Note: {summary['note']}")
+    picked = summary.get("picked")
+    if isinstance(picked, dict) and picked.get("heads_from_second"):
+        heads = ", ".join(f"`{h}`" for h in picked["heads_from_second"])
+        lines.append(f"- Heads {heads} come from another run on the same backbone and "
+                     f"validation photos ({Path(str(picked.get('second', ''))).name}; "
+                     "tools/pick_heads.py), with their validation figures; the rest are "
+                     "this run's")
     if len(lines) == 2:
         lines.append("Not recorded with this model.")
     return "\n".join(lines)
