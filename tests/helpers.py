@@ -179,3 +179,14 @@ def wait_until_ready(proc, url: str, output, seconds: float = 180) -> None:
             proc.kill()
             pytest.fail("the server did not become ready")
         time.sleep(0.3)
+
+
+def load_tool(name: str):
+    """A developer tool of tools/ as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

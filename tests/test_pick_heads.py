@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,17 +15,15 @@ from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.heads import attach_heads, head_module
 from fashionlens.models.info import HeadSpec
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pick_heads.py"
+from .helpers import load_tool
+
 HEADS = [HeadSpec("a", "classification", ["x", "y", "z"]),
          HeadSpec("b", "classification", ["p", "q"])]
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("pick_heads", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("pick_heads")
 
 
 def _run(folder: Path, model: torch.nn.Module, accuracy: float) -> Path:

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .helpers import write_pattern_photo
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "teacher_labels.py"
+from .helpers import load_tool, write_pattern_photo
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("teacher_labels", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("teacher_labels")
 
 
 def test_group_answers_sum_a_groups_classes_and_name_its_likeliest_member(tool):
