@@ -243,7 +243,8 @@ def latency(items, vectors, work: Path, scale: int, model: str, repeats: int = 6
             a = np.array([g[rng.integers(len(g))] for g in group])
             b = np.array([g[rng.integers(len(g))] for g in group])
             w = rng.uniform(0.3, 0.7, size)[:, None]
-            mixed = w * vectors[a] + (1 - w) * vectors[b] + rng.normal(0, 0.02, (size, 266))
+            noise = rng.normal(0, 0.02, (size, vectors.shape[1]))
+            mixed = w * vectors[a] + (1 - w) * vectors[b] + noise
             mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)
             cat.add_vectors([ItemRecord(f"s{done + j}", category=items[a[j]].attrs.get(
                 "category"), colour=items[a[j]].attrs.get("colour")) for j in range(size)],
