@@ -59,14 +59,16 @@ def single(tmp_path, model_dir):
 
 @pytest.fixture
 def multi(tmp_path):
-    """Two scored heads (classification, multilabel) and an embedding head reading two
-    stage taps and appending the class posterior: every output kind there is."""
+    """Two scored heads (classification, multilabel; the second also reading the tapped
+    stages) and an embedding head reading two stage taps and appending the class
+    posterior: every output kind there is."""
     torch.manual_seed(0)
     heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
-             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7])]
+             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
+                      taps=True)]
     model = create_model(ARCH, num_classes=2, pretrained="none").eval()
-    attach_heads(model, heads)
     taps, channels = stage_taps(model, 2)
+    attach_heads(model, heads, sum(channels))
     pooled = int(pooled_features(model, torch.zeros(1, 3, 64, 64)).shape[1])
     spec = EmbeddingSpec(dim=16, in_features=pooled + sum(channels), posterior_weight=0.25,
                          classes=2, taps=taps, tap_channels=channels)

@@ -12,7 +12,13 @@ import torch
 
 from fashionlens.data.transforms import Preprocess
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
-from fashionlens.models.heads import attach_heads, head_module
+from fashionlens.models.embedding import (
+    EmbeddingSpec,
+    attach_embedding_head,
+    pooled_features,
+    stage_taps,
+)
+from fashionlens.models.heads import add_stage_term, attach_heads, head_module, stage_term
 from fashionlens.models.info import HeadSpec
 
 from .helpers import load_tool
@@ -85,3 +91,35 @@ def test_runs_with_other_backbones_or_validation_photos_are_refused(tool, runs, 
         _main(tool, monkeypatch, one, two, "--heads", "b", "--out", tmp_path / "y")
     assert "different photos" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_picked_head_brings_its_stage_term(tool, tmp_path, monkeypatch):
+    """A head refit to read the tapped stages (`refit-heads`) travels with its term."""
+    torch.manual_seed(0)
+    first = create_model("test_efficientnet", num_classes=3, pretrained="none").eval()
+    attach_heads(first, HEADS)
+    taps, channels = stage_taps(first, 2)
+    pooled = int(pooled_features(first, torch.zeros(1, 3, 64, 64)).shape[1])
+    spec = EmbeddingSpec(dim=8, in_features=pooled + sum(channels), taps=taps,
+                         tap_channels=channels)
+    attach_embedding_head(first, spec)
+    second = copy.deepcopy(first)
+    term = add_stage_term(second, "b", sum(channels), 2)
+    with torch.no_grad():
+        term.weight.fill_(0.5)
+    for folder, model, tapping in (("one", first, False), ("two", second, True)):
+        heads = copy.deepcopy(HEADS)
+        heads[1].taps = tapping
+        info = ModelInfo(architecture="test_efficientnet", classes=[],
+                         preprocess=Preprocess(size=64), heads=heads,
+                         embedding=spec.to_dict(), name=folder)
+        save_model(model, info, tmp_path / folder / "model")
+        (tmp_path / folder / "validation.txt").write_text("/photos/1.jpg\n")
+        figures = {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.5}}
+        (tmp_path / folder / "metrics.json").write_text(json.dumps(
+            {"metrics": {"tasks": figures, "summary": dict(figures)}}))
+    _main(tool, monkeypatch, tmp_path / "one", tmp_path / "two", "--heads", "b", "--out",
+          tmp_path / "picked")
+    model, info = load_model(tmp_path / "picked" / "model")
+    assert [h.taps for h in info.scored_heads] == [False, True]
+    assert torch.equal(stage_term(model, "b").weight, term.weight)

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from fashionlens.models import load_model, save_model
-from fashionlens.models.heads import head_module
+from fashionlens.models.embedding import tap_channels
+from fashionlens.models.heads import add_stage_term, head_module, stage_term
 
-HEAD_PREFIXES = ("classifier.", "task_heads.", "embedding_head.")
+HEAD_PREFIXES = ("classifier.", "task_heads.", "embedding_head.", "stage_terms.")
 
 
 def main() -> None:
@@ -62,6 +63,15 @@ def main() -> None:
             parser.error(f"--heads {name}: {len(specs[name].classes)} classes in the second "
                          "run, another number in the first")
         target.load_state_dict(source.state_dict())
+        donor_term = stage_term(donor, name) if specs[name].taps else None
+        if donor_term is not None:  # the head's term of the tapped stages travels with it
+            if tap_channels(model) != donor_term.in_features:
+                parser.error(f"--heads {name}: reads tapped stages the first run's model "
+                             "does not tap")
+            add_stage_term(model, name, donor_term.in_features, donor_term.out_features
+                           ).load_state_dict(donor_term.state_dict())
+        elif stage_term(model, name) is not None:  # the second run's head reads no taps
+            del model.stage_terms[name]
     info.heads = [specs[h.name] if h.name in names else h for h in info.heads]
     summary = json.loads((args.first / "metrics.json").read_text())
     theirs = json.loads((args.second / "metrics.json").read_text())

@@ -17,6 +17,7 @@ from .embed_photos import embed_photos
 from .evaluate import evaluate
 from .export import export
 from .predict import predict
+from .refit import refit_heads_command
 from .review import review
 from .runs import runs
 from .search import search
@@ -53,6 +54,7 @@ app.command()(runs)
 app.command()(datasheet)
 app.command()(review)
 app.command("calibrate-unknown")(calibrate_unknown)
+app.command("refit-heads")(refit_heads_command)
 app.add_typer(catalog_app, name="catalog")
 
 

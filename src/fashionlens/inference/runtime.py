@@ -36,6 +36,7 @@ from ..models.embedding import (
     embedding_head,
     pooled_part,
     search_vectors,
+    tapped_part,
 )
 from ..models.heads import activate, head_logits
 from ..models.info import ModelInfo, fingerprint_of
@@ -149,7 +150,8 @@ class TorchRuntime:
             pooled = pooled_part(self.model, features)
             if FEATURES in wanted:
                 result[FEATURES] = pooled.float()
-            by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named])
+            by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named],
+                                  taps=tapped_part(self.model, features))
             for head in named:
                 result[head.name] = activate(head, by_head[head.name])
         return result

@@ -75,9 +75,12 @@ def load_model(directory: str | Path) -> tuple[torch.nn.Module, ModelInfo]:
     scored = info.scored_heads
     model = create_model(info.architecture, num_classes=len(scored[0].classes) if scored else 0,
                          pretrained="none")
-    attach_heads(model, info.heads)
-    if info.embedding:
-        spec = EmbeddingSpec.from_dict(info.embedding)
+    spec = EmbeddingSpec.from_dict(info.embedding) if info.embedding else None
+    try:
+        attach_heads(model, info.heads, sum(spec.tap_channels) if spec is not None else 0)
+    except ModelError as exc:
+        raise ModelError(f"{directory / META_FILE}: {exc}") from exc
+    if spec is not None:
         if spec.posterior_weight > 0 and spec.classes != len(info.classes):
             raise ModelError(f"{directory / META_FILE}: the embedding appends a posterior of "
                              f"{spec.classes} classes but the model has {len(info.classes)}")

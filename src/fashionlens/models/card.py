@@ -83,7 +83,7 @@ def card_text(info: ModelInfo, summary: dict | None = None) -> str:
         _tasks(info, scored),
         _data(config, summary, scored),
         _validation(scored, metrics, summary, config),
-        _training(config, summary),
+        _training(config, summary, metrics.get("refit")),
         _limits(info, config, scored, metrics),
     ]
     return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
@@ -253,7 +253,7 @@ def _validation(scored: list[HeadSpec], metrics: dict, summary: dict, config: di
     return "\n".join(lines)
 
 
-def _training(config: dict, summary: dict) -> str:
+def _training(config: dict, summary: dict, refit: dict | None = None) -> str:
     lines = ["## Training", ""]
     if "train_seconds" in summary:
         line = f"- Training time: {summary['train_seconds'] / 60:.1f} min"
@@ -284,6 +284,14 @@ def _training(config: dict, summary: dict) -> str:
                      f"validation photos ({Path(str(picked.get('second', ''))).name}; "
                      "tools/pick_heads.py), with their validation figures; the rest are "
                      "this run's")
+    if isinstance(refit, dict) and refit:
+        figures = "; ".join(
+            f"`{name}` {r.get('monitor', 'score')} {_fmt(r.get('before'))} -> "
+            f"{_fmt(r.get('after'))}{'' if r.get('kept') else ' (not kept)'}"
+            for name, r in refit.items() if isinstance(r, dict))
+        lines.append("- Heads refit on frozen features, each also reading the backbone's "
+                     "tapped stages (`fashionlens refit-heads`; kept only where validation "
+                     f"improved): {figures}")
     if len(lines) == 2:
         lines.append("Not recorded with this model.")
     return "\n".join(lines)

@@ -148,6 +148,20 @@ def pooled_part(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return features if head is None else features[:, :head.spec.pooled_features]
 
 
+def tapped_part(model: nn.Module, features: torch.Tensor) -> torch.Tensor | None:
+    """The tapped stages' pooled outputs within `backbone_features` (None without taps):
+    what the stage terms of heads declared with `taps` read."""
+    head = embedding_head(model)
+    if head is None or not head.spec.taps:
+        return None
+    return features[:, head.spec.pooled_features:]
+
+
+def tap_channels(model: nn.Module) -> int:
+    head = embedding_head(model)
+    return sum(head.spec.tap_channels) if head is not None else 0
+
+
 def classifier_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """The classifier's logits from `backbone_features` (it reads the pooled part)."""
     return model.get_classifier()(pooled_part(model, features))

@@ -6,6 +6,12 @@ the modules live: the first head is the backbone's own classifier slot (timm's
 first release load unchanged; every further head is a linear layer in
 `model.task_heads[name]`. All of them read the same pooled features
 (`forward_head(..., pre_logits=True)`), so one pass over the backbone gives every output.
+
+A head declared with `taps` also reads the average-pooled outputs of the backbone's
+tapped stages (the ones the embedding head taps, computed in that same pass) through a
+bias-free linear term of its own, `model.stage_terms[name]`: the pooled features keep
+"which category" and lose much of the colour and texture the earlier stages still hold
+(`training.refit` fits these terms; its docstring has the measurements).
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ from .info import (  # noqa: F401  (the declaration half, re-exported for torch 
 )
 
 TASK_HEADS_ATTRIBUTE = "task_heads"
+STAGE_TERMS_ATTRIBUTE = "stage_terms"
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda z: z.float().softmax(-1),
     "sigmoid": lambda z: z.float().sigmoid(),
 }
 
 
-def attach_heads(model: nn.Module, heads: list[HeadSpec]) -> None:
-    """Give a backbone built with `len(heads[0].classes)` outputs its further heads."""
+def attach_heads(model: nn.Module, heads: list[HeadSpec], tap_channels: int = 0) -> None:
+    """Give a backbone built with `len(heads[0].classes)` outputs its further heads, and
+    the heads declared with `taps` their stage terms (`tap_channels` numbers in all)."""
     scored = task_heads(heads)
     if not scored:
         return
@@ -44,6 +52,30 @@ def attach_heads(model: nn.Module, heads: list[HeadSpec]) -> None:
         features = int(model.num_features)
         setattr(model, TASK_HEADS_ATTRIBUTE, nn.ModuleDict(
             {h.name: nn.Linear(features, len(h.classes)) for h in scored[1:]}))
+    tapping = [h for h in scored if h.taps]
+    if tapping and tap_channels < 1:
+        raise ModelError(f"head '{tapping[0].name}' reads the backbone's tapped stages, but "
+                         "the model taps none (its embedding declares no taps)")
+    if tapping:
+        setattr(model, STAGE_TERMS_ATTRIBUTE, nn.ModuleDict(
+            {h.name: nn.Linear(tap_channels, len(h.classes), bias=False) for h in tapping}))
+
+
+def stage_term(model: nn.Module, name: str) -> nn.Linear | None:
+    terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
+    return terms[name] if terms is not None and name in terms else None
+
+
+def add_stage_term(model: nn.Module, name: str, tap_channels: int, classes: int) -> nn.Linear:
+    """A (zero) stage term for head `name`, created where the model has none yet."""
+    terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
+    if terms is None:
+        terms = nn.ModuleDict()
+        setattr(model, STAGE_TERMS_ATTRIBUTE, terms)
+    if name not in terms:
+        terms[name] = nn.Linear(tap_channels, classes, bias=False)
+        nn.init.zeros_(terms[name].weight)
+    return terms[name]
 
 
 def head_module(model: nn.Module, heads: list[HeadSpec], name: str) -> nn.Module:
@@ -57,10 +89,21 @@ def head_module(model: nn.Module, heads: list[HeadSpec], name: str) -> nn.Module
 
 
 def head_logits(model: nn.Module, heads: list[HeadSpec], pooled: torch.Tensor,
-                names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Each scored head's logits from the pooled features (one backbone pass for all)."""
+                names: list[str] | None = None, taps: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Each scored head's logits from the pooled features, plus its stage term of the
+    tapped stages' features `taps` where it has one (one backbone pass for all)."""
     wanted = [h for h in task_heads(heads) if names is None or h.name in names]
-    return {h.name: head_module(model, heads, h.name)(pooled) for h in wanted}
+    logits = {}
+    for head in wanted:
+        logits[head.name] = head_module(model, heads, head.name)(pooled)
+        term = stage_term(model, head.name) if head.taps else None
+        if term is not None:
+            if taps is None:
+                raise ModelError(f"head '{head.name}' reads the tapped stages: their "
+                                 "features are needed")
+            logits[head.name] = logits[head.name] + term(taps.to(pooled.dtype))
+    return logits
 
 
 def activate(head: HeadSpec, logits: torch.Tensor) -> torch.Tensor:

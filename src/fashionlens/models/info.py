@@ -142,6 +142,9 @@ class HeadSpec:
     max_tags: int | None = None
     # multilabel: tag -> its parent tag (boots -> shoes); both among `classes`
     parents: dict[str, str] | None = None
+    # True: the head also reads the backbone's tapped stages (average-pooled, the stages
+    # the embedding taps), through a term of its own (`models.heads`, `training.refit`)
+    taps: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -186,6 +189,8 @@ class HeadSpec:
             out["max_tags"] = int(self.max_tags)
         if self.parents:
             out["parents"] = dict(sorted(self.parents.items()))
+        if self.taps:
+            out["taps"] = True
         return out
 
     @classmethod
@@ -199,7 +204,8 @@ class HeadSpec:
                        column=d.get("column"),
                        max_tags=None if d.get("max_tags") is None else int(d["max_tags"]),
                        parents=None if not parents else {str(k): str(v)
-                                                         for k, v in parents.items()})
+                                                         for k, v in parents.items()},
+                       taps=bool(d.get("taps", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed head {d!r} ({exc})") from exc
         except ModelError as exc:

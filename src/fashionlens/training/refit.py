@@ -1,0 +1,286 @@
+"""Refit a trained model's heads on frozen features, each head also reading the backbone's
+tapped stages.
+
+Why: a head on the pooled features alone sees what the last stage kept, "which category",
+and little of the colour, print and texture the earlier stages still hold. The embedding
+head of a model already taps those stages in the same backbone pass (`models.embedding`),
+so a head can read them for the price of one small matrix (`models.heads`: the head's
+stage term). Measured on the bundled `fashion` model's own validation photos (1,000 studio
+shots, 336 street photos; AMD EPYC, the stage-2 config's 29,213 training photos): starting
+from the trained heads, with the stage term at zero, 10 epochs on frozen features moved
+articleType 0.840 -> 0.873, colour 0.704 -> 0.717, tags cross-fitted micro-F1 0.536 ->
+0.545; the same fit without the stage term reached only 0.851 / 0.711 / 0.534, and
+logistic regressions fitted from scratch on the same features scored below the trained
+heads (articleType 0.829 pooled, 0.857 with the stages).
+
+How: the backbone runs once over the training and validation photos (eval view, no
+augmentation; the features are cached under OUT/features and reused while the model and
+photos are the same). Each named head then starts from its trained weights and a zero
+stage term and is fitted with its task's own loss (label smoothing, tag weights as in
+training), the head's weights held near where training left them (an L2 pull towards
+them, `PULL`) and the stage term near zero. A head is kept only where it scores higher on
+the validation photos than before; a multilabel head's thresholds (and tag cap) are tuned
+again on them, as a training run's last step does. The first head is refit like any
+other, but its posterior is part of the search vector and the "not a garment" score:
+refitting it calls for re-running their calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..atomic import write_json_atomic
+from ..config import RunConfig
+from ..data.dataset import PhotoDataset, collate_skipping
+from ..data.transforms import eval_transform
+from ..errors import ConfigError, ModelError
+from ..models.artifact import load_model, save_model
+from ..models.embedding import backbone_features, pooled_part, tap_channels, tapped_part
+from ..models.heads import activate, add_stage_term, head_module, stage_term
+from ..models.info import ModelInfo, fingerprint_of, task_heads
+from ..models.resolve import resolve_model
+from ..progress import track
+from ..tasks.base import Task
+from .run import prepare_datasets
+
+log = logging.getLogger(__name__)
+
+EPOCHS = 10  # measured: articleType 0.866 after 5 epochs, 0.873 after 10, 0.872 after 20
+PULL = 1e-4  # L2 weight towards the trained head (and of the stage term towards zero)
+LEARNING_RATE = 1e-3
+BATCH = 512
+
+
+@dataclass
+class FrozenFeatures:
+    """The backbone's outputs for the readable photos of a dataset (`rows`)."""
+
+    pooled: np.ndarray
+    taps: np.ndarray
+    rows: np.ndarray
+
+
+@dataclass
+class HeadRefit:
+    name: str
+    monitor: str
+    before: float
+    after: float
+    kept: bool
+    photos: int
+
+    def to_dict(self) -> dict:
+        return {"monitor": self.monitor, "before": round(self.before, 4),
+                "after": round(self.after, 4), "kept": self.kept,
+                "training_photos": self.photos}
+
+
+@dataclass
+class RefitResult:
+    model_dir: Path
+    heads: list[HeadRefit] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def extract_features(model: torch.nn.Module, dataset: PhotoDataset, description: str,
+                     batch_size: int = 64) -> FrozenFeatures:
+    """Pooled features and tapped stages of every readable photo, in one backbone pass."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                        collate_fn=collate_skipping)
+    pooled, taps, rows = [], [], []
+    model.eval()
+    with torch.inference_mode():
+        for batch, errors in track(loader, description):
+            dataset.record_skipped(errors)
+            if batch is None:
+                continue
+            images, indices = batch
+            features = backbone_features(model, images)
+            pooled.append(pooled_part(model, features).float().numpy())
+            taps.append(tapped_part(model, features).float().numpy())
+            rows.append(indices.numpy())
+    if not rows:
+        raise ModelError(f"{description}: no readable photo")
+    return FrozenFeatures(np.concatenate(pooled), np.concatenate(taps), np.concatenate(rows))
+
+
+def cached_features(model: torch.nn.Module, dataset: PhotoDataset, description: str,
+                    cache: Path, model_key: str) -> FrozenFeatures:
+    """`extract_features`, read back from `cache` when the same model saw the same photos."""
+    paths = "\n".join(str(s.path) for s in dataset.samples)
+    key = hashlib.sha256(f"{model_key}\n{paths}".encode()).hexdigest()
+    if cache.is_file():
+        with np.load(cache) as saved:
+            if str(saved["key"]) == key:
+                log.info("%s: features read from %s", description, cache)
+                return FrozenFeatures(saved["pooled"], saved["taps"], saved["rows"])
+    features = extract_features(model, dataset, description)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f".{cache.name}.partial.npz")
+    np.savez(partial, key=key, pooled=features.pooled, taps=features.taps, rows=features.rows)
+    partial.replace(cache)
+    return features
+
+
+def fit_head(task: Task, weight: torch.Tensor, bias: torch.Tensor, pooled: np.ndarray,
+             taps: np.ndarray, targets: np.ndarray, epochs: int = EPOCHS, pull: float = PULL,
+             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight, bias, stage weight) of a head fitted on frozen features with its task's
+    loss, from its trained weights and a zero stage term. The stage term reads the taps
+    standardised (their scales differ by stage); the standardisation is folded into the
+    returned weight and bias, so the model applies it to the raw taps."""
+    generator = torch.Generator().manual_seed(seed)
+    x_pooled = torch.as_tensor(pooled, dtype=torch.float32)
+    raw_taps = torch.as_tensor(taps, dtype=torch.float32)
+    mean, std = raw_taps.mean(0), raw_taps.std(0).clamp_min(1e-6)
+    x_taps = (raw_taps - mean) / std
+    y = torch.as_tensor(targets)
+    start_w, start_b = weight.detach().float().clone(), bias.detach().float().clone()
+    w, b = start_w.clone().requires_grad_(), start_b.clone().requires_grad_()
+    w_taps = torch.zeros(len(start_b), x_taps.shape[1], requires_grad=True)
+    optimizer = torch.optim.Adam([w, b, w_taps], lr=LEARNING_RATE)
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), BATCH):
+            rows = order[start:start + BATCH]
+            logits = x_pooled[rows] @ w.T + b + x_taps[rows] @ w_taps.T
+            loss = (task.loss(logits, y[rows]) + pull * ((w - start_w) ** 2).sum()
+                    + pull * (w_taps ** 2).sum())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        folded = w_taps / std
+        return w.detach(), (b - folded @ mean).detach(), folded.detach()
+
+
+def _validation_figures(task: Task, logits: torch.Tensor, targets: np.ndarray) -> dict:
+    """The task's figures on validation, thresholds tuned there first (multilabel), as a
+    training run's final evaluation does."""
+    scores = activate(task.head_spec(), logits).numpy()
+    task.tune(scores, targets)
+    return task.metrics(scores, targets)
+
+
+def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: str) -> None:
+    heads = {h.name: h for h in task_heads(info.heads)}
+    by_name = {t.name: t for t in tasks}
+    for name in names:
+        if name not in heads:
+            raise ConfigError(f"--heads {name}: the model has no such head (it has: "
+                              f"{', '.join(heads)})")
+        if name not in by_name:
+            raise ConfigError(f"{where}: no task named '{name}' (the config's tasks: "
+                              f"{', '.join(by_name)})")
+        if list(by_name[name].classes) != list(heads[name].classes):
+            raise ConfigError(f"{where}: task '{name}' has other classes than the model's "
+                              f"head of that name ({len(by_name[name].classes)} against "
+                              f"{len(heads[name].classes)}): not the data it was trained on")
+        if by_name[name].kind != heads[name].kind:
+            raise ConfigError(f"{where}: task '{name}' is {by_name[name].kind}, the model's "
+                              f"head {heads[name].kind}")
+
+
+def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Path, *,
+                config_path: Path | None = None, epochs: int = EPOCHS, seed: int = 0,
+                report: Callable[[str], None] = log.info) -> RefitResult:
+    """Refit the named heads of `model` on the photos `config` (read from `config_path`)
+    trains and validates on; write the model with the heads that scored higher to
+    OUT/model and what was measured to OUT/refit.json."""
+    started = time.perf_counter()
+    ref = resolve_model(model)
+    if ref.folder is None:
+        raise ModelError(f"{model}: a trained model folder is needed, not a bare backbone")
+    network, info = load_model(ref.folder)
+    channels = tap_channels(network)
+    if channels < 1:
+        raise ModelError(f"{ref.folder}: the model taps no backbone stages (its embedding "
+                         "head declares no taps): train its search vector with "
+                         "`metric.stage_taps` first")
+    where = str(config_path or "the config")
+    prepared = prepare_datasets(config, info.preprocess, config.seed)
+    _check_tasks(info, prepared.tasks, names, where)
+    tasks = {t.name: t for t in prepared.tasks}
+    view = eval_transform(info.preprocess)
+    model_key = fingerprint_of(ref.folder, info)
+    train = cached_features(network, prepared.train_ds.with_transform(view),
+                            "features (training photos)", out / "features" / "train.npz",
+                            model_key)
+    val = cached_features(network, prepared.val_ds.with_transform(view),
+                          "features (validation photos)", out / "features" / "validation.npz",
+                          model_key)
+    extracted = time.perf_counter()
+    result = RefitResult(model_dir=out / "model")
+    heads = {h.name: h for h in info.heads}
+    for name in names:
+        task = tasks[name]
+        task.prepare(prepared.train_targets[name][train.rows], config.train, torch.device("cpu"))
+        train_targets = prepared.train_targets[name][train.rows]
+        val_targets = prepared.val_targets[name][val.rows]
+        fit_rows = task.present(train_targets)
+        if not fit_rows.any() or not task.present(val_targets).any():
+            report(f"{name}: no training or validation photo carries it; left as it was")
+            continue
+        module = head_module(network, info.heads, name)
+        term = stage_term(network, name) if heads[name].taps else None
+        with torch.no_grad():
+            pooled_val = torch.as_tensor(val.pooled)
+            before_logits = module(pooled_val)
+            if term is not None:
+                before_logits = before_logits + term(torch.as_tensor(val.taps))
+        before = float(_validation_figures(task, before_logits, val_targets)[task.monitor])
+        weight, bias, tap_weight = fit_head(
+            task, module.weight, module.bias, train.pooled[fit_rows], train.taps[fit_rows],
+            train_targets[fit_rows], epochs=epochs, seed=seed)
+        with torch.no_grad():
+            after_logits = (pooled_val @ weight.T + bias
+                            + torch.as_tensor(val.taps) @ tap_weight.T)
+        figures = _validation_figures(task, after_logits, val_targets)
+        after = float(figures[task.monitor])
+        kept = after > before
+        result.heads.append(HeadRefit(name, task.monitor, before, after, kept,
+                                      int(fit_rows.sum())))
+        report(f"{name}: validation {task.monitor.replace('_', '-')} {before:.4f} -> "
+               f"{after:.4f}: {'refit kept' if kept else 'trained head kept'}")
+        if not kept:
+            continue
+        with torch.no_grad():
+            module.weight.copy_(weight)
+            module.bias.copy_(bias)
+            add_stage_term(network, name, channels, len(bias)).weight.copy_(tap_weight)
+        spec = task.head_spec()  # with the thresholds (and tag cap) tuned just now
+        spec.taps = True
+        info.heads = [spec if h.name == name else h for h in info.heads]
+        if isinstance(info.metrics.get("tasks"), dict):
+            info.metrics["tasks"][name] = figures
+        if isinstance(info.metrics.get("summary"), dict):
+            info.metrics["summary"][name] = {k: figures.get(k) for k in task.headline}
+    summary = {
+        "model": str(ref.folder), "config": str(config_path or ""), "epochs": epochs,
+        "pull": PULL, "learning_rate": LEARNING_RATE,
+        "training_photos": int(len(train.rows)), "validation_photos": int(len(val.rows)),
+        "heads": {h.name: h.to_dict() for h in result.heads},
+        "seconds": {"features": round(extracted - started, 1),
+                    "fitting": round(time.perf_counter() - extracted, 1)},
+    }
+    if isinstance(info.metrics, dict):
+        # the mean over heads was the training run's and mixes both now: not restated
+        if isinstance(info.metrics.get("summary"), dict):
+            info.metrics["summary"].pop("score", None)
+        info.metrics.setdefault("refit", {}).update({h.name: h.to_dict() for h in result.heads})
+    save_model(network, info, out / "model")
+    write_json_atomic(out / "refit.json", summary)
+    result.seconds = summary["seconds"]
+    if not math.isfinite(sum(h.after for h in result.heads)):
+        log.warning("a refit head scored no finite figure; see %s", out / "refit.json")
+    return result

@@ -1,0 +1,181 @@
+"""Heads that also read the backbone's tapped stages, and `refit-heads`, which fits them
+on frozen features."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlens import load_config
+from fashionlens.data.transforms import Preprocess
+from fashionlens.errors import ConfigError, ModelError
+from fashionlens.inference.runtime import TorchRuntime
+from fashionlens.models import ModelInfo, create_model, load_model, save_model
+from fashionlens.models.embedding import (
+    EmbeddingSpec,
+    attach_embedding_head,
+    pooled_features,
+    stage_taps,
+)
+from fashionlens.models.heads import HeadSpec, attach_heads, head_module, stage_term
+from fashionlens.tasks import tasks_from_heads
+from fashionlens.training import refit
+
+from .helpers import TINY_TRAIN
+
+pytestmark = pytest.mark.timeout(300)
+ARCH = "test_efficientnet"
+
+
+def _with_taps(model: torch.nn.Module, classes: int) -> EmbeddingSpec:
+    """Give a model an embedding head tapping its last two stages (what heads can read)."""
+    taps, channels = stage_taps(model, 2)
+    pooled = int(pooled_features(model.eval(), torch.zeros(1, 3, 64, 64)).shape[1])
+    spec = EmbeddingSpec(dim=8, in_features=pooled + sum(channels), taps=taps,
+                         tap_channels=channels, classes=classes)
+    attach_embedding_head(model, spec)
+    return spec
+
+
+def test_a_head_reading_the_taps_adds_its_stage_term_and_survives_saving(tmp_path):
+    torch.manual_seed(0)
+    heads = [HeadSpec("kind", "classification", ["coat", "dress", "skirt"]),
+             HeadSpec("colour", "classification", ["red", "blue"], taps=True)]
+    model = create_model(ARCH, num_classes=3, pretrained="none").eval()
+    _, channels = stage_taps(model, 2)
+    attach_heads(model, heads, sum(channels))
+    spec = _with_taps(model, 3)
+    assert stage_term(model, "colour") is not None and stage_term(model, "kind") is None
+    info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64),
+                     heads=heads, embedding=spec.to_dict(), name="taps-test")
+    folder = save_model(model, info, tmp_path / "model")
+    assert json.loads((folder / "model.json").read_text())["heads"][1]["taps"] is True
+
+    batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    final, stages = model.forward_intermediates(batch, indices=spec.taps)
+    pooled = model.forward_head(final, pre_logits=True)
+    taps = torch.cat([s.mean((2, 3)) for s in stages], -1)
+    with torch.no_grad():
+        logits = head_module(model, heads, "colour")(pooled) + stage_term(model, "colour")(taps)
+    loaded, _ = load_model(folder)
+    got = TorchRuntime(loaded, info.preprocess, info=info, precision="fp32").run(batch)
+    np.testing.assert_allclose(got["colour"], logits.softmax(-1).numpy(), atol=1e-5)
+    without = TorchRuntime(model, info.preprocess, info=info, precision="fp32")
+    assert not np.allclose(got["colour"], torch.softmax(
+        head_module(model, heads, "colour")(pooled), -1).detach().numpy(), atol=1e-3)
+    np.testing.assert_allclose(without.run(batch)["kind"], got["kind"], atol=1e-5)
+
+
+def test_a_head_reading_taps_needs_a_model_that_taps_stages(tmp_path):
+    heads = [HeadSpec("kind", "classification", ["coat", "dress"], taps=True)]
+    model = create_model(ARCH, num_classes=2, pretrained="none")
+    with pytest.raises(ModelError, match="reads the backbone's tapped stages"):
+        attach_heads(model, heads)
+    info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64),
+                     heads=[HeadSpec("kind", "classification", ["coat", "dress"])])
+    folder = save_model(model, info, tmp_path / "model")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["heads"][0]["taps"] = True
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"model\.json: head 'kind' reads"):
+        load_model(folder)
+
+
+def test_fit_head_learns_from_the_taps_and_folds_their_scale_into_the_weights():
+    """Pooled features carry nothing; one tapped channel, far from zero and widely
+    scaled, carries the class: the fitted head must find it and apply to the raw taps."""
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    pooled = rng.normal(size=(n, 6)).astype(np.float32)
+    taps = rng.normal(size=(n, 4)).astype(np.float32)
+    taps[:, 2] = 1000.0 + 50.0 * (labels * 2 - 1) + rng.normal(size=n)
+    task = build_task_for(["no", "yes"])
+    task.prepare(labels, load_config(overrides=TINY_TRAIN).train, torch.device("cpu"))
+    weight, bias, tap_weight = refit.fit_head(
+        task, torch.zeros(2, 6), torch.zeros(2), pooled, taps, labels, epochs=1000)
+    logits = (torch.as_tensor(pooled) @ weight.T + bias
+              + torch.as_tensor(taps) @ tap_weight.T)
+    assert (logits.argmax(1).numpy() == labels).mean() > 0.95
+    assert tap_weight.shape == (2, 4)
+
+
+def build_task_for(classes: list[str]):
+    return tasks_from_heads([HeadSpec("label", "classification", classes)])[0]
+
+
+@pytest.fixture
+def spoiled_model(tmp_path, model_dir):
+    """The tiny trained classifier with its head spoiled (so a refit has something to
+    win back) and an embedding head tapping two stages."""
+    model, info = load_model(model_dir)
+    spec = _with_taps(model, len(info.classes))
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(-1.0)
+    info.embedding = spec.to_dict()
+    return save_model(model, info, tmp_path / "spoiled")
+
+
+def _config(tiny_folder):
+    return load_config(overrides=[*TINY_TRAIN, f"data.path={tiny_folder}"])
+
+
+def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
+        tmp_path, spoiled_model, tiny_folder, monkeypatch):
+    out = tmp_path / "refit"
+    result = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], out, epochs=30)
+    [head] = result.heads
+    assert head.kept and head.after > head.before
+    model, info = load_model(out / "model")
+    assert info.heads[0].taps and stage_term(model, "label") is not None
+    assert info.metrics["refit"]["label"]["kept"] is True
+    summary = json.loads((out / "refit.json").read_text())
+    assert summary["heads"]["label"]["after"] == round(head.after, 4)
+    assert summary["training_photos"] > 0 and summary["validation_photos"] > 0
+    # the original model folder is untouched
+    assert not load_model(spoiled_model)[1].heads[0].taps
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features extracted again")
+
+    monkeypatch.setattr(refit, "extract_features", no_extraction)
+    again = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"],
+                              tmp_path / "refit", epochs=30)
+    assert again.heads[0].after == pytest.approx(head.after)
+
+
+def test_refit_heads_refuses_what_it_cannot_do(tmp_path, model_dir, spoiled_model,
+                                               tiny_folder):
+    with pytest.raises(ModelError, match="taps no backbone stages"):
+        refit.refit_heads(model_dir, _config(tiny_folder), ["label"], tmp_path / "a")
+    with pytest.raises(ConfigError, match="--heads colour: the model has no such head"):
+        refit.refit_heads(spoiled_model, _config(tiny_folder), ["colour"], tmp_path / "b")
+    copy = shutil.copytree(tiny_folder, tmp_path / "photos")
+    shutil.rmtree(next(p for p in sorted(copy.iterdir()) if p.is_dir()))
+    with pytest.raises(ConfigError, match="other classes than the model's head"):
+        refit.refit_heads(spoiled_model, _config(copy), ["label"], tmp_path / "c")
+
+
+def test_the_refit_heads_command_and_the_model_card(tmp_path, spoiled_model, tiny_folder):
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+    from fashionlens.models.card import card_text
+
+    config = tmp_path / "run.yaml"
+    load_config(overrides=[*TINY_TRAIN, f"data.path={tiny_folder}"]).save(config)
+    runner = CliRunner()
+    done = runner.invoke(app, ["refit-heads", str(spoiled_model), str(config), "--heads",
+                               "label", "--out", str(tmp_path / "out"), "--epochs", "30"])
+    assert done.exit_code == 0, done.output
+    assert "label: validation accuracy" in done.output and "refit kept for: label" in done.output
+    _, info = load_model(tmp_path / "out" / "model")
+    assert "refit on frozen features" in card_text(info) and "`label` accuracy" in card_text(info)
+    missing = runner.invoke(app, ["refit-heads", str(spoiled_model), str(tmp_path / "no.yaml"),
+                                  "--heads", "label", "--out", str(tmp_path / "x")])
+    assert isinstance(missing.exception, ConfigError)  # `main` prints it, exit status 2
+    assert "no.yaml: no such config file" in str(missing.exception)
