@@ -179,3 +179,32 @@ def test_the_refit_heads_command_and_the_model_card(tmp_path, spoiled_model, tin
                                   "--heads", "label", "--out", str(tmp_path / "x")])
     assert isinstance(missing.exception, ConfigError)  # `main` prints it, exit status 2
     assert "no.yaml: no such config file" in str(missing.exception)
+
+
+def test_fit_head_keeps_the_trained_answers_on_photos_without_the_label():
+    """Photos of another kind (no label for this head) lie beyond the labelled ones on the
+    tapped channel that decides: left alone, the refit head extrapolates to 'yes' there;
+    held to the trained head's 'no', it keeps saying 'no'."""
+    rng = np.random.default_rng(1)
+    n = 300
+    labels = rng.integers(0, 2, n)
+    pooled = rng.normal(size=(n, 6)).astype(np.float32)
+    taps = rng.normal(size=(n, 3)).astype(np.float32)
+    taps[:, 1] = 10.0 * (labels * 2 - 1) + rng.normal(size=n)
+    other_pooled = rng.normal(size=(100, 6)).astype(np.float32)
+    other_taps = rng.normal(size=(100, 3)).astype(np.float32)
+    other_taps[:, 1] = 30.0
+    trained_says_no = np.tile(np.array([[0.95, 0.05]], np.float32), (100, 1))
+    task = build_task_for(["no", "yes"])
+    task.prepare(labels, load_config(overrides=TINY_TRAIN).train, torch.device("cpu"))
+
+    def answers_on_the_others(keep: float) -> np.ndarray:
+        weight, bias, tap_weight = refit.fit_head(
+            task, torch.zeros(2, 6), torch.zeros(2), pooled, taps, labels, epochs=600,
+            unlabelled=(other_pooled, other_taps, trained_says_no), keep=keep)
+        logits = (torch.as_tensor(other_pooled) @ weight.T + bias
+                  + torch.as_tensor(other_taps) @ tap_weight.T)
+        return logits.argmax(1).numpy()
+
+    assert (answers_on_the_others(0.0) == 1).mean() > 0.9
+    assert (answers_on_the_others(1.0) == 0).mean() > 0.9
