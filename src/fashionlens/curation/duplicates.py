@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..search.embeddings import DUPLICATE_THRESHOLD
+from ..search.embeddings import duplicate_line
 from ..search.index import VectorIndex
 from .scan import NO_HASH, Scan
 
@@ -116,8 +116,7 @@ def find_duplicates(scan: Scan, *, threshold: float | None = None,
     """Groups of photos that are one picture, largest evidence first. `threshold`: the
     vectors' line, by default the scan's model's."""
     if threshold is None:
-        threshold = (scan.duplicate_threshold if scan.duplicate_threshold is not None
-                     else DUPLICATE_THRESHOLD)
+        threshold = duplicate_line(scan.duplicate_threshold)
     ok = scan.readable
     pairs: dict[tuple[int, int], Pair] = {}
     by_sha: dict[str, list[int]] = defaultdict(list)

@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import FashionLensError, ModelError
 from . import steering, tags
 from .backends import DEFAULT_BACKEND, IndexBackend, get_backend
-from .embeddings import Embedder, normalise
+from .embeddings import Embedder, duplicate_line, normalise
 from .filters import PREDICTABLE, canonical_field, column_sql, parse_filters, to_sql, value_sql
 from .indexing import TRAIN_SEED, IndexKeeper, weak_below
 from .ingest import VECTOR_BATCH_ROWS, Ingestor
@@ -663,8 +663,7 @@ class Catalog:
         when they were made); DUPLICATE_THRESHOLD for imported vectors and for catalogs
         made before models carried their own."""
         self._catch_up()
-        recorded = self.store.meta("duplicate_threshold")
-        return float(recorded) if recorded is not None else DUPLICATE_THRESHOLD
+        return duplicate_line(self.store.meta("duplicate_threshold"))
 
     def near_duplicates(self, threshold: float | None = None, neighbours: int = 10
                         ) -> list[DuplicatePair]:

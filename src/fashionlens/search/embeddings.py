@@ -29,7 +29,7 @@ from ..models.resolve import DEFAULT_BACKBONE
 from .records import VectorModel
 
 __all__ = ["DEFAULT_BACKBONE", "DUPLICATE_THRESHOLD", "Embedded", "Embedder", "VectorModel",
-           "normalise"]
+           "duplicate_line", "normalise"]
 
 # Near-duplicate line (cosine similarity) for a model that has not measured its own
 # (`ModelInfo.duplicate_threshold`), measured with clothing10 on the clothing
@@ -41,6 +41,12 @@ __all__ = ["DEFAULT_BACKBONE", "DUPLICATE_THRESHOLD", "Embedded", "Embedder", "V
 # vectors spread otherwise (fashion's put 3 % of copies at 0.93 with another photo), so
 # each model may carry its own line.
 DUPLICATE_THRESHOLD = 0.93
+
+
+def duplicate_line(measured: float | None) -> float:
+    """The near-duplicate line to use: the one measured for a model, else the default
+    (imported vectors, models and catalogs made before models carried their own)."""
+    return float(measured) if measured is not None else DUPLICATE_THRESHOLD
 
 
 @dataclass
@@ -95,8 +101,7 @@ class Embedder(RuntimeHolder):
     def duplicate_threshold(self) -> float:
         """From which cosine similarity two of this model's vectors are one photo."""
         info = getattr(self.runtime, "info", None)
-        measured = getattr(info, "duplicate_threshold", None)
-        return float(measured) if measured is not None else DUPLICATE_THRESHOLD
+        return duplicate_line(getattr(info, "duplicate_threshold", None))
 
     @property
     def vector_model(self) -> VectorModel:
