@@ -136,6 +136,7 @@ def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
     summary = json.loads((out / "refit.json").read_text())
     assert summary["heads"]["label"]["after"] == round(head.after, 4)
     assert summary["training_photos"] > 0 and summary["validation_photos"] > 0
+    assert (out / "confusion-label.png").stat().st_size > 0
     # the original model folder is untouched
     assert not load_model(spoiled_model)[1].heads[0].taps
 

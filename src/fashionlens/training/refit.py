@@ -50,6 +50,7 @@ from ..config import RunConfig
 from ..data.dataset import PhotoDataset, collate_skipping
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, ModelError
+from ..evaluation.plots import plot_confusion
 from ..models.artifact import load_model, save_model
 from ..models.embedding import backbone_features, pooled_part, tap_channels, tapped_part
 from ..models.heads import activate, add_stage_term, head_module, stage_term
@@ -320,6 +321,10 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             info.metrics["tasks"][name] = figures
         if isinstance(info.metrics.get("summary"), dict):
             info.metrics["summary"][name] = {k: figures.get(k) for k in task.headline}
+        if "confusion_matrix" in figures:  # as a training run draws it, for the refit head
+            plot_confusion(figures["confusion_matrix"], figures["classes"],
+                           out / f"confusion-{name}.png",
+                           title=f"{name} after refit (accuracy {figures['accuracy']:.3f})")
     summary = {
         "model": str(ref.folder), "config": str(config_path or ""), "epochs": epochs,
         "pull": PULL, "keep": keep, "learning_rate": LEARNING_RATE,
