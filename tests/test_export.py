@@ -23,6 +23,7 @@ from fashionlens.inference import backends, loading
 from fashionlens.inference.backends import OnnxRuntimeBackend, OpenVinoBackend
 from fashionlens.inference.export_cache import find_exported
 from fashionlens.inference.loading import load_runtime
+from fashionlens.inference.outputs import PROBE_OUTPUTS
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.embedding import (
@@ -94,7 +95,7 @@ def test_an_export_gives_torchs_outputs(request, photos, which, fmt, runtime):
     assert written == folder / "export" / fmt
     manifest = json.loads((written / "export.json").read_text())
     torch_runtime = TorchRuntime.load(folder, precision="fp32")
-    expected_names = [n for n in torch_runtime.outputs if n != FEATURES]
+    expected_names = [n for n in torch_runtime.outputs if n not in PROBE_OUTPUTS]
     assert manifest["outputs"] == expected_names
     # ONNX is checked on both backends that run it, IR on OpenVINO
     assert sorted(manifest["agreement"]) == (["onnxruntime", "openvino"] if fmt == "onnx"

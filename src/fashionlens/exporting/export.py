@@ -47,7 +47,7 @@ from ..inference.export_cache import (
     check_format,
     graph_key,
 )
-from ..inference.outputs import FEATURES, PROBABILITIES, VECTOR
+from ..inference.outputs import PROBABILITIES, PROBE_OUTPUTS, VECTOR
 from ..inference.photos import collect_images, prepare_photo
 from ..inference.runtime import TorchRuntime
 from ..models.info import WEIGHTS_FILE, fingerprint_of, weights_digest
@@ -226,7 +226,7 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
     check_format(fmt)
     runtime = TorchRuntime.load(model, device="cpu", precision="fp32")
     folder = runtime.folder
-    names = [n for n in runtime.outputs if n != FEATURES]
+    names = [n for n in runtime.outputs if n not in PROBE_OUTPUTS]
     if folder is None or runtime.info is None or not names:
         raise ModelError(f"{runtime.spec}: nothing to export (no model folder, or no "
                          "outputs besides features)")

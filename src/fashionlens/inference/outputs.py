@@ -11,6 +11,9 @@ import numpy as np
 PROBABILITIES = "probabilities"
 VECTOR = "vector"
 FEATURES = "features"
+STAGES = "stages"  # the tapped stages' pooled outputs (models whose embedding taps them)
+# What linear probes and head refits read: torch only, never part of an export.
+PROBE_OUTPUTS = (FEATURES, STAGES)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -9,7 +9,9 @@ photos and get named outputs back as NumPy arrays:
   one-task classifiers, the service and the catalog read);
 - `vector`: the unit search vector (the embedding head's, with the class posterior
   appended when it says so; else the L2-normalised pooled features);
-- `features`: the pooled backbone features (linear probes).
+- `features`: the pooled backbone features (linear probes);
+- `stages`: the tapped stages' pooled outputs, for a model whose embedding taps them
+  (what the stage terms of heads declared with `taps` read; `training.refit`).
 
 What a model outputs is read from what it declares (its artifact's classes and embedding
 head, timm's `forward_head` contract), never probed with test inputs. One pass gives
@@ -36,6 +38,7 @@ from ..models.embedding import (
     embedding_head,
     pooled_part,
     search_vectors,
+    tap_channels,
     tapped_part,
 )
 from ..models.heads import activate, head_logits
@@ -44,7 +47,7 @@ from ..models.registry import create_model, model_preprocess
 from ..models.resolve import ModelRef, resolve_model
 from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import track
-from .outputs import FEATURES, PROBABILITIES, VECTOR, normalise
+from .outputs import FEATURES, PROBABILITIES, STAGES, VECTOR, normalise
 
 
 class TorchRuntime:
@@ -76,6 +79,8 @@ class TorchRuntime:
             outputs += [h.name for h in self.heads]
         if hasattr(model, "forward_head"):
             outputs += [VECTOR, FEATURES]
+            if tap_channels(model):
+                outputs.append(STAGES)
         self.outputs: tuple[str, ...] = tuple(outputs)
 
     @classmethod
@@ -135,7 +140,7 @@ class TorchRuntime:
         result: dict[str, torch.Tensor] = {}
         named = [h for h in self.heads if h.name in wanted]
         features = None
-        if (VECTOR in wanted or FEATURES in wanted or named
+        if (VECTOR in wanted or FEATURES in wanted or STAGES in wanted or named
                 or (PROBABILITIES in wanted and self._splits)):
             features = backbone_features(self.model, batch)
         logits = None
@@ -146,6 +151,8 @@ class TorchRuntime:
             result[VECTOR] = search_vectors(self.model, features, logits)
         if PROBABILITIES in wanted:
             result[PROBABILITIES] = logits.float().softmax(-1)
+        if STAGES in wanted:
+            result[STAGES] = tapped_part(self.model, features).float()
         if FEATURES in wanted or named:
             pooled = pooled_part(self.model, features)
             if FEATURES in wanted:

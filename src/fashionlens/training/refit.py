@@ -43,20 +43,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from ..atomic import write_json_atomic
 from ..config import RunConfig
-from ..data.dataset import PhotoDataset, collate_skipping
+from ..data.dataset import PhotoDataset
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, ModelError
 from ..evaluation.plots import plot_confusion
+from ..inference.outputs import FEATURES, STAGES
+from ..inference.runtime import TorchRuntime, run_dataset
 from ..models.artifact import load_model, save_model
-from ..models.embedding import backbone_features, pooled_part, tap_channels, tapped_part
-from ..models.heads import activate, add_stage_term, head_module, stage_term
+from ..models.embedding import tap_channels
+from ..models.heads import activate, add_stage_term, head_logits, head_module
 from ..models.info import ModelInfo, fingerprint_of, task_heads
 from ..models.resolve import resolve_model
-from ..progress import track
 from ..tasks.base import Task
 from .run import prepare_datasets
 
@@ -110,29 +110,16 @@ class RefitResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def extract_features(model: torch.nn.Module, dataset: PhotoDataset, description: str,
-                     batch_size: int = 64) -> FrozenFeatures:
+def extract_features(runtime: TorchRuntime, dataset: PhotoDataset, description: str
+                     ) -> FrozenFeatures:
     """Pooled features and tapped stages of every readable photo, in one backbone pass."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                        collate_fn=collate_skipping)
-    pooled, taps, rows = [], [], []
-    model.eval()
-    with torch.inference_mode():
-        for batch, errors in track(loader, description):
-            dataset.record_skipped(errors)
-            if batch is None:
-                continue
-            images, indices = batch
-            features = backbone_features(model, images)
-            pooled.append(pooled_part(model, features).float().numpy())
-            taps.append(tapped_part(model, features).float().numpy())
-            rows.append(indices.numpy())
-    if not rows:
+    outputs, rows = run_dataset(runtime, dataset, (FEATURES, STAGES), description=description)
+    if not len(rows):
         raise ModelError(f"{description}: no readable photo")
-    return FrozenFeatures(np.concatenate(pooled), np.concatenate(taps), np.concatenate(rows))
+    return FrozenFeatures(outputs[FEATURES], outputs[STAGES], rows)
 
 
-def cached_features(model: torch.nn.Module, dataset: PhotoDataset, description: str,
+def cached_features(runtime: TorchRuntime, dataset: PhotoDataset, description: str,
                     cache: Path, model_key: str) -> FrozenFeatures:
     """`extract_features`, read back from `cache` when the same model saw the same photos."""
     paths = "\n".join(str(s.path) for s in dataset.samples)
@@ -142,7 +129,7 @@ def cached_features(model: torch.nn.Module, dataset: PhotoDataset, description: 
             if str(saved["key"]) == key:
                 log.info("%s: features read from %s", description, cache)
                 return FrozenFeatures(saved["pooled"], saved["taps"], saved["rows"])
-    features = extract_features(model, dataset, description)
+    features = extract_features(runtime, dataset, description)
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(f".{cache.name}.partial.npz")
     np.savez(partial, key=key, pooled=features.pooled, taps=features.taps, rows=features.rows)
@@ -254,11 +241,13 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
     _check_tasks(info, prepared.tasks, names, where)
     tasks = {t.name: t for t in prepared.tasks}
     view = eval_transform(info.preprocess)
-    model_key = fingerprint_of(ref.folder, info)
-    train = cached_features(network, prepared.train_ds.with_transform(view),
+    # the weights and how photos become inputs (model.json's preprocess can change alone)
+    model_key = f"{fingerprint_of(ref.folder, info)}|{info.preprocess!r}"
+    runtime = TorchRuntime(network, info.preprocess, info=info, precision="fp32")
+    train = cached_features(runtime, prepared.train_ds.with_transform(view),
                             "features (training photos)", out / "features" / "train.npz",
                             model_key)
-    val = cached_features(network, prepared.val_ds.with_transform(view),
+    val = cached_features(runtime, prepared.val_ds.with_transform(view),
                           "features (validation photos)", out / "features" / "validation.npz",
                           model_key)
     extracted = time.perf_counter()
@@ -274,16 +263,13 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             report(f"{name}: no training or validation photo carries it; left as it was")
             continue
         module = head_module(network, info.heads, name)
-        term = stage_term(network, name) if heads[name].taps else None
+        other_rows = ~fit_rows
         with torch.no_grad():
-            pooled_val = torch.as_tensor(val.pooled)
-            before_logits = module(pooled_val)
-            if term is not None:
-                before_logits = before_logits + term(torch.as_tensor(val.taps))
-            other_rows = ~fit_rows
-            trained = module(torch.as_tensor(train.pooled[other_rows]))
-            if term is not None:
-                trained = trained + term(torch.as_tensor(train.taps[other_rows]))
+            pooled_val, taps_val = torch.as_tensor(val.pooled), torch.as_tensor(val.taps)
+            before_logits = head_logits(network, info.heads, pooled_val, [name],
+                                        taps=taps_val)[name]
+            trained = head_logits(network, info.heads, torch.as_tensor(train.pooled[other_rows]),
+                                  [name], taps=torch.as_tensor(train.taps[other_rows]))[name]
         before = float(_validation_figures(task, before_logits, val_targets)[task.monitor])
         unlabelled = (train.pooled[other_rows], train.taps[other_rows],
                       activate(heads[name], trained).numpy())
@@ -292,8 +278,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             train_targets[fit_rows], epochs=epochs, seed=seed, unlabelled=unlabelled,
             keep=keep)
         with torch.no_grad():
-            after_logits = (pooled_val @ weight.T + bias
-                            + torch.as_tensor(val.taps) @ tap_weight.T)
+            after_logits = pooled_val @ weight.T + bias + taps_val @ tap_weight.T
         figures = _validation_figures(task, after_logits, val_targets)
         after = float(figures[task.monitor])
         kept = after > before
