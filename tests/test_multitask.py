@@ -205,3 +205,38 @@ def test_a_tag_model_logs_its_own_figures_per_epoch():
                        "val_micro_f1": 0.41, "val_map": 0.52, "seconds": 3}, 12)
     assert line == ("epoch 2/12: train loss 0.900 acc 0.500 | val loss 1.250 micro-f1 0.410 "
                     "map 0.520 | 3 s")
+
+
+def test_refit_heads_tunes_tag_thresholds_on_photos_the_figures_are_not_read_on(
+        multi_run, two_colour_csv, tmp_path, monkeypatch):
+    """A multilabel head's thresholds and cap come from out-of-fold scores of its training
+    photos, so the validation figures refit.json gives are read on photos they never saw."""
+    from fashionlens.models import load_model, save_model
+    from fashionlens.training import refit
+
+    from .test_refit import _with_taps
+
+    model, info = load_model(multi_run.model_dir)
+    info.embedding = _with_taps(model, len(info.classes)).to_dict()
+    tapped = save_model(model, info, tmp_path / "tapped")
+    tuned_on: list[int] = []
+    real = refit.out_of_fold_scores
+
+    def spy(task, *args, **kwargs):
+        scores = real(task, *args, **kwargs)
+        tuned_on.append(len(scores))
+        return scores
+
+    monkeypatch.setattr(refit, "out_of_fold_scores", spy)
+    config = _config(two_colour_csv, tmp_path / "runs", TASKS)
+    result = refit.refit_heads(tapped, config, ["top", "colours"], tmp_path / "out", epochs=5)
+    # the colours head only, on its 36 training photos (not the 9 validation photos)
+    assert tuned_on == [36]
+    summary = json.loads((tmp_path / "out" / "refit.json").read_text())
+    decisions = summary["heads"]["colours"]["decisions"]
+    assert decisions["thresholds_from"] == f"out-of-fold training scores ({refit.FOLDS} folds)"
+    assert 0.0 <= decisions["micro_f1"] <= 1.0 and "decisions" not in summary["heads"]["top"]
+    assert {h.name for h in result.heads} == {"top", "colours"}
+    if summary["heads"]["colours"]["kept"]:  # the saved thresholds are the ones it scored
+        saved = load_model(tmp_path / "out" / "model")[1].head("colours")
+        assert saved.taps and len(saved.thresholds) == len(NAMES)

@@ -104,6 +104,43 @@ def test_fit_head_learns_from_the_taps_and_folds_their_scale_into_the_weights():
     assert tap_weight.shape == (2, 4)
 
 
+def test_fit_head_goes_on_from_the_stage_term_a_head_has():
+    """A head refit before starts from its term, as the model applies it to the raw taps
+    (far from zero and widely scaled here): with no epoch to run, it comes back as it
+    was."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 50)
+    pooled = rng.normal(size=(50, 6)).astype(np.float32)
+    taps = (500.0 + 40.0 * rng.normal(size=(50, 4))).astype(np.float32)
+    weight, bias = torch.randn(2, 6), torch.randn(2)
+    term = torch.randn(2, 4) * 0.01
+    task = build_task_for(["no", "yes"])
+    task.prepare(labels, load_config(overrides=TINY_TRAIN).train, torch.device("cpu"))
+    w, b, w_taps = refit.fit_head(task, weight, bias, pooled, taps, labels, epochs=0,
+                                  stage_weight=term)
+    assert torch.allclose(w, weight) and torch.allclose(w_taps, term, atol=1e-6)
+    assert torch.allclose(b, bias, atol=1e-4)
+
+
+def test_out_of_fold_scores_come_from_heads_that_never_saw_the_photo():
+    """Each photo is its own feature (one-hot): a head that saw a photo can tell its tags,
+    one that did not has nothing to go on, so all photos of a fold score alike."""
+    n, folds = 40, 4
+    rng = np.random.default_rng(3)
+    targets = rng.integers(0, 2, (n, 2)).astype(np.float32)
+    pooled, taps = np.eye(n, dtype=np.float32), np.zeros((n, 1), np.float32)
+    task = tasks_from_heads([HeadSpec("tags", "multilabel", ["a", "b"])])[0]
+    task.prepare(targets, load_config(overrides=TINY_TRAIN).train, torch.device("cpu"))
+    start = (torch.zeros(2, n), torch.zeros(2))
+    w, b, _ = refit.fit_head(task, *start, pooled, taps, targets, epochs=300)
+    seen = torch.sigmoid(torch.as_tensor(pooled) @ w.T + b).numpy()
+    assert ((seen > 0.5) == (targets > 0.5)).mean() > 0.95
+    unseen = refit.out_of_fold_scores(task, *start, pooled, taps, targets, folds=folds,
+                                      epochs=300)
+    assert len(np.unique(unseen.round(5), axis=0)) <= folds
+    assert ((unseen > 0.5) == (targets > 0.5)).mean() < 0.8
+
+
 def build_task_for(classes: list[str]):
     return tasks_from_heads([HeadSpec("label", "classification", classes)])[0]
 

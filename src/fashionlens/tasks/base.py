@@ -108,6 +108,10 @@ class Task(ABC):
     def metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict:
         ...
 
+    # whether `tune` fits anything (decision thresholds): where it does, the photos it is
+    # fitted on should not be the ones the figures are read on
+    tunes_thresholds = False
+
     def tune(self, scores: np.ndarray, targets: np.ndarray) -> None:  # noqa: B027
         """Fit decision thresholds on validation scores (multilabel)."""
 

@@ -194,6 +194,7 @@ class MultilabelTask(Task):
     kind = "multilabel"
     headline = ("micro_f1", "map")
     monitor = "map"  # threshold-free: stable from epoch to epoch
+    tunes_thresholds = True
 
     def __init__(self, config: TaskConfig, classes: list[str],
                  thresholds: list[float] | None = None) -> None:
