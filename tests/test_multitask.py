@@ -240,3 +240,37 @@ def test_refit_heads_tunes_tag_thresholds_on_photos_the_figures_are_not_read_on(
     if summary["heads"]["colours"]["kept"]:  # the saved thresholds are the ones it scored
         saved = load_model(tmp_path / "out" / "model")[1].head("colours")
         assert saved.taps and len(saved.thresholds) == len(NAMES)
+
+
+def test_an_int8_export_of_a_joint_model_is_measured_on_every_head(
+        multi_run, two_colour_csv, tmp_path, monkeypatch):
+    """Calibrated on a run config's training photos, measured on its validation photos:
+    each head on the photos that carry its label, and the gate is the worst head's."""
+    import shutil
+
+    pytest.importorskip("nncf")
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+    from fashionlens.exporting import quantize
+
+    monkeypatch.setattr(quantize, "MIN_HELD_OUT", 5)  # 9 validation photos
+    model = shutil.copytree(multi_run.model_dir, tmp_path / "model",
+                            ignore=shutil.ignore_patterns("export"))
+    config = tmp_path / "run.yaml"
+    _config(two_colour_csv, tmp_path / "runs", TASKS).save(config)
+    result = CliRunner().invoke(app, ["export", str(model), "--format", "openvino-int8",
+                                      "--calibrate", str(config), "--calibration-size", "20"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    manifest = json.loads((model / "export" / "openvino-int8" / "export.json").read_text())
+    heads = manifest["accuracy"]["heads"]
+    assert heads["top"]["photos"] == 6 and heads["top"]["measure"] == "accuracy"
+    assert heads["colours"]["photos"] == 9 and heads["colours"]["measure"] == "micro_f1"
+    assert heads["named"]["photos"] == 9
+    worst = min(heads, key=lambda name: heads[name]["change_points"])
+    assert manifest["accuracy_ok"] == (
+        -heads[worst]["change_points"] <= 100 * quantize.MAX_ACCURACY_LOSS)
+    if not manifest["accuracy_ok"]:  # the reason names the head that lost most
+        assert manifest["reason"].startswith(f"{worst} loses")
+    assert manifest["calibration"]["photos"] == 20
+    assert "colours" in result.output  # a row of the table

@@ -45,7 +45,9 @@ def export(
         typer.Option(metavar="DATA",
                      help="int8: photos to calibrate on: a folder per class or a CSV as "
                           "training reads them (labels measure the accuracy change on the "
-                          "photos left over), or a folder / .txt list of unlabelled photos."),
+                          "photos left over), a run config (.yaml: its training photos "
+                          "calibrate, its validation photos measure every head), or a "
+                          "folder / .txt list of unlabelled photos."),
     ] = None,
     split: Annotated[
         list[str] | None,
@@ -91,15 +93,20 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
           image_dir: str | None, image_ext: str | None, size: int) -> None:
     from ..data.sources import DataSpec, load_labelled
     from ..errors import DataError
-    from ..exporting.quantize import CalibrationPhoto, quantize_model
+    from ..exporting.quantize import CalibrationPhoto, quantize_model, run_config_photos
     from ..inference.photos import collect_images
 
     if data is None:
         raise ConfigError("--format openvino-int8 needs --calibrate DATA: photos like the "
                           "ones the model will see (about 300)")
+    held_out = None
     labelled = data.suffix.lower() == ".csv" or (data.is_dir() and any(
         p.is_dir() for p in data.iterdir()))
-    if labelled:
+    if data.suffix.lower() in (".yaml", ".yml"):  # a run config: every head measured
+        if not data.is_file():
+            raise ConfigError(f"--calibrate {data}: no such run config")
+        photos, held_out = run_config_photos(data, model)
+    elif labelled:
         spec = DataSpec(path=str(data), image_dir=image_dir, image_extension=image_ext,
                         split_column="split" if split else None)
         try:
@@ -115,19 +122,23 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
         photos = [CalibrationPhoto(p) for p in collect_images(data)]
     if not photos:
         raise ConfigError(f"--calibrate {data}: no photos found")
-    folder = quantize_model(model, photos, out=output, calibration_size=size)
+    folder = quantize_model(model, photos, out=output, calibration_size=size,
+                            held_out=held_out)
     manifest = json.loads((folder / "export.json").read_text())
     out.print(f"wrote int8 export of {manifest['model']} to {folder}", highlight=False)
     speed, accuracy = manifest["speed"], manifest["accuracy"]
     table = Table(title=f"int8 against fp32 on this CPU ({manifest['cpu']['model']})",
                   title_justify="left")
     for column in ("", "fp32", "int8"):
-        table.add_column(column, justify="right" if column else "left")
+        table.add_column(column, justify="right" if column else "left", overflow="fold")
     table.add_row(f"images/s (batch {speed['batch']})", f"{speed['fp32_images_per_s']:.1f}",
                   f"{speed['int8_images_per_s']:.1f}")
-    if "int8" in accuracy:
-        table.add_row(f"accuracy ({accuracy['photos']} held-out photos)",
-                      f"{accuracy['fp32']:.4f}", f"{accuracy['int8']:.4f}")
+    heads = accuracy.get("heads") or ({"": {**accuracy, "measure": "accuracy"}}
+                                      if "int8" in accuracy else {})
+    for name, figures in heads.items():
+        table.add_row(f"{name} {figures['measure'].replace('_', '-')} ({figures['photos']} "
+                      "held-out photos)".strip(), f"{figures['fp32']:.4f}",
+                      f"{figures['int8']:.4f}")
     out.print(table)
     verdict = "runs by default (--runtime auto)" if manifest["recommended"] else \
         "not run by default; --runtime openvino-int8 runs it"
