@@ -27,7 +27,8 @@ Every figure comes from validation photos of ../shared/data, read in place:
   the functions training uses): tags read as the model's own task reads them (its
   mapping), micro-F1 / precision / recall with thresholds cross-fitted (tuned on one half,
   scored on the other, and back: `tasks.multilabel`), macro-F1 over tags with >= 30
-  photos, tags per photo; also with the thresholds the model ships.
+  photos, tags per photo; also with the thresholds the model ships (held out where
+  `refit-heads` tuned them on out-of-fold training scores: `model_thresholds_tuned_on`).
 - speed: `Predictor.predict_paths` (what `predict` runs: every head, the "not a garment"
   score, JPEG decoding included) on the same clothing validation photos, every model in
   one process on one runtime (all in fp32 when `auto` would give some int8 and some
@@ -53,7 +54,7 @@ os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from report import emit  # noqa: E402
+from report import emit, thresholds_origin  # noqa: E402
 
 from fashionlens.errors import ConfigError, DataError, FashionLensError  # noqa: E402
 
@@ -438,6 +439,7 @@ def people(predictor, data: Path, limit: int | None) -> dict | None:
         "model_thresholds": tag_figures(
             probs, targets, ml.implied(shipped, probs.shape, None, parents),
             np.array([len(tags) for tags in shipped])),
+        "model_thresholds_tuned_on": thresholds_origin(predictor.info.metrics, head.name),
         "true_tags_per_photo": round(float((targets > 0.5).sum(1).mean()), 2),
         "true_tags_per_photo_raw": round(float(np.mean(raw)), 2),
     }

@@ -16,8 +16,9 @@ round; the counts of both halves are pooled. That is repeated over REPEATS rando
 and the figures averaged (one cut moves micro-F1 by about a point). Rules, each on top
 of the one before:
 
-- `stored`: the thresholds in model.json (tuned on these very photos: flattering, not
-  cross-fitted; shown for reference);
+- `stored`: the thresholds in model.json (tuned on these very photos by training:
+  flattering, not cross-fitted, shown for reference; held out where `refit-heads` tuned
+  them on out-of-fold training scores: `stored_thresholds_tuned_on`);
 - `at_0.5`: every tag at 0.5;
 - `tag_f1`: per-tag thresholds, each maximising its tag's F1 (today's training);
 - `micro_f1`: per-tag thresholds maximising the pooled (micro) F1;
@@ -45,6 +46,7 @@ from pathlib import Path
 os.environ.setdefault("FASHIONLENS_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
+from report import thresholds_origin  # noqa: E402
 
 from fashionlens.models.info import read_info  # noqa: E402
 from fashionlens.models.resolve import resolve_model  # noqa: E402
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "parents": parents,
         "rules": rules,
+        "stored_thresholds_tuned_on": thresholds_origin(info.metrics, head.name),
         "max_tags_on_all_photos": chosen,
         "micro_f1_thresholds_on_all_photos": dict(zip(classes, micro.round(3).tolist(),
                                                       strict=True)),

@@ -158,3 +158,14 @@ def test_tag_figures_counts_and_skips_unknown_cells():
 def test_model_names_split_and_dedupe():
     assert fm.model_names(["clothing10,products", "outfits", "products"]) == [
         "clothing10", "products", "outfits"]
+
+
+def test_the_benchmarks_say_whether_shipped_thresholds_are_held_out():
+    from report import thresholds_origin
+
+    refit = {"refit": {"tags": {"kept": True, "decisions": {
+        "thresholds_from": "out-of-fold training scores (5 folds)"}}}}
+    assert "held out" in thresholds_origin(refit, "tags")
+    assert "not held out" in thresholds_origin({}, "tags")
+    refit["refit"]["tags"]["kept"] = False  # the trained head, tuned on validation, stayed
+    assert "not held out" in thresholds_origin(refit, "tags")
