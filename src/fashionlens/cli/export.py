@@ -136,9 +136,9 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
     heads = accuracy.get("heads") or ({"": {**accuracy, "measure": "accuracy"}}
                                       if "int8" in accuracy else {})
     for name, figures in heads.items():
-        table.add_row(f"{name} {figures['measure'].replace('_', '-')} ({figures['photos']} "
-                      "held-out photos)".strip(), f"{figures['fp32']:.4f}",
-                      f"{figures['int8']:.4f}")
+        named = f"{name} " if len(heads) > 1 else ""  # one head: the model's accuracy
+        table.add_row(f"{named}{figures['measure'].replace('_', '-')} ({figures['photos']} "
+                      "held-out photos)", f"{figures['fp32']:.4f}", f"{figures['int8']:.4f}")
     out.print(table)
     verdict = "runs by default (--runtime auto)" if manifest["recommended"] else \
         "not run by default; --runtime openvino-int8 runs it"
