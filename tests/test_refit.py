@@ -246,3 +246,20 @@ def test_fit_head_keeps_the_trained_answers_on_photos_without_the_label():
 
     assert (answers_on_the_others(0.0) == 1).mean() > 0.9
     assert (answers_on_the_others(1.0) == 0).mean() > 0.9
+
+
+def test_the_card_says_where_a_refit_tag_heads_thresholds_were_tuned():
+    from fashionlens.models.card import _validation
+
+    heads = [HeadSpec("tags", "multilabel", ["a", "b"])]
+    figures = {"micro_f1": 0.6, "micro_f1_crossfit": 0.55, "num_images": 40}
+    refit_record = {"kept": True, "decisions": {
+        "thresholds_from": "out-of-fold training scores (5 folds)"}}
+    text = _validation(heads, {"tasks": {"tags": figures}, "refit": {"tags": refit_record}},
+                       {}, {})
+    assert "micro-F1 (thresholds tuned on out-of-fold training scores (5 folds))" in text
+    assert "held out" in text and "flatters" not in text
+    refit_record["kept"] = False  # the trained head stayed: tuned on validation by training
+    text = _validation(heads, {"tasks": {"tags": figures}, "refit": {"tags": refit_record}},
+                       {}, {})
+    assert "micro-F1 (thresholds tuned on these photos)" in text and "flatters" in text

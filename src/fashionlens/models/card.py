@@ -237,20 +237,40 @@ def _validation(scored: list[HeadSpec], metrics: dict, summary: dict, config: di
         kind = kinds.get(name) or ("multilabel" if "micro_f1" in figures else "classification")
         lines += ["", f"### `{name}` ({kind})", ""]
         names = MULTILABEL_METRICS if kind == "multilabel" else CLASSIFICATION_METRICS
+        tuned_on = _thresholds_tuned_on(metrics, name) if kind == "multilabel" else None
+        if tuned_on:
+            names = {**names, "micro_f1": f"micro-F1 (thresholds tuned on {tuned_on})"}
         rows = [(label, _fmt(figures[key])) for key, label in names.items()
                 if figures.get(key) is not None]
         if "num_images" in figures:
             rows.append(("photos scored", str(figures["num_images"])))
         lines += _table(("metric", "value"), rows)
-        if kind == "multilabel":
+        if kind == "multilabel" and tuned_on:
+            lines += ["", "`micro_f1` uses the shipped thresholds, tuned by `refit-heads` on "
+                          "scores of the training photos from heads fitted without them, so "
+                          "these validation photos are held out; `micro_f1_crossfit` uses "
+                          "thresholds tuned on the other half of the validation photos (two "
+                          "halves, each scored with the other's thresholds)."]
+        elif kind == "multilabel":
             lines += ["", "`micro_f1` uses thresholds tuned on these same validation photos, "
                           "which flatters it; `micro_f1_crossfit` uses thresholds tuned on the "
                           "other half of the validation photos (two halves, each scored with "
                           "the other's thresholds) and is the fairer figure."]
+        if kind == "multilabel":
             lines += _per_tag(figures.get("per_tag") or {})
         else:
             lines += _per_class(figures.get("per_class") or {})
     return "\n".join(lines)
+
+
+def _thresholds_tuned_on(metrics: dict, head: str) -> str | None:
+    """Where a refit head's thresholds were tuned (`refit.json`'s `decisions`), if it was
+    refit and kept; None: on the validation photos, by training."""
+    refit = (metrics.get("refit") or {}).get(head)
+    if not isinstance(refit, dict) or not refit.get("kept"):
+        return None
+    decisions = refit.get("decisions")
+    return decisions.get("thresholds_from") if isinstance(decisions, dict) else None
 
 
 def _training(config: dict, summary: dict, refit: dict | None = None) -> str:
