@@ -15,7 +15,10 @@ Every figure comes from validation photos of ../shared/data, read in place:
   group is one of the photo's groups; photos labelled `none` are skipped. A `colour`
   head answers directly; a `baseColour` head through configs/taxonomy/colour-groups.yaml. A model
   with both kinds of head (the joint one) is scored by its unified head, and `by_route`
-  gives each head's accuracy beside it.
+  gives each head's accuracy beside it. Outfit tags (a model with a `tags` head): a home
+  photo shows one garment, so the tags it gets are scored against that garment's own tag
+  (configs/taxonomy/garment-tags.yaml): tags per photo, whether its own is listed, and the
+  share of listed tags that are it.
 - studio shots (`products` validation, 4,498): accuracy of articleType, baseColour,
   season, usage and gender against the raw labels (a model that folds rare values into
   `other` is right to say `other` for a value it has no class for, as its training
@@ -63,6 +66,7 @@ DATA = ROOT.parent / "shared" / "data"
 TAXONOMY = ROOT / "configs" / "taxonomy" / "garment-types.yaml"
 COLOUR_GROUPS = ROOT / "configs" / "taxonomy" / "colour-groups.yaml"
 COLOUR_FIXTURE = ROOT / "benchmarks" / "fixtures" / "clothing-colours.csv"
+GARMENT_TAGS = ROOT / "configs" / "taxonomy" / "garment-tags.yaml"
 OUTFITS_CONFIG = ROOT / "configs" / "outfits.yaml"
 REFERENCE = "clothing10"  # the speed reference: the small classic model
 COARSE = ("black", "white", "grey", "blue", "red", "pink", "green", "yellow", "brown",
@@ -301,11 +305,40 @@ def with_other_routes(figures: dict[str, dict], kind: str) -> dict | None:
     return out
 
 
+def single_garment_tags(head, scores: np.ndarray, garments: Sequence[str | None]) -> dict:
+    """Outfit tags on photos of one garment: how many the model lists, whether the
+    garment's own tag (`GARMENT_TAGS`; a child of it counts, e.g. jeans for pants) is
+    among them, and the share of listed tags that are it. Photos whose garment has no
+    one tag count for the first figure only."""
+    from fashionlens.models.info import ancestors, decide_tags
+
+    limits, parents = head.threshold_list(), head.parent_indices()
+    listed_counts, found, right = [], [], []
+    for row, garment in zip(scores, garments, strict=True):
+        listed = decide_tags(row.tolist(), limits, head.max_tags, parents)
+        listed_counts.append(len(listed))
+        if garment is None or garment not in head.classes:
+            continue
+        own = head.classes.index(garment)
+        hits = [i == own or (parents is not None and own in ancestors(parents, i))
+                for i in listed]
+        found.append(any(hits))
+        right.extend(hits)
+    return {"photos": len(listed_counts), "tags_per_photo": round(float(np.mean(
+                listed_counts)), 3) if listed_counts else None,
+            "photos_with_one_tag_of_their_own": len(found),
+            "own_tag_listed": round(float(np.mean(found)), 4) if found else None,
+            "listed_that_are_its_own": round(float(np.mean(right)), 4) if right else None,
+            "tags_listed": len(right)}
+
+
 def home_photos(predictor, taxonomy, groups, data: Path, limit: int | None) -> dict | None:
     heads = {h.name: h for h in predictor.heads}
     type_routes = [h for h in TYPE_HEADS if h in heads]
     colour_routes = [h for h in COLOUR_HEADS if h in heads]
-    if not type_routes and not colour_routes:
+    tag_head = heads.get("tags") if "tags" in heads and heads["tags"].kind == "multilabel" \
+        else None
+    if not type_routes and not colour_routes and tag_head is None:
         return None
     every = read_rows(data / "clothing" / "labels.csv", "validation")
     rows = every[:limit]
@@ -318,9 +351,15 @@ def home_photos(predictor, taxonomy, groups, data: Path, limit: int | None) -> d
                         f"{', '.join(missing[:3])}")
     ids = list(dict.fromkeys([r["image"] for r in rows] + fixture_ids))
     paths = [data / "clothing" / "images" / f"{i}.jpg" for i in ids]
-    scores, readable = head_scores(predictor, paths, [*type_routes, *colour_routes])
+    scores, readable = head_scores(predictor, paths, [*type_routes, *colour_routes,
+                                                      *(["tags"] if tag_head else [])])
     at = {ids[r]: k for k, r in enumerate(readable)}
     typed = [r["image"] for r in rows if r["image"] in at]
+    tags = None
+    if tag_head is not None:
+        garment_tags = read_mapping(GARMENT_TAGS, "outfit tag")
+        tags = single_garment_tags(tag_head, scores["tags"][[at[i] for i in typed]],
+                                   [garment_tags.get(label_of[i]) for i in typed])
     truth_types = [taxonomy.get(label_of[i]) for i in typed]
     types = {}
     for head in type_routes:
@@ -339,7 +378,8 @@ def home_photos(predictor, taxonomy, groups, data: Path, limit: int | None) -> d
                 summed_groups(probs, heads[head].classes, groups), truth_colours)["accuracy"]
     return {"photos_unreadable": len(ids) - len(readable),
             "type": with_other_routes(types, "type"),
-            "colour": with_other_routes(colours, "colour")}
+            "colour": with_other_routes(colours, "colour"),
+            "outfit_tags": tags}
 
 
 def studio_shots(predictor, taxonomy, groups, data: Path, limit: int | None) -> dict | None:

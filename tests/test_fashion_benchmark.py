@@ -170,3 +170,21 @@ def test_the_benchmarks_say_whether_shipped_thresholds_are_held_out():
     assert "not held out" in thresholds_origin({}, "tags")
     refit["refit"]["tags"]["kept"] = False  # the trained head, tuned on validation, stayed
     assert "not held out" in thresholds_origin(refit, "tags")
+
+
+def test_tags_on_a_one_garment_photo_are_scored_against_its_own_tag():
+    from fashionlens.models.info import HeadSpec
+
+    head = HeadSpec("tags", "multilabel", ["jeans", "pants", "shoes", "sunglasses"],
+                    thresholds=[0.5] * 4, parents={"jeans": "pants"})
+    scores = np.array([[0.9, 0.2, 0.1, 0.1],    # jeans: its own (a child of pants)
+                       [0.1, 0.1, 0.8, 0.7],    # a pants photo called shoes, sunglasses
+                       [0.1, 0.1, 0.1, 0.9]])   # no one tag of its own: counted only
+    figures = fm.single_garment_tags(head, scores, ["pants", "pants", None])
+    assert figures["tags_per_photo"] == round(4 / 3, 3)
+    assert figures["own_tag_listed"] == 0.5
+    assert figures["listed_that_are_its_own"] == round(1 / 3, 4)
+    assert figures["photos_with_one_tag_of_their_own"] == 2
+    assert set(fm.read_mapping(fm.GARMENT_TAGS, "outfit tag").values()) - {None} <= {
+        "t-shirt", "shirt", "blouse", "top", "blazer", "bodysuit", "dress", "skirt", "pants",
+        "shorts", "shoes", "hat"}

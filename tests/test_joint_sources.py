@@ -135,6 +135,31 @@ def test_a_mapping_file_that_is_missing_or_not_a_mapping_is_named(tmp_path: Path
         load_config(values={"tasks": [{"name": "type", "mapping": "types.yaml"}]})
 
 
+def test_a_source_maps_its_own_values_to_a_tasks(tmp_path: Path) -> None:
+    """A source that names things its own way: the home photos' garment names as the
+    `tags` task's tags (a file beside the config; ~ leaves the cell without a label)."""
+    (tmp_path / "garment-tags.yaml").write_text(yaml.safe_dump(
+        {"Shirt": "shirt", "Pants": "pants", "Shoes": None}))
+    tasks = [{"name": "type", "mapping": "types.yaml", "unmapped": "drop"},
+             {"name": "tags", "kind": "multilabel"}]
+    path = _config(tmp_path, tasks=tasks,
+                   **{"sources.0.columns": {"type": "label", "tags": "label"},
+                      "sources.0.mappings": {"tags": "garment-tags.yaml"}})
+    config = load_config(path)
+    assert config.sources[0].mappings["tags"]["Shoes"] is None
+    (home, home_set), (_, studio_set) = read_sources(config)
+    pairs = {(s.values["type"], s.values["tags"]) for s in home_set.samples}
+    assert pairs == {("Shirt", "shirt"), ("Pants", "pants"), ("Shoes", "")}
+    assert all("tags" not in s.values for s in studio_set.samples)  # not this source's
+    wrong = _config(tmp_path, tasks=tasks,
+                    **{"sources.0.mappings": {"colour": {"Shirt": "blue"}}})
+    with pytest.raises(DataError, match=r"labels\.csv: mappings\.colour of sources\[0\] "
+                                        r"\(home\): the source gives no task column 'colour'"):
+        read_sources(load_config(wrong))
+    with pytest.raises(FieldError, match=r"sources\[0\]\.mappings\.tags"):
+        load_config(values={"sources": [{"name": "home", "mappings": {"tags": ["a"]}}]})
+
+
 def test_unmapped_drop_makes_unknown_values_missing(tmp_path: Path) -> None:
     from fashionlens.config import TaskConfig
     from fashionlens.data.sources import Sample

@@ -226,6 +226,11 @@ class SourceConfig:
     draws: int | None = None  # photos drawn per epoch (default: all; more repeats them)
     augment: dict = field(default_factory=dict)  # this source's changes to `augment:`
     val_limit: int | None = None  # validation photos scored after each epoch (seeded subset)
+    # task column -> {this source's value: the task's value} (or a mapping file beside the
+    # config): a source that names things its own way, e.g. a home photo's garment type as
+    # the one outfit tag it shows; a value mapped to ~ leaves the cell empty (no label), a
+    # value the mapping lacks is passed on as it is
+    mappings: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -397,6 +402,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if isinstance(task.mapping, str):
                 task.mapping = _mapping_file(path.parent / task.mapping,
                                              f"tasks[{index}].mapping", str(path))
+        for index, source in enumerate(config.sources):
+            for column, mapping in list(source.mappings.items()):
+                if isinstance(mapping, str):
+                    source.mappings[column] = _mapping_file(
+                        path.parent / mapping, f"sources[{index}].mappings.{column}", str(path))
     if values:
         _apply(config, values, "")
     parsed = [parse_override(text) for text in overrides or []]
@@ -461,6 +471,15 @@ def validate(config: RunConfig) -> None:
         if isinstance(task.mapping, str):
             raise FieldError(f"tasks[{index}].mapping", f"'{task.mapping}': a mapping file is "
                              "named in a config file (its path is relative to that file)")
+    for index, source in enumerate(config.sources):
+        for column, mapping in source.mappings.items():
+            where = f"sources[{index}].mappings.{column}"
+            if isinstance(mapping, str):
+                raise FieldError(where, f"'{mapping}': a mapping file is named in a config "
+                                 "file (its path is relative to that file)")
+            if not isinstance(mapping, dict):
+                raise FieldError(where, f"expected a mapping of this source's values to the "
+                                 f"task's, got {mapping!r}")
     for where, value in {"model.height": config.model.height,
                          "model.width": config.model.width}.items():
         if value is not None and not 16 <= value <= 2048:

@@ -79,6 +79,11 @@ def read_sources(config: RunConfig) -> list[tuple[SourceConfig, LabelledSet]]:
                 raise DataError(f"{source.data.path}: no column '{own}' (columns."
                                 f"{cfg.source_column} of {where}); columns are: "
                                 f"{', '.join(columns)}")
+        for column in source.mappings:
+            if column not in given:
+                raise DataError(f"{source.data.path}: mappings.{column} of {where}: the "
+                                f"source gives no task column '{column}' (it gives: "
+                                f"{', '.join(given)})")
         for column in source.exclude:
             if column not in columns:
                 raise DataError(f"{source.data.path}: no column '{column}' (exclude of "
@@ -92,13 +97,22 @@ def read_sources(config: RunConfig) -> list[tuple[SourceConfig, LabelledSet]]:
                    for k, values in source.exclude.items()}
         samples = [
             Sample(path=s.path, label="", group=s.group, split=s.split,
-                   values={task_col: s.values[col] for task_col, col in given.items()})
+                   values={task_col: _mapped(s.values[col], source.mappings.get(task_col))
+                           for task_col, col in given.items()})
             for s in data.samples
             if not any(s.values.get(col, "") in values for col, values in dropped.items())]
         if not samples:
             raise DataError(f"{source.data.path}: every row of {where} is excluded")
         read.append((source, LabelledSet(samples, [], data.source, data.missing)))
     return read
+
+
+def _mapped(cell: str, mapping: dict | None) -> str:
+    """A source's cell in the task's terms (`SourceConfig.mappings`); ~ gives no label."""
+    if not mapping or cell not in mapping:
+        return cell
+    value = mapping[cell]
+    return "" if value is None else str(value)
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:
