@@ -16,15 +16,16 @@ fitted from scratch on the same features scored below the trained heads (article
 
 How: the backbone runs once over the training and validation photos (eval view, no
 augmentation; the features are cached under OUT/features and reused while the model and
-photos are the same). Each named head then starts from its trained weights and a zero
-stage term and is fitted with its task's own loss (label smoothing, tag weights as in
-training), the head's weights held near where training left them (an L2 pull towards
-them, `PULL`) and the stage term near zero. On the photos without the head's label (other
-kinds of photo, in a joint run) it is held to the trained head's own answers (`KEEP`):
+photos are the same). Each named head then starts from its trained weights and stage term
+(zero where it has none yet) and is fitted with its task's own loss (label smoothing, tag
+weights as in training), held near where it started (an L2 pull towards it, `PULL`). On
+the photos without the head's label (other kinds of photo, in a joint run) it is held to
+the trained head's own answers (`KEEP`):
 there nothing checks it, and a head refit on studio shots alone learned studio-only cues
 that moved its answers on home photos. A head is kept only where it scores higher on
 the validation photos than before; a multilabel head's thresholds (and tag cap) are tuned
-again on them, as a training run's last step does. The first head is refit like any
+again, on out-of-fold scores of its training photos (`FOLDS`), so that its validation
+figures at those thresholds are held out. The first head is refit like any
 other, but its posterior is part of the search vector and the "not a garment" score:
 refitting it calls for re-running their calibration.
 """
