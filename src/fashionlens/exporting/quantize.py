@@ -109,6 +109,17 @@ def _outputs(compiled, images: np.ndarray, name: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def _first_convolution(model) -> list[str]:
+    """The layer that reads the photo's pixels, kept in fp32. Measured on the bundled
+    `fashion` (AMD EPYC, 300 calibration photos, validation photos of its three kinds):
+    with it in int8, colour lost 11.1 points and baseColour 10.6; in fp32, 3.1 and 0.8,
+    for 1.27x instead of 1.34x the fp32 speed."""
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Convolution":
+            return [op.get_friendly_name()]
+    return []
+
+
 def _known(head: HeadSpec, truth: str | np.ndarray | None) -> bool:
     if truth is None:
         return False
@@ -204,9 +215,11 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
 
     fp32 = openvino_core().read_model(str(source / ONNX_FILE))
     started = time.perf_counter()
+    kept_fp32 = _first_convolution(fp32)
     quantized = nncf.quantize(fp32, nncf.Dataset(list(calibration[:, None])),
                               subset_size=len(calibration),
-                              preset=nncf.QuantizationPreset.PERFORMANCE)
+                              preset=nncf.QuantizationPreset.PERFORMANCE,
+                              ignored_scope=nncf.IgnoredScope(names=kept_fp32))
     seconds = time.perf_counter() - started
 
     compiled_fp32 = compile_for_cpu(fp32, threads)
