@@ -234,7 +234,8 @@ def test_refit_heads_tunes_tag_thresholds_on_photos_the_figures_are_not_read_on(
     assert tuned_on == [36]
     summary = json.loads((tmp_path / "out" / "refit.json").read_text())
     decisions = summary["heads"]["colours"]["decisions"]
-    assert decisions["thresholds_from"] == f"out-of-fold training scores ({refit.FOLDS} folds)"
+    assert decisions["thresholds_from"] == (f"out-of-fold training scores ({refit.FOLDS} "
+                                            "folds, 36 photos, each source alike)")
     assert 0.0 <= decisions["micro_f1"] <= 1.0 and "decisions" not in summary["heads"]["top"]
     assert {h.name for h in result.heads} == {"top", "colours"}
     if summary["heads"]["colours"]["kept"]:  # the saved thresholds are the ones it scored

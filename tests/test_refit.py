@@ -263,3 +263,24 @@ def test_the_card_says_where_a_refit_tag_heads_thresholds_were_tuned():
     text = _validation(heads, {"tasks": {"tags": figures}, "refit": {"tags": refit_record}},
                        {}, {})
     assert "micro-F1 (thresholds tuned on these photos)" in text and "flatters" in text
+
+
+def test_thresholds_are_tuned_on_as_many_photos_of_each_source():
+    from fashionlens.data.dataset import SourcedDataset
+
+    sources = np.array([0] * 50 + [1] * 8 + [2] * 20)
+    keep = refit.balanced_rows(sources, seed=1)
+    assert [int((sources[keep] == k).sum()) for k in (0, 1, 2)] == [8, 8, 8]
+    assert keep[50:58].all()  # the smallest source whole
+    assert (refit.balanced_rows(sources, seed=1) == keep).all()  # seeded
+
+    class Part:
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+    joint = SourcedDataset([Part(5), Part(3), Part(4)], ["a", "b", "c"])
+    assert refit.source_of(joint, np.array([0, 4, 5, 7, 8, 11])).tolist() == [0, 0, 1, 1, 2, 2]
+    assert refit.source_of(object(), np.array([0, 9])).tolist() == [0, 0]

@@ -93,7 +93,7 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
           image_dir: str | None, image_ext: str | None, size: int) -> None:
     from ..data.sources import DataSpec, load_labelled
     from ..errors import DataError
-    from ..exporting.quantize import CalibrationPhoto, quantize_model, run_config_photos
+    from ..exporting.quantize import CalibrationPhoto, quantize_model
     from ..inference.photos import collect_images
 
     if data is None:
@@ -105,6 +105,8 @@ def _int8(model: str, output: Path | None, data: Path | None, split: list[str] |
     if data.suffix.lower() in (".yaml", ".yml"):  # a run config: every head measured
         if not data.is_file():
             raise ConfigError(f"--calibrate {data}: no such run config")
+        from ..training.calibration import run_config_photos
+
         photos, held_out = run_config_photos(data, model)
     elif labelled:
         spec = DataSpec(path=str(data), image_dir=image_dir, image_extension=image_ext,

@@ -5,7 +5,7 @@ photos and the CPU (int8 dot-product instructions: VNNI, AMX). So it is measured
 assumed: with labelled photos, `quantize_model` holds out the photos it did not calibrate
 on, compares int8 against the fp32 export on them and times both on this machine. A
 folder per class or a labelled CSV measures the first classification head (accuracy); a
-run config (`run_config_photos`) measures every head it has labels for, each on the
+run config (`training.calibration`) measures every head it has labels for, each on the
 photos that carry its label (accuracy; micro-F1 of the tags a multilabel head decides),
 so a joint model passes only where no head loses. The export is `recommended` only where
 int8 loses at most `MAX_ACCURACY_LOSS` on every measured head and is faster. `--runtime
@@ -276,62 +276,3 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
         finish(tmp, target, written)
     return target
 
-
-def _interleaved(groups: list[list[CalibrationPhoto]], seed: int) -> list[CalibrationPhoto]:
-    """One photo of each group in turn (each group shuffled): the first few hundred then
-    hold every kind of photo, not mostly the largest source's."""
-    rng = random.Random(seed)
-    for group in groups:
-        rng.shuffle(group)
-    longest = max((len(g) for g in groups), default=0)
-    return [g[i] for i in range(longest) for g in groups if i < len(g)]
-
-
-def run_config_photos(config_path: str | Path, model: str | Path | None, seed: int = 0
-                      ) -> tuple[list[CalibrationPhoto], list[CalibrationPhoto]]:
-    """(calibration, held-out) photos of the run config a model was trained with: its
-    training photos to calibrate on, its validation photos to measure every head on that
-    the config has labels for (a task whose classes differ from the model's head of that
-    name measures nothing). Both interleave the config's sources. Needs the train extra."""
-    from ..config import load_config
-    from ..training.run import prepare_datasets
-
-    ref = resolve_model(model)
-    if ref.folder is None:
-        raise ModelError(f"{ref.name}: int8 export needs a saved model folder")
-    info = read_info(ref.folder)
-    config = load_config(config_path)
-    prepared = prepare_datasets(config, info.preprocess, config.seed)
-    heads = {h.name: h for h in info.scored_heads}
-    tasks = [t for t in prepared.tasks
-             if t.name in heads and list(t.classes) == list(heads[t.name].classes)]
-    skipped = [t.name for t in prepared.tasks if t not in tasks]
-    if skipped:
-        log.warning("%s: tasks not measured (no head of that name with the same classes): "
-                    "%s", config_path, ", ".join(skipped))
-
-    def truths(targets: dict[str, np.ndarray], row: int) -> dict[str, str | np.ndarray]:
-        found: dict[str, str | np.ndarray] = {}
-        for task in tasks:
-            value = targets[task.name][row]
-            if task.kind == "multilabel":
-                found[task.name] = np.asarray(value, np.float32)
-            elif int(value) >= 0:
-                found[task.name] = task.classes[int(value)]
-        return found
-
-    def grouped(dataset, targets: dict[str, np.ndarray] | None) -> list[list[CalibrationPhoto]]:
-        parts = getattr(dataset, "parts", [dataset])
-        groups, row = [], 0
-        for part in parts:
-            group = []
-            for sample in part.samples:
-                group.append(CalibrationPhoto(
-                    sample.path, truths=truths(targets, row) if targets is not None else None))
-                row += 1
-            groups.append(group)
-        return groups
-
-    calibration = _interleaved(grouped(prepared.train_ds, None), seed)
-    held_out = _interleaved(grouped(prepared.val_ds, prepared.val_targets), seed)
-    return calibration, held_out
