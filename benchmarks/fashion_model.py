@@ -18,7 +18,8 @@ Every figure comes from validation photos of ../shared/data, read in place:
   gives each head's accuracy beside it. Outfit tags (a model with a `tags` head): a home
   photo shows one garment, so the tags it gets are scored against that garment's own tag
   (configs/taxonomy/garment-tags.yaml): tags per photo, whether its own is listed, and the
-  share of listed tags that are it.
+  share of listed tags that are it. The same on studio shots, through
+  configs/taxonomy/article-tags.yaml.
 - studio shots (`products` validation, 4,498): accuracy of articleType, baseColour,
   season, usage and gender against the raw labels (a model that folds rare values into
   `other` is right to say `other` for a value it has no class for, as its training
@@ -67,6 +68,7 @@ TAXONOMY = ROOT / "configs" / "taxonomy" / "garment-types.yaml"
 COLOUR_GROUPS = ROOT / "configs" / "taxonomy" / "colour-groups.yaml"
 COLOUR_FIXTURE = ROOT / "benchmarks" / "fixtures" / "clothing-colours.csv"
 GARMENT_TAGS = ROOT / "configs" / "taxonomy" / "garment-tags.yaml"
+ARTICLE_TAGS = ROOT / "configs" / "taxonomy" / "article-tags.yaml"
 OUTFITS_CONFIG = ROOT / "configs" / "outfits.yaml"
 REFERENCE = "clothing10"  # the speed reference: the small classic model
 COARSE = ("black", "white", "grey", "blue", "red", "pink", "green", "yellow", "brown",
@@ -387,15 +389,22 @@ def studio_shots(predictor, taxonomy, groups, data: Path, limit: int | None) -> 
     type_routes = [h for h in TYPE_HEADS if h in heads]
     colour_routes = [h for h in COLOUR_HEADS if h in heads]
     attributes = [a for a in ATTRIBUTES if a in heads]
-    wanted = list(dict.fromkeys([*attributes, *type_routes, *colour_routes]))
+    tag_head = heads.get("tags") if "tags" in heads and heads["tags"].kind == "multilabel" \
+        else None
+    wanted = list(dict.fromkeys([*attributes, *type_routes, *colour_routes,
+                                 *(["tags"] if tag_head else [])]))
     if not wanted:
         return None
     rows = read_rows(data / "products" / "styles.csv", "validation")[:limit]
     paths = [data / "products" / "images" / f"{r['id']}.jpg" for r in rows]
     scores, readable = head_scores(predictor, paths, wanted)
     kept = [rows[r] for r in readable]
-    predicted = {h: labels_of(heads[h], scores[h]) for h in wanted}
+    predicted = {h: labels_of(heads[h], scores[h]) for h in wanted if h != "tags"}
     out: dict = {"photos": len(kept), "photos_unreadable": len(rows) - len(kept)}
+    if tag_head is not None:
+        article_tags = read_mapping(ARTICLE_TAGS, "outfit tag")
+        out["outfit_tags"] = single_garment_tags(
+            tag_head, scores["tags"], [article_tags.get(r["articleType"].strip()) for r in kept])
     for attribute in ATTRIBUTES:
         if attribute not in heads:
             out[attribute] = None
