@@ -37,3 +37,12 @@ def classification_metrics(targets: np.ndarray, probs: np.ndarray, classes: list
         "confusion_matrix": confusion_matrix(targets, preds, labels=labels).tolist(),
         "classes": list(classes),
     }
+
+
+def pooled_counts(predicted: np.ndarray, targets: np.ndarray) -> tuple[float, float, float]:
+    """Micro (tp, fp, fn), unknown cells skipped."""
+    known = ~np.isnan(targets)
+    truth = targets > 0.5
+    predicted = predicted & known
+    return (float((predicted & truth).sum()), float((predicted & ~truth).sum()),
+            float((~predicted & truth).sum()))

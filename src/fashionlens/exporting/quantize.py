@@ -44,14 +44,8 @@ from ..inference.int8 import (
 )
 from ..inference.ov_core import openvino_core
 from ..inference.photos import prepare_photo
-from ..models.info import (
-    HeadSpec,
-    ancestors,
-    decide_tags,
-    fingerprint_of,
-    read_info,
-    weights_digest,
-)
+from ..metrics import pooled_counts
+from ..models.info import HeadSpec, fingerprint_of, predicted_tags, read_info, weights_digest
 from ..models.resolve import resolve_model
 from ..precision import cpu_description
 from .ensure import ensure_exported
@@ -101,12 +95,17 @@ def _arrays(photos: Sequence[CalibrationPhoto], pre, limit: int
     return np.stack(arrays), used
 
 
-def _outputs(compiled, images: np.ndarray, name: str) -> np.ndarray:
-    port = compiled.output(name)
+def _outputs(compiled, images: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named outputs for every image, in one pass of the network."""
+    ports = {name: compiled.output(name) for name in names}
     request = compiled.create_infer_request()
-    parts = [np.array(request.infer({0: images[i:i + TIMING_BATCH]})[port])
-             for i in range(0, len(images), TIMING_BATCH)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for i in range(0, len(images), TIMING_BATCH):
+        result = request.infer({0: images[i:i + TIMING_BATCH]})
+        for name, port in ports.items():
+            parts[name].append(np.array(result[port]))
+    return {name: np.concatenate(v) if v else np.zeros((0, 0), np.float32)
+            for name, v in parts.items()}
 
 
 def _first_convolution(model) -> list[str]:
@@ -134,38 +133,31 @@ def _head_figure(head: HeadSpec, scores: np.ndarray, truths: list) -> float:
     if head.kind != "multilabel":
         picks = scores.argmax(1)
         return float(np.mean([head.classes[k] == t for k, t in zip(picks, truths, strict=True)]))
-    limits, parents = head.threshold_list(), head.parent_indices()
-    tp = fp = fn = 0
-    for row, truth in zip(scores, truths, strict=True):
-        said = set(decide_tags(row.tolist(), limits, head.max_tags, parents))
-        if parents is not None:
-            said |= {a for i in list(said) for a in ancestors(parents, i)}
-        known = ~np.isnan(truth)
-        yes = known & (truth > 0.5)
-        predicted = np.zeros(len(truth), bool)
-        predicted[list(said)] = True
-        tp += int((predicted & yes).sum())
-        fp += int((predicted & known & ~yes).sum())
-        fn += int((~predicted & yes).sum())
+    predicted = predicted_tags(scores, np.asarray(head.threshold_list()), head.max_tags,
+                               head.parent_indices())
+    tp, fp, fn = pooled_counts(predicted, np.stack(truths))
     return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
 def _head_figures(heads: list[HeadSpec], measured: list[CalibrationPhoto],
                   images: np.ndarray, compiled: dict, outputs: Sequence[str]) -> dict:
     """Per head with at least MIN_HELD_OUT photos carrying its label: fp32 and int8."""
+    rows_of = {head.name: [i for i, p in enumerate(measured)
+                           if _known(head, p.truth(head, k == 0))]
+               for k, head in enumerate(heads) if head.name in outputs}
+    rows_of = {name: rows for name, rows in rows_of.items() if len(rows) >= MIN_HELD_OUT}
+    scores = {name: _outputs(network, images, list(rows_of)) if rows_of else {}
+              for name, network in compiled.items()}
     figures: dict = {}
     for k, head in enumerate(heads):
-        if head.name not in outputs:
+        if head.name not in rows_of:
             continue
-        rows = [i for i, p in enumerate(measured) if _known(head, p.truth(head, k == 0))]
-        if len(rows) < MIN_HELD_OUT:
-            continue
+        rows = rows_of[head.name]
         truths = [measured[i].truth(head, k == 0) for i in rows]
         entry: dict = {"photos": len(rows),
                        "measure": "micro_f1" if head.kind == "multilabel" else "accuracy"}
-        for name, network in compiled.items():
-            scores = _outputs(network, images[rows], head.name)
-            entry[name] = round(_head_figure(head, scores, truths), 4)
+        for name in compiled:
+            entry[name] = round(_head_figure(head, scores[name][head.name][rows], truths), 4)
         entry["change_points"] = round(100 * (entry["int8"] - entry["fp32"]), 2)
         figures[head.name] = entry
     return figures

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..data.preprocess import FITS, RESAMPLING, Preprocess
 from ..errors import ModelError, shorten
 from .resolve import META_FILE
@@ -98,6 +100,36 @@ def decide_tags(scores: Sequence[float], limits: Sequence[float], max_tags: int 
         kept = [i for i in kept if i not in said]
     kept.sort(key=lambda i: -scores[i])
     return kept if max_tags is None else kept[:max_tags]
+
+
+def decide(scores: np.ndarray, thresholds: np.ndarray, max_tags: int | None = None,
+           parents: list[int | None] | None = None) -> list[list[int]]:
+    """Each photo's listed tags (`decide_tags`, the runtimes' rule)."""
+    limits = [float(t) for t in thresholds]
+    return [decide_tags(row.tolist(), limits, max_tags, parents) for row in scores]
+
+
+def implied(listed: list[list[int]], shape: tuple[int, int], max_tags: int | None = None,
+            parents: list[int | None] | None = None) -> np.ndarray:
+    """The tags the listed ones say (each with its parents), as a boolean matrix: what is
+    scored against the truth, whose rows carry their parents too. `max_tags` cuts each
+    photo's list first."""
+    out = np.zeros(shape, bool)
+    for row, tags in enumerate(listed):
+        for i in tags if max_tags is None else tags[:max_tags]:
+            out[row, i] = True
+            parent = parents[i] if parents is not None else None
+            seen = 0
+            while parent is not None and seen < shape[1]:
+                out[row, parent] = True
+                parent, seen = parents[parent], seen + 1
+    return out
+
+
+def predicted_tags(scores: np.ndarray, thresholds: np.ndarray, max_tags: int | None = None,
+                   parents: list[int | None] | None = None) -> np.ndarray:
+    """Boolean photos x tags: what the model says of each photo, parents included."""
+    return implied(decide(scores, thresholds, max_tags, parents), scores.shape, None, parents)
 
 
 def describe_tags(head: HeadSpec, scores: Sequence[float], top_k: int,

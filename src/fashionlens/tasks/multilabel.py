@@ -33,7 +33,15 @@ from sklearn.metrics import average_precision_score
 
 from ..data.sources import Sample, split_tags
 from ..errors import DataError
-from ..models.info import HeadSpec, check_parents, decide_tags, parent_indices
+from ..metrics import pooled_counts
+from ..models.info import (
+    HeadSpec,
+    check_parents,
+    decide,
+    implied,
+    parent_indices,
+    predicted_tags,
+)
 from .base import Task, TaskConfig, register_task
 
 if TYPE_CHECKING:
@@ -101,45 +109,6 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, objective: str = "t
                     ) -> np.ndarray:
     return (micro_thresholds(scores, targets) if objective == "micro_f1"
             else best_thresholds(scores, targets))
-
-
-def decide(scores: np.ndarray, thresholds: np.ndarray, max_tags: int | None = None,
-           parents: list[int | None] | None = None) -> list[list[int]]:
-    """Each photo's listed tags (`models.info.decide_tags`, the runtimes' rule)."""
-    limits = [float(t) for t in thresholds]
-    return [decide_tags(row.tolist(), limits, max_tags, parents) for row in scores]
-
-
-def implied(listed: list[list[int]], shape: tuple[int, int], max_tags: int | None = None,
-            parents: list[int | None] | None = None) -> np.ndarray:
-    """The tags the listed ones say (each with its parents), as a boolean matrix: what is
-    scored against the truth, whose rows carry their parents too. `max_tags` cuts each
-    photo's list first."""
-    out = np.zeros(shape, bool)
-    for row, tags in enumerate(listed):
-        for i in tags if max_tags is None else tags[:max_tags]:
-            out[row, i] = True
-            parent = parents[i] if parents is not None else None
-            seen = 0
-            while parent is not None and seen < shape[1]:
-                out[row, parent] = True
-                parent, seen = parents[parent], seen + 1
-    return out
-
-
-def predicted_tags(scores: np.ndarray, thresholds: np.ndarray, max_tags: int | None = None,
-                   parents: list[int | None] | None = None) -> np.ndarray:
-    """Boolean photos x tags: what the model says of each photo, parents included."""
-    return implied(decide(scores, thresholds, max_tags, parents), scores.shape, None, parents)
-
-
-def pooled_counts(predicted: np.ndarray, targets: np.ndarray) -> tuple[float, float, float]:
-    """Micro (tp, fp, fn), unknown cells skipped."""
-    known = ~np.isnan(targets)
-    truth = targets > 0.5
-    predicted = predicted & known
-    return (float((predicted & truth).sum()), float((predicted & ~truth).sum()),
-            float((~predicted & truth).sum()))
 
 
 def multilabel_scores(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray,
