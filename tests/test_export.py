@@ -60,16 +60,21 @@ def single(tmp_path, model_dir):
 
 @pytest.fixture
 def multi(tmp_path):
-    """Two scored heads (classification, multilabel; the second also reading the tapped
-    stages) and an embedding head reading two stage taps and appending the class
-    posterior: every output kind there is."""
+    """Three scored heads (classification, multilabel reading the tapped stages, and a
+    colour head reading them and the photo's colour statistics) and an embedding head
+    reading two stage taps and appending the class posterior: every output kind there
+    is."""
     torch.manual_seed(0)
     heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
              HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
-                      taps=True)]
+                      taps=True),
+             HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
+                      colour_statistics=True)]
     model = create_model(ARCH, num_classes=2, pretrained="none").eval()
     taps, channels = stage_taps(model, 2)
     attach_heads(model, heads, sum(channels))
+    with torch.no_grad():  # a term large enough that a wrong histogram shows
+        model.stage_terms["colour"].weight[:, sum(channels):].normal_(0, 3.0)
     pooled = int(pooled_features(model, torch.zeros(1, 3, 64, 64)).shape[1])
     spec = EmbeddingSpec(dim=16, in_features=pooled + sum(channels), posterior_weight=0.25,
                          classes=2, taps=taps, tap_channels=channels)

@@ -22,7 +22,7 @@ PACKAGE = "fashionlens"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("fashionlens.errors", "fashionlens.atomic", "fashionlens.lazy",
                     "fashionlens.progress", "fashionlens.precision",
-                    "fashionlens.metrics")),
+                    "fashionlens.metrics", "fashionlens.memory")),
     ("data", ("fashionlens.data",)),
     ("models", ("fashionlens.models",)),
     # config holds the tasks' settings (TaskConfig): the two are one layer, and the

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fashionlens.errors import ModelError
-from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
+from fashionlens.inference.runtime import COLOURS, FEATURES, PROBABILITIES, VECTOR, TorchRuntime
 from fashionlens.models import load_model
 
 
@@ -17,7 +17,7 @@ def _batch(size: int = 64, n: int = 3) -> torch.Tensor:
 
 def test_a_classifier_declares_probabilities_and_a_vector(model_dir):
     runtime = TorchRuntime.load(model_dir, precision="fp32")
-    assert runtime.outputs == (PROBABILITIES, "label", VECTOR, FEATURES)
+    assert runtime.outputs == (PROBABILITIES, "label", VECTOR, FEATURES, COLOURS)
     both = runtime.run(_batch())
     # The one head under its own name is the same softmax.
     np.testing.assert_allclose(both["label"], both[PROBABILITIES], atol=1e-6)
@@ -43,7 +43,7 @@ def test_the_split_pass_gives_the_models_own_probabilities(model_dir):
 def test_a_backbone_gives_only_a_vector(model_dir):
     runtime = TorchRuntime.load("test_efficientnet", backbone=True, pretrained="none",
                                 precision="fp32")
-    assert runtime.outputs == (VECTOR, FEATURES)
+    assert runtime.outputs == (VECTOR, FEATURES, COLOURS)
     assert runtime.spec == "test_efficientnet@none"
     assert runtime.run(_batch(), (VECTOR,))[VECTOR].shape == (3, runtime.vector_dim)
     with pytest.raises(ModelError, match="gives no probabilities"):

@@ -24,7 +24,7 @@ import torch
 
 from fashionlens.models import load_model, save_model
 from fashionlens.models.embedding import tap_channels
-from fashionlens.models.heads import add_stage_term, head_module, stage_term
+from fashionlens.models.heads import add_stage_term, head_module, stage_term, term_inputs
 
 HEAD_PREFIXES = ("classifier.", "task_heads.", "embedding_head.", "stage_terms.")
 
@@ -65,7 +65,7 @@ def main() -> None:
         target.load_state_dict(source.state_dict())
         donor_term = stage_term(donor, name) if specs[name].taps else None
         if donor_term is not None:  # the head's term of the tapped stages travels with it
-            if tap_channels(model) != donor_term.in_features:
+            if term_inputs(specs[name], tap_channels(model)) != donor_term.in_features:
                 parser.error(f"--heads {name}: reads tapped stages the first run's model "
                              "does not tap")
             add_stage_term(model, name, donor_term.in_features, donor_term.out_features

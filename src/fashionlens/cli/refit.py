@@ -25,6 +25,10 @@ def refit_heads_command(
     epochs: Annotated[int, typer.Option(min=1, max=200, help="Passes over the frozen "
                                                              "features.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    colour_statistics: Annotated[str, typer.Option(
+        "--colour-statistics", help="Comma-separated heads (among --heads) that also read "
+                                    "the photo's colour histograms, e.g. the colour "
+                                    "heads.")] = "",
     overrides: Overrides = None,
 ) -> None:
     """Refit heads of a trained model without touching its backbone or search vector.
@@ -43,6 +47,8 @@ def refit_heads_command(
 
     result = refit_heads(model, run_config, names, out_dir, config_path=config,
                          epochs=epochs, seed=seed,
+                         colour_heads=[n.strip() for n in colour_statistics.split(",")
+                                       if n.strip()],
                          report=lambda line: out.print(line, highlight=False))
     kept = [h.name for h in result.heads if h.kept]
     out.print(f"wrote {result.model_dir} (refit kept for: {', '.join(kept) or 'none'}; "

@@ -12,8 +12,9 @@ PROBABILITIES = "probabilities"
 VECTOR = "vector"
 FEATURES = "features"
 STAGES = "stages"  # the tapped stages' pooled outputs (models whose embedding taps them)
+COLOURS = "colour_statistics"  # the photo's own colour histograms (`models.colour`)
 # What linear probes and head refits read: torch only, never part of an export.
-PROBE_OUTPUTS = (FEATURES, STAGES)
+PROBE_OUTPUTS = (FEATURES, STAGES, COLOURS)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -11,7 +11,9 @@ photos and get named outputs back as NumPy arrays:
   appended when it says so; else the L2-normalised pooled features);
 - `features`: the pooled backbone features (linear probes);
 - `stages`: the tapped stages' pooled outputs, for a model whose embedding taps them
-  (what the stage terms of heads declared with `taps` read; `training.refit`).
+  (what the stage terms of heads declared with `taps` read; `training.refit`);
+- `colour_statistics`: the photo's colour histograms (`models.colour`), what the stage
+  term of a head declared with `colour_statistics` reads too; needs no model.
 
 What a model outputs is read from what it declares (its artifact's classes and embedding
 head, timm's `forward_head` contract), never probed with test inputs. One pass gives
@@ -31,7 +33,9 @@ from torch import nn
 
 from ..data.preprocess import Preprocess
 from ..errors import ModelError
+from ..memory import TRIM_EVERY, release_freed_memory
 from ..models.artifact import load_model
+from ..models.colour import colour_statistics
 from ..models.embedding import (
     backbone_features,
     classifier_logits,
@@ -47,7 +51,7 @@ from ..models.registry import create_model, model_preprocess
 from ..models.resolve import ModelRef, resolve_model
 from ..precision import autocast, resolve_device, resolve_precision
 from ..progress import track
-from .outputs import FEATURES, PROBABILITIES, STAGES, VECTOR, normalise
+from .outputs import COLOURS, FEATURES, PROBABILITIES, STAGES, VECTOR, normalise
 
 
 class TorchRuntime:
@@ -81,6 +85,7 @@ class TorchRuntime:
             outputs += [VECTOR, FEATURES]
             if tap_channels(model):
                 outputs.append(STAGES)
+        outputs.append(COLOURS)
         self.outputs: tuple[str, ...] = tuple(outputs)
 
     @classmethod
@@ -153,12 +158,17 @@ class TorchRuntime:
             result[PROBABILITIES] = logits.float().softmax(-1)
         if STAGES in wanted:
             result[STAGES] = tapped_part(self.model, features).float()
+        colours = None
+        if COLOURS in wanted or any(h.colour_statistics for h in named):
+            colours = colour_statistics(batch, self.preprocess.mean, self.preprocess.std)
+            if COLOURS in wanted:
+                result[COLOURS] = colours
         if FEATURES in wanted or named:
             pooled = pooled_part(self.model, features)
             if FEATURES in wanted:
                 result[FEATURES] = pooled.float()
             by_head = head_logits(self.model, self.heads, pooled, [h.name for h in named],
-                                  taps=tapped_part(self.model, features))
+                                  taps=tapped_part(self.model, features), colours=colours)
             for head in named:
                 result[head.name] = activate(head, by_head[head.name])
         return result
@@ -198,6 +208,8 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
             for name, values in runtime.run(images, outputs).items():
                 parts[name].append(values)
             seen.append(indices.numpy())
+            if len(seen) % TRIM_EVERY == 0:
+                release_freed_memory()
     finally:
         if was_training is not None:
             network.train(was_training)

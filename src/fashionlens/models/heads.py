@@ -11,7 +11,9 @@ A head declared with `taps` also reads the average-pooled outputs of the backbon
 tapped stages (the ones the embedding head taps, computed in that same pass) through a
 bias-free linear term of its own, `model.stage_terms[name]`: the pooled features keep
 "which category" and lose much of the colour and texture the earlier stages still hold
-(`training.refit` fits these terms; its docstring has the measurements).
+(`training.refit` fits these terms; its docstring has the measurements). A head declared
+with `colour_statistics` as well reads, through that same term, the photo's colour
+statistics after the tapped stages (`models.colour`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .colour import COLOUR_FEATURES
 from .info import (  # noqa: F401  (the declaration half, re-exported for torch callers)
     HEAD_KINDS,
     RESERVED_NAMES,
@@ -58,7 +61,14 @@ def attach_heads(model: nn.Module, heads: list[HeadSpec], tap_channels: int = 0)
                          "the model taps none (its embedding declares no taps)")
     if tapping:
         setattr(model, STAGE_TERMS_ATTRIBUTE, nn.ModuleDict(
-            {h.name: nn.Linear(tap_channels, len(h.classes), bias=False) for h in tapping}))
+            {h.name: nn.Linear(term_inputs(h, tap_channels), len(h.classes), bias=False)
+             for h in tapping}))
+
+
+def term_inputs(head: HeadSpec, tap_channels: int) -> int:
+    """How many numbers a head's stage term reads: the tapped stages, then its colour
+    statistics where it declares them."""
+    return tap_channels + (COLOUR_FEATURES if head.colour_statistics else 0)
 
 
 def stage_term(model: nn.Module, name: str) -> nn.Linear | None:
@@ -66,14 +76,15 @@ def stage_term(model: nn.Module, name: str) -> nn.Linear | None:
     return terms[name] if terms is not None and name in terms else None
 
 
-def add_stage_term(model: nn.Module, name: str, tap_channels: int, classes: int) -> nn.Linear:
-    """A (zero) stage term for head `name`, created where the model has none yet."""
+def add_stage_term(model: nn.Module, name: str, inputs: int, classes: int) -> nn.Linear:
+    """A (zero) stage term for head `name` reading `inputs` numbers, created where the
+    model has none of that width yet."""
     terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
     if terms is None:
         terms = nn.ModuleDict()
         setattr(model, STAGE_TERMS_ATTRIBUTE, terms)
-    if name not in terms:
-        terms[name] = nn.Linear(tap_channels, classes, bias=False)
+    if name not in terms or terms[name].in_features != inputs:
+        terms[name] = nn.Linear(inputs, classes, bias=False)
         nn.init.zeros_(terms[name].weight)
     return terms[name]
 
@@ -89,10 +100,11 @@ def head_module(model: nn.Module, heads: list[HeadSpec], name: str) -> nn.Module
 
 
 def head_logits(model: nn.Module, heads: list[HeadSpec], pooled: torch.Tensor,
-                names: list[str] | None = None, taps: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                names: list[str] | None = None, taps: torch.Tensor | None = None,
+                colours: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Each scored head's logits from the pooled features, plus its stage term of the
-    tapped stages' features `taps` where it has one (one backbone pass for all)."""
+    tapped stages' features `taps` (and of the photos' colour statistics `colours`, for
+    a head that reads them) where it has one (one backbone pass for all)."""
     wanted = [h for h in task_heads(heads) if names is None or h.name in names]
     logits = {}
     for head in wanted:
@@ -102,7 +114,13 @@ def head_logits(model: nn.Module, heads: list[HeadSpec], pooled: torch.Tensor,
             if taps is None:
                 raise ModelError(f"head '{head.name}' reads the tapped stages: their "
                                  "features are needed")
-            logits[head.name] = logits[head.name] + term(taps.to(pooled.dtype))
+            side = taps
+            if head.colour_statistics:
+                if colours is None:
+                    raise ModelError(f"head '{head.name}' reads the photos' colour "
+                                     "statistics: they are needed")
+                side = torch.cat([taps, colours.to(taps.dtype)], -1)
+            logits[head.name] = logits[head.name] + term(side.to(pooled.dtype))
     return logits
 
 

@@ -38,7 +38,8 @@ FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_HEAD = "label"  # the one head of a format-1 model
 # Output names a head may not take: the runtime's own outputs.
-RESERVED_NAMES = ("probabilities", "vector", "features", "embedding")
+RESERVED_NAMES = ("probabilities", "vector", "features", "embedding", "stages",
+                  "colour_statistics")
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,8 @@ class HeadSpec:
     # True: the head also reads the backbone's tapped stages (average-pooled, the stages
     # the embedding taps), through a term of its own (`models.heads`, `training.refit`)
     taps: bool = False
+    # True: that term also reads the photo's colour statistics (`models.colour`)
+    colour_statistics: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in HEAD_KINDS:
@@ -223,6 +226,8 @@ class HeadSpec:
             out["parents"] = dict(sorted(self.parents.items()))
         if self.taps:
             out["taps"] = True
+        if self.colour_statistics:
+            out["colour_statistics"] = True
         return out
 
     @classmethod
@@ -237,7 +242,8 @@ class HeadSpec:
                        max_tags=None if d.get("max_tags") is None else int(d["max_tags"]),
                        parents=None if not parents else {str(k): str(v)
                                                          for k, v in parents.items()},
-                       taps=bool(d.get("taps", False)))
+                       taps=bool(d.get("taps", False)),
+                       colour_statistics=bool(d.get("colour_statistics", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed head {d!r} ({exc})") from exc
         except ModelError as exc:

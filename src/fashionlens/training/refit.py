@@ -33,11 +33,12 @@ refitting it calls for re-running their calibration.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,12 +52,20 @@ from ..data.dataset import PhotoDataset
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, ModelError
 from ..evaluation.plots import plot_confusion
-from ..inference.outputs import FEATURES, STAGES
+from ..inference.outputs import COLOURS, FEATURES, STAGES
 from ..inference.runtime import TorchRuntime, run_dataset
 from ..models.artifact import load_model, save_model
+from ..models.colour import LEVELS, WEIGHTINGS
 from ..models.embedding import tap_channels
-from ..models.heads import activate, add_stage_term, head_logits, head_module, stage_term
-from ..models.info import ModelInfo, fingerprint_of, task_heads
+from ..models.heads import (
+    activate,
+    add_stage_term,
+    head_logits,
+    head_module,
+    stage_term,
+    term_inputs,
+)
+from ..models.info import HeadSpec, ModelInfo, fingerprint_of, task_heads
 from ..models.resolve import resolve_model
 from ..tasks.base import Task
 from .run import prepare_datasets
@@ -84,11 +93,23 @@ DECISION_FIGURES = ("micro_f1", "micro_precision", "micro_recall", "micro_f1_cro
 
 @dataclass
 class FrozenFeatures:
-    """The backbone's outputs for the readable photos of a dataset (`rows`)."""
+    """The backbone's outputs for the readable photos of a dataset (`rows`), and their
+    colour statistics where a head reads them."""
 
     pooled: np.ndarray
     taps: np.ndarray
     rows: np.ndarray
+    colours: np.ndarray | None = None
+
+    def side(self, head: HeadSpec | None = None, rows: np.ndarray | slice = slice(None)
+             ) -> np.ndarray:
+        """What a head's stage term reads: the taps, then the colour statistics for a
+        head that reads them."""
+        if head is None or not head.colour_statistics:
+            return self.taps[rows]
+        if self.colours is None:
+            raise ModelError(f"head '{head.name}' reads colour statistics: none extracted")
+        return np.concatenate([self.taps[rows], self.colours[rows]], 1)
 
 
 @dataclass
@@ -124,30 +145,63 @@ class RefitResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def extract_features(runtime: TorchRuntime, dataset: PhotoDataset, description: str
-                     ) -> FrozenFeatures:
-    """Pooled features and tapped stages of every readable photo, in one backbone pass."""
-    outputs, rows = run_dataset(runtime, dataset, (FEATURES, STAGES), description=description)
+def extract_features(runtime: TorchRuntime, dataset: PhotoDataset, description: str,
+                     colours: bool = False) -> FrozenFeatures:
+    """Pooled features and tapped stages of every readable photo (and their colour
+    statistics), in one backbone pass."""
+    wanted = (FEATURES, STAGES, COLOURS) if colours else (FEATURES, STAGES)
+    outputs, rows = run_dataset(runtime, dataset, wanted, description=description)
     if not len(rows):
         raise ModelError(f"{description}: no readable photo")
-    return FrozenFeatures(outputs[FEATURES], outputs[STAGES], rows)
+    return FrozenFeatures(outputs[FEATURES], outputs[STAGES], rows, outputs.get(COLOURS))
+
+
+def _saved(cache: Path, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    if not cache.is_file():
+        return None
+    with np.load(cache) as saved:
+        if str(saved["key"]) != key or any(n not in saved.files for n in names):
+            return None
+        return {n: saved[n] for n in names}
+
+
+def _save(cache: Path, key: str, **arrays: np.ndarray) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f".{cache.name}.partial.npz")
+    np.savez(partial, key=key, **arrays)
+    partial.replace(cache)
 
 
 def cached_features(runtime: TorchRuntime, dataset: PhotoDataset, description: str,
-                    cache: Path, model_key: str) -> FrozenFeatures:
-    """`extract_features`, read back from `cache` when the same model saw the same photos."""
+                    cache: Path, model_key: str, colours: bool = False) -> FrozenFeatures:
+    """`extract_features`, read back from `cache` when the same model saw the same photos.
+    The colour statistics are kept beside it (CACHE-colours.npz): they depend on the
+    photos and their pre-processing only, so adding them later costs no backbone pass."""
     paths = "\n".join(str(s.path) for s in dataset.samples)
     key = hashlib.sha256(f"{model_key}\n{paths}".encode()).hexdigest()
-    if cache.is_file():
-        with np.load(cache) as saved:
-            if str(saved["key"]) == key:
-                log.info("%s: features read from %s", description, cache)
-                return FrozenFeatures(saved["pooled"], saved["taps"], saved["rows"])
-    features = extract_features(runtime, dataset, description)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f".{cache.name}.partial.npz")
-    np.savez(partial, key=key, pooled=features.pooled, taps=features.taps, rows=features.rows)
-    partial.replace(cache)
+    colour_cache = cache.with_name(f"{cache.stem}-colours.npz")
+    colour_key = hashlib.sha256(f"{LEVELS}|{WEIGHTINGS}|{runtime.preprocess!r}\n{paths}"
+                                .encode()).hexdigest()
+    saved = _saved(cache, key, ("pooled", "taps", "rows"))
+    if saved is None:
+        features = extract_features(runtime, dataset, description, colours)
+        _save(cache, key, pooled=features.pooled, taps=features.taps, rows=features.rows)
+        if features.colours is not None:
+            _save(colour_cache, colour_key, colours=features.colours, rows=features.rows)
+        return features
+    log.info("%s: features read from %s", description, cache)
+    features = FrozenFeatures(saved["pooled"], saved["taps"], saved["rows"])
+    if colours:
+        kept = _saved(colour_cache, colour_key, ("colours", "rows"))
+        if kept is None:
+            outputs, rows = run_dataset(runtime, dataset, (COLOURS,),
+                                        description=f"{description}, colours")
+            kept = {"colours": outputs[COLOURS], "rows": rows}
+            _save(colour_cache, colour_key, **kept)
+        if not np.array_equal(kept["rows"], features.rows):
+            raise ModelError(f"{cache}: other photos were readable when the features were "
+                             "extracted than now; delete the folder and run again")
+        features.colours = kept["colours"]
     return features
 
 
@@ -283,12 +337,28 @@ def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: st
                               f"head {heads[name].kind}")
 
 
+def _starting_term(network: torch.nn.Module, name: str, width: int) -> torch.Tensor | None:
+    """The head's stage term to go on from (a head refit before), widened with zeros
+    where it now reads colour statistics too; None where it has none."""
+    term = stage_term(network, name)
+    if term is None:
+        return None
+    weight = term.weight.detach()
+    if weight.shape[1] > width:
+        raise ModelError(f"head '{name}': its stage term reads {weight.shape[1]} numbers, "
+                         f"more than the {width} it is given")
+    return F.pad(weight, (0, width - weight.shape[1]))
+
+
 def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Path, *,
                 config_path: Path | None = None, epochs: int = EPOCHS, keep: float = KEEP,
-                seed: int = 0, report: Callable[[str], None] = log.info) -> RefitResult:
+                seed: int = 0, colour_heads: Sequence[str] = (),
+                report: Callable[[str], None] = log.info) -> RefitResult:
     """Refit the named heads of `model` on the photos `config` (read from `config_path`)
     trains and validates on; write the model with the heads that scored higher to
-    OUT/model and what was measured to OUT/refit.json."""
+    OUT/model and what was measured to OUT/refit.json. The heads in `colour_heads` also
+    read the photos' colour statistics (`models.colour`); a head that read them before
+    goes on reading them."""
     started = time.perf_counter()
     ref = resolve_model(model)
     if ref.folder is None:
@@ -305,6 +375,14 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
     config.train.cache_images = False
     prepared = prepare_datasets(config, info.preprocess, config.seed)
     _check_tasks(info, prepared.tasks, names, where)
+    strange = [h for h in colour_heads if h not in names]
+    if strange:
+        raise ConfigError(f"--colour-statistics {strange[0]}: not among the heads refit "
+                          f"(--heads {','.join(names)})")
+    heads = {h.name: h for h in info.heads}
+    reading = {n: dataclasses.replace(heads[n], taps=True, colour_statistics=(
+        n in colour_heads or heads[n].colour_statistics)) for n in names}
+    colours = any(h.colour_statistics for h in reading.values())
     tasks = {t.name: t for t in prepared.tasks}
     view = eval_transform(info.preprocess)
     # the weights and how photos become inputs (model.json's preprocess can change alone)
@@ -312,13 +390,13 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
     runtime = TorchRuntime(network, info.preprocess, info=info, precision="fp32")
     train = cached_features(runtime, prepared.train_ds.with_transform(view),
                             "features (training photos)", out / "features" / "train.npz",
-                            model_key)
+                            model_key, colours)
     val = cached_features(runtime, prepared.val_ds.with_transform(view),
                           "features (validation photos)", out / "features" / "validation.npz",
-                          model_key)
+                          model_key, colours)
     extracted = time.perf_counter()
     result = RefitResult(model_dir=out / "model")
-    heads = {h.name: h for h in info.heads}
+    val_colours = None if val.colours is None else torch.as_tensor(val.colours)
     for name in names:
         task = tasks[name]
         task.prepare(prepared.train_targets[name][train.rows], config.train, torch.device("cpu"))
@@ -330,29 +408,37 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             continue
         module = head_module(network, info.heads, name)
         other_rows = ~fit_rows
+        side_spec = reading[name]
         with torch.no_grad():
-            pooled_val, taps_val = torch.as_tensor(val.pooled), torch.as_tensor(val.taps)
+            pooled_val = torch.as_tensor(val.pooled)
             before_logits = head_logits(network, info.heads, pooled_val, [name],
-                                        taps=taps_val)[name]
-            trained = head_logits(network, info.heads, torch.as_tensor(train.pooled[other_rows]),
-                                  [name], taps=torch.as_tensor(train.taps[other_rows]))[name]
+                                        taps=torch.as_tensor(val.taps),
+                                        colours=val_colours)[name]
+            trained = head_logits(
+                network, info.heads, torch.as_tensor(train.pooled[other_rows]), [name],
+                taps=torch.as_tensor(train.taps[other_rows]),
+                colours=None if train.colours is None
+                else torch.as_tensor(train.colours[other_rows]))[name]
         before = float(_validation_figures(task, before_logits, val_targets)[task.monitor])
-        unlabelled = (train.pooled[other_rows], train.taps[other_rows],
+        unlabelled = (train.pooled[other_rows], train.side(side_spec, other_rows),
                       activate(heads[name], trained).numpy())
-        term = stage_term(network, name)  # a head refit before goes on from its term
         fit_options = {"epochs": epochs, "unlabelled": unlabelled, "keep": keep,
-                       "stage_weight": None if term is None else term.weight}
+                       "stage_weight": _starting_term(network, name,
+                                                      term_inputs(side_spec, channels))}
         weight, bias, tap_weight = fit_head(
-            task, module.weight, module.bias, train.pooled[fit_rows], train.taps[fit_rows],
-            train_targets[fit_rows], seed=seed, **fit_options)
+            task, module.weight, module.bias, train.pooled[fit_rows],
+            train.side(side_spec, fit_rows), train_targets[fit_rows], seed=seed,
+            **fit_options)
         with torch.no_grad():
-            after_logits = pooled_val @ weight.T + bias + taps_val @ tap_weight.T
+            after_logits = (pooled_val @ weight.T + bias
+                            + torch.as_tensor(val.side(side_spec)) @ tap_weight.T)
         if task.tunes_thresholds:
             # thresholds from photos the validation figures are not read on, each source
             # counting the same
             scores = out_of_fold_scores(
                 task, module.weight, module.bias, train.pooled[fit_rows],
-                train.taps[fit_rows], train_targets[fit_rows], seed=seed, **fit_options)
+                train.side(side_spec, fit_rows), train_targets[fit_rows], seed=seed,
+                **fit_options)
             even = balanced_rows(source_of(prepared.train_ds, train.rows[fit_rows]), seed)
             task.tune(scores[even], train_targets[fit_rows][even])
             figures = task.metrics(activate(heads[name], after_logits).numpy(), val_targets)
@@ -380,9 +466,10 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         with torch.no_grad():
             module.weight.copy_(weight)
             module.bias.copy_(bias)
-            add_stage_term(network, name, channels, len(bias)).weight.copy_(tap_weight)
+            add_stage_term(network, name, term_inputs(side_spec, channels),
+                           len(bias)).weight.copy_(tap_weight)
         spec = task.head_spec()  # with the thresholds (and tag cap) tuned just now
-        spec.taps = True
+        spec.taps, spec.colour_statistics = True, side_spec.colour_statistics
         info.heads = [spec if h.name == name else h for h in info.heads]
         if isinstance(info.metrics.get("tasks"), dict):
             info.metrics["tasks"][name] = figures
@@ -396,6 +483,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         "model": str(ref.folder), "config": str(config_path or ""), "epochs": epochs,
         "pull": PULL, "keep": keep, "learning_rate": LEARNING_RATE,
         "training_photos": int(len(train.rows)), "validation_photos": int(len(val.rows)),
+        "colour_statistics": [n for n in names if reading[n].colour_statistics],
         "heads": {h.name: h.to_dict() for h in result.heads},
         "seconds": {"features": round(extracted - started, 1),
                     "fitting": round(time.perf_counter() - extracted, 1)},
