@@ -110,3 +110,21 @@ def test_colour_statistics_only_for_a_head_that_is_refit(tmp_path, spoiled_model
     with pytest.raises(ConfigError, match="--colour-statistics colour: not among the heads"):
         refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], tmp_path / "a",
                           colour_heads=["colour"])
+
+
+def test_the_command_takes_colour_statistics_and_the_card_says_so(
+        tmp_path, spoiled_model, tiny_folder):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from fashionlens.cli.main import app
+    from fashionlens.models.card import card_text
+
+    config = tmp_path / "run.yaml"
+    _config(tiny_folder).save(config)
+    done = CliRunner().invoke(app, ["refit-heads", str(spoiled_model), str(config),
+                                    "--heads", "label", "--colour-statistics", "label",
+                                    "--epochs", "30", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    _, info = load_model(tmp_path / "out" / "model")
+    assert info.heads[0].colour_statistics
+    assert "`label` also read the photo's colour statistics" in card_text(info)

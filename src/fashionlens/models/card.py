@@ -83,7 +83,8 @@ def card_text(info: ModelInfo, summary: dict | None = None) -> str:
         _tasks(info, scored),
         _data(config, summary, scored),
         _validation(scored, metrics, summary, config),
-        _training(config, summary, metrics.get("refit")),
+        _training(config, summary, metrics.get("refit"),
+                  [h.name for h in scored if h.colour_statistics]),
         _limits(info, config, scored, metrics),
     ]
     return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
@@ -273,7 +274,8 @@ def _thresholds_tuned_on(metrics: dict, head: str) -> str | None:
     return decisions.get("thresholds_from") if isinstance(decisions, dict) else None
 
 
-def _training(config: dict, summary: dict, refit: dict | None = None) -> str:
+def _training(config: dict, summary: dict, refit: dict | None = None,
+              colour_readers: list[str] | None = None) -> str:
     lines = ["## Training", ""]
     if "train_seconds" in summary:
         line = f"- Training time: {summary['train_seconds'] / 60:.1f} min"
@@ -312,6 +314,10 @@ def _training(config: dict, summary: dict, refit: dict | None = None) -> str:
         lines.append("- Heads refit on frozen features, each also reading the backbone's "
                      "tapped stages (`fashionlens refit-heads`; kept only where validation "
                      f"improved): {figures}")
+    if colour_readers:
+        heads = ", ".join(f"`{h}`" for h in colour_readers)
+        lines.append(f"- {heads} also read the photo's colour statistics (soft RGB "
+                     "histograms computed in the same forward pass; `--colour-statistics`)")
     if len(lines) == 2:
         lines.append("Not recorded with this model.")
     return "\n".join(lines)
