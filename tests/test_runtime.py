@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -55,3 +57,26 @@ def test_the_fingerprint_names_the_weights(model_dir, embedding_model_dir):
     assert TorchRuntime.load(str(model_dir)).fingerprint == first.fingerprint
     assert TorchRuntime.load(embedding_model_dir).fingerprint != first.fingerprint
     assert first.fingerprint.startswith("test_efficientnet:")
+
+
+def test_a_long_pass_hands_freed_memory_back_every_few_batches(model_dir, tiny_folder,
+                                                               monkeypatch):
+    from fashionlens import memory
+    from fashionlens.data.dataset import PhotoDataset
+    from fashionlens.data.sources import Sample
+    from fashionlens.data.transforms import eval_transform
+    from fashionlens.inference import runtime as runtime_module
+    from fashionlens.models.colour import COLOUR_FEATURES
+
+    model, info = load_model(model_dir)
+    runtime = TorchRuntime(model, info.preprocess, info=info, precision="fp32")
+    photos = sorted(tiny_folder.rglob("*.jpg"))[:7]
+    dataset = PhotoDataset([Sample(p, "") for p in photos], eval_transform(info.preprocess))
+    trims = []
+    monkeypatch.setattr(runtime_module, "TRIM_EVERY", 3)
+    monkeypatch.setattr(runtime_module, "release_freed_memory", lambda: trims.append(1))
+    outputs, rows = runtime_module.run_dataset(runtime, dataset, (COLOURS,), batch_size=1)
+    assert len(rows) == 7 and outputs[COLOURS].shape == (7, COLOUR_FEATURES)
+    assert len(trims) == 2  # after the 3rd and the 6th batch
+    if platform.libc_ver()[0] == "glibc":
+        assert memory.release_freed_memory()
