@@ -27,7 +27,9 @@ the validation photos than before; a multilabel head's thresholds (and tag cap) 
 again, on out-of-fold scores of its training photos (`FOLDS`), so that its validation
 figures at those thresholds are held out. The first head is refit like any
 other, but its posterior is part of the search vector and the "not a garment" score:
-refitting it calls for re-running their calibration.
+refitting it calls for re-running their calibration. Heads named in `colour_heads` also
+read the photo's colour statistics through their stage term (`models.colour` has the
+measurements); those are cached beside the features.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ..evaluation.plots import plot_confusion
 from ..inference.outputs import COLOURS, FEATURES, STAGES
 from ..inference.runtime import TorchRuntime, run_dataset
 from ..models.artifact import load_model, save_model
-from ..models.colour import LEVELS, WEIGHTINGS
+from ..models.colour import SIGNATURE
 from ..models.embedding import tap_channels
 from ..models.heads import (
     activate,
@@ -180,7 +182,7 @@ def cached_features(runtime: TorchRuntime, dataset: PhotoDataset, description: s
     paths = "\n".join(str(s.path) for s in dataset.samples)
     key = hashlib.sha256(f"{model_key}\n{paths}".encode()).hexdigest()
     colour_cache = cache.with_name(f"{cache.stem}-colours.npz")
-    colour_key = hashlib.sha256(f"{LEVELS}|{WEIGHTINGS}|{runtime.preprocess!r}\n{paths}"
+    colour_key = hashlib.sha256(f"{SIGNATURE}|{runtime.preprocess!r}\n{paths}"
                                 .encode()).hexdigest()
     saved = _saved(cache, key, ("pooled", "taps", "rows"))
     if saved is None:
