@@ -271,3 +271,18 @@ def test_the_export_command_reports_where_and_how_close(single, tmp_path, monkey
     assert "is not an export" in str(result.exception)
     result = runner.invoke(app, ["export", str(single), "--format", "tflite"])
     assert result.exit_code != 0 and "tflite" in result.output
+
+
+def test_int8_keeps_what_reads_the_pixels_without_a_convolution_in_fp32(multi, photos):
+    """The colour statistics and the term that reads them stay fp32 in an int8 export (in
+    int8 they cost the bundled `fashion` 64 points of baseColour); the backbone and the
+    other heads do not."""
+    from fashionlens.exporting.quantize import _kept_fp32
+    from fashionlens.inference.ov_core import openvino_core
+
+    written = export_model(multi, "onnx", photos=photos)
+    kept = _kept_fp32(openvino_core().read_model(str(written / "model.onnx")))
+    matmuls = [n for n in kept if "MatMul" in n or "Gemm" in n]
+    assert any("colour" in n for n in matmuls), kept
+    assert not any("tags" in n or "kind" in n for n in matmuls), matmuls
+    assert sum("Conv" in n and "conv_stem" in n for n in kept) == 1  # the first only
