@@ -71,6 +71,19 @@ def term_inputs(head: HeadSpec, tap_channels: int) -> int:
     return tap_channels + (COLOUR_FEATURES if head.colour_statistics else 0)
 
 
+def term_input(head: HeadSpec, taps: torch.Tensor, colours: torch.Tensor | None
+               ) -> torch.Tensor:
+    """What a head's stage term reads (`term_inputs` numbers): the tapped stages, then the
+    photos' colour statistics for a head declared with `colour_statistics`. The one
+    place that order is written: the refit's weights are laid out by it."""
+    if not head.colour_statistics:
+        return taps
+    if colours is None:
+        raise ModelError(f"head '{head.name}' reads the photos' colour statistics: they "
+                         "are needed")
+    return torch.cat([taps, colours.to(taps.dtype)], -1)
+
+
 def stage_term(model: nn.Module, name: str) -> nn.Linear | None:
     terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
     return terms[name] if terms is not None and name in terms else None
@@ -114,12 +127,7 @@ def head_logits(model: nn.Module, heads: list[HeadSpec], pooled: torch.Tensor,
             if taps is None:
                 raise ModelError(f"head '{head.name}' reads the tapped stages: their "
                                  "features are needed")
-            side = taps
-            if head.colour_statistics:
-                if colours is None:
-                    raise ModelError(f"head '{head.name}' reads the photos' colour "
-                                     "statistics: they are needed")
-                side = torch.cat([taps, colours.to(taps.dtype)], -1)
+            side = term_input(head, taps, colours)
             logits[head.name] = logits[head.name] + term(side.to(pooled.dtype))
     return logits
 

@@ -65,6 +65,7 @@ from ..models.heads import (
     head_logits,
     head_module,
     stage_term,
+    term_input,
     term_inputs,
 )
 from ..models.info import HeadSpec, ModelInfo, fingerprint_of, task_heads
@@ -109,9 +110,8 @@ class FrozenFeatures:
         head that reads them."""
         if head is None or not head.colour_statistics:
             return self.taps[rows]
-        if self.colours is None:
-            raise ModelError(f"head '{head.name}' reads colour statistics: none extracted")
-        return np.concatenate([self.taps[rows], self.colours[rows]], 1)
+        colours = None if self.colours is None else torch.as_tensor(self.colours[rows])
+        return term_input(head, torch.as_tensor(self.taps[rows]), colours).numpy()
 
 
 @dataclass
