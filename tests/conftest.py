@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from .helpers import TINY_TRAIN, make_folder_dataset  # noqa: E402
+from .helpers import TINY_TRAIN, make_folder_dataset, with_stage_taps  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -40,6 +40,20 @@ def trained_run(tmp_path_factory, tiny_folder):
 @pytest.fixture(scope="session")
 def model_dir(trained_run) -> Path:
     return trained_run.model_dir
+
+
+@pytest.fixture
+def spoiled_model(tmp_path, model_dir) -> Path:
+    """The tiny trained classifier with its head spoiled (so a refit has something to
+    win back) and an embedding head tapping two stages (the refit tests)."""
+    from fashionlens.models import load_model, save_model
+
+    model, info = load_model(model_dir)
+    spec = with_stage_taps(model, len(info.classes))
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(-1.0)
+    info.embedding = spec.to_dict()
+    return save_model(model, info, tmp_path / "spoiled")
 
 
 @pytest.fixture(scope="session")

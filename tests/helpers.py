@@ -190,3 +190,30 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def with_stage_taps(model, classes: int):
+    """Give a model an embedding head tapping its last two stages (what heads can read);
+    returns its EmbeddingSpec."""
+    import torch
+
+    from fashionlens.models.embedding import (
+        EmbeddingSpec,
+        attach_embedding_head,
+        pooled_features,
+        stage_taps,
+    )
+
+    taps, channels = stage_taps(model, 2)
+    pooled = int(pooled_features(model.eval(), torch.zeros(1, 3, 64, 64)).shape[1])
+    spec = EmbeddingSpec(dim=8, in_features=pooled + sum(channels), taps=taps,
+                         tap_channels=channels, classes=classes)
+    attach_embedding_head(model, spec)
+    return spec
+
+
+def tiny_run_config(folder: Path):
+    """The tiny training config on a folder of photos."""
+    from fashionlens import load_config
+
+    return load_config(overrides=[*TINY_TRAIN, f"data.path={folder}"])

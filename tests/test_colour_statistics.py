@@ -16,7 +16,7 @@ from fashionlens.models.colour import COLOUR_FEATURES, LEVELS, colour_statistics
 from fashionlens.models.heads import stage_term
 from fashionlens.training import refit
 
-from .test_refit import _config, spoiled_model  # noqa: F401  (the fixture)
+from .helpers import tiny_run_config
 
 pytestmark = pytest.mark.timeout(300)
 EVEN = slice(LEVELS ** 3, 2 * LEVELS ** 3)
@@ -70,10 +70,10 @@ def test_the_centre_weighting_favours_the_garment_in_the_middle():
 
 
 def test_a_refit_head_reads_colour_statistics_and_the_cache_keeps_them(
-        tmp_path, spoiled_model, tiny_folder, monkeypatch):  # noqa: F811
+        tmp_path, spoiled_model, tiny_folder, monkeypatch):
     out = tmp_path / "refit"
-    result = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], out, epochs=30,
-                               colour_heads=["label"])
+    result = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], out,
+                               epochs=30, colour_heads=["label"])
     assert result.heads[0].kept
     model, info = load_model(out / "model")
     head = info.heads[0]
@@ -100,27 +100,27 @@ def test_a_refit_head_reads_colour_statistics_and_the_cache_keeps_them(
         raise AssertionError("photos read again")
 
     monkeypatch.setattr(refit, "run_dataset", no_pass)
-    again = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], out, epochs=30,
-                              colour_heads=["label"])
+    again = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], out,
+                              epochs=30, colour_heads=["label"])
     assert again.heads[0].after == pytest.approx(result.heads[0].after)
 
 
-def test_colour_statistics_only_for_a_head_that_is_refit(tmp_path, spoiled_model,  # noqa: F811
+def test_colour_statistics_only_for_a_head_that_is_refit(tmp_path, spoiled_model,
                                                           tiny_folder):
     with pytest.raises(ConfigError, match="--colour-statistics colour: not among the heads"):
-        refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], tmp_path / "a",
+        refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], tmp_path / "a",
                           colour_heads=["colour"])
 
 
 def test_the_command_takes_colour_statistics_and_the_card_says_so(
-        tmp_path, spoiled_model, tiny_folder):  # noqa: F811
+        tmp_path, spoiled_model, tiny_folder):
     from typer.testing import CliRunner
 
     from fashionlens.cli.main import app
     from fashionlens.models.card import card_text
 
     config = tmp_path / "run.yaml"
-    _config(tiny_folder).save(config)
+    tiny_run_config(tiny_folder).save(config)
     done = CliRunner().invoke(app, ["refit-heads", str(spoiled_model), str(config),
                                     "--heads", "label", "--colour-statistics", "label",
                                     "--epochs", "30", "--out", str(tmp_path / "out")])

@@ -15,30 +15,15 @@ from fashionlens.data.transforms import Preprocess
 from fashionlens.errors import ConfigError, ModelError
 from fashionlens.inference.runtime import TorchRuntime
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
-from fashionlens.models.embedding import (
-    EmbeddingSpec,
-    attach_embedding_head,
-    pooled_features,
-    stage_taps,
-)
+from fashionlens.models.embedding import stage_taps
 from fashionlens.models.heads import HeadSpec, attach_heads, head_module, stage_term
 from fashionlens.tasks import tasks_from_heads
 from fashionlens.training import refit
 
-from .helpers import TINY_TRAIN
+from .helpers import TINY_TRAIN, tiny_run_config, with_stage_taps
 
 pytestmark = pytest.mark.timeout(300)
 ARCH = "test_efficientnet"
-
-
-def _with_taps(model: torch.nn.Module, classes: int) -> EmbeddingSpec:
-    """Give a model an embedding head tapping its last two stages (what heads can read)."""
-    taps, channels = stage_taps(model, 2)
-    pooled = int(pooled_features(model.eval(), torch.zeros(1, 3, 64, 64)).shape[1])
-    spec = EmbeddingSpec(dim=8, in_features=pooled + sum(channels), taps=taps,
-                         tap_channels=channels, classes=classes)
-    attach_embedding_head(model, spec)
-    return spec
 
 
 def test_a_head_reading_the_taps_adds_its_stage_term_and_survives_saving(tmp_path):
@@ -48,7 +33,7 @@ def test_a_head_reading_the_taps_adds_its_stage_term_and_survives_saving(tmp_pat
     model = create_model(ARCH, num_classes=3, pretrained="none").eval()
     _, channels = stage_taps(model, 2)
     attach_heads(model, heads, sum(channels))
-    spec = _with_taps(model, 3)
+    spec = with_stage_taps(model, 3)
     assert stage_term(model, "colour") is not None and stage_term(model, "kind") is None
     info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64),
                      heads=heads, embedding=spec.to_dict(), name="taps-test")
@@ -145,26 +130,11 @@ def build_task_for(classes: list[str]):
     return tasks_from_heads([HeadSpec("label", "classification", classes)])[0]
 
 
-@pytest.fixture
-def spoiled_model(tmp_path, model_dir):
-    """The tiny trained classifier with its head spoiled (so a refit has something to
-    win back) and an embedding head tapping two stages."""
-    model, info = load_model(model_dir)
-    spec = _with_taps(model, len(info.classes))
-    with torch.no_grad():
-        model.get_classifier().weight.mul_(-1.0)
-    info.embedding = spec.to_dict()
-    return save_model(model, info, tmp_path / "spoiled")
-
-
-def _config(tiny_folder):
-    return load_config(overrides=[*TINY_TRAIN, f"data.path={tiny_folder}"])
-
-
 def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
         tmp_path, spoiled_model, tiny_folder, monkeypatch):
     out = tmp_path / "refit"
-    result = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"], out, epochs=30)
+    result = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], out,
+                               epochs=30)
     [head] = result.heads
     assert head.kept and head.after > head.before
     model, info = load_model(out / "model")
@@ -181,7 +151,7 @@ def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
         raise AssertionError("features extracted again")
 
     monkeypatch.setattr(refit, "extract_features", no_extraction)
-    again = refit.refit_heads(spoiled_model, _config(tiny_folder), ["label"],
+    again = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"],
                               tmp_path / "refit", epochs=30)
     assert again.heads[0].after == pytest.approx(head.after)
 
@@ -189,13 +159,13 @@ def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
 def test_refit_heads_refuses_what_it_cannot_do(tmp_path, model_dir, spoiled_model,
                                                tiny_folder):
     with pytest.raises(ModelError, match="taps no backbone stages"):
-        refit.refit_heads(model_dir, _config(tiny_folder), ["label"], tmp_path / "a")
+        refit.refit_heads(model_dir, tiny_run_config(tiny_folder), ["label"], tmp_path / "a")
     with pytest.raises(ConfigError, match="--heads colour: the model has no such head"):
-        refit.refit_heads(spoiled_model, _config(tiny_folder), ["colour"], tmp_path / "b")
+        refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["colour"], tmp_path / "b")
     copy = shutil.copytree(tiny_folder, tmp_path / "photos")
     shutil.rmtree(next(p for p in sorted(copy.iterdir()) if p.is_dir()))
     with pytest.raises(ConfigError, match="other classes than the model's head"):
-        refit.refit_heads(spoiled_model, _config(copy), ["label"], tmp_path / "c")
+        refit.refit_heads(spoiled_model, tiny_run_config(copy), ["label"], tmp_path / "c")
 
 
 def test_the_refit_heads_command_and_the_model_card(tmp_path, spoiled_model, tiny_folder):
@@ -205,7 +175,7 @@ def test_the_refit_heads_command_and_the_model_card(tmp_path, spoiled_model, tin
     from fashionlens.models.card import card_text
 
     config = tmp_path / "run.yaml"
-    load_config(overrides=[*TINY_TRAIN, f"data.path={tiny_folder}"]).save(config)
+    tiny_run_config(tiny_folder).save(config)
     runner = CliRunner()
     done = runner.invoke(app, ["refit-heads", str(spoiled_model), str(config), "--heads",
                                "label", "--out", str(tmp_path / "out"), "--epochs", "30"])
