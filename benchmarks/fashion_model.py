@@ -307,17 +307,23 @@ def with_other_routes(figures: dict[str, dict], kind: str) -> dict | None:
     return out
 
 
+def outfit_tags_head(heads: dict):
+    """The model's outfit `tags` head (multilabel), if it has one."""
+    head = heads.get("tags")
+    return head if head is not None and head.kind == "multilabel" else None
+
+
 def single_garment_tags(head, scores: np.ndarray, garments: Sequence[str | None]) -> dict:
     """Outfit tags on photos of one garment: how many the model lists, whether the
     garment's own tag (`GARMENT_TAGS`; a child of it counts, e.g. jeans for pants) is
     among them, and the share of listed tags that are it. Photos whose garment has no
     one tag count for the first figure only."""
-    from fashionlens.models.info import ancestors, decide_tags
+    from fashionlens.models.info import ancestors, decide
 
-    limits, parents = head.threshold_list(), head.parent_indices()
+    parents = head.parent_indices()
     listed_counts, found, right = [], [], []
-    for row, garment in zip(scores, garments, strict=True):
-        listed = decide_tags(row.tolist(), limits, head.max_tags, parents)
+    decided = decide(scores, np.asarray(head.threshold_list()), head.max_tags, parents)
+    for listed, garment in zip(decided, garments, strict=True):
         listed_counts.append(len(listed))
         if garment is None or garment not in head.classes:
             continue
@@ -338,8 +344,7 @@ def home_photos(predictor, taxonomy, groups, data: Path, limit: int | None) -> d
     heads = {h.name: h for h in predictor.heads}
     type_routes = [h for h in TYPE_HEADS if h in heads]
     colour_routes = [h for h in COLOUR_HEADS if h in heads]
-    tag_head = heads.get("tags") if "tags" in heads and heads["tags"].kind == "multilabel" \
-        else None
+    tag_head = outfit_tags_head(heads)
     if not type_routes and not colour_routes and tag_head is None:
         return None
     every = read_rows(data / "clothing" / "labels.csv", "validation")
@@ -389,8 +394,7 @@ def studio_shots(predictor, taxonomy, groups, data: Path, limit: int | None) -> 
     type_routes = [h for h in TYPE_HEADS if h in heads]
     colour_routes = [h for h in COLOUR_HEADS if h in heads]
     attributes = [a for a in ATTRIBUTES if a in heads]
-    tag_head = heads.get("tags") if "tags" in heads and heads["tags"].kind == "multilabel" \
-        else None
+    tag_head = outfit_tags_head(heads)
     wanted = list(dict.fromkeys([*attributes, *type_routes, *colour_routes,
                                  *(["tags"] if tag_head else [])]))
     if not wanted:
