@@ -214,10 +214,10 @@ def test_refit_heads_tunes_tag_thresholds_on_photos_the_figures_are_not_read_on(
     from fashionlens.models import load_model, save_model
     from fashionlens.training import refit
 
-    from .test_refit import _with_taps
+    from .helpers import with_stage_taps
 
     model, info = load_model(multi_run.model_dir)
-    info.embedding = _with_taps(model, len(info.classes)).to_dict()
+    info.embedding = with_stage_taps(model, len(info.classes)).to_dict()
     tapped = save_model(model, info, tmp_path / "tapped")
     tuned_on: list[int] = []
     real = refit.out_of_fold_scores
