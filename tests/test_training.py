@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from fashionlens import load_config, train
+from fashionlens.config import FieldError
 from fashionlens.errors import DataError
 from fashionlens.evaluation.plots import curves_figure
 from fashionlens.models import load_model
@@ -228,6 +229,38 @@ def test_fine_tuning_note_says_what_was_kept():
     assert "weights (epoch 0) were kept" in note and "6 validation photos" in note
     assert fine_tuning_note(FitResult(best_epoch=2, probe_score=0.5), "accuracy", 6) == ""
     assert fine_tuning_note(FitResult(best_epoch=2), "accuracy", 0) == ""  # no probe
+    last = FitResult(best_epoch=0, kept_epoch=2, probe_score=0.667, history=fit.history)
+    assert "the last epoch's weights (epoch 2) were kept" in fine_tuning_note(
+        last, "accuracy", num_val=6)
+
+
+def test_keep_last_saves_the_last_epoch_even_below_the_probe(tiny_folder, tmp_path,
+                                                            monkeypatch):
+    from fashionlens.training import loop
+    real, calls = loop.validate, []
+
+    def falling(*args, **kwargs):  # every epoch scores below the one before: probe best
+        row = real(*args, **kwargs)
+        row["val_accuracy"] = 1.0 - 0.1 * len(calls)
+        calls.append(row)
+        return row
+
+    monkeypatch.setattr(loop, "validate", falling)
+    best = train(_config(tiny_folder, tmp_path, "best", "train.epochs=2"))
+    calls.clear()
+    last = train(_config(tiny_folder, tmp_path, "last", "train.epochs=2", "train.keep=last"))
+    assert (best.fit.best_epoch, best.fit.kept_epoch) == (0, 0)
+    assert (last.fit.best_epoch, last.fit.kept_epoch) == (0, 2)
+    summary = json.loads((last.output_dir / "metrics.json").read_text())
+    assert summary["kept"] == "epoch 2 (the last: train.keep)"
+    assert "the last epoch's weights (epoch 2) were kept" in summary["note"]
+    kept_best, kept_last = _weights(best), _weights(last)
+    assert any(not torch.equal(kept_best[k], kept_last[k]) for k in kept_best)
+
+
+def test_keep_must_be_best_or_last(tiny_folder, tmp_path):
+    with pytest.raises(FieldError, match="train.keep"):
+        _config(tiny_folder, tmp_path, "x", "train.keep=final")
 
 
 def test_curves_start_at_the_linear_probe_with_whole_epoch_ticks():

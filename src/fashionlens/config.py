@@ -123,6 +123,11 @@ class TrainConfig:
     # Largest gradient norm a step may take (None: no clipping). Each epoch's row records
     # the median and largest norm before clipping, to choose it from.
     grad_clip: float | None = None
+    # Which weights the run saves: the best epoch by validation score (the linear probe
+    # counts as epoch 0), or the last one. `last` is for a backbone whose heads are refit
+    # afterwards (`refit-heads`): trained heads then score below the probe's logistic
+    # regressions although the backbone under them improved.
+    keep: str = "best"  # best | last
 
 
 @dataclass
@@ -456,6 +461,7 @@ def validate(config: RunConfig) -> None:
     choices = {"train.schedule": (t.schedule, ("cosine", "plateau")),
                "train.balance": (t.balance, ("none", "sqrt", "inverse", "sampler")),
                "train.monitor": (t.monitor, ("accuracy", "macro_f1")),
+               "train.keep": (t.keep, ("best", "last")),
                "train.precision": (t.precision, PRECISIONS),
                "model.fit": (config.model.fit, FITS)}
     for where, (value, allowed) in choices.items():

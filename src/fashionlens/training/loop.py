@@ -62,6 +62,7 @@ class FitResult:
     precision: str = "fp32"  # what the passes ran in ("auto" resolved)
     probe_score: float | None = None  # validation score after the linear probe (epoch 0)
     monitor: str = "val_accuracy"  # the history key the best epoch was chosen by
+    kept_epoch: int = 0  # whose weights the model holds: best_epoch, or the last (keep: last)
 
     @property
     def fine_tuning_helped(self) -> bool | None:
@@ -396,7 +397,12 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 "best_state": best_state, "bad_epochs": bad_epochs, "best_tuned": best_tuned,
                 "result": dataclasses.asdict(result), "rng": rng_state(),
                 "elapsed": time.perf_counter() - started})
-    model.load_state_dict(best_state)
+    last_epoch = result.history[-1]["epoch"] if result.history else 0
+    if cfg.keep == "last":
+        result.kept_epoch = last_epoch
+    else:
+        model.load_state_dict(best_state)
+        result.kept_epoch = result.best_epoch
     model.eval()
     result.seconds = time.perf_counter() - started
     result.monitor = monitor_key

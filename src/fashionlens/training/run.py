@@ -275,9 +275,11 @@ def fine_tuning_note(fit: FitResult, monitor: str, num_val: int) -> str:
     best_tuned = f", at best {max(tuned):.3f} after fine-tuning" if tuned else ""
     small = (f" {num_val} validation photos are too few to tell models apart reliably."
              if num_val < 50 else "")
+    kept = ("the linear-probe weights (epoch 0) were kept" if fit.kept_epoch == 0 else
+            f"the last epoch's weights (epoch {fit.kept_epoch}) were kept, as train.keep "
+            f"asks")
     return (f"fine-tuning did not beat the linear probe: validation {monitor.replace('_', '-')} "
-            f"{fit.probe_score:.3f} after the probe (epoch 0){best_tuned}; the linear-probe "
-            f"weights (epoch 0) were kept.{small}")
+            f"{fit.probe_score:.3f} after the probe (epoch 0){best_tuned}; {kept}.{small}")
 
 
 def train(config: RunConfig, resume: str | Path | None = None) -> RunResult:
@@ -364,8 +366,9 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
     summary = {
         "metrics": metrics,
         "best_epoch": result.best_epoch,
-        "kept": "linear probe (epoch 0)" if result.best_epoch == 0 and result.probe_score
-        is not None else f"epoch {result.best_epoch}",
+        "kept": "linear probe (epoch 0)" if result.kept_epoch == 0 and result.probe_score
+        is not None else f"epoch {result.kept_epoch}"
+        + (" (the last: train.keep)" if config.train.keep == "last" else ""),
         "fine_tuning_improved": result.fine_tuning_helped,
         "note": note,
         "precision": result.precision,
@@ -389,7 +392,7 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
         lines = [f"{p}\t{why}" for p, why in skipped.items()]
         lines += [f"{p}\tfile not found" for p in prepared.data.missing]
         (out / "skipped.txt").write_text("\n".join(lines) + "\n")
-    plot_curves(result.history, out / "curves.png", kept_epoch=result.best_epoch)
+    plot_curves(result.history, out / "curves.png", kept_epoch=result.kept_epoch)
     for task, task_metrics in _per_task(metrics, tasks).items():
         if "confusion_matrix" in task_metrics:
             name = "confusion.png" if len(tasks) == 1 else f"confusion-{task}.png"
