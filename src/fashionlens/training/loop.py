@@ -65,6 +65,14 @@ class FitResult:
     kept_epoch: int = 0  # whose weights the model holds: best_epoch, or the last (keep: last)
 
     @property
+    def kept(self) -> str:
+        """Whose weights the model holds, in words (metrics.json's `kept`, the CLI)."""
+        if self.kept_epoch == 0 and self.probe_score is not None:
+            return "linear probe (epoch 0)"
+        last = " (the last: train.keep)" if self.kept_epoch != self.best_epoch else ""
+        return f"epoch {self.kept_epoch}{last}"
+
+    @property
     def fine_tuning_helped(self) -> bool | None:
         """Whether a fine-tuned epoch beat the linear-probe start; None without a probe score."""
         return None if self.probe_score is None else self.best_epoch > 0

@@ -366,9 +366,7 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
     summary = {
         "metrics": metrics,
         "best_epoch": result.best_epoch,
-        "kept": "linear probe (epoch 0)" if result.kept_epoch == 0 and result.probe_score
-        is not None else f"epoch {result.kept_epoch}"
-        + (" (the last: train.keep)" if config.train.keep == "last" else ""),
+        "kept": result.kept,
         "fine_tuning_improved": result.fine_tuning_helped,
         "note": note,
         "precision": result.precision,
