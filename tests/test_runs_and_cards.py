@@ -261,3 +261,12 @@ def test_card_names_bundled_starting_weights_by_name_not_path(pretrained, shown)
                      preprocess=Preprocess(size=64), name="started",
                      config={"model": {"pretrained": pretrained}})
     assert f"(starting weights: {shown})" in card_text(info)
+
+
+def test_card_names_starting_weights_in_the_working_folder_relative_to_it(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    info = ModelInfo(architecture="test_efficientnet", classes=["a", "b"],
+                     preprocess=Preprocess(size=64), name="started",
+                     config={"model": {"pretrained": str(tmp_path / "runs/s1/model.safetensors")}})
+    assert "(starting weights: `runs/s1/model.safetensors`)" in card_text(info)

@@ -110,8 +110,12 @@ def _what_it_is(info: ModelInfo, config: dict) -> str:
     if pretrained:
         # a bundled model's weights: named as a bundled model, not by this machine's path
         path = Path(str(pretrained)).resolve()
+        # a checkpoint in the working folder (a run's) is named from there: the card of
+        # a bundled model should not carry the builder's home folder
         named = (f"bundled `{path.relative_to(BUNDLED_DIR).as_posix()}`"
-                 if path.is_relative_to(BUNDLED_DIR) else f"`{pretrained}`")
+                 if path.is_relative_to(BUNDLED_DIR) else
+                 f"`{path.relative_to(Path.cwd()).as_posix()}`"
+                 if path.is_relative_to(Path.cwd()) else f"`{pretrained}`")
         lines[-1] += f" (starting weights: {named})"
     input_line = f"- Input: {height}×{width} RGB (height × width), fit `{pre.fit}`: "
     if pre.fit == "crop":
