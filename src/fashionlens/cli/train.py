@@ -130,8 +130,8 @@ def train(
     if result.metrics:
         print_metrics(result.metrics, "Validation")
     fit = result.fit
-    out.print(f"kept {'the ' if fit.kept_epoch == 0 and fit.probe_score is not None else ''}"
-              f"{fit.kept}; {fit.seconds / 60:.1f} min in {fit.precision}")
+    out.print(f"kept {'the ' if fit.kept_probe else ''}{fit.kept}; "
+              f"{fit.seconds / 60:.1f} min in {fit.precision}")
     if result.note:
         out.print(f"[yellow]note:[/] {result.note}", highlight=False)
     out.print(f"run folder: {result.output_dir}", highlight=False, soft_wrap=True)

@@ -65,9 +65,14 @@ class FitResult:
     kept_epoch: int = 0  # whose weights the model holds: best_epoch, or the last (keep: last)
 
     @property
+    def kept_probe(self) -> bool:
+        """Whether the model holds the linear probe's weights (epoch 0)."""
+        return self.kept_epoch == 0 and self.probe_score is not None
+
+    @property
     def kept(self) -> str:
         """Whose weights the model holds, in words (metrics.json's `kept`, the CLI)."""
-        if self.kept_epoch == 0 and self.probe_score is not None:
+        if self.kept_probe:
             return "linear probe (epoch 0)"
         last = " (the last: train.keep)" if self.kept_epoch != self.best_epoch else ""
         return f"epoch {self.kept_epoch}{last}"
@@ -405,9 +410,8 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 "best_state": best_state, "bad_epochs": bad_epochs, "best_tuned": best_tuned,
                 "result": dataclasses.asdict(result), "rng": rng_state(),
                 "elapsed": time.perf_counter() - started})
-    last_epoch = result.history[-1]["epoch"] if result.history else 0
     if cfg.keep == "last":
-        result.kept_epoch = last_epoch
+        result.kept_epoch = result.history[-1]["epoch"] if result.history else 0
     else:
         model.load_state_dict(best_state)
         result.kept_epoch = result.best_epoch

@@ -275,7 +275,7 @@ def fine_tuning_note(fit: FitResult, monitor: str, num_val: int) -> str:
     best_tuned = f", at best {max(tuned):.3f} after fine-tuning" if tuned else ""
     small = (f" {num_val} validation photos are too few to tell models apart reliably."
              if num_val < 50 else "")
-    kept = ("the linear-probe weights (epoch 0) were kept" if fit.kept_epoch == 0 else
+    kept = ("the linear-probe weights (epoch 0) were kept" if fit.kept_probe else
             f"the last epoch's weights (epoch {fit.kept_epoch}) were kept, as train.keep "
             f"asks")
     return (f"fine-tuning did not beat the linear probe: validation {monitor.replace('_', '-')} "
