@@ -101,6 +101,18 @@ def _title(info: ModelInfo, scored: list[HeadSpec]) -> str:
             f"model's `model.json` and its training run's records.")
 
 
+def _named_weights(pretrained: str) -> str:
+    """Starting weights as the card names them: a bundled model's by its name, a
+    checkpoint in the working folder (a run's) from there, so that a bundled model's card
+    carries neither this machine's nor the builder's home folder; anything else as given."""
+    path, here = Path(pretrained).resolve(), Path.cwd()
+    if path.is_relative_to(BUNDLED_DIR):
+        return f"bundled `{path.relative_to(BUNDLED_DIR).as_posix()}`"
+    if path.is_relative_to(here):
+        return f"`{path.relative_to(here).as_posix()}`"
+    return f"`{pretrained}`"
+
+
 def _what_it_is(info: ModelInfo, config: dict) -> str:
     pre = info.preprocess
     height, width = pre.shape
@@ -108,15 +120,7 @@ def _what_it_is(info: ModelInfo, config: dict) -> str:
              f"- Architecture: `{info.architecture}`"]
     pretrained = _get(config, "model", "pretrained")
     if pretrained:
-        # a bundled model's weights: named as a bundled model, not by this machine's path
-        path = Path(str(pretrained)).resolve()
-        # a checkpoint in the working folder (a run's) is named from there: the card of
-        # a bundled model should not carry the builder's home folder
-        named = (f"bundled `{path.relative_to(BUNDLED_DIR).as_posix()}`"
-                 if path.is_relative_to(BUNDLED_DIR) else
-                 f"`{path.relative_to(Path.cwd()).as_posix()}`"
-                 if path.is_relative_to(Path.cwd()) else f"`{pretrained}`")
-        lines[-1] += f" (starting weights: {named})"
+        lines[-1] += f" (starting weights: {_named_weights(str(pretrained))})"
     input_line = f"- Input: {height}×{width} RGB (height × width), fit `{pre.fit}`: "
     if pre.fit == "crop":
         input_line += (f"short side resized to {pre.resize_size} px, then a centre crop "
