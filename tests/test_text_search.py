@@ -315,3 +315,58 @@ def test_search_by_words_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_train_text_fits_products_and_type_only_photos_together(tmp_path, encoder,
+                                                                 embedding_model_dir):
+    """A shop's own photos named only by their type (a training CSV) fit beside named
+    products: both CSVs' train rows become pairs, excluded labels and other splits do not."""
+    from fashionlens.training.text_alignment import read_products, train_text_alignment
+
+    from .helpers import write_photo
+
+    shop = tmp_path / "products"
+    (shop / "images").mkdir(parents=True)
+    with (shop / "styles.csv").open("w") as fh:
+        fh.write("id,productDisplayName,articleType,baseColour,gender,split\n")
+        for i in range(12):
+            colour, kind = ("Black", "Tshirts") if i % 2 else ("Red", "Skirts")
+            fh.write(f"{i},{colour} {kind} for men,{kind},{colour},Men,"
+                     f"{'validation' if i >= 10 else 'train'}\n")
+            write_photo(shop / "images" / f"{i}.jpg", seed=i)
+    home = tmp_path / "home"
+    (home / "images").mkdir(parents=True)
+    labels = ["T-Shirt", "Pants", "Not sure", "Shoes"] * 3
+    with (home / "labels.csv").open("w") as fh:
+        fh.write("image,label,split\n")
+        for i, label in enumerate(labels):
+            split = "extra" if i == 3 else "validation" if i >= 10 else "train"
+            fh.write(f"h{i},{label},{split}\n")
+            write_photo(home / "images" / f"h{i}.jpg", seed=100 + i)
+
+    read = read_products(home / "labels.csv", columns={"category": "label"},
+                         exclude=["Not sure"])
+    assert len(read) == 9 and {p.attrs["category"] for p in read} == {"T-Shirt", "Pants",
+                                                                      "Shoes"}
+    assert all(p.name == "" and p.image.name == f"{p.id}.jpg" for p in read)
+    # the products CSV has no `label` column: its category stays articleType
+    assert read_products(shop / "styles.csv", columns={"category": "label"})[0].attrs[
+        "category"] == "Skirts"
+    with pytest.raises(FashionLensError, match="--column size=label: no such field"):
+        read_products(home / "labels.csv", columns={"size": "label"})
+    with pytest.raises(FashionLensError, match=r"labels.csv: needs the column.*category"):
+        read_products(home / "labels.csv")
+
+    lines: list[str] = []
+    path, meta = train_text_alignment(
+        [shop / "styles.csv", home / "labels.csv"], model=str(embedding_model_dir),
+        out=tmp_path, columns={"category": "label"}, exclude=["Not sure"],
+        train_splits=["train", "extra"], epochs=2, cache=tmp_path / "cache",
+        log=lines.append)
+    assert path.parent == tmp_path
+    # products: 10 train rows; home: rows 0-9 less the two 'Not sure' ones (2, 6), row 3
+    # ('extra') fitted on too
+    assert meta["train_photos"] == 10 + 8
+    assert meta["validation_gallery"] == 2  # named validation rows: the products' only
+    assert "labels.csv" in meta["trained_on"] and "styles.csv" in meta["trained_on"]
+    assert any("labels.csv" in line for line in lines)

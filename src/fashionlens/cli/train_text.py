@@ -12,15 +12,27 @@ from .common import ModelName, RuntimeName, out
 
 
 def train_text_command(
-    data: Annotated[Path, typer.Argument(help="A CSV of product photos with a name column "
-                                              "and attribute columns (products' styles.csv).")],
+    data: Annotated[list[Path], typer.Argument(
+        help="CSVs of photos: products with a name column and attribute columns (products' "
+             "styles.csv), and photos named only by their type (a training CSV with "
+             "image,label,split columns, read with --column category=label).")],
     model: ModelName = None,
     image_dir: Annotated[str, typer.Option(help="Photo folder, beside the CSV.")] = "images",
     image_ext: Annotated[str, typer.Option(help="Photo file suffix.")] = ".jpg",
     text_column: Annotated[str, typer.Option(help="The column of product names.")]
     = "productDisplayName",
-    split_column: Annotated[str, typer.Option(help="Rows whose value is 'train' are fitted "
-                                                   "on; the others measure.")] = "split",
+    split_column: Annotated[str, typer.Option(help="The column naming each row's split.")]
+    = "split",
+    column: Annotated[list[str] | None, typer.Option(
+        "--column", metavar="FIELD=COLUMN",
+        help="Read a field (category, colour, extra.gender, extra.season, extra.usage) "
+             "from this column, in each CSV that has it.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", metavar="VALUE", help="Leave out rows of this category (e.g. 'Not "
+                                            "sure').")] = None,
+    train_split: Annotated[list[str] | None, typer.Option(
+        "--train-split", metavar="NAME", help="A split fitted on (default: train); the "
+                                               "others measure.")] = None,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the pairs.")] = 30,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Where to write text-alignment.safetensors (default: the model's "
@@ -33,15 +45,24 @@ def train_text_command(
     """Train a model's text alignment, so that its catalogs can be searched by words.
 
     What `search --text` uses. Needs the train extra (torch) and the text extra."""
-    if not data.is_file():
-        raise FashionLensError(f"{data}: no such CSV file")
+    for path in data:
+        if not path.is_file():
+            raise FashionLensError(f"{path}: no such CSV file")
+    columns = {}
+    for spec in column or []:
+        field, sep, name = spec.partition("=")
+        if not sep or not field.strip() or not name.strip():
+            raise FashionLensError(f"--column {spec}: write FIELD=COLUMN, e.g. "
+                                   "category=label")
+        columns[field.strip()] = name.strip()
     import torch  # noqa: F401  (the train extra; a missing one is named by `main`)
 
     from ..training.text_alignment import train_text_alignment
 
     path, meta = train_text_alignment(
         data, model=model, out=out_dir, image_dir=image_dir, image_ext=image_ext,
-        text_column=text_column, split_column=split_column, epochs=epochs, cache=cache,
+        text_column=text_column, split_column=split_column, columns=columns,
+        exclude=exclude or (), train_splits=train_split or ("train",), epochs=epochs, cache=cache,
         seed=seed, runtime=runtime, log=lambda line: out.print(line, highlight=False))
     out.print(f"wrote {path}", highlight=False)
     for name in ("validation_names_recall@1", "validation_names_recall@10"):

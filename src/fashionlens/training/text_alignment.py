@@ -16,6 +16,7 @@ import csv
 import hashlib
 import random
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..search.words import SYNONYMS, Vocabulary
 # Columns of products' styles.csv read as attributes (missing ones are skipped).
 ATTRIBUTES = {"articleType": "category", "baseColour": "colour", "gender": "extra.gender",
               "season": "extra.season", "usage": "extra.usage"}
+ATTRIBUTES_HELP = "e.g. --column category=label"
 PHRASES_PER_ITEM = 4
 WEAK_PERCENTILE = 5.0
 
@@ -45,25 +47,51 @@ class Product:
 
 def read_products(csv_path: str | Path, image_dir: str = "images", image_ext: str = ".jpg",
                   id_column: str = "id", text_column: str = "productDisplayName",
-                  split_column: str = "split") -> list[Product]:
+                  split_column: str = "split", columns: Mapping[str, str] | None = None,
+                  exclude: Collection[str] = ()) -> list[Product]:
+    """The CSV's photos with their names and attributes.
+
+    A field's column is `columns[field]` where the CSV has that column, else the products
+    column of `ATTRIBUTES`; a CSV with neither gives no value for it. So one call reads
+    products' styles.csv and a training CSV (`image,label,split`) alike: a CSV without
+    `id_column` is read by its `image` column, one without `text_column` has no names, its
+    photos learn from the phrases their attributes make. Rows whose category is in
+    `exclude` (labels such as "Not sure") are left out."""
     csv_path = Path(csv_path)
     try:
         with csv_path.open(encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
     except OSError as exc:
         raise FashionLensError(f"{csv_path}: cannot be read ({exc.strerror})") from None
-    if not rows or text_column not in rows[0] or id_column not in rows[0]:
-        raise FashionLensError(f"{csv_path}: needs the columns {id_column} and {text_column}")
+    wanted = {field: col for col, field in ATTRIBUTES.items()}
+    for field, col in (columns or {}).items():
+        if field not in wanted:
+            raise FashionLensError(f"--column {field}={col}: no such field (fields: "
+                                   f"{', '.join(wanted)})")
+        if col in header:
+            wanted[field] = col
+    wanted = {field: col for field, col in wanted.items() if col in header}
+    if id_column not in header and "image" in header:
+        id_column = "image"
+    if id_column not in header or (text_column not in header and "category" not in wanted):
+        raise FashionLensError(
+            f"{csv_path}: needs the column {id_column} and {text_column} or a category column "
+            f"({ATTRIBUTES_HELP}); columns are: {', '.join(header) or 'none'}")
+    excluded = set(exclude)
     root = csv_path.parent / image_dir
     products = []
     for r in rows:
-        attrs = {field: (r.get(col) or "").strip() for col, field in ATTRIBUTES.items()}
+        attrs = {field: (r.get(col) or "").strip() for field, col in wanted.items()}
         attrs = {k: v for k, v in attrs.items() if v and v.upper() != "NA"}
-        pattern = pattern_of(r.get(text_column) or "")
+        if attrs.get("category") in excluded:
+            continue
+        name = (r.get(text_column) or "").strip()
+        pattern = pattern_of(name)
         if pattern:
             attrs["extra.pattern"] = pattern
-        products.append(Product(r[id_column], root / f"{r[id_column]}{image_ext}",
-                                (r.get(text_column) or "").strip(),
+        products.append(Product(r[id_column], root / f"{r[id_column]}{image_ext}", name,
                                 (r.get(split_column) or "train").strip(), attrs))
     return products
 
@@ -220,31 +248,48 @@ def recall_at(queries: np.ndarray, gallery: np.ndarray, ks=(1, 10)) -> dict[str,
     return {f"recall@{k}": float(np.mean(rank < k)) for k in ks}
 
 
-def train_text_alignment(csv_path: str | Path, *, model: str | None = None,
-                         out: str | Path | None = None, image_dir: str = "images",
-                         image_ext: str = ".jpg", text_column: str = "productDisplayName",
-                         split_column: str = "split", epochs: int = 30,
+def train_text_alignment(csv_path: str | Path | Sequence[str | Path], *,
+                         model: str | None = None, out: str | Path | None = None,
+                         image_dir: str = "images", image_ext: str = ".jpg",
+                         text_column: str = "productDisplayName", split_column: str = "split",
+                         columns: Mapping[str, str] | None = None,
+                         exclude: Collection[str] = (),
+                         train_splits: Collection[str] = ("train",), epochs: int = 30,
                          cache: str | Path = "runs/text-alignment-cache", seed: int = 0,
                          runtime: str = "auto", log=print) -> tuple[Path, dict]:
-    """Train and save the alignment for `model` (into its folder, or `out`)."""
+    """Train and save the alignment for `model` (into its folder, or `out`).
+
+    Several CSVs are read alike (`read_products`) and fitted together: products' names
+    and attributes beside a shop's own photos named only by their type, so that type
+    words find home photos as well as studio shots."""
     from ..models.resolve import resolve_model
 
     ref = resolve_model(model)
     folder = Path(out) if out is not None else ref.folder
     if folder is None or not folder.is_dir():
         raise FashionLensError(f"--out {out}: no such folder")
-    products = read_products(csv_path, image_dir, image_ext, text_column=text_column,
-                             split_column=split_column)
+    paths = [Path(csv_path)] if isinstance(csv_path, str | Path) else [Path(c) for c in csv_path]
     cache = Path(cache)
-    log(f"embedding {len(products):,} photos with {ref.name} (cached in {cache})")
-    vectors, ok, fingerprint = embed_products(products, model, cache, runtime, log)
+    products: list[Product] = []
+    parts_vectors, parts_ok = [], []
+    fingerprint = ""
+    for path in paths:
+        read = read_products(path, image_dir, image_ext, text_column=text_column,
+                             split_column=split_column, columns=columns, exclude=exclude)
+        log(f"embedding {len(read):,} photos of {path} with {ref.name} (cached in {cache})")
+        vectors, ok, fingerprint = embed_products(read, model, cache, runtime, log)
+        products += read
+        parts_vectors.append(vectors)
+        parts_ok.append(ok)
+    vectors, ok = np.concatenate(parts_vectors), np.concatenate(parts_ok)
+    train_splits = set(train_splits)
     rng = random.Random(seed)
     words = phrase_words(products)
-    train = [i for i, p in enumerate(products) if ok[i] and p.split == "train"]
-    valid = [i for i, p in enumerate(products) if ok[i] and p.split != "train"]
+    train = [i for i, p in enumerate(products) if ok[i] and p.split in train_splits]
+    valid = [i for i, p in enumerate(products) if ok[i] and p.split not in train_splits]
     if not train:
-        raise FashionLensError(f"{csv_path}: no readable photo in the train split "
-                               f"({split_column}=train)")
+        raise FashionLensError(f"{', '.join(map(str, paths))}: no readable photo in the "
+                               f"train split ({split_column} in {', '.join(sorted(train_splits))})")
     texts, owners = [], []
     for i in train:
         for text in ([products[i].name] if products[i].name else []) + \
@@ -275,7 +320,7 @@ def train_text_alignment(csv_path: str | Path, *, model: str | None = None,
         measured["weak_below"] = round(float(np.percentile(own, WEAK_PERCENTILE)), 4)
     alignment.meta = {"model_fingerprint": fingerprint, "model": ref.name,
                       "encoder": ENCODER_NAME, "dim": int(weight.shape[1]),
-                      "trained_on": str(csv_path), "train_photos": len(train),
+                      "trained_on": ", ".join(map(str, paths)), "train_photos": len(train),
                       "pairs": len(texts), "epochs": epochs, "temperature": round(temperature, 3),
                       "seed": seed, **measured}
     path = alignment.save(folder)
