@@ -24,6 +24,7 @@ from .common import (
     RuntimeName,
     UnknownThreshold,
     err,
+    name_value_pairs,
     out,
 )
 from .search import CatalogOption, item_table
@@ -62,16 +63,6 @@ SetOption = Annotated[
                  help="Item metadata (not a config override): category, colour, size, "
                       "price, status or extra.NAME, e.g. --set price=25 (repeatable)."),
 ]
-
-
-def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    result = {}
-    for value in values or []:
-        name, sep, rest = value.partition("=")
-        if not sep or not name.strip():
-            raise FashionLensError(f"{what} '{value}': expected NAME=VALUE")
-        result[name.strip()] = rest.strip()
-    return result
 
 
 def _ingest(cat: Catalog, source: Path, batch_size: int, image_root: Path | None = None,
@@ -167,7 +158,7 @@ def _refuse_unknown(predictor: Predictor, records: list[ItemRecord], report: Add
 
 def _csv_options(id_column, image_column, image_dir, image_ext, column) -> dict:
     return {"id_column": id_column, "image_column": image_column, "image_dir": image_dir,
-            "image_extension": image_ext, "columns": _pairs(column, "--column") or None}
+            "image_extension": image_ext, "columns": name_value_pairs(column, "--column") or None}
 
 
 @catalog_app.command()
@@ -302,7 +293,7 @@ def add(
 
     options = _csv_options(id_column, image_column, image_dir, image_ext, column)
     if not source.is_dir() and source.suffix.lower() not in (".csv", ".tsv"):
-        options = {"item_id": item_id, "fields": _pairs(fields, "--set")}
+        options = {"item_id": item_id, "fields": name_value_pairs(fields, "--set")}
     elif item_id or fields:
         raise FashionLensError("--id and --set apply to a single photo")
     if unknown_threshold is not None and not refuse_unknown:
@@ -326,7 +317,7 @@ def update(
     """Change an item's metadata, e.g. --set price=25 --set colour=red."""
     from ..search.catalog import Catalog
 
-    values = _pairs(fields, "--set")
+    values = name_value_pairs(fields, "--set")
     if not values:
         raise FashionLensError("nothing to update: give --set FIELD=VALUE")
     with Catalog(catalog) as cat:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FashionLensError
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -76,6 +76,19 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
             raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
         return value
     return check
+
+
+def name_value_pairs(values: list[str] | None, what: str, value_required: bool = False
+                     ) -> dict[str, str]:
+    """Repeated NAME=VALUE options (`--set`, `--column`) as a dict, or an error naming
+    the option and the value."""
+    result = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or (value_required and not rest.strip()):
+            raise FashionLensError(f"{what} '{value}': expected NAME=VALUE")
+        result[name.strip()] = rest.strip()
+    return result
 
 
 # CSV options that mean the same in every command that reads a CSV of photos.

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import FashionLensError
-from .common import ModelName, RuntimeName, out
+from .common import ModelName, RuntimeName, name_value_pairs, out
 
 
 def train_text_command(
@@ -48,13 +48,7 @@ def train_text_command(
     for path in data:
         if not path.is_file():
             raise FashionLensError(f"{path}: no such CSV file")
-    columns = {}
-    for spec in column or []:
-        field, sep, name = spec.partition("=")
-        if not sep or not field.strip() or not name.strip():
-            raise FashionLensError(f"--column {spec}: write FIELD=COLUMN, e.g. "
-                                   "category=label")
-        columns[field.strip()] = name.strip()
+    columns = name_value_pairs(column, "--column", value_required=True)
     import torch  # noqa: F401  (the train extra; a missing one is named by `main`)
 
     from ..training.text_alignment import train_text_alignment
