@@ -70,10 +70,13 @@ def plain(value: str) -> str:
 
 
 def products_gallery(model: str):
+    from fashionlens.search.embeddings import Embedder
+
     products = read_products(DATA / "products" / "styles.csv")
-    vectors, ok, fingerprint = embed_products(products, model, CACHE)
+    embedder = Embedder(model)
+    vectors, ok = embed_products(products, embedder, CACHE)
     rows = [i for i, p in enumerate(products) if p.split == "validation" and ok[i]]
-    return [products[i] for i in rows], vectors[rows], fingerprint
+    return [products[i] for i in rows], vectors[rows], embedder.fingerprint
 
 
 def build_catalog(folder: Path, items, vectors: np.ndarray, fields: bool, model: str) -> None:

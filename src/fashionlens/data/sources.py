@@ -130,6 +130,8 @@ def read_csv_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot be read as a UTF-8 CSV file ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{csv_path}: cannot be read ({exc.strerror})") from None
     if not columns:
         raise DataError(f"{csv_path}: empty file, no header row")
     repeated = sorted({c for c in columns if columns.count(c) > 1})

@@ -12,26 +12,29 @@ mapped, so a catalog's stored vectors and index serve text queries unchanged.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import random
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data.sources import read_csv_rows
 from ..errors import FashionLensError
 from ..search.alignment import TextAlignment
 from ..search.steering import pattern_of
 from ..search.text_encoder import ENCODER_NAME, TextEncoder
 from ..search.words import SYNONYMS, Vocabulary
 
+if TYPE_CHECKING:
+    from ..search.embeddings import Embedder
+
 # Columns of products' styles.csv read as attributes (missing ones are skipped).
 ATTRIBUTES = {"articleType": "category", "baseColour": "colour", "gender": "extra.gender",
               "season": "extra.season", "usage": "extra.usage"}
-ATTRIBUTES_HELP = "e.g. --column category=label"
 PHRASES_PER_ITEM = 4
 WEAK_PERCENTILE = 5.0
 
@@ -58,13 +61,7 @@ def read_products(csv_path: str | Path, image_dir: str = "images", image_ext: st
     photos learn from the phrases their attributes make. Rows whose category is in
     `exclude` (labels such as "Not sure") are left out."""
     csv_path = Path(csv_path)
-    try:
-        with csv_path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except OSError as exc:
-        raise FashionLensError(f"{csv_path}: cannot be read ({exc.strerror})") from None
+    header, rows = read_csv_rows(csv_path)
     wanted = {field: col for col, field in ATTRIBUTES.items()}
     for field, col in (columns or {}).items():
         if field not in wanted:
@@ -78,7 +75,7 @@ def read_products(csv_path: str | Path, image_dir: str = "images", image_ext: st
     if id_column not in header or (text_column not in header and "category" not in wanted):
         raise FashionLensError(
             f"{csv_path}: needs the column {id_column} and {text_column} or a category column "
-            f"({ATTRIBUTES_HELP}); columns are: {', '.join(header) or 'none'}")
+            f"(e.g. --column category=label); columns are: {', '.join(header)}")
     excluded = set(exclude)
     root = csv_path.parent / image_dir
     products = []
@@ -143,19 +140,16 @@ def phrase_words(products: list[Product]) -> dict[tuple[str, str], list[str]]:
             for key, words in by_value.items()}
 
 
-def embed_products(products: list[Product], model: str | None, cache: Path,
-                   runtime: str = "auto", log=print) -> tuple[np.ndarray, np.ndarray, str]:
-    """The model's vectors of every product photo (cached in `cache`, keyed by the model's
-    fingerprint and the photo list): (vectors, ok mask, fingerprint)."""
-    from ..search.embeddings import Embedder
-
-    embedder = Embedder(model, runtime=runtime)
+def embed_products(products: list[Product], embedder: Embedder, cache: Path,
+                   log=print) -> tuple[np.ndarray, np.ndarray]:
+    """The embedder's vectors of every product photo (cached in `cache`, keyed by the
+    model's fingerprint and the photo list): (vectors, ok mask)."""
     digest = hashlib.sha256("\n".join(str(p.image) for p in products).encode()).hexdigest()[:12]
     tag = hashlib.sha256(embedder.fingerprint.encode()).hexdigest()[:12]
     path = cache / f"vectors-{tag}-{digest}.npz"
     if path.is_file():
         data = np.load(path)
-        return data["vectors"], data["ok"], embedder.fingerprint
+        return data["vectors"], data["ok"]
     vectors = np.zeros((len(products), embedder.dim), np.float32)
     ok = np.zeros(len(products), bool)
     start = time.perf_counter()
@@ -169,7 +163,7 @@ def embed_products(products: list[Product], model: str | None, cache: Path,
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, vectors=vectors, ok=ok)
     tmp.replace(path)
-    return vectors, ok, embedder.fingerprint
+    return vectors, ok
 
 
 def encode_texts(texts: list[str], encoder: TextEncoder, cache: Path | None = None
@@ -263,6 +257,7 @@ def train_text_alignment(csv_path: str | Path | Sequence[str | Path], *,
     and attributes beside a shop's own photos named only by their type, so that type
     words find home photos as well as studio shots."""
     from ..models.resolve import resolve_model
+    from ..search.embeddings import Embedder
 
     ref = resolve_model(model)
     folder = Path(out) if out is not None else ref.folder
@@ -270,17 +265,18 @@ def train_text_alignment(csv_path: str | Path | Sequence[str | Path], *,
         raise FashionLensError(f"--out {out}: no such folder")
     paths = [Path(csv_path)] if isinstance(csv_path, str | Path) else [Path(c) for c in csv_path]
     cache = Path(cache)
-    products: list[Product] = []
+    # every CSV read before the model loads: a wrong column is named at once
+    parts = [read_products(path, image_dir, image_ext, text_column=text_column,
+                           split_column=split_column, columns=columns, exclude=exclude)
+             for path in paths]
+    embedder = Embedder(model, runtime=runtime)
     parts_vectors, parts_ok = [], []
-    fingerprint = ""
-    for path in paths:
-        read = read_products(path, image_dir, image_ext, text_column=text_column,
-                             split_column=split_column, columns=columns, exclude=exclude)
-        log(f"embedding {len(read):,} photos of {path} with {ref.name} (cached in {cache})")
-        vectors, ok, fingerprint = embed_products(read, model, cache, runtime, log)
-        products += read
+    for path, part in zip(paths, parts, strict=True):
+        log(f"embedding {len(part):,} photos of {path} with {ref.name} (cached in {cache})")
+        vectors, ok = embed_products(part, embedder, cache, log)
         parts_vectors.append(vectors)
         parts_ok.append(ok)
+    products = [p for part in parts for p in part]
     vectors, ok = np.concatenate(parts_vectors), np.concatenate(parts_ok)
     train_splits = set(train_splits)
     rng = random.Random(seed)
@@ -318,7 +314,7 @@ def train_text_alignment(csv_path: str | Path | Sequence[str | Path], *,
         # own photo (a photo search's floor, measured on photo pairs, is of another scale).
         own = np.sum(q * vectors[named], axis=1)
         measured["weak_below"] = round(float(np.percentile(own, WEAK_PERCENTILE)), 4)
-    alignment.meta = {"model_fingerprint": fingerprint, "model": ref.name,
+    alignment.meta = {"model_fingerprint": embedder.fingerprint, "model": ref.name,
                       "encoder": ENCODER_NAME, "dim": int(weight.shape[1]),
                       "trained_on": ", ".join(map(str, paths)), "train_photos": len(train),
                       "pairs": len(texts), "epochs": epochs, "temperature": round(temperature, 3),
