@@ -273,3 +273,67 @@ def test_a_bad_value_set_only_by_the_file_names_the_file(tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+def test_a_config_extends_another_and_names_only_what_differs(tmp_path):
+    (tmp_path / "base" / "labels.csv").parent.mkdir()
+    (tmp_path / "base" / "labels.csv").write_text("image,label\n")
+    (tmp_path / "base" / "types.yaml").write_text("Jeans: Pants\n")
+    (tmp_path / "stage" / "more.csv").parent.mkdir()
+    (tmp_path / "stage" / "more.csv").write_text("image,label\n")
+    _yaml(tmp_path / "base" / "run.yaml", {
+        "sources": [
+            {"name": "home", "data": {"path": "labels.csv"}, "draws": 100},
+            {"name": "studio", "data": {"path": "labels.csv"},
+             "exclude": {"masterCategory": ["Home"]}, "height": 96}],
+        "tasks": [{"name": "type", "mapping": "types.yaml"}, {"name": "colour"}],
+        "train": {"epochs": 6, "lr": 0.001, "batch_size": 16},
+        "output": {"name": "stage1"}})
+    # the base lies in another folder: its relative paths stay its own
+    stage = _yaml(tmp_path / "stage" / "run.yaml", {
+        "extends": "../base/run.yaml",
+        "sources": [{"name": "studio", "exclude": None, "draws": 50},
+                    {"name": "people", "data": {"path": "more.csv"}}],
+        "tasks": [{"name": "colour", "weight": 2.0}],
+        "train": {"lr": 0.0003},
+        "output": {"name": "stage2"}})
+    cfg = load_config(stage)
+    home, studio, people = cfg.sources
+    assert [s.name for s in cfg.sources] == ["home", "studio", "people"]
+    assert home.data.path == str((tmp_path / "base" / "labels.csv").resolve())
+    assert home.draws == 100
+    assert studio.exclude == {} and studio.draws == 50 and studio.height == 96
+    assert people.data.path == str((tmp_path / "stage" / "more.csv").resolve())
+    assert cfg.tasks[0].mapping == {"Jeans": "Pants"} and cfg.tasks[1].weight == 2.0
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (6, 0.0003, 16)
+    assert cfg.output.name == "stage2"
+    # the base itself is read as it was
+    assert load_config(tmp_path / "base" / "run.yaml").sources[1].exclude == {
+        "masterCategory": ["Home"]}
+
+
+def test_extends_refuses_loops_missing_files_and_non_paths(tmp_path):
+    _yaml(tmp_path / "a.yaml", {"extends": "b.yaml"})
+    _yaml(tmp_path / "b.yaml", {"extends": "a.yaml"})
+    with pytest.raises(ConfigError, match="extend each other in a loop"):
+        load_config(tmp_path / "a.yaml")
+    gone = _yaml(tmp_path / "c.yaml", {"extends": "gone.yaml"})
+    with pytest.raises(ConfigError, match=r"c\.yaml: extends .*gone\.yaml, which is not a file"):
+        load_config(gone)
+    odd = _yaml(tmp_path / "d.yaml", {"extends": ["a.yaml"]})
+    with pytest.raises(ConfigError, match=r"extends: expected the path .*d\.yaml"):
+        load_config(odd)
+
+
+def test_each_fashion_stage_differs_from_the_one_before_only_where_its_file_says():
+    """The stage configs extend each other; the values their files set are the whole
+    difference (what the runs recorded, checked when they became `extends` files)."""
+    folder = Path(__file__).parent.parent / "configs"
+    stage3 = load_config(folder / "fashion-stage3.yaml").to_dict()
+    stage4 = load_config(folder / "fashion-stage4.yaml").to_dict()
+    changed = {(section, key) for section in stage3 if isinstance(stage3[section], dict)
+               for key in stage3[section] if stage3[section][key] != stage4[section][key]}
+    assert changed == {("model", "pretrained"), ("train", "epochs"), ("train", "lr"),
+                       ("train", "max_minutes"), ("output", "name")}
+    assert stage3["sources"] == stage4["sources"] and stage3["tasks"] == stage4["tasks"]
+    assert stage4["sources"][0]["draws"] == 6000 and stage4["train"]["keep"] == "last"

@@ -7,6 +7,7 @@ repeated from its own folder.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import re
@@ -370,48 +371,127 @@ def nest(dotted: str, value, into: dict | None = None) -> dict:
     return tree
 
 
+EXTENDS = "extends"
+
+
+def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's fields as a mapping, its relative paths made absolute against its
+    own folder, with the config it `extends` (a path relative to it) underneath.
+
+    Why: a training stage differs from the one before by a handful of values; a file that
+    copies the rest hides which. Merging (`merge_trees`): mappings field by field, lists of
+    named items (`sources`, `tasks`) item by item by name (new names appended), anything
+    else replaced; `~` returns a field to its default."""
+    resolved = path.resolve()
+    if not path.is_file():
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: extends {path}, which is not a file")
+        raise ConfigError(f"{path}: config file not found")
+    if resolved in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"{path}: the configs extend each other in a loop ({loop})")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
+                          f"augment, output, metric, seed), got {type(loaded).__name__} "
+                          f"{shorten(repr(loaded), 60)}")
+    base = loaded.pop(EXTENDS, None)
+    if EXTENDS in loaded or base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise FieldError(EXTENDS, f"expected the path of the config this one builds on "
+                                      f"(relative to this file), got {base!r}", file=str(path))
+        loaded = merge_trees(read_config_tree(path.parent / base, (*_chain, resolved)),
+                             loaded)
+    return _absolute_paths(loaded, path.parent)
+
+
+def merge_trees(base: dict, over: dict) -> dict:
+    """`over`'s fields on top of `base`'s (`read_config_tree` says how)."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = merge_trees(below, value)
+        elif _named_items(value) and _named_items(below):
+            items = {item["name"]: dict(item) for item in below}
+            for item in value:
+                items[item["name"]] = merge_trees(items.get(item["name"], {}), item)
+            merged[key] = list(items.values())
+        else:
+            merged[key] = value
+    return merged
+
+
+def _named_items(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value)
+
+
+def _absolute_paths(tree: dict, folder: Path) -> dict:
+    """The tree with the paths a config names relative to its file (data files, mapping
+    files, starting weights that exist there) made absolute against `folder`; anything
+    malformed is left for the field checks to name."""
+    def absolute(value: object, must_exist: bool = False) -> object:
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            return value
+        candidate = folder / value
+        if must_exist and not candidate.is_file():
+            return value
+        return str(candidate.resolve())
+
+    def sections(key: str) -> list[dict]:
+        items = tree.get(key)
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+    tree = copy.deepcopy(tree)
+    data_specs = [tree.get("data"), *(s.get("data") for s in sections("sources"))]
+    for spec in data_specs:
+        if isinstance(spec, dict) and "path" in spec:
+            spec["path"] = absolute(spec["path"])
+    model = tree.get("model")
+    # starting weights named by a path relative to the config file (a shipped model's);
+    # other spellings (embedded, timm, none, a timm name) are not paths
+    if isinstance(model, dict) and model.get("pretrained") not in (None, "embedded", "timm",
+                                                                     "none", ""):
+        model["pretrained"] = absolute(model["pretrained"], must_exist=True)
+    for task in sections("tasks"):
+        if "mapping" in task:
+            task["mapping"] = absolute(task["mapping"])
+    for source in sections("sources"):
+        if isinstance(source.get("mappings"), dict):
+            source["mappings"] = {k: absolute(v) for k, v in source["mappings"].items()}
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 values: dict | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then `values`, then dotted overrides."""
+    """Defaults, then the YAML file (and the files it extends), then `values`, then dotted
+    overrides."""
     config = RunConfig()
     loaded: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
-                              f"augment, output, metric, seed), got {type(loaded).__name__} "
-                              f"{shorten(repr(loaded), 60)}")
+        loaded = read_config_tree(path)
         try:
             _apply(config, loaded, "")
         except FieldError as exc:  # say which file the bad field is in
             raise FieldError(exc.field, exc.reason, file=str(path)) from None
-        # Relative data paths in a config file are relative to that file.
-        for spec in [config.data, *(source.data for source in config.sources)]:
-            if spec.path and not Path(spec.path).expanduser().is_absolute():
-                spec.path = str((path.parent / spec.path).resolve())
-        # Starting weights named by a path relative to the config file (a shipped model's).
-        pretrained = config.model.pretrained
-        if pretrained not in ("embedded", "timm", "none", "") and \
-                not Path(pretrained).expanduser().is_absolute() and \
-                (path.parent / pretrained).is_file():
-            config.model.pretrained = str((path.parent / pretrained).resolve())
         for index, task in enumerate(config.tasks):
             if isinstance(task.mapping, str):
-                task.mapping = _mapping_file(path.parent / task.mapping,
-                                             f"tasks[{index}].mapping", str(path))
+                task.mapping = _mapping_file(Path(task.mapping), f"tasks[{index}].mapping",
+                                             str(path))
         for index, source in enumerate(config.sources):
             for column, mapping in list(source.mappings.items()):
                 if isinstance(mapping, str):
                     source.mappings[column] = _mapping_file(
-                        path.parent / mapping, f"sources[{index}].mappings.{column}", str(path))
+                        Path(mapping), f"sources[{index}].mappings.{column}", str(path))
     if values:
         _apply(config, values, "")
     parsed = [parse_override(text) for text in overrides or []]
