@@ -275,3 +275,55 @@ def test_an_int8_export_of_a_joint_model_is_measured_on_every_head(
         assert manifest["reason"].startswith(f"{worst} loses")
     assert manifest["calibration"]["photos"] == 20
     assert "colours" in result.output  # a row of the table
+
+
+def test_refit_heads_adds_the_classes_a_head_lacked_when_asked(multi_run, two_colour_csv,
+                                                                tmp_path):
+    """A head trained without a class (`named` had no `azure`: any top over blue) learns it in
+    a refit with --add-classes, its other classes kept where the config's order puts them;
+    without the flag, or for a class the config lost, the refit refuses."""
+    import torch
+
+    from fashionlens.data.transforms import eval_transform
+    from fashionlens.errors import ConfigError
+    from fashionlens.inference.runtime import TorchRuntime
+    from fashionlens.models import load_model, save_model
+    from fashionlens.models.heads import stage_term
+    from fashionlens.training import refit
+
+    from .helpers import with_stage_taps
+
+    model, info = load_model(multi_run.model_dir)
+    info.embedding = with_stage_taps(model, len(info.classes)).to_dict()
+    tapped = save_model(model, info, tmp_path / "tapped")
+    more = [dict(t) for t in TASKS]
+    more[2] = {**more[2], "keywords": {"azure": ["over blue"], "red": ["red"],
+                                       "blue": ["blue"]}}
+    config = _config(two_colour_csv, tmp_path / "runs", more)
+    with pytest.raises(ConfigError, match="--add-classes lets"):
+        refit.refit_heads(tapped, config, ["named"], tmp_path / "refused")
+    fewer = [dict(t) for t in TASKS]
+    fewer[2] = {**fewer[2], "keywords": {"red": ["red"]}}
+    with pytest.raises(ConfigError, match="missing from the config: blue"):
+        refit.refit_heads(tapped, _config(two_colour_csv, tmp_path / "runs", fewer),
+                          ["named"], tmp_path / "fewer", add_classes=True)
+    lines: list[str] = []
+    result = refit.refit_heads(tapped, config, ["named"], tmp_path / "out", epochs=60,
+                               add_classes=True, report=lines.append)
+    assert "named: 1 new classes (azure)" in lines
+    [head] = result.heads
+    assert head.kept and head.after > head.before
+    grown, grown_info = load_model(tmp_path / "out" / "model")
+    assert grown_info.head("named").classes == ["azure", "blue", "other", "red"]
+    assert stage_term(grown, "named").out_features == 4
+    runtime = TorchRuntime(grown, grown_info.preprocess, info=grown_info, precision="fp32")
+    view = eval_transform(grown_info.preprocess)
+    images = sorted((two_colour_csv.parent / "images").glob("*.png"),
+                    key=lambda p: int(p.stem))
+    # photos 31-35 are red over blue, 36-45 red over green or red (5 photos per pair);
+    # the keywords are read in name order (the config is written sorted)
+    batch = torch.stack([view(Image.open(p).convert("RGB")) for p in images[30:45]])
+    named = runtime.run(batch)["named"].argmax(1)
+    assert (named[:5] == 0).mean() >= 0.6 and (named[5:] == 3).mean() >= 0.6
+    # the first head keeps its classes: the search vector is built on them
+    assert grown_info.heads[0].classes == info.heads[0].classes

@@ -29,6 +29,10 @@ def refit_heads_command(
         "--colour-statistics", help="Comma-separated heads (among --heads) that also read "
                                     "the photo's colour histograms, e.g. the colour "
                                     "heads.")] = "",
+    add_classes: Annotated[bool, typer.Option(
+        "--add-classes", help="Let a classification head (not the first) learn classes "
+                              "the config has and it lacks, e.g. article types of photos "
+                              "its training left out.")] = False,
     overrides: Overrides = None,
 ) -> None:
     """Refit heads of a trained model without touching its backbone or search vector.
@@ -49,6 +53,7 @@ def refit_heads_command(
                          epochs=epochs, seed=seed,
                          colour_heads=[n.strip() for n in colour_statistics.split(",")
                                        if n.strip()],
+                         add_classes=add_classes,
                          report=lambda line: out.print(line, highlight=False))
     kept = [h.name for h in result.heads if h.kept]
     out.print(f"wrote {result.model_dir} (refit kept for: {', '.join(kept) or 'none'}; "

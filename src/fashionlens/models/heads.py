@@ -90,16 +90,31 @@ def stage_term(model: nn.Module, name: str) -> nn.Linear | None:
 
 
 def add_stage_term(model: nn.Module, name: str, inputs: int, classes: int) -> nn.Linear:
-    """A (zero) stage term for head `name` reading `inputs` numbers, created where the
-    model has none of that width yet."""
+    """A (zero) stage term for head `name` reading `inputs` numbers for `classes` classes,
+    created where the model has none of that shape yet."""
     terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
     if terms is None:
         terms = nn.ModuleDict()
         setattr(model, STAGE_TERMS_ATTRIBUTE, terms)
-    if name not in terms or terms[name].in_features != inputs:
+    if name not in terms or (terms[name].in_features, terms[name].out_features) \
+            != (inputs, classes):
         terms[name] = nn.Linear(inputs, classes, bias=False)
         nn.init.zeros_(terms[name].weight)
     return terms[name]
+
+
+def resize_head(model: nn.Module, heads: list[HeadSpec], name: str, classes: int
+                ) -> nn.Linear:
+    """A new (untrained) linear head `name` with `classes` outputs in place of the one
+    the model has: a head that gained classes. Not the first head, which is the
+    backbone's own classifier."""
+    scored = task_heads(heads)
+    extra = getattr(model, TASK_HEADS_ATTRIBUTE, None)
+    if (scored and scored[0].name == name) or extra is None or name not in extra:
+        raise ModelError(f"head '{name}' cannot be resized: not one of the model's further "
+                         "heads")
+    extra[name] = nn.Linear(extra[name].in_features, classes)
+    return extra[name]
 
 
 def head_module(model: nn.Module, heads: list[HeadSpec], name: str) -> nn.Module:

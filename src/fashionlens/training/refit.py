@@ -64,6 +64,7 @@ from ..models.heads import (
     add_stage_term,
     head_logits,
     head_module,
+    resize_head,
     stage_term,
     term_input,
     term_inputs,
@@ -320,9 +321,14 @@ def _validation_figures(task: Task, logits: torch.Tensor, targets: np.ndarray) -
     return task.metrics(scores, targets)
 
 
-def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: str) -> None:
+def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: str,
+                 add_classes: bool = False) -> dict[str, list[int]]:
+    """Refuse heads the config cannot refit. Returns, for each head whose task has classes
+    the head lacks (allowed with `add_classes`), where its classes sit among the task's."""
     heads = {h.name: h for h in task_heads(info.heads)}
+    first = task_heads(info.heads)[0].name if task_heads(info.heads) else None
     by_name = {t.name: t for t in tasks}
+    grown: dict[str, list[int]] = {}
     for name in names:
         if name not in heads:
             raise ConfigError(f"--heads {name}: the model has no such head (it has: "
@@ -330,13 +336,47 @@ def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: st
         if name not in by_name:
             raise ConfigError(f"{where}: no task named '{name}' (the config's tasks: "
                               f"{', '.join(by_name)})")
-        if list(by_name[name].classes) != list(heads[name].classes):
-            raise ConfigError(f"{where}: task '{name}' has other classes than the model's "
-                              f"head of that name ({len(by_name[name].classes)} against "
-                              f"{len(heads[name].classes)}): not the data it was trained on")
         if by_name[name].kind != heads[name].kind:
             raise ConfigError(f"{where}: task '{name}' is {by_name[name].kind}, the model's "
                               f"head {heads[name].kind}")
+        wanted, has = list(by_name[name].classes), list(heads[name].classes)
+        if wanted == has:
+            continue
+        missing = [c for c in has if c not in wanted]
+        if not add_classes or missing or by_name[name].kind != "classification":
+            hint = (f" (missing from the config: {', '.join(missing[:5])})" if missing else
+                    "; --add-classes lets a classification head learn the new ones")
+            raise ConfigError(f"{where}: task '{name}' has other classes than the model's "
+                              f"head of that name ({len(wanted)} against {len(has)}): not "
+                              f"the data it was trained on{hint}")
+        if name == first:  # its posterior is part of the search vector
+            raise ConfigError(f"--add-classes: '{name}' is the model's first head, whose "
+                              "classes the search vector and the \"not a garment\" score "
+                              "are built on; it cannot gain classes in a refit")
+        grown[name] = [wanted.index(c) for c in has]
+    return grown
+
+
+def _widen(values: torch.Tensor, positions: list[int], classes: int, fill: float
+           ) -> torch.Tensor:
+    """`values` (one row per class of the head as trained) at `positions` among `classes`
+    rows, `fill` in the rows of the classes it did not have."""
+    widened = values.new_full((classes, *values.shape[1:]), fill)
+    widened[positions] = values
+    return widened
+
+
+def _prior_bias(bias: torch.Tensor, positions: list[int], targets: np.ndarray,
+                classes: int) -> torch.Tensor:
+    """A grown head's starting bias: the trained biases kept, each new class at the log of
+    its share of the training photos on the same footing (the trained biases' median
+    offset from their own classes' log shares)."""
+    counts = np.bincount(targets[targets >= 0], minlength=classes).astype(np.float64) + 1.0
+    log_share = torch.as_tensor(np.log(counts / counts.sum()), dtype=bias.dtype)
+    offset = (bias - log_share[positions]).median()
+    widened = log_share + offset
+    widened[positions] = bias
+    return widened
 
 
 def _starting_term(network: torch.nn.Module, name: str, width: int) -> torch.Tensor | None:
@@ -354,13 +394,16 @@ def _starting_term(network: torch.nn.Module, name: str, width: int) -> torch.Ten
 
 def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Path, *,
                 config_path: Path | None = None, epochs: int = EPOCHS, keep: float = KEEP,
-                seed: int = 0, colour_heads: Sequence[str] = (),
+                seed: int = 0, colour_heads: Sequence[str] = (), add_classes: bool = False,
                 report: Callable[[str], None] = log.info) -> RefitResult:
     """Refit the named heads of `model` on the photos `config` (read from `config_path`)
     trains and validates on; write the model with the heads that scored higher to
     OUT/model and what was measured to OUT/refit.json. The heads in `colour_heads` also
     read the photos' colour statistics (`models.colour`); a head that read them before
-    goes on reading them."""
+    goes on reading them. With `add_classes`, a classification head (not the first) whose
+    task has classes it lacks gains them: e.g. the studio heads of a model trained on
+    garments alone learning the catalogue's cosmetics too, which its "not a garment"
+    score (first head and search vector, untouched) still refuses."""
     started = time.perf_counter()
     ref = resolve_model(model)
     if ref.folder is None:
@@ -376,7 +419,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
     config = copy.deepcopy(config)
     config.train.cache_images = False
     prepared = prepare_datasets(config, info.preprocess, config.seed)
-    _check_tasks(info, prepared.tasks, names, where)
+    grown = _check_tasks(info, prepared.tasks, names, where, add_classes)
     strange = [h for h in colour_heads if h not in names]
     if strange:
         raise ConfigError(f"--colour-statistics {strange[0]}: not among the heads refit "
@@ -411,24 +454,36 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         module = head_module(network, info.heads, name)
         other_rows = ~fit_rows
         side_spec = reading[name]
+        start_term = _starting_term(network, name, term_inputs(side_spec, channels))
+        start_weight, start_bias = module.weight.detach(), module.bias.detach()
         with torch.no_grad():
             pooled_val = torch.as_tensor(val.pooled)
             before_logits = head_logits(network, info.heads, pooled_val, [name],
                                         taps=torch.as_tensor(val.taps),
                                         colours=val_colours)[name]
-            trained = head_logits(
+            trained = activate(heads[name], head_logits(
                 network, info.heads, torch.as_tensor(train.pooled[other_rows]), [name],
                 taps=torch.as_tensor(train.taps[other_rows]),
                 colours=None if train.colours is None
-                else torch.as_tensor(train.colours[other_rows]))[name]
+                else torch.as_tensor(train.colours[other_rows]))[name])
+        positions = grown.get(name)
+        if positions is not None:  # new classes: never named by the head as trained
+            width = len(task.classes)
+            before_logits = _widen(before_logits.T, positions, width, -30.0).T
+            trained = _widen(trained.T, positions, width, 0.0).T
+            start_weight = _widen(start_weight, positions, width, 0.0)
+            start_bias = _prior_bias(start_bias, positions, train_targets[fit_rows], width)
+            if start_term is not None:
+                start_term = _widen(start_term, positions, width, 0.0)
+            report(f"{name}: {width - len(positions)} new classes ("
+                   f"{', '.join(c for i, c in enumerate(task.classes) if i not in positions)})")
         before = float(_validation_figures(task, before_logits, val_targets)[task.monitor])
         unlabelled = (train.pooled[other_rows], train.side(side_spec, other_rows),
-                      activate(heads[name], trained).numpy())
+                      trained.numpy())
         fit_options = {"epochs": epochs, "unlabelled": unlabelled, "keep": keep,
-                       "stage_weight": _starting_term(network, name,
-                                                      term_inputs(side_spec, channels))}
+                       "stage_weight": start_term}
         weight, bias, tap_weight = fit_head(
-            task, module.weight, module.bias, train.pooled[fit_rows],
+            task, start_weight, start_bias, train.pooled[fit_rows],
             train.side(side_spec, fit_rows), train_targets[fit_rows], seed=seed,
             **fit_options)
         with torch.no_grad():
@@ -438,7 +493,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             # thresholds from photos the validation figures are not read on, each source
             # counting the same
             scores = out_of_fold_scores(
-                task, module.weight, module.bias, train.pooled[fit_rows],
+                task, start_weight, start_bias, train.pooled[fit_rows],
                 train.side(side_spec, fit_rows), train_targets[fit_rows], seed=seed,
                 **fit_options)
             even = balanced_rows(source_of(prepared.train_ds, train.rows[fit_rows]), seed)
@@ -465,6 +520,8 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
                f"{after:.4f}{same}: {'refit kept' if kept else 'trained head kept'}")
         if not kept:
             continue
+        if positions is not None:
+            module = resize_head(network, info.heads, name, len(bias))
         with torch.no_grad():
             module.weight.copy_(weight)
             module.bias.copy_(bias)
