@@ -320,6 +320,11 @@ def test_extends_refuses_loops_missing_files_and_non_paths(tmp_path):
     gone = _yaml(tmp_path / "c.yaml", {"extends": "gone.yaml"})
     with pytest.raises(ConfigError, match=r"c\.yaml: extends .*gone\.yaml, which is not a file"):
         load_config(gone)
+    _yaml(tmp_path / "bad.yaml", {"train": {"lr": -1}, "model": {"colour": 3}})
+    child = _yaml(tmp_path / "child.yaml", {"extends": "bad.yaml", "model": {"colour": None}})
+    with pytest.raises(ConfigError, match=r"train\.lr: must be positive.*child\.yaml or the "
+                                          r"configs it extends: .*bad\.yaml"):
+        load_config(child)
     odd = _yaml(tmp_path / "d.yaml", {"extends": ["a.yaml"]})
     with pytest.raises(ConfigError, match=r"extends: expected the path .*d\.yaml"):
         load_config(odd)

@@ -374,14 +374,16 @@ def nest(dotted: str, value, into: dict | None = None) -> dict:
 EXTENDS = "extends"
 
 
-def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+def read_config_tree(path: Path, _chain: tuple[Path, ...] = (),
+                     read: list[Path] | None = None) -> dict:
     """A config file's fields as a mapping, its relative paths made absolute against its
     own folder, with the config it `extends` (a path relative to it) underneath.
 
     Why: a training stage differs from the one before by a handful of values; a file that
     copies the rest hides which. Merging (`merge_trees`): mappings field by field, lists of
     named items (`sources`, `tasks`) item by item by name (new names appended), anything
-    else replaced; `~` returns a field to its default."""
+    else replaced; `~` returns a field to its default. `read` gathers the files read, the
+    extended ones after."""
     resolved = path.resolve()
     if not path.is_file():
         if _chain:
@@ -400,12 +402,14 @@ def read_config_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, "
                           f"augment, output, metric, seed), got {type(loaded).__name__} "
                           f"{shorten(repr(loaded), 60)}")
+    if read is not None:
+        read.append(path)
     base = loaded.pop(EXTENDS, None)
-    if EXTENDS in loaded or base is not None:
+    if base is not None:
         if not isinstance(base, str) or not base.strip():
             raise FieldError(EXTENDS, f"expected the path of the config this one builds on "
                                       f"(relative to this file), got {base!r}", file=str(path))
-        loaded = merge_trees(read_config_tree(path.parent / base, (*_chain, resolved)),
+        loaded = merge_trees(read_config_tree(path.parent / base, (*_chain, resolved), read),
                              loaded)
     return _absolute_paths(loaded, path.parent)
 
@@ -476,13 +480,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     overrides."""
     config = RunConfig()
     loaded: dict = {}
+    where = ""
     if path is not None:
         path = Path(path)
-        loaded = read_config_tree(path)
+        files: list[Path] = []
+        loaded = read_config_tree(path, read=files)
+        # which file a bad field is in (a config that extends others: one of them)
+        where = str(path) if len(files) == 1 else \
+            f"{path} or the configs it extends: {', '.join(str(f) for f in files[1:])}"
         try:
             _apply(config, loaded, "")
-        except FieldError as exc:  # say which file the bad field is in
-            raise FieldError(exc.field, exc.reason, file=str(path)) from None
+        except FieldError as exc:
+            raise FieldError(exc.field, exc.reason, file=where) from None
         for index, task in enumerate(config.tasks):
             if isinstance(task.mapping, str):
                 task.mapping = _mapping_file(Path(task.mapping), f"tasks[{index}].mapping",
@@ -503,7 +512,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         # A bad value that only the file set: say which file, as for an unknown field.
         if path is not None and exc.file is None and _sets(loaded, exc.field) \
                 and not any(_sets(tree, exc.field) for tree in [values or {}, *parsed]):
-            raise FieldError(exc.field, exc.reason, file=str(path)) from None
+            raise FieldError(exc.field, exc.reason, file=where) from None
         raise
     return config
 
