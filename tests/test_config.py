@@ -310,6 +310,19 @@ def test_a_config_extends_another_and_names_only_what_differs(tmp_path):
     # the base itself is read as it was
     assert load_config(tmp_path / "base" / "run.yaml").sources[1].exclude == {
         "masterCategory": ["Home"]}
+    # starting weights beside the base are the base's; a mapping file the base names
+    # wrongly is reported with both files
+    (tmp_path / "base" / "w.safetensors").write_bytes(b"")
+    _yaml(tmp_path / "base" / "weights.yaml", {"model": {"pretrained": "w.safetensors"},
+                                               "tasks": [{"name": "type", "mapping": "no.yaml"}]})
+    child = _yaml(tmp_path / "stage" / "child.yaml", {"extends": "../base/weights.yaml",
+                                                      "tasks": [{"name": "type", "mapping": None}]})
+    assert load_config(child).model.pretrained == str((tmp_path / "base" / "w.safetensors")
+                                                      .resolve())
+    broken = _yaml(tmp_path / "stage" / "broken.yaml", {"extends": "../base/weights.yaml"})
+    with pytest.raises(ConfigError, match=r"no\.yaml: mapping file not found.*broken\.yaml or "
+                                          r"the configs it extends: .*weights\.yaml"):
+        load_config(broken)
 
 
 def test_extends_refuses_loops_missing_files_and_non_paths(tmp_path):

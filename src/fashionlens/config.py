@@ -405,13 +405,13 @@ def read_config_tree(path: Path, _chain: tuple[Path, ...] = (),
     if read is not None:
         read.append(path)
     base = loaded.pop(EXTENDS, None)
-    if base is not None:
-        if not isinstance(base, str) or not base.strip():
-            raise FieldError(EXTENDS, f"expected the path of the config this one builds on "
-                                      f"(relative to this file), got {base!r}", file=str(path))
-        loaded = merge_trees(read_config_tree(path.parent / base, (*_chain, resolved), read),
-                             loaded)
-    return _absolute_paths(loaded, path.parent)
+    own = _absolute_paths(loaded, path.parent)  # before merging: the base's are its own
+    if base is None:
+        return own
+    if not isinstance(base, str) or not base.strip():
+        raise FieldError(EXTENDS, f"expected the path of the config this one builds on "
+                                  f"(relative to this file), got {base!r}", file=str(path))
+    return merge_trees(read_config_tree(path.parent / base, (*_chain, resolved), read), own)
 
 
 def merge_trees(base: dict, over: dict) -> dict:
@@ -495,12 +495,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for index, task in enumerate(config.tasks):
             if isinstance(task.mapping, str):
                 task.mapping = _mapping_file(Path(task.mapping), f"tasks[{index}].mapping",
-                                             str(path))
+                                             where)
         for index, source in enumerate(config.sources):
             for column, mapping in list(source.mappings.items()):
                 if isinstance(mapping, str):
                     source.mappings[column] = _mapping_file(
-                        Path(mapping), f"sources[{index}].mappings.{column}", str(path))
+                        Path(mapping), f"sources[{index}].mappings.{column}", where)
     if values:
         _apply(config, values, "")
     parsed = [parse_override(text) for text in overrides or []]
