@@ -326,7 +326,7 @@ def _check_tasks(info: ModelInfo, tasks: list[Task], names: list[str], where: st
     """Refuse heads the config cannot refit. Returns, for each head whose task has classes
     the head lacks (allowed with `add_classes`), where its classes sit among the task's."""
     heads = {h.name: h for h in task_heads(info.heads)}
-    first = task_heads(info.heads)[0].name if task_heads(info.heads) else None
+    first = next(iter(heads), None)
     by_name = {t.name: t for t in tasks}
     grown: dict[str, list[int]] = {}
     for name in names:
