@@ -38,11 +38,28 @@ def _median_ms(times: list[float]) -> float:
     return round(1000 * statistics.median(times), 2)
 
 
+def _training_step(model, heads, tasks, targets, optimizer, batch, index, device,
+                   precision: str) -> float:
+    """Seconds of one training step (forward, backward, optimizer) on `batch`."""
+    t0 = time.perf_counter()
+    with autocast(device, precision):
+        logits = head_logits(model, heads, pooled_features(model, batch))
+    loss = sum(t.weight * t.loss(logits[t.name].float(), targets[t.name][index])
+               for t in tasks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "fashion.yaml"))
     parser.add_argument("--photos", type=int, default=64, help="photos timed per source")
     parser.add_argument("--steps", type=int, default=4, help="training steps timed per source")
+    parser.add_argument("--compare", action="append", default=[], metavar="PRECISION",
+                        help="also time the training step in this precision (fp32, bf16; "
+                             "repeatable), side by side with the run's own")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -64,6 +81,8 @@ def main() -> None:
         freeze_batchnorm_statistics(model)
     device = torch.device("cpu")
     precision = resolve_precision(config.train.precision, device)
+    compared = [precision] + [resolve_precision(p, device) for p in args.compare
+                              if resolve_precision(p, device) != precision]
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, layer_decay=config.train.layer_decay)
     for task in tasks:
         task.prepare(prepared.train_targets[task.name], config.train, device)
@@ -87,18 +106,16 @@ def main() -> None:
         batch = torch.stack(images[: config.train.batch_size]).contiguous(
             memory_format=torch.channels_last)
         index = torch.as_tensor(rows[: len(batch)] + start)
-        steps = []
+        # precisions take turns step by step, so that neither gets the warmer or quieter
+        # minutes; each one's first step builds its kernels for this size and is not counted
+        step_seconds: dict[str, list[float]] = {p: [] for p in compared}
         for step in range(args.steps + 1):
-            t0 = time.perf_counter()
-            with autocast(device, precision):
-                logits = head_logits(model, heads, pooled_features(model, batch))
-            loss = sum(t.weight * t.loss(logits[t.name].float(), targets[t.name][index])
-                       for t in tasks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step:  # the first step builds the kernels for this size
-                steps.append(time.perf_counter() - t0)
+            for p in compared:
+                seconds = _training_step(model, heads, tasks, targets, optimizer, batch,
+                                         index, device, p)
+                if step:
+                    step_seconds[p].append(seconds)
+        steps = step_seconds[precision]
         per_photo_step = statistics.median(steps) / len(batch)
         draws = draws or len(part)
         aug_ms, step_ms = statistics.median(augment), per_photo_step
@@ -113,6 +130,9 @@ def main() -> None:
             "decode_ms_per_photo": _median_ms(decode),
             "augment_ms_per_photo": _median_ms(augment),
             "train_step_ms_per_photo": round(1000 * step_ms, 2),
+            **({"train_step_ms_per_photo_by_precision": {
+                p: round(1000 * statistics.median(t) / len(batch), 2)
+                for p, t in step_seconds.items()}} if len(compared) > 1 else {}),
             "batch": len(batch),
             "epoch_seconds_estimate": round(source_epoch, 1),
             "share_in_augmentation": round(aug_ms / (aug_ms + step_ms), 3),

@@ -55,6 +55,33 @@ def test_a_head_reading_the_taps_adds_its_stage_term_and_survives_saving(tmp_pat
     np.testing.assert_allclose(without.run(batch)["kind"], got["kind"], atol=1e-5)
 
 
+def test_heads_named_like_torch_module_attributes_get_modules_and_round_trip(tmp_path):
+    """`type` is a common column name, and an attribute of every torch module: the first
+    head's stage term under that name used to crash `refit-heads`."""
+    torch.manual_seed(0)
+    heads = [HeadSpec("type", "classification", ["coat", "dress", "skirt"], taps=True),
+             HeadSpec("train", "classification", ["red", "blue"], taps=True),
+             HeadSpec("head_train", "classification", ["a", "b"])]
+    model = create_model(ARCH, num_classes=3, pretrained="none").eval()
+    _, channels = stage_taps(model, 2)
+    attach_heads(model, heads, sum(channels))
+    spec = with_stage_taps(model, 3)
+    for name in ("type", "train"):
+        assert stage_term(model, name) is not None
+        torch.nn.init.normal_(stage_term(model, name).weight)
+    assert head_module(model, heads, "train") is not head_module(model, heads, "head_train")
+    assert callable(model.train) and callable(model.type)  # the module's own, untouched
+    info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64),
+                     heads=heads, embedding=spec.to_dict(), name="names-test")
+    folder = save_model(model, info, tmp_path / "model")
+    batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    expected = TorchRuntime(model, info.preprocess, info=info, precision="fp32").run(batch)
+    loaded, _ = load_model(folder)
+    got = TorchRuntime(loaded, info.preprocess, info=info, precision="fp32").run(batch)
+    for name in ("type", "train", "head_train"):
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5)
+
+
 def test_a_head_reading_taps_needs_a_model_that_taps_stages(tmp_path):
     heads = [HeadSpec("kind", "classification", ["coat", "dress"], taps=True)]
     model = create_model(ARCH, num_classes=2, pretrained="none")

@@ -45,6 +45,34 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+class HeadModules(nn.ModuleDict):
+    """Modules by head name. A head is named after its data column, and a column may be
+    called `type`, `train` or `float`: names a torch module already has as attributes,
+    which `nn.ModuleDict` refuses. Such a name (and any name starting with the escape
+    itself, so that two names never share a key) is stored under `head_NAME`; every other
+    name is its own key, so the weights saved before this load unchanged."""
+
+    ESCAPE = "head_"
+    _PLAIN = nn.Module()
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        clashes = hasattr(cls._PLAIN, name) or hasattr(nn.ModuleDict, name)
+        return cls.ESCAPE + name if clashes or name.startswith(cls.ESCAPE) else name
+
+    def __getitem__(self, name: str) -> nn.Module:  # type: ignore[override]
+        return super().__getitem__(self.key(name))
+
+    def __setitem__(self, name: str, module: nn.Module) -> None:  # type: ignore[override]
+        super().__setitem__(self.key(name), module)
+
+    def __delitem__(self, name: str) -> None:  # type: ignore[override]
+        super().__delitem__(self.key(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(self.key(name))
+
+
 def attach_heads(model: nn.Module, heads: list[HeadSpec], tap_channels: int = 0) -> None:
     """Give a backbone built with `len(heads[0].classes)` outputs its further heads, and
     the heads declared with `taps` their stage terms (`tap_channels` numbers in all)."""
@@ -53,14 +81,14 @@ def attach_heads(model: nn.Module, heads: list[HeadSpec], tap_channels: int = 0)
         return
     if len(scored) > 1:
         features = int(model.num_features)
-        setattr(model, TASK_HEADS_ATTRIBUTE, nn.ModuleDict(
+        setattr(model, TASK_HEADS_ATTRIBUTE, HeadModules(
             {h.name: nn.Linear(features, len(h.classes)) for h in scored[1:]}))
     tapping = [h for h in scored if h.taps]
     if tapping and tap_channels < 1:
         raise ModelError(f"head '{tapping[0].name}' reads the backbone's tapped stages, but "
                          "the model taps none (its embedding declares no taps)")
     if tapping:
-        setattr(model, STAGE_TERMS_ATTRIBUTE, nn.ModuleDict(
+        setattr(model, STAGE_TERMS_ATTRIBUTE, HeadModules(
             {h.name: nn.Linear(term_inputs(h, tap_channels), len(h.classes), bias=False)
              for h in tapping}))
 
@@ -94,7 +122,7 @@ def add_stage_term(model: nn.Module, name: str, inputs: int, classes: int) -> nn
     created where the model has none of that shape yet."""
     terms = getattr(model, STAGE_TERMS_ATTRIBUTE, None)
     if terms is None:
-        terms = nn.ModuleDict()
+        terms = HeadModules()
         setattr(model, STAGE_TERMS_ATTRIBUTE, terms)
     if name not in terms or (terms[name].in_features, terms[name].out_features) \
             != (inputs, classes):
