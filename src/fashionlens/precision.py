@@ -1,9 +1,12 @@
 """Which float precision a forward/backward pass runs in: one decision for the whole package.
 
-bf16 autocast halves memory traffic and is about 1.5x faster on CPUs with native bf16
-instructions (AVX512-BF16, AMX) and on recent GPUs. On a CPU without them every bf16
-op is emulated: one epoch of the README's demo took 3 min 26 s in bf16 against 11 s in
-fp32. So "auto" (the default everywhere) picks bf16 only where the hardware has it.
+bf16 autocast halves memory traffic. On a CPU without native bf16 instructions every
+bf16 op is emulated: one epoch of the README's demo took 3 min 26 s in bf16 against 11 s
+in fp32. So "auto" (the default everywhere) picks bf16 only where the hardware has it
+(AVX512-BF16, AMX, ARM bf16, a bf16 GPU). Measured there (AMD EPYC, AVX512-BF16, no
+AMX): eager inference of the bundled model 2.5x faster than fp32
+(benchmarks/results-inference.json), the `fashion` recipe's training step no faster
+(benchmarks/results-train-time-native-bf16.json); a run can ask for fp32 outright.
 """
 
 from __future__ import annotations
