@@ -313,3 +313,33 @@ def test_heads_after_the_first_live_in_task_heads_and_round_trip(tmp_path):
         b = head_logits(loaded, heads, pooled_features(loaded, x))
     assert a.keys() == {"kind", "tags"} and a["tags"].shape == (2, 3)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_started_from_a_multi_head_model_goes_on_from_its_further_heads(tmp_path, caplog):
+    """The backbone is built bare and its heads attached after: the checkpoint's further
+    heads used to be dropped ("another number of classes") and trained anew."""
+    from fashionlens.models.heads import HeadSpec, attach_heads, head_module
+    from fashionlens.models.registry import load_further_heads
+
+    torch.manual_seed(0)
+    trained = [HeadSpec("kind", "classification", ["coat", "dress"]),
+               HeadSpec("colour", "classification", ["red", "blue", "green"]),
+               HeadSpec("type", "classification", ["a", "b"]),
+               HeadSpec("season", "classification", ["summer", "winter"])]
+    source = create_model(ARCH, num_classes=2, pretrained="none")
+    attach_heads(source, trained)
+    checkpoint = tmp_path / "trained.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(checkpoint))
+
+    # the next stage: same heads, except season now has three classes
+    wanted = [*trained[:3], HeadSpec("season", "classification", ["summer", "winter", "spring"])]
+    with caplog.at_level(logging.INFO, logger="fashionlens"):
+        model = create_model(ARCH, num_classes=2, pretrained=str(checkpoint))
+    assert "another number of classes" not in caplog.text
+    attach_heads(model, wanted)
+    assert load_further_heads(model, str(checkpoint)) == ["colour", "type"]
+    for name in ("colour", "type"):
+        assert torch.equal(head_module(model, wanted, name).weight,
+                           head_module(source, trained, name).weight)
+    assert head_module(model, wanted, "season").weight.shape == (3, source.num_features)
+    assert load_further_heads(model, "embedded") == []

@@ -21,6 +21,7 @@ from timm.data import resolve_data_config
 
 from ..data.transforms import Preprocess
 from ..errors import ModelError
+from .heads import TASK_HEADS_ATTRIBUTE, HeadModules
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]
     state = _match_keys(model, state, source)
     own = model.state_dict()
     filtered = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    dropped = sorted(set(state) - set(filtered))
+    dropped = sorted(k for k in state if k in own and k not in filtered)
+    # a trained model's further heads, stage terms and search vector: the backbone has no
+    # place for them (`load_further_heads` takes the heads once they are attached)
+    extra = sorted(k for k in state if k not in own)
     result = model.load_state_dict(filtered, strict=False)
     head = _classifier_prefix(model)
     missing = [k for k in result.missing_keys if not k.startswith(head)]
@@ -124,6 +128,34 @@ def load_backbone_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]
         log.log(logging.DEBUG if expected_new_head else logging.INFO,
                 "%s: its classifier (%s) has another number of classes; a new one is trained",
                 source, ", ".join(dropped))
+    if extra:
+        log.debug("%s: %d tensors beyond the backbone and its classifier left out here "
+                  "(e.g. %s)", source, len(extra), extra[0])
+
+
+def load_further_heads(model: torch.nn.Module, pretrained: str | None) -> list[str]:
+    """The heads after the first that the checkpoint file `pretrained` carries with the
+    same name and shape, loaded into `model` once its heads are attached; their names.
+
+    Why: `create_model` builds the bare backbone, so a run started from another run's
+    multi-head model used to train every further head anew; without a linear probe to
+    refit them, the first epoch lost everything those heads had learned (validation
+    score 0.754 -> 0.519 in a 3-epoch stage after the `fashion` model's stage 6)."""
+    name = (pretrained or "none").strip()
+    prefix = f"{TASK_HEADS_ATTRIBUTE}."
+    own = model.state_dict()
+    if name in ("none", "embedded", "timm") or not any(k.startswith(prefix) for k in own):
+        return []
+    state = read_state_dict(Path(name).expanduser())
+    wanted = {k: v for k, v in state.items()
+              if k.startswith(prefix) and k in own and own[k].shape == v.shape}
+    heads = {k[len(prefix):].rsplit(".", 1)[0] for k in wanted}
+    # a head is taken whole (weight and bias) or not at all
+    whole = {h for h in heads if all(f"{prefix}{h}.{p}" in wanted for p in ("weight", "bias"))}
+    model.load_state_dict({k: v for k, v in wanted.items()
+                           if k[len(prefix):].rsplit(".", 1)[0] in whole}, strict=False)
+    escape = HeadModules.ESCAPE
+    return sorted(h[len(escape):] if h.startswith(escape) else h for h in whole)
 
 
 def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,

@@ -35,6 +35,7 @@ from ..models import ModelInfo, architecture_preprocess, create_model, save_mode
 from ..models.card import CARD_FILE, write_model_card
 from ..models.heads import attach_heads
 from ..models.info import WEIGHTS_FILE
+from ..models.registry import load_further_heads
 from ..models.resolve import META_FILE
 from ..progress import track
 from ..tasks import Task, build_tasks
@@ -339,6 +340,10 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
                          pretrained=model_cfg.pretrained, drop_rate=model_cfg.drop_rate,
                          drop_path_rate=model_cfg.drop_path_rate)
     attach_heads(model, heads)
+    went_on = load_further_heads(model, model_cfg.pretrained)
+    if went_on:
+        log.info("heads that start from %s's trained weights: %s", model_cfg.pretrained,
+                 ", ".join(went_on))
     probe_ds = train_ds.with_transform(eval_transform(preprocess))  # un-augmented view
 
     seed_everything(config.seed)
