@@ -81,8 +81,8 @@ def main() -> None:
         freeze_batchnorm_statistics(model)
     device = torch.device("cpu")
     precision = resolve_precision(config.train.precision, device)
-    compared = [precision] + [resolve_precision(p, device) for p in args.compare
-                              if resolve_precision(p, device) != precision]
+    compared = list(dict.fromkeys([precision, *(resolve_precision(p, device)
+                                                 for p in args.compare)]))
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, layer_decay=config.train.layer_decay)
     for task in tasks:
         task.prepare(prepared.train_targets[task.name], config.train, device)

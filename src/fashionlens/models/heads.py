@@ -53,12 +53,17 @@ class HeadModules(nn.ModuleDict):
     name is its own key, so the weights saved before this load unchanged."""
 
     ESCAPE = "head_"
-    _PLAIN = nn.Module()
+    _PLAIN = nn.ModuleDict()  # the attributes (methods and instance ones) a name must avoid
 
     @classmethod
     def key(cls, name: str) -> str:
-        clashes = hasattr(cls._PLAIN, name) or hasattr(nn.ModuleDict, name)
-        return cls.ESCAPE + name if clashes or name.startswith(cls.ESCAPE) else name
+        clashes = hasattr(cls._PLAIN, name) or name.startswith(cls.ESCAPE)
+        return cls.ESCAPE + name if clashes else name
+
+    @classmethod
+    def name_of(cls, key: str) -> str:
+        """The head name stored under `key` (`key`'s inverse)."""
+        return key[len(cls.ESCAPE):] if key.startswith(cls.ESCAPE) else key
 
     def __getitem__(self, name: str) -> nn.Module:  # type: ignore[override]
         return super().__getitem__(self.key(name))

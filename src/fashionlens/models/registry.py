@@ -142,20 +142,20 @@ def load_further_heads(model: torch.nn.Module, pretrained: str | None) -> list[s
     refit them, the first epoch lost everything those heads had learned (validation
     score 0.754 -> 0.519 in a 3-epoch stage after the `fashion` model's stage 6)."""
     name = (pretrained or "none").strip()
-    prefix = f"{TASK_HEADS_ATTRIBUTE}."
-    own = model.state_dict()
-    if name in ("none", "embedded", "timm") or not any(k.startswith(prefix) for k in own):
+    heads = getattr(model, TASK_HEADS_ATTRIBUTE, None)
+    if name in ("none", "embedded", "timm") or heads is None:
         return []
     state = read_state_dict(Path(name).expanduser())
-    wanted = {k: v for k, v in state.items()
-              if k.startswith(prefix) and k in own and own[k].shape == v.shape}
-    heads = {k[len(prefix):].rsplit(".", 1)[0] for k in wanted}
-    # a head is taken whole (weight and bias) or not at all
-    whole = {h for h in heads if all(f"{prefix}{h}.{p}" in wanted for p in ("weight", "bias"))}
-    model.load_state_dict({k: v for k, v in wanted.items()
-                           if k[len(prefix):].rsplit(".", 1)[0] in whole}, strict=False)
-    escape = HeadModules.ESCAPE
-    return sorted(h[len(escape):] if h.startswith(escape) else h for h in whole)
+    taken = []
+    for key, module in heads.named_children():
+        prefix = f"{TASK_HEADS_ATTRIBUTE}.{key}."
+        saved = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        own = module.state_dict()
+        # a head is taken whole (weight and bias, same shapes) or not at all
+        if saved.keys() == own.keys() and all(saved[k].shape == own[k].shape for k in own):
+            module.load_state_dict(saved)
+            taken.append(HeadModules.name_of(key))
+    return sorted(taken)
 
 
 def create_model(name: str = "efficientnet_lite0", num_classes: int = 1000,
