@@ -18,7 +18,13 @@ from fashionlens.cli.main import app
 from fashionlens.data.transforms import Preprocess
 from fashionlens.errors import ConfigError, DataError
 from fashionlens.models import ModelInfo, create_model, read_info, save_model
-from fashionlens.models.card import CARD_FILE, card_text, write_model_card
+from fashionlens.models.card import (
+    CARD_FILE,
+    SUMMARY_FILE,
+    card_text,
+    stored_summary,
+    write_model_card,
+)
 from fashionlens.models.heads import HeadSpec, attach_heads
 
 runner = CliRunner()
@@ -198,6 +204,59 @@ def test_runs_without_metrics_or_weights_are_listed_with_a_note(runs_folder):
     assert records["beta"]["parameters"] is None
     assert any("safetensors" in p for p in records["beta"]["problems"])
     assert "Traceback" not in _ok(root).stdout
+
+
+def _bundle_tool():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "tools" / "bundle_model.py"
+    spec = importlib.util.spec_from_file_location("bundle_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_card_summary_travels_with_the_model(runs_folder, tmp_path):
+    """A model made from a trained one without a run of its own (a new search vector, a
+    bundle of a bundle) keeps its card's training figures: the summary the card read is
+    stored beside it, and bundle_model.py falls back on it."""
+    root, made = runs_folder
+    run, _, _ = made["alpha"]
+    summary = json.loads((run / "metrics.json").read_text())
+    info = read_info(run / "model")
+    write_model_card(run / "model", info, {**summary, "history": [{"epoch": 1}]})
+    kept = stored_summary(run / "model")
+    assert kept is not None and "history" not in kept
+    assert kept["num_train_images"] == summary["num_train_images"]
+    assert card_text(info, kept) == card_text(info, summary)
+    assert "40 training photos" in card_text(info, kept)
+
+    tool = _bundle_tool()
+    # a run folder without metrics.json: the model's own summary
+    derived = tmp_path / "derived"
+    (derived / "model").mkdir(parents=True)
+    (derived / "model" / SUMMARY_FILE).write_text(json.dumps(kept))
+    assert tool.run_summary(derived, None) == kept
+    # an explicit summary wins over both
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"num_train_images": 7}))
+    assert tool.run_summary(derived, other) == {"num_train_images": 7}
+    # a run with its own metrics.json reads it
+    assert tool.run_summary(run, None) == summary
+    # neither: nothing recorded, and the card says so instead of guessing
+    (derived / "model" / SUMMARY_FILE).unlink()
+    assert tool.run_summary(derived, None) is None
+    assert stored_summary(derived / "model") is None
+
+
+def test_unreadable_stored_summary_names_the_file(tmp_path):
+    from fashionlens.errors import ModelError
+
+    (tmp_path / SUMMARY_FILE).write_text("[1, 2")
+    with pytest.raises(ModelError, match=SUMMARY_FILE):
+        stored_summary(tmp_path)
+    (tmp_path / SUMMARY_FILE).write_text("[1, 2]")
+    with pytest.raises(ModelError, match="JSON object"):
+        stored_summary(tmp_path)
 
 
 def test_card_of_a_single_task_model(runs_folder):

@@ -5,8 +5,14 @@
     python tools/bundle_model.py runs/outfits-cpu --name outfits
 
 Writes src/fashionlens/assets/models/NAME/ with model.safetensors (half precision, about
-8 MB for EfficientNet-Lite0), model.json, the model card (README.md) and the run's
-confusion matrices and training curves. `--model NAME` then finds it, and `serve` loads it.
+8 MB for EfficientNet-Lite0), model.json, the model card (README.md) with the run summary
+it was written from (training.json) and the run's confusion matrices and training curves.
+`--model NAME` then finds it, and `serve` loads it.
+
+The card's photo counts, time and memory come from the run's metrics.json; a run folder
+made without training (a new search vector or refit heads on a bundled model) has none,
+so they come from the model folder's own training.json, or `--summary FILE` (a
+metrics.json or a training.json, e.g. the bundle's before it is replaced).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from fashionlens.models import load_model, save_model
-from fashionlens.models.card import write_model_card
+from fashionlens.models.card import stored_summary, write_model_card
 from fashionlens.models.resolve import BUNDLED_DIR, DEFAULT_MODEL
 
 
@@ -25,19 +31,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="the run folder (runs/NAME)")
     parser.add_argument("--name", default=DEFAULT_MODEL.name, help="the bundled model's name")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="the run summary for the card when the run folder has no "
+                             "metrics.json (a metrics.json or a model's training.json)")
     args = parser.parse_args()
     run = Path(args.run)
     target = BUNDLED_DIR / args.name
     model, info = load_model(run / "model")
     info.name = args.name
+    # read before the target is replaced: --summary may be the bundle's own training.json
+    summary = run_summary(run, args.summary)
     save_model(model, info, target, half=True)
-    summary = json.loads((run / "metrics.json").read_text()) \
-        if (run / "metrics.json").is_file() else None
     write_model_card(target, info, summary)
     for figure in sorted(run.glob("confusion*.png")) + [run / "curves.png"]:
         if figure.is_file():
             shutil.copy2(figure, target / figure.name)
     print(f"bundled {run} as {target}")
+
+
+def run_summary(run: Path, given: Path | None) -> dict | None:
+    """What the card reads about training: `given`, else the run's metrics.json, else the
+    summary kept in its model folder; None when none was recorded."""
+    if given is not None:
+        return json.loads(given.read_text())
+    if (run / "metrics.json").is_file():
+        return json.loads((run / "metrics.json").read_text())
+    return stored_summary(run / "model")
 
 
 if __name__ == "__main__":

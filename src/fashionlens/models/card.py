@@ -3,19 +3,21 @@ how well it did on validation and where it should not be trusted.
 
 Everything in it comes from the model's own description (`ModelInfo`: architecture, heads,
 pre-processing, resolved config, validation metrics) and the run's `metrics.json`
-(`summary`: photo counts, time, precision, memory); nothing is estimated or filled in, so
-a field the run did not record is left out rather than guessed. No torch import: cards are
+(`summary`: photo counts, time, precision, memory; kept beside the card as `training.json`);
+nothing is estimated or filled in, so a field the run did not record is left out rather
+than guessed. No torch import: cards are
 cheap to write and to read.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_file, write_json_atomic
+from ..errors import ModelError
 from .resolve import BUNDLED_DIR
 
 if TYPE_CHECKING:
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
     from .heads import HeadSpec
 
 CARD_FILE = "README.md"
+# The part of the run's summary the card was written from, kept beside it: a model made
+# from this one without retraining (a new search vector, refit heads, a bundle) has no
+# run of its own to read photo counts, time and memory from, and its card keeps them.
+SUMMARY_FILE = "training.json"
+SUMMARY_KEYS = ("num_train_images", "num_val_images", "skipped_images", "missing_images",
+                "tasks", "train_seconds", "total_seconds", "precision", "peak_rss_mb",
+                "kept", "stopped_early", "note", "picked", "metrics")
 MAX_NAMES = 24  # class or tag names listed in full; longer lists are abbreviated
 MAX_ROWS = 30  # per-class / per-tag rows in a metrics table
 
@@ -52,23 +61,30 @@ FITS = {
 
 
 def write_model_card(model_dir: Path, info: ModelInfo, summary: dict | None = None) -> Path:
-    """Write `model_dir/README.md` atomically (temporary file + rename), so a reader never
-    sees half a card; returns its path."""
+    """Write `model_dir/README.md` atomically, and beside it (`SUMMARY_FILE`) the part of
+    `summary` it read; returns the card's path."""
     model_dir = Path(model_dir)
     target = model_dir / CARD_FILE
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{CARD_FILE}.", suffix=".tmp", dir=model_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(card_text(info, summary))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; a card is not
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(target, text=True, encoding="utf-8") as fh:
+        fh.write(card_text(info, summary))
+    kept = {key: summary[key] for key in SUMMARY_KEYS if key in (summary or {})}
+    if kept:
+        write_json_atomic(model_dir / SUMMARY_FILE, kept)
     return target
+
+
+def stored_summary(model_dir: Path) -> dict | None:
+    """The run summary a model folder's card was written from (`SUMMARY_FILE`), if kept."""
+    path = Path(model_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable run summary ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ModelError(f"{path}: not a readable run summary (a JSON object is expected)")
+    return summary
 
 
 def card_text(info: ModelInfo, summary: dict | None = None) -> str:
