@@ -4,6 +4,8 @@
         --out benchmarks/results-fashion-baseline.json      # today's three baselines
     python benchmarks/fashion_model.py --model fashion      # the joint model
     python benchmarks/fashion_model.py --model fashion --limit 60   # a quick look
+    python benchmarks/fashion_model.py --model runs/X/model,fashion --runtime torch \
+        --precision fp32                 # a run's model beside the bundle, both in fp32
 
 Every figure comes from validation photos of ../shared/data, read in place:
 
@@ -545,6 +547,10 @@ def main() -> None:
                         help="model name or folder; repeatable or comma-separated "
                              "(default: clothing10,products,outfits)")
     parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                        help="the runtime's precision for every model (default: the "
+                             "runtime's own choice, e.g. bf16 for torch on a CPU with "
+                             "native bf16); fp32 compares models trained here alike")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most this many photos of each set (a quick run)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -566,7 +572,8 @@ def main() -> None:
     try:
         taxonomy = read_mapping(TAXONOMY, "garment type")
         groups = read_mapping(COLOUR_GROUPS, "colour group")
-        predictors = {name: Predictor(name, runtime=args.runtime) for name in names}
+        predictors = {name: Predictor(name, runtime=args.runtime, precision=args.precision)
+                      for name in names}
         models = {}
         for name, predictor in predictors.items():
             begun = time.perf_counter()
@@ -585,7 +592,8 @@ def main() -> None:
             print(f"{name}: {models[name]['seconds']} s", file=sys.stderr, flush=True)
         timed = dict(predictors)
         if REFERENCE not in timed:
-            timed = {REFERENCE: Predictor(REFERENCE, runtime=args.runtime), **timed}
+            timed = {REFERENCE: Predictor(REFERENCE, runtime=args.runtime,
+                                          precision=args.precision), **timed}
         if len({p.runtime.backend for p in timed.values()}) > 1:
             # `auto` took int8 for the models whose int8 export measured faster here and
             # fp32 for the others (seen: clothing10 on openvino-int8, fashion on openvino):
@@ -607,6 +615,7 @@ def main() -> None:
                   "measure": f"Predictor.predict_paths, decoding included, best of "
                              f"{args.repeats} (models in turns)", "models": speeds},
         "runtime": args.runtime,
+        "precision": args.precision or "the runtime's choice",
         "limit": args.limit,
         "taxonomy": str(TAXONOMY.relative_to(ROOT)),
         "colour_groups": str(COLOUR_GROUPS.relative_to(ROOT)),
