@@ -211,6 +211,7 @@ def test_a_new_embedding_drops_a_not_a_garment_scorer_that_reads_the_vector(
                        "calibration": {}}
     meta["duplicate_threshold"] = 0.97  # measured on the old vector: always dropped
     (base / "model.json").write_text(json.dumps(meta))
+    (base / "training.json").write_text(json.dumps({"num_train_images": 40}))
     cfg = MetricConfig(base=str(base), mode="head", dim=8, views=1, epochs=1, batch_items=4,
                        threads=1, precision="fp32", device="cpu")
     result = train_embedding(cfg, DataSpec(path=str(tiny_folder), val_fraction=0.25),
@@ -218,3 +219,6 @@ def test_a_new_embedding_drops_a_not_a_garment_scorer_that_reads_the_vector(
     _, info = load_model(result.model_dir)
     assert (info.unknown is not None) is kept
     assert info.duplicate_threshold is None
+    # the base's training figures go on with it (its card can still say how it trained)
+    assert json.loads((result.model_dir / "training.json").read_text()) == {
+        "num_train_images": 40}

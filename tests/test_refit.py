@@ -160,9 +160,12 @@ def build_task_for(classes: list[str]):
 def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
         tmp_path, spoiled_model, tiny_folder, monkeypatch):
     out = tmp_path / "refit"
+    (spoiled_model / "training.json").write_text(json.dumps({"train_seconds": 12.5}))
     result = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], out,
                                epochs=30)
     [head] = result.heads
+    # the trained model's figures go on with the refit one (its card keeps them)
+    assert json.loads((out / "model" / "training.json").read_text()) == {"train_seconds": 12.5}
     assert head.kept and head.after > head.before
     model, info = load_model(out / "model")
     assert info.heads[0].taps and stage_term(model, "label") is not None

@@ -240,8 +240,14 @@ def test_card_summary_travels_with_the_model(runs_folder, tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"num_train_images": 7}))
     assert tool.run_summary(derived, other) == {"num_train_images": 7}
-    # a run with its own metrics.json reads it
+    # the model folder's summary comes before the run's metrics.json (which, for a
+    # train-embedding run, is about the embedding)
+    (derived / "metrics.json").write_text(json.dumps({"validation": {"pairs_top10": 0.9}}))
+    assert tool.run_summary(derived, None) == kept
+    # an older run whose model kept none: its metrics.json
+    (run / "model" / SUMMARY_FILE).unlink()
     assert tool.run_summary(run, None) == summary
+    (derived / "metrics.json").unlink()
     # neither: nothing recorded, and the card says so instead of guessing
     (derived / "model" / SUMMARY_FILE).unlink()
     assert tool.run_summary(derived, None) is None

@@ -9,10 +9,9 @@ Writes src/fashionlens/assets/models/NAME/ with model.safetensors (half precisio
 it was written from (training.json) and the run's confusion matrices and training curves.
 `--model NAME` then finds it, and `serve` loads it.
 
-The card's photo counts, time and memory come from the run's metrics.json; a run folder
-made without training (a new search vector or refit heads on a bundled model) has none,
-so they come from the model folder's own training.json, or `--summary FILE` (a
-metrics.json or a training.json, e.g. the bundle's before it is replaced).
+The card's photo counts, time and memory come from the model folder's training.json (a
+training run writes it; train-embedding and refit-heads carry their base model's), else
+the run's metrics.json, or `--summary FILE` (a metrics.json or a training.json).
 """
 
 from __future__ import annotations
@@ -50,13 +49,18 @@ def main() -> None:
 
 
 def run_summary(run: Path, given: Path | None) -> dict | None:
-    """What the card reads about training: `given`, else the run's metrics.json, else the
-    summary kept in its model folder; None when none was recorded."""
+    """What the card reads about training: `given`, else the summary kept in the model
+    folder (a training run writes it; train-embedding and refit-heads carry their base's,
+    while their own metrics.json is about the embedding or the refit), else the run's
+    metrics.json; None when none was recorded."""
     if given is not None:
         return json.loads(given.read_text())
+    stored = stored_summary(run / "model")
+    if stored is not None:
+        return stored
     if (run / "metrics.json").is_file():
         return json.loads((run / "metrics.json").read_text())
-    return stored_summary(run / "model")
+    return None
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ def write_model_card(model_dir: Path, info: ModelInfo, summary: dict | None = No
     return target
 
 
+def carry_summary(source_dir: Path | None, model_dir: Path) -> None:
+    """Give a model made from another without training (a new search vector, refit heads)
+    the run summary its source's card was written from, if the source kept one."""
+    summary = stored_summary(source_dir) if source_dir is not None else None
+    if summary is not None:
+        write_json_atomic(Path(model_dir) / SUMMARY_FILE, summary)
+
+
 def stored_summary(model_dir: Path) -> dict | None:
     """The run summary a model folder's card was written from (`SUMMARY_FILE`), if kept."""
     path = Path(model_dir) / SUMMARY_FILE

@@ -45,6 +45,7 @@ from ..errors import ConfigError, DataError, ImageError, ModelError
 from ..evaluation.retrieval import pair_accuracy, precision_at_k
 from ..inference.unknown import vector_scorer
 from ..models import ModelInfo, create_model, load_model, model_preprocess, save_model
+from ..models.card import carry_summary
 from ..models.embedding import (
     EmbeddingSpec,
     attach_embedding_head,
@@ -520,6 +521,7 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
     model.cpu()
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = save_model(model, info, run_dir / "model")
+    carry_summary(resolve_model(cfg.base, backbone=True, flag="--base").folder, model_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(
         {"metric": asdict(cfg), "data": asdict(data)}, sort_keys=False))
     (run_dir / "metrics.json").write_text(json.dumps(

@@ -57,6 +57,7 @@ from ..evaluation.plots import plot_confusion
 from ..inference.outputs import COLOURS, FEATURES, STAGES
 from ..inference.runtime import TorchRuntime, run_dataset
 from ..models.artifact import load_model, save_model
+from ..models.card import carry_summary
 from ..models.colour import SIGNATURE
 from ..models.embedding import tap_channels
 from ..models.heads import (
@@ -553,6 +554,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
             info.metrics["summary"].pop("score", None)
         info.metrics.setdefault("refit", {}).update({h.name: h.to_dict() for h in result.heads})
     save_model(network, info, out / "model")
+    carry_summary(ref.folder, out / "model")
     write_json_atomic(out / "refit.json", summary)
     result.seconds = summary["seconds"]
     if not math.isfinite(sum(h.after for h in result.heads)):
