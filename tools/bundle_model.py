@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("run", help="the run folder (runs/NAME)")
     parser.add_argument("--name", default=DEFAULT_MODEL.name, help="the bundled model's name")
     parser.add_argument("--summary", type=Path, default=None,
-                        help="the run summary for the card when the run folder has no "
-                             "metrics.json (a metrics.json or a model's training.json)")
+                        help="the run summary for the card (a metrics.json or a model's "
+                             "training.json); default: the model folder's training.json, "
+                             "else the run's metrics.json")
     args = parser.parse_args()
     run = Path(args.run)
     target = BUNDLED_DIR / args.name

@@ -5,8 +5,7 @@ Everything in it comes from the model's own description (`ModelInfo`: architectu
 pre-processing, resolved config, validation metrics) and the run's `metrics.json`
 (`summary`: photo counts, time, precision, memory; kept beside the card as `training.json`);
 nothing is estimated or filled in, so a field the run did not record is left out rather
-than guessed. No torch import: cards are
-cheap to write and to read.
+than guessed. No torch import: cards are cheap to write and to read.
 """
 
 from __future__ import annotations
@@ -67,7 +66,10 @@ def write_model_card(model_dir: Path, info: ModelInfo, summary: dict | None = No
     target = model_dir / CARD_FILE
     with atomic_file(target, text=True, encoding="utf-8") as fh:
         fh.write(card_text(info, summary))
-    kept = {key: summary[key] for key in SUMMARY_KEYS if key in (summary or {})}
+    # the summary's metrics only where the card read them: a trained model carries its
+    # own in model.json, and a second copy would only grow every model folder
+    read = [key for key in SUMMARY_KEYS if key != "metrics" or not info.metrics]
+    kept = {key: summary[key] for key in read if key in (summary or {})}
     if kept:
         write_json_atomic(model_dir / SUMMARY_FILE, kept)
     return target
