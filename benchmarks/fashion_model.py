@@ -277,9 +277,9 @@ def head_scores(predictor, paths: Sequence[Path], heads: Sequence[str]
     for start, decoded in zip(range(0, len(paths), BATCH), decoded_batches(
             list(paths), lambda p: prepare_photo(p, preprocess), BATCH, predictor.threads),
             strict=True):
-        if decoded.batch is None:
+        if not decoded.groups:
             continue
-        out = predictor.runtime.run(decoded.batch, list(heads))
+        out = decoded.map(lambda batch: predictor.runtime.run(batch, list(heads)))
         for h in heads:
             parts[h].append(out[h])
         rows += [start + r for r in decoded.rows]

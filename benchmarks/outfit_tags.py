@@ -119,15 +119,16 @@ def cached_scores(model: str, head_name: str, csv_path: Path) -> tuple[list[str]
     _, rows = read_csv_rows(csv_path)
     kinds_by_id = {r["image"].strip(): (r.get("annotation") or "").strip() for r in rows}
     from fashionlens.inference.loading import load_runtime
-    from fashionlens.inference.photos import prepare_photo
+    from fashionlens.inference.photos import decoded_batches, prepare_photo
 
     runtime = load_runtime(model, precision="fp32")
     ids, parts = [], []
-    for start in range(0, len(samples), 32):
-        chunk = samples[start:start + 32]
-        batch = np.stack([prepare_photo(s.path, info.preprocess) for s in chunk])
-        parts.append(runtime.run(batch, (head_name,))[head_name])
-        ids += [s.path.stem for s in chunk]
+    for decoded in decoded_batches([s.path for s in samples],
+                                   lambda path: prepare_photo(path, info.preprocess), 32, 2):
+        if decoded.errors:
+            raise SystemExit(f"{decoded.sources[min(decoded.errors)]}: unreadable")
+        parts.append(decoded.map(lambda batch: runtime.run(batch, (head_name,))[head_name]))
+        ids += [path.stem for path in decoded.sources]
     scores = np.concatenate(parts).astype(np.float32)
     kinds = [kinds_by_id.get(i, "") for i in ids]
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -335,3 +335,17 @@ def test_card_names_starting_weights_in_the_working_folder_relative_to_it(tmp_pa
                      preprocess=Preprocess(size=64), name="started",
                      config={"model": {"pretrained": str(tmp_path / "runs/s1/model.safetensors")}})
     assert "(starting weights: `runs/s1/model.safetensors`)" in card_text(info)
+
+
+def test_bundle_tool_reads_canvases_and_the_card_names_them(runs_folder):
+    tool = _bundle_tool()
+    assert tool.parse_canvases("288x192,168X224") == ((288, 192), (168, 224))
+    assert tool.parse_canvases("none") == ()
+    with pytest.raises(SystemExit, match="HEIGHTxWIDTH"):
+        tool.parse_canvases("288by192")
+    root, made = runs_folder
+    run, _, _ = made["alpha"]
+    info = read_info(run / "model")
+    assert "canvas" not in card_text(info, None)
+    info.preprocess = Preprocess(fit="letterbox", height=64, width=48, canvases=((96, 64),))
+    assert "nearer that of 96×64 goes into that canvas" in card_text(info, None)

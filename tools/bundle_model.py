@@ -3,6 +3,7 @@
     python tools/bundle_model.py runs/clothing10-final            # as clothing10 (default)
     python tools/bundle_model.py runs/products-cpu --name products
     python tools/bundle_model.py runs/outfits-cpu --name outfits
+    python tools/bundle_model.py runs/fashion-final --name fashion --canvases 288x192,168x224
 
 Writes src/fashionlens/assets/models/NAME/ with model.safetensors (half precision, about
 8 MB for EfficientNet-Lite0), model.json, the model card (README.md) with the run summary
@@ -19,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+from fashionlens.data.preprocess import canvas_shape
 from fashionlens.models import load_model, save_model
 from fashionlens.models.card import stored_summary, write_model_card
 from fashionlens.models.resolve import BUNDLED_DIR, DEFAULT_MODEL
@@ -34,11 +37,17 @@ def main() -> None:
                         help="the run summary for the card (a metrics.json or a model's "
                              "training.json); default: the model folder's training.json, "
                              "else the run's metrics.json")
+    parser.add_argument("--canvases", default=None, metavar="HxW,...",
+                        help="further input shapes for photos of other aspect ratios "
+                             "(`Preprocess.canvases`, e.g. 288x192,168x224); 'none' drops "
+                             "them; default: the model's own")
     args = parser.parse_args()
     run = Path(args.run)
     target = BUNDLED_DIR / args.name
     model, info = load_model(run / "model")
     info.name = args.name
+    if args.canvases is not None:
+        info.preprocess = replace(info.preprocess, canvases=parse_canvases(args.canvases))
     # read before the target is replaced: --summary may be the bundle's own training.json
     summary = run_summary(run, args.summary)
     save_model(model, info, target, half=True)
@@ -47,6 +56,16 @@ def main() -> None:
         if figure.is_file():
             shutil.copy2(figure, target / figure.name)
     print(f"bundled {run} as {target}")
+
+
+def parse_canvases(text: str) -> tuple[tuple[int, int], ...]:
+    """'288x192,168x224' -> ((288, 192), (168, 224)); 'none' -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(canvas_shape(part.lower().split("x")) for part in text.split(","))
+    except ValueError as exc:
+        raise SystemExit(f"--canvases {text}: {exc} (write HEIGHTxWIDTH,...)") from None
 
 
 def run_summary(run: Path, given: Path | None) -> dict | None:

@@ -99,11 +99,12 @@ def main() -> None:
         for start, decoded in zip(range(0, len(paths), BATCH), decoded_batches(
                 paths, lambda p: prepare_photo(p, preprocess), BATCH, predictor.threads),
                 strict=True):
-            if decoded.batch is None:
+            if not decoded.groups:
                 unreadable += min(BATCH, len(paths) - start)
                 continue
             unreadable += min(BATCH, len(paths) - start) - len(decoded.rows)
-            scores = predictor.runtime.run(decoded.batch, [args.head])[args.head]
+            scores = decoded.map(lambda batch: predictor.runtime.run(batch, [args.head])
+                                 )[args.head]
             answers, sure = group_answers(scores, list(head.classes), groups)
             for r, answer, p in zip(decoded.rows, answers, sure, strict=True):
                 if p >= args.min_probability:

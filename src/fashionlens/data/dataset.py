@@ -117,6 +117,19 @@ def collate_skipping(batch: list):
     return (torch.stack(images), torch.tensor(indices)), errors
 
 
+def collate_by_shape(batch: list):
+    """`collate_skipping` for photos of several input shapes (a model with canvases):
+    a list of (images, indices) stacks, one per shape, beside the unreadable photos'
+    errors. With one shape it is one stack, as `collate_skipping` gives."""
+    errors = [b for b in batch if isinstance(b, ImageError)]
+    by_shape: dict[tuple, list] = {}
+    for image, index in (b for b in batch if not isinstance(b, ImageError)):
+        by_shape.setdefault(tuple(image.shape), []).append((image, index))
+    stacks = [(torch.stack([i for i, _ in group]), torch.tensor([k for _, k in group]))
+              for group in by_shape.values()]
+    return stacks, errors
+
+
 class SeededEpochSampler(Sampler):
     """Draws rows as `base` does, in an order and with augmentation seeds that depend only
     on (run seed, epoch, position): not on which worker process decodes a photo or how

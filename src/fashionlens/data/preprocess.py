@@ -13,7 +13,8 @@ wants), whose coefficients round differently from a whole resize on about 2 % of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,15 @@ class Preprocess:
     lose what matters to a square crop, so `letterbox` (the whole photo, fitted inside
     `height` x `width`, padded with the mean colour) and `stretch` (resized to exactly
     that) keep it all.
+
+    `canvases`: further (height, width) inputs for whole-photo fits; each photo goes into
+    the one whose shape is nearest its own (log aspect ratio; `shape` on a tie), so a
+    tall street photo gets a tall input instead of a thin strip of the default one.
+    Measured on the bundled `fashion` model (224 x 168, no retraining): street photos
+    (2:3) at 288 x 192 gave outfit tags micro-F1 0.559 against 0.545 (cross-fitted, 10
+    cuts), the 27 tall home photos (taller than 1.42) garment type 0.815 against 0.778;
+    every photo at 256 x 168 instead lowered home type 0.903 -> 0.883, so one bigger input
+    for all is no substitute.
     """
 
     size: int = 224
@@ -45,6 +55,7 @@ class Preprocess:
     fit: str = "crop"
     height: int | None = None  # letterbox / stretch: the input's height and width
     width: int | None = None
+    canvases: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -55,20 +66,42 @@ class Preprocess:
         if self.fit != "crop":
             self.height = int(self.height or self.size)
             self.width = int(self.width or self.size)
+        self.canvases = tuple(canvas_shape(c) for c in self.canvases or ())
+        if self.canvases and self.fit == "crop":
+            raise ValueError("canvases need a whole-photo fit (letterbox or stretch), not crop")
 
     @property
     def shape(self) -> tuple[int, int]:
-        """(height, width) of the model's input."""
+        """(height, width) of the model's input (the default canvas)."""
         if self.fit == "crop":
             return self.size, self.size
         return int(self.height), int(self.width)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Every input shape the model reads: `shape`, then the further canvases."""
+        return (self.shape, *(c for c in self.canvases if c != self.shape))
+
+    def shape_for(self, width: int, height: int) -> tuple[int, int]:
+        """The input shape a photo of this size goes into: the canvas nearest its aspect
+        ratio (in log ratio, so 2:1 and 1:2 are as far from square), `shape` on a tie."""
+        if not self.canvases:
+            return self.shape
+        aspect = math.log(max(1, height) / max(1, width))
+        return min(self.shapes, key=lambda s: abs(math.log(s[0] / s[1]) - aspect))
+
+    def fixed(self, shape: tuple[int, int]) -> Preprocess:
+        """This pre-processing with one input shape, `shape`, and no further canvases."""
+        if self.fit == "crop":  # one square input already
+            return self
+        return replace(self, height=int(shape[0]), width=int(shape[1]), canvases=())
 
     @property
     def resize_size(self) -> int:
         """A short side that is enough to decode a photo at (JPEG draft mode, caches)."""
         if self.fit == "crop":
             return int(round(self.size / self.crop_pct))
-        return max(self.shape)
+        return max(max(s) for s in self.shapes)
 
     @property
     def fill(self) -> tuple[int, int, int]:
@@ -80,6 +113,10 @@ class Preprocess:
         if self.fit == "crop":  # format-1 artifacts had no fit: keep them byte-identical
             for key in ("fit", "height", "width"):
                 out.pop(key)
+        if self.canvases:
+            out["canvases"] = [list(c) for c in self.canvases]
+        else:  # models without them keep their model.json byte-identical
+            out.pop("canvases")
         return out
 
     @classmethod
@@ -93,7 +130,19 @@ class Preprocess:
             fit=str(d.get("fit", "crop")),
             height=None if d.get("height") is None else int(d["height"]),
             width=None if d.get("width") is None else int(d["width"]),
+            canvases=tuple(d.get("canvases") or ()),
         )
+
+
+def canvas_shape(value) -> tuple[int, int]:
+    """A canvas as (height, width) of positive ints; ValueError naming what is wrong."""
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"canvas {value!r} is not [height, width]") from None
+    if height < 8 or width < 8:
+        raise ValueError(f"canvas {value!r}: height and width must be at least 8 pixels")
+    return height, width
 
 
 def letterbox(img: Image.Image, shape: tuple[int, int], fill: tuple[int, int, int],
@@ -132,10 +181,10 @@ def fitted(img: Image.Image, pre: Preprocess, size: int | None = None) -> Image.
     """The photo resized (and cropped or padded) to the model's input, still a PIL image."""
     resample = RESAMPLING[pre.interpolation]
     if pre.fit == "stretch":
-        height, width = pre.shape
+        height, width = pre.shape_for(*img.size)
         return img if img.size == (width, height) else img.resize((width, height), resample)
     if pre.fit == "letterbox":
-        return letterbox(img, pre.shape, pre.fill, resample)
+        return letterbox(img, pre.shape_for(*img.size), pre.fill, resample)
     size = size or pre.size
     short = int(round(size / pre.crop_pct))
     if min(img.size) <= short or short < size:  # upscaled, padded or nothing to resample

@@ -87,12 +87,15 @@ def _write_onnx(runtime: TorchRuntime, names: Sequence[str], path: Path) -> dict
     with torch.no_grad():
         dims = {n: int(v.shape[1]) for n, v in zip(names, wrapper(example), strict=True)}
     batch = {0: "batch"}
+    # A model with canvases reads photos of a few shapes: height and width stay free in
+    # the graph (the agreement check runs every shape; OpenVINO fixes each one again).
+    images = {**batch, 2: "height", 3: "width"} if runtime.preprocess.canvases else batch
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation, tracer notes
         try:
             torch.onnx.export(wrapper, (example,), str(path), dynamo=False,
                               input_names=[INPUT_NAME], output_names=list(names),
-                              dynamic_axes={INPUT_NAME: batch, **{n: batch for n in names}},
+                              dynamic_axes={INPUT_NAME: images, **{n: batch for n in names}},
                               opset_version=OPSET, do_constant_folding=True,
                               training=torch.onnx.TrainingMode.PRESERVE)
         except Exception as exc:  # noqa: BLE001  (the exporter raises many kinds)
@@ -112,25 +115,32 @@ def _write_openvino(onnx_path: Path, xml_path: Path) -> None:
 
 
 def check_photos(runtime: TorchRuntime, photos: Sequence[str | Path] | None = None
-                 ) -> np.ndarray:
-    """The photos an export is checked on, through the model's eval pipeline."""
+                 ) -> list[np.ndarray]:
+    """The photos an export is checked on, through the model's eval pipeline: one stack
+    per input shape the model reads, every photo in each (so each canvas is checked, even
+    where no sample photo has its aspect ratio)."""
     if photos is None:
         if not SAMPLE_PHOTOS.is_dir():
             raise ModelError(f"{SAMPLE_PHOTOS}: the sample photos an export is checked on "
                              "are not installed")
         photos = collect_images(SAMPLE_PHOTOS)
-    arrays = []
-    for photo in photos:
-        with contextlib.suppress(ImageError):
-            arrays.append(prepare_photo(photo, runtime.preprocess))
-    if not arrays:
-        raise ModelError("no readable photo to check the export against")
-    return np.stack(arrays)
+    pre = runtime.preprocess
+    stacks = []
+    for shape in pre.shapes:
+        each = pre.fixed(shape)
+        arrays = []
+        for photo in photos:
+            with contextlib.suppress(ImageError):
+                arrays.append(prepare_photo(photo, each))
+        if not arrays:
+            raise ModelError("no readable photo to check the export against")
+        stacks.append(np.stack(arrays))
+    return stacks
 
 
-def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: np.ndarray,
-                    tolerance: float = TOLERANCE) -> dict:
-    """Compare every exported output with torch's on `images`; ModelError naming the
+def check_agreement(runtime: TorchRuntime, backend: ExportedBackend,
+                    stacks: Sequence[np.ndarray], tolerance: float = TOLERANCE) -> dict:
+    """Compare every exported output with torch's on each stack; ModelError naming the
     output unless all are within `tolerance` and every classification output picks the
     same top-1 class on every photo (an exact tie, within 1e-6 in torch, is no change)."""
     names = list(backend.outputs)
@@ -139,8 +149,9 @@ def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: np.
                    if n == PROBABILITIES or kinds.get(n) == "classification"]
     worst = dict.fromkeys(names, 0.0)
     same = dict.fromkeys(classifying, 0)
-    for start in range(0, len(images), CHECK_BATCH):
-        batch = images[start:start + CHECK_BATCH]
+    batches = [images[start:start + CHECK_BATCH] for images in stacks
+               for start in range(0, len(images), CHECK_BATCH)]
+    for batch in batches:
         expected, got = runtime.run(batch, names), backend.run(batch, names)
         for name in names:
             if got[name].shape != expected[name].shape:
@@ -153,7 +164,7 @@ def check_agreement(runtime: TorchRuntime, backend: ExportedBackend, images: np.
             rows = np.arange(len(want))
             tie = expected[name][rows, want] - expected[name][rows, pick] <= 1e-6
             same[name] += int(((want == pick) | tie).sum())
-    count = len(images)
+    count = sum(len(images) for images in stacks)
     for name in names:
         if not worst[name] <= tolerance:  # also refuses NaN
             raise ModelError(f"{runtime.spec}: the export on {backend.backend} disagrees with "
@@ -250,7 +261,9 @@ def export_model(model: str | Path | None, fmt: str = "onnx", out: str | Path | 
         manifest = {
             "format": fmt, "model": runtime.spec, "architecture": runtime.info.architecture,
             "outputs": names, "dims": dims,
-            "input": {"name": INPUT_NAME, "shape": ["batch", 3, *runtime.preprocess.shape]},
+            "input": {"name": INPUT_NAME, "shape": ["batch", 3, *runtime.preprocess.shape],
+                      **({"shapes": [["batch", 3, *s] for s in runtime.preprocess.shapes]}
+                         if runtime.preprocess.canvases else {})},
             "weights_digest": weights_digest(folder), "graph_key": graph_key(runtime.info),
             "fingerprint": fingerprint_of(folder, runtime.info),
             "preprocess": runtime.preprocess.to_dict(), "opset": OPSET,

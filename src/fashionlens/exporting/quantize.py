@@ -207,6 +207,10 @@ def quantize_model(model: str | Path | None, photos: Sequence[CalibrationPhoto],
         raise ModelError(f"{ref.name}: int8 export needs a saved model folder")
     info = read_info(folder)
     pre = info.preprocess
+    if pre.canvases:
+        raise ModelError(f"{ref.name}: reads photos at {len(pre.shapes)} input shapes "
+                         "(canvases); int8 export calibrates one shape, so it is not "
+                         "offered for this model: its fp32 export runs instead")
     source = ensure_exported(folder, "onnx")
     manifest = read_manifest(source)
     threads = threads or os.cpu_count() or 1

@@ -98,11 +98,11 @@ class ExportedBackend:
         wanted = tuple(outputs) if outputs is not None else self.outputs
         self._check(wanted)
         images = np.ascontiguousarray(batch, dtype=np.float32)
-        expected = (3, *self.preprocess.shape)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        accepted = [(3, *shape) for shape in self.preprocess.shapes]
+        if images.ndim != 4 or tuple(images.shape[1:]) not in accepted:
             raise ModelError(f"{self.spec or self.directory}: exported for batches of "
-                             f"N x {' x '.join(map(str, expected))}, got "
-                             f"{' x '.join(map(str, images.shape))}")
+                             + " or ".join("N x " + " x ".join(map(str, a)) for a in accepted)
+                             + f", got {' x '.join(map(str, images.shape))}")
         if not len(images):
             return {name: np.zeros((0, self.dims.get(name, 0)), np.float32) for name in wanted}
         values = self._infer(images, wanted)
@@ -157,17 +157,32 @@ class OpenVinoBackend(ExportedBackend):
         blobs = compiled_cache()
         if blobs is not None:  # compiled once per model and CPU: ~0.5 s off each start
             config["CACHE_DIR"] = str(blobs)
+        # One compiled model per input shape: a graph of fixed height and width is
+        # OpenVINO's fast path, and a model with canvases has a few such shapes.
+        self._compiled: dict[tuple[int, int], Any] = {}
+        core = openvino_core()
         try:
-            self._compiled = openvino_core().compile_model(str(path), "CPU", config)
+            if len(self.preprocess.shapes) == 1:
+                self._compiled[self.preprocess.shape] = core.compile_model(str(path), "CPU",
+                                                                           config)
+            else:
+                for height, width in self.preprocess.shapes:
+                    graph = core.read_model(str(path))
+                    graph.reshape({graph.input(0): [-1, 3, height, width]})
+                    self._compiled[height, width] = core.compile_model(graph, "CPU", config)
         except Exception as exc:  # noqa: BLE001  (OpenVINO raises RuntimeError for all)
             raise ModelError(f"{path}: OpenVINO cannot load it ({exc})") from exc
-        self._ports = {name: self._compiled.output(name) for name in self.outputs}
+        self._ports = {shape: {name: compiled.output(name) for name in self.outputs}
+                       for shape, compiled in self._compiled.items()}
 
     def _infer(self, images: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         # A request per call: one shared request would not be safe across threads. The
         # batch is read in place (share_inputs): copying it cost 12 ms a batch of 32.
-        result = self._compiled.create_infer_request().infer({0: images}, share_inputs=True)
-        return {name: np.array(result[self._ports[name]], dtype=np.float32) for name in wanted}
+        shape = (int(images.shape[2]), int(images.shape[3]))
+        result = self._compiled[shape].create_infer_request().infer({0: images},
+                                                                    share_inputs=True)
+        ports = self._ports[shape]
+        return {name: np.array(result[ports[name]], dtype=np.float32) for name in wanted}
 
 
 class OpenVinoInt8Backend(OpenVinoBackend):

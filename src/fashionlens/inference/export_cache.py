@@ -91,6 +91,8 @@ def graph_key(info: ModelInfo) -> str:
     described = {"architecture": info.architecture,
                  "heads": [[h.name, h.kind, len(h.classes)] for h in info.heads],
                  "embedding": info.embedding, "input": list(info.preprocess.shape)}
+    if info.preprocess.canvases:  # (models without them keep the keys they had)
+        described["canvases"] = [list(c) for c in info.preprocess.canvases]
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 

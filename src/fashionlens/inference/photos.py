@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,13 +59,52 @@ def prepare_photo(source, pre: Preprocess, name: str | None = None) -> np.ndarra
 
 @dataclass
 class DecodedBatch:
-    """One batch of `decoded_batches`: the readable photos stacked, and why the others
-    could not be read."""
+    """One batch of `decoded_batches`: the readable photos stacked, one stack per input
+    shape (a model with `canvases` gives photos of other aspect ratios other shapes), and
+    why the others could not be read."""
 
     sources: list
-    batch: np.ndarray | None  # the readable photos, in order; None when none is
-    rows: list[int]  # position in `sources` of each row of `batch`
+    groups: list[tuple[np.ndarray, list[int]]]  # stacked photos, their positions in `sources`
     errors: dict[int, ImageError]  # position in `sources` -> why it was not read
+
+    @property
+    def rows(self) -> list[int]:
+        """Position in `sources` of each readable photo, in the order `map` answers in."""
+        return sorted(i for _, positions in self.groups for i in positions)
+
+    def map(self, run: Callable[[np.ndarray], Any]) -> Any:
+        """`run` on each stack, its answers (arrays with a row per photo, or dicts, tuples
+        and lists of them; None passes) put back in `rows` order; None when no photo of
+        the batch was readable."""
+        if not self.groups:
+            return None
+        if len(self.groups) == 1:
+            return run(self.groups[0][0])
+        answers = [run(stack) for stack, _ in self.groups]
+        order = np.argsort(np.concatenate([positions for _, positions in self.groups]),
+                           kind="stable")
+        return _merged(answers, order)
+
+
+def _merged(answers: list, order: np.ndarray) -> Any:
+    first = answers[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {key: _merged([a[key] for a in answers], order) for key in first}
+    if isinstance(first, tuple | list):
+        return type(first)(_merged([a[i] for a in answers], order) for i in range(len(first)))
+    return np.concatenate(answers)[order]
+
+
+def stacked_by_shape(arrays: Sequence[np.ndarray], positions: Sequence[int]
+                     ) -> list[tuple[np.ndarray, list[int]]]:
+    """The arrays stacked per shape (in order of first appearance), with their positions."""
+    by_shape: dict[tuple, list[int]] = {}
+    for k, array in enumerate(arrays):
+        by_shape.setdefault(tuple(array.shape), []).append(k)
+    return [(np.stack([arrays[k] for k in ks]), [positions[k] for k in ks])
+            for ks in by_shape.values()]
 
 
 def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threads: int
@@ -86,8 +126,7 @@ def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threa
     def gather(chunk: list, futures: list) -> DecodedBatch:
         arrays = [f.result() for f in futures]
         rows = [i for i, a in enumerate(arrays) if not isinstance(a, ImageError)]
-        batch = np.stack([arrays[i] for i in rows]) if rows else None
-        return DecodedBatch(chunk, batch, rows,
+        return DecodedBatch(chunk, stacked_by_shape([arrays[i] for i in rows], rows),
                             {i: a for i, a in enumerate(arrays) if isinstance(a, ImageError)})
 
     def submit(chunk: list):

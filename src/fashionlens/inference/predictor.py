@@ -171,7 +171,7 @@ class Predictor(RuntimeHolder):
             return
 
         for decoded in decoded_batches(paths, self._prepare, batch_size, self.threads):
-            scores = self.scores(decoded.batch) if decoded.batch is not None else {}
+            scores = decoded.map(self.scores) or {}
             by_pos = {i: {name: values[row] for name, values in scores.items()}
                       for row, i in enumerate(decoded.rows)}
             for i, path in enumerate(decoded.sources):

@@ -187,11 +187,11 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
     runs in eval mode and is handed back in the mode it came in."""
     from torch.utils.data import DataLoader, Subset
 
-    from ..data.dataset import collate_skipping
+    from ..data.dataset import collate_by_shape
 
     source = dataset if rows is None else Subset(dataset, list(rows))
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_skipping)
+                        collate_fn=collate_by_shape)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     seen = []
     # Only a torch model has a training mode; the other backends are inference-only.
@@ -200,20 +200,20 @@ def run_dataset(runtime: TorchRuntime, dataset, outputs: Collection[str],
     if was_training is not None:
         network.eval()
     try:
-        for batch, errors in track(loader, description):
+        for batches, errors in track(loader, description):
             dataset.record_skipped(errors)
-            if batch is None:
-                continue
-            images, indices = batch
-            for name, values in runtime.run(images, outputs).items():
-                parts[name].append(values)
-            seen.append(indices.numpy())
-            if len(seen) % TRIM_EVERY == 0:
-                release_freed_memory()
+            for images, indices in batches:  # one stack per input shape (canvases)
+                for name, values in runtime.run(images, outputs).items():
+                    parts[name].append(values)
+                seen.append(indices.numpy())
+                if len(seen) % TRIM_EVERY == 0:
+                    release_freed_memory()
     finally:
         if was_training is not None:
             network.train(was_training)
     rows = seen
     if not rows:
         return {name: np.zeros((0, 0), np.float32) for name in outputs}, np.zeros(0, np.int64)
-    return {name: np.concatenate(v) for name, v in parts.items()}, np.concatenate(rows)
+    order = np.argsort(np.concatenate(rows), kind="stable")  # stacks by shape: re-sort
+    return ({name: np.concatenate(v)[order] for name, v in parts.items()},
+            np.concatenate(rows)[order])

@@ -627,8 +627,8 @@ def collect_outputs(runtime, sources: Sequence, head: str, batch_size: int = 32,
 
     for decoded in decoded_batches(order, prepare, batch_size, threads):
         failed += [names[decoded.sources[j]] for j in sorted(decoded.errors)]
-        if decoded.batch is not None:
-            out = runtime.run(decoded.batch, wanted)
+        if decoded.groups:
+            out = decoded.map(lambda batch: runtime.run(batch, wanted))
             probs.append(out[head])
             if VECTOR in out:
                 vecs.append(out[VECTOR])

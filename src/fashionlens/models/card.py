@@ -153,6 +153,10 @@ def _what_it_is(info: ModelInfo, config: dict) -> str:
                        f"(crop fraction {pre.crop_pct:g})")
     else:
         input_line += FITS.get(pre.fit, pre.fit)
+    if pre.canvases:
+        others = ", ".join(f"{h}×{w}" for h, w in pre.canvases)
+        input_line += (f"; a photo whose aspect ratio is nearer that of {others} goes into "
+                       "that canvas instead")
     lines.append(input_line + ".")
     lines.append(f"- Normalisation: mean {_numbers(pre.mean)}, std {_numbers(pre.std)}; "
                  f"{pre.interpolation} resizing.")

@@ -547,10 +547,12 @@ def update_info(directory: str | Path, values: dict) -> Path:
 
 
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:
-    """Names the vectors a saved model makes: its weights and its embedding settings (a
-    changed posterior weight gives same-size but different vectors)."""
+    """Names the vectors a saved model makes: its weights, its embedding settings (a
+    changed posterior weight gives same-size but different vectors) and its canvases."""
     fingerprint = f"{info.architecture}:{weights_digest(folder)}"
     if info.embedding:
         settings = json.dumps(info.embedding, sort_keys=True).encode()
         fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
+    if info.preprocess.canvases:  # a tall photo's vector depends on the canvas it gets
+        fingerprint += ":canvases=" + ",".join(f"{h}x{w}" for h, w in info.preprocess.canvases)
     return fingerprint

@@ -168,12 +168,14 @@ class Embedder(RuntimeHolder):
                                   self.threads)
         for decoded in batches:
             vecs, scores, heads = [], None, {}
-            if decoded.batch is not None:
+            if decoded.groups:
                 if tags:
-                    vecs, heads, scores = self.vectors_and_scores(decoded.batch, unknown)
+                    vecs, heads, scores = decoded.map(
+                        lambda batch: self.vectors_and_scores(batch, unknown))
                 else:
-                    vecs, scores = (self.vectors_and_unknown(decoded.batch) if unknown
-                                    else (self.vectors(decoded.batch), None))
+                    vecs, scores = decoded.map(
+                        lambda batch: self.vectors_and_unknown(batch) if unknown
+                        else (self.vectors(batch), None))
             by_pos = {i: row for row, i in enumerate(decoded.rows)}
             for i, (_, name) in enumerate(decoded.sources):
                 if i in by_pos:

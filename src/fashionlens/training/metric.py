@@ -428,7 +428,9 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
     except ModelError as exc:
         raise ConfigError(f"metric.stage_taps: {exc}") from exc
     model.to(device).to(memory_format=torch.channels_last)
-    transform = eval_transform(info.preprocess)
+    # Views of several photos go in one batch, so one input shape: a model with canvases
+    # trains its search vector on every photo at its default one.
+    transform = eval_transform(info.preprocess.fixed(info.preprocess.shape))
     short_side = int(info.preprocess.resize_size * 1.15)
 
     train_images, kept, skipped = read_photos(train_set, short_side, cfg.threads)

@@ -98,6 +98,7 @@ def model_summary(engine: Engine, served: ServedModel) -> dict:
         "classes": info.classes,
         "input_size": info.preprocess.size,
         "input_shape": list(info.preprocess.shape),  # [height, width]
+        "input_shapes": [list(s) for s in info.preprocess.shapes],  # canvases included
         "metrics": {k: v for k, v in overall.items() if k in OVERALL},
         "summary": summary,
         "per_class": tasks[0]["per_class"] if tasks else {},
