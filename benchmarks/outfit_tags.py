@@ -7,8 +7,9 @@ gets, on the `outfits` validation photos; JSON to stdout and
 
 The validation photos are the ones the model never trained on: the seeded split its own
 run config made of `../shared/data/outfits/labels.csv` (for a joint model, the split of
-its source reading that file). Their scores are computed once per model weights and kept
-in /tmp (FASHIONLENS_OUTFIT_TAGS_CACHE), so trying another rule costs no forward pass.
+its source reading that file). Their scores are computed once per model weights and
+pre-processing and kept in /tmp (FASHIONLENS_OUTFIT_TAGS_CACHE), so trying another rule
+costs no forward pass.
 
 Every figure is cross-fitted: the photos are cut in two halves; whatever a rule tunes
 (thresholds, the cap) is tuned on one half and scored on the other, and the other way
@@ -103,14 +104,16 @@ def validation_rows(config: dict, csv_path: Path) -> list:
 
 def cached_scores(model: str, head_name: str, csv_path: Path) -> tuple[list[str], np.ndarray,
                                                                      list[str]]:
-    """(photo ids, scores photos x tags, annotation kinds), computed once per weights."""
+    """(photo ids, scores photos x tags, annotation kinds), computed once per weights and
+    pre-processing."""
     from fashionlens.data.sources import read_csv_rows
     from fashionlens.models.info import weights_digest
 
     ref = resolve_model(model)
     info = read_info(ref.folder)
-    key = hashlib.sha256(f"{weights_digest(ref.folder)}:{head_name}:{csv_path}".encode()
-                         ).hexdigest()[:16]
+    preprocess = json.dumps(info.preprocess.to_dict(), sort_keys=True)  # canvases too
+    key = hashlib.sha256(f"{weights_digest(ref.folder)}:{head_name}:{csv_path}:{preprocess}"
+                         .encode()).hexdigest()[:16]
     path = CACHE / f"{ref.name}-{key}.npz"
     if path.is_file():
         cached = np.load(path, allow_pickle=False)

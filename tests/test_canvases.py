@@ -183,7 +183,8 @@ def test_the_services_micro_batches_mix_shapes(canvas_model, tmp_path):
     photos = [write_photo(tmp_path / f"{i}.jpg", (60 * i, 90, 30), size=size, seed=i)
               for i, size in enumerate([(45, 60), (40, 60), (45, 60)])]
     tensors = [prepare_photo(p, pre) for p in photos]
-    served = SimpleNamespace(runtime=runtime, heads=runtime.heads, outputs=["kind", "colour", "vector"])
+    served = SimpleNamespace(runtime=runtime, heads=runtime.heads,
+                             outputs=["kind", "colour", "vector"])
     answers = ServedModel.forward(served, tensors)
     for tensor, answer in zip(tensors, answers, strict=True):
         alone = runtime.run(tensor[None], ["kind", "vector"])

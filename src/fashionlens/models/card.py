@@ -182,8 +182,10 @@ def _tasks(info: ModelInfo, scored: list[HeadSpec]) -> str:
             if head.thresholds is not None:
                 low, high = min(head.thresholds), max(head.thresholds)
                 lines.append("")
+                tuned_on = (_thresholds_tuned_on(info.metrics or {}, head.name)
+                            or "the validation photos")
                 lines.append(f"A tag is kept when its score is at or above its own threshold "
-                             f"(tuned on the validation photos; from {low:.3f} to {high:.3f}).")
+                             f"(tuned on {tuned_on}; from {low:.3f} to {high:.3f}).")
             else:
                 lines.append("")
                 lines.append("A tag is kept when its score is at least 0.5 (no thresholds "
