@@ -417,3 +417,18 @@ def test_the_model_card_says_the_cap_and_the_parents():
     old = HeadSpec("tags", "multilabel", CLASSES, [0.4] * 6)
     text = card_text(ModelInfo.from_dict(_model_dict(old.to_dict()), "model.json"))
     assert "at most" not in text and "→" not in text
+
+
+def test_the_model_card_says_where_the_tag_thresholds_were_tuned():
+    from fashionlens.models.card import card_text
+
+    head = HeadSpec("tags", "multilabel", CLASSES, [0.4] * 6)
+    info = ModelInfo.from_dict(_model_dict(head.to_dict()), "model.json")
+    assert "tuned on the validation photos" in card_text(info)  # by training's last step
+    info.metrics = {"refit": {"tags": {"kept": True, "decisions": {
+        "thresholds_from": "out-of-fold training scores (5 folds, 60 photos)"}}}}
+    text = card_text(info)
+    assert "tuned on out-of-fold training scores (5 folds, 60 photos)" in text
+    assert "tuned on the validation photos; from" not in text
+    info.metrics["refit"]["tags"]["kept"] = False  # the trained head (and its thresholds) kept
+    assert "tuned on the validation photos" in card_text(info)

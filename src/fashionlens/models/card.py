@@ -182,10 +182,12 @@ def _tasks(info: ModelInfo, scored: list[HeadSpec]) -> str:
             if head.thresholds is not None:
                 low, high = min(head.thresholds), max(head.thresholds)
                 lines.append("")
-                tuned_on = (_thresholds_tuned_on(info.metrics or {}, head.name)
-                            or "the validation photos")
-                lines.append(f"A tag is kept when its score is at or above its own threshold "
-                             f"(tuned on {tuned_on}; from {low:.3f} to {high:.3f}).")
+                tuned_on = _thresholds_tuned_on(info.metrics or {}, head.name)
+                lines.append(
+                    f"A tag is kept when its score is at or above its own threshold (tuned "
+                    f"on the validation photos; from {low:.3f} to {high:.3f})." if not tuned_on
+                    else f"A tag is kept when its score is at or above its own threshold "
+                         f"(from {low:.3f} to {high:.3f}), tuned on {tuned_on}.")
             else:
                 lines.append("")
                 lines.append("A tag is kept when its score is at least 0.5 (no thresholds "
