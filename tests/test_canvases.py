@@ -190,3 +190,26 @@ def test_the_services_micro_batches_mix_shapes(canvas_model, tmp_path):
         alone = runtime.run(tensor[None], ["kind", "vector"])
         np.testing.assert_allclose(answer.scores["kind"], alone["kind"][0], atol=1e-5)
         np.testing.assert_allclose(answer.vector, alone["vector"][0], atol=1e-5)
+
+
+def test_a_run_trains_a_model_with_canvases_and_refuses_bad_ones(tmp_path):
+    from fashionlens import load_config, train
+    from fashionlens.errors import ConfigError
+
+    from .helpers import TINY_TRAIN, make_folder_dataset
+
+    data = make_folder_dataset(tmp_path / "data", per_class=6)
+    for i, path in enumerate(sorted(data.rglob("*.jpg"))[::3]):  # a few tall photos
+        write_photo(path, COLOURS[path.parent.name], size=(40, 60), seed=i)
+    whole = [*TINY_TRAIN, f"data.path={data}", f"output.dir={tmp_path / 'runs'}",
+             "output.name=canvas", "model.fit=letterbox", "model.height=64",
+             "model.width=48"]
+    result = train(load_config(overrides=whole, values={"model": {"canvases": [[96, 64]]}}))
+    info = read_info(result.model_dir)
+    assert info.preprocess.canvases == ((96, 64),) and info.preprocess.shapes[0] == (64, 48)
+    assert result.metrics["num_images"] > 0  # validation ran through both canvases
+    with pytest.raises(ConfigError, match=r"model.canvases\[0\]"):
+        load_config(overrides=whole, values={"model": {"canvases": [[96]]}})
+    with pytest.raises(ConfigError, match="model.canvases"):
+        load_config(overrides=[*TINY_TRAIN, f"data.path={data}"],
+                    values={"model": {"canvases": [[96, 64]]}})  # a crop model

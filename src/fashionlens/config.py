@@ -89,6 +89,9 @@ class ModelConfig:
     fit: str = "crop"
     height: int | None = None
     width: int | None = None
+    # letterbox / stretch: further [height, width] inputs; each photo is read at the one
+    # nearest its aspect ratio (`Preprocess.canvases`); training keeps each source's size
+    canvases: list[list[int]] = field(default_factory=list)
     drop_rate: float = 0.2
     drop_path_rate: float = 0.1
 
@@ -579,6 +582,13 @@ def validate(config: RunConfig) -> None:
                          "model.width": config.model.width}.items():
         if value is not None and not 16 <= value <= 2048:
             raise FieldError(where, f"must be between 16 and 2048 pixels, got {value}")
+    if config.model.canvases and config.model.fit == "crop":
+        raise FieldError("model.canvases", "need a whole-photo fit (model.fit: letterbox or "
+                         "stretch); a crop reads one square")
+    for index, canvas in enumerate(config.model.canvases):
+        if len(canvas) != 2 or not all(16 <= v <= 2048 for v in canvas):
+            raise FieldError(f"model.canvases[{index}]", f"expected [height, width], each "
+                             f"16 to 2048 pixels, got {canvas}")
     config.metric.check()
     name = config.output.name
     if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):

@@ -159,7 +159,8 @@ def run_preprocess(config: RunConfig) -> Preprocess:
         return preprocess
     return dataclasses.replace(preprocess, fit=model_cfg.fit,
                                height=model_cfg.height or preprocess.size,
-                               width=model_cfg.width or preprocess.size)
+                               width=model_cfg.width or preprocess.size,
+                               canvases=tuple(tuple(c) for c in model_cfg.canvases))
 
 
 # Preloaded photos are kept a little larger than the training input, so that the random
@@ -167,9 +168,9 @@ def run_preprocess(config: RunConfig) -> Preprocess:
 CACHE_MARGIN = 1.15
 
 
-def _whole_photo_cache(shape: tuple[int, int]) -> int:
-    """The short side photos are cached at for a whole-photo fit of `shape`."""
-    return int(round(max(shape) * CACHE_MARGIN))
+def _whole_photo_cache(*shapes: tuple[int, int]) -> int:
+    """The short side photos are cached at for a whole-photo fit of these shapes."""
+    return int(round(max(max(shape) for shape in shapes) * CACHE_MARGIN))
 
 
 def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
@@ -197,7 +198,7 @@ def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Pr
     if preprocess.fit == "crop":
         cache = int(round(max(preprocess.size, aug_size) / preprocess.crop_pct * CACHE_MARGIN))
     else:
-        cache = _whole_photo_cache(preprocess.shape)
+        cache = _whole_photo_cache(*preprocess.shapes)
     cache = cache if config.train.cache_images else None
     train_ds = PhotoDataset(train.samples, train_transform(preprocess, augment, aug_size), cache)
     val_ds = PhotoDataset(val.samples, eval_transform(preprocess), cache)
@@ -250,7 +251,7 @@ def prepare_sources(config: RunConfig, preprocess: Preprocess, seed: int) -> Pre
         parts.append(PhotoDataset(samples, train_transform(pre, augment), cache))
     train_ds = SourcedDataset(parts, [source.name for source, _ in read],
                               [source.draws for source, _ in read])
-    cache = _whole_photo_cache(preprocess.shape) if config.train.cache_images else None
+    cache = _whole_photo_cache(*preprocess.shapes) if config.train.cache_images else None
     val_ds = PhotoDataset(every_val, eval_transform(preprocess), cache)
     if config.train.cache_images:
         train_ds.preload(lambda it: track(it, "reading train photos", len(train_ds)))
