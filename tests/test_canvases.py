@@ -123,6 +123,10 @@ def test_a_model_with_canvases_exports_and_answers_alike_on_every_runtime(canvas
     inbox = [write_photo(tmp_path / "in" / f"{name}-{i}.jpg", colour, size=size, seed=i)
              for i, size in enumerate([(45, 60), (40, 60), (60, 40)])
              for name, colour in sorted(COLOURS.items())]
+    # OpenVINO IR converted from the free-shaped graph: reshaped to each canvas on load
+    ir = export_model(canvas_model, "openvino", photos=inbox)
+    assert json.loads((ir / "export.json").read_text())["agreement"]["openvino"]["photos"] \
+        == 2 * len(inbox)
     written = export_model(canvas_model, "onnx", photos=inbox)
     manifest = json.loads((written / "export.json").read_text())
     assert manifest["input"]["shapes"] == [["batch", 3, 64, 48], ["batch", 3, 96, 64]]
