@@ -24,6 +24,7 @@ def default_model_name() -> str:
 COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
 # Config overrides shared by every training test: tiny, CPU, fp32, fast.
+TINY_ARCH = "test_efficientnet"  # the tiny backbone the tests register with timm
 TINY_TRAIN = [
     "model.name=test_efficientnet",
     "model.pretrained=none",
@@ -210,6 +211,40 @@ def with_stage_taps(model, classes: int):
                          tap_channels=channels, classes=classes)
     attach_embedding_head(model, spec)
     return spec
+
+
+def saved_tapping_model(folder: Path, heads: list, preprocess, name: str) -> Path:
+    """A tiny untrained model saved to `folder`: `heads` attached (those with `taps` read
+    two tapped stages; a colour-statistics term large enough that a wrong histogram
+    shows) and a search vector reading the same taps and appending the class posterior:
+    every output kind there is."""
+    import torch
+
+    from fashionlens.models import ModelInfo, create_model, save_model
+    from fashionlens.models.embedding import (
+        EmbeddingSpec,
+        attach_embedding_head,
+        pooled_features,
+        stage_taps,
+    )
+    from fashionlens.models.heads import attach_heads
+
+    torch.manual_seed(0)
+    classes = len(heads[0].classes)
+    model = create_model(TINY_ARCH, num_classes=classes, pretrained="none").eval()
+    taps, channels = stage_taps(model, 2)
+    attach_heads(model, heads, sum(channels))
+    with torch.no_grad():
+        for head in heads:
+            if head.colour_statistics:
+                model.stage_terms[head.name].weight[:, sum(channels):].normal_(0, 3.0)
+    pooled = int(pooled_features(model, torch.zeros(1, 3, *preprocess.shape)).shape[1])
+    spec = EmbeddingSpec(dim=16, in_features=pooled + sum(channels), posterior_weight=0.25,
+                         classes=classes, taps=taps, tap_channels=channels)
+    attach_embedding_head(model, spec)
+    info = ModelInfo(architecture=TINY_ARCH, classes=[], preprocess=preprocess, heads=heads,
+                     embedding=spec.to_dict(), name=name)
+    return save_model(model.eval(), info, folder)
 
 
 def tiny_run_config(folder: Path):

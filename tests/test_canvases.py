@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fashionlens import Predictor
@@ -21,17 +20,11 @@ from fashionlens.inference.export_cache import graph_key
 from fashionlens.inference.loading import load_runtime
 from fashionlens.inference.photos import decoded_batches, prepare_photo
 from fashionlens.inference.runtime import TorchRuntime, run_dataset
-from fashionlens.models import ModelInfo, create_model, save_model
-from fashionlens.models.embedding import (
-    EmbeddingSpec,
-    attach_embedding_head,
-    pooled_features,
-    stage_taps,
-)
-from fashionlens.models.heads import HeadSpec, attach_heads
+from fashionlens.models import ModelInfo
+from fashionlens.models.heads import HeadSpec
 from fashionlens.models.info import fingerprint_of, read_info
 
-from .helpers import COLOURS, write_photo
+from .helpers import COLOURS, saved_tapping_model, write_photo
 
 ARCH = "test_efficientnet"
 LETTERBOX = {"fit": "letterbox", "height": 64, "width": 48}
@@ -97,23 +90,11 @@ def canvas_model(tmp_path):
     """A tiny model with a classification head, a colour head reading the tapped stages
     and the photo's colour statistics (which read the input's own height and width), a
     search vector, and a tall canvas."""
-    torch.manual_seed(0)
     heads = [HeadSpec("kind", "classification", ["blue", "green", "red"]),
              HeadSpec("colour", "classification", ["dark", "light"], taps=True,
                       colour_statistics=True)]
-    model = create_model(ARCH, num_classes=3, pretrained="none").eval()
-    taps, channels = stage_taps(model, 2)
-    attach_heads(model, heads, sum(channels))
-    with torch.no_grad():  # a term large enough that a wrong histogram shows
-        model.stage_terms["colour"].weight[:, sum(channels):].normal_(0, 3.0)
-    pooled = int(pooled_features(model, torch.zeros(1, 3, 64, 48)).shape[1])
-    spec = EmbeddingSpec(dim=16, in_features=pooled + sum(channels), posterior_weight=0.25,
-                         classes=3, taps=taps, tap_channels=channels)
-    attach_embedding_head(model, spec)
-    info = ModelInfo(architecture=ARCH, classes=["blue", "green", "red"],
-                     preprocess=Preprocess(**LETTERBOX, canvases=((96, 64),)),
-                     heads=heads, embedding=spec.to_dict(), name="canvas-test")
-    return save_model(model.eval(), info, tmp_path / "canvas")
+    return saved_tapping_model(tmp_path / "canvas", heads,
+                               Preprocess(**LETTERBOX, canvases=((96, 64),)), "canvas-test")
 
 
 def test_a_model_with_canvases_exports_and_answers_alike_on_every_runtime(canvas_model,

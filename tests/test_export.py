@@ -25,18 +25,12 @@ from fashionlens.inference.export_cache import find_exported
 from fashionlens.inference.loading import load_runtime
 from fashionlens.inference.outputs import PROBE_OUTPUTS
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
-from fashionlens.models import ModelInfo, create_model, load_model, save_model
-from fashionlens.models.embedding import (
-    EmbeddingSpec,
-    attach_embedding_head,
-    pooled_features,
-    stage_taps,
-)
-from fashionlens.models.heads import HeadSpec, attach_heads
+from fashionlens.models import load_model, save_model
+from fashionlens.models.heads import HeadSpec
 from fashionlens.models.info import read_info, weights_digest
 from fashionlens.models.resolve import DEFAULT_MODEL
 
-from .helpers import COLOURS, write_photo
+from .helpers import COLOURS, saved_tapping_model, write_photo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -64,24 +58,12 @@ def multi(tmp_path):
     colour head reading them and the photo's colour statistics) and an embedding head
     reading two stage taps and appending the class posterior: every output kind there
     is."""
-    torch.manual_seed(0)
     heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
              HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
                       taps=True),
              HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
                       colour_statistics=True)]
-    model = create_model(ARCH, num_classes=2, pretrained="none").eval()
-    taps, channels = stage_taps(model, 2)
-    attach_heads(model, heads, sum(channels))
-    with torch.no_grad():  # a term large enough that a wrong histogram shows
-        model.stage_terms["colour"].weight[:, sum(channels):].normal_(0, 3.0)
-    pooled = int(pooled_features(model, torch.zeros(1, 3, 64, 64)).shape[1])
-    spec = EmbeddingSpec(dim=16, in_features=pooled + sum(channels), posterior_weight=0.25,
-                         classes=2, taps=taps, tap_channels=channels)
-    attach_embedding_head(model, spec)
-    info = ModelInfo(architecture=ARCH, classes=[], preprocess=Preprocess(size=64),
-                     heads=heads, embedding=spec.to_dict(), name="multi-test")
-    return save_model(model.eval(), info, tmp_path / "multi")
+    return saved_tapping_model(tmp_path / "multi", heads, Preprocess(size=64), "multi-test")
 
 
 def _batch(n: int = 3) -> torch.Tensor:
