@@ -174,8 +174,9 @@ def test_model_of_another_catalog_is_refused(catalog, tmp_path):
     other = save_model(create_model("test_efficientnet", num_classes=3, pretrained="none"),
                        ModelInfo("test_efficientnet", ["a", "b", "c"], Preprocess(size=64)),
                        tmp_path / "other")
-    with pytest.raises(FashionLensError, match="built with model"):
+    with pytest.raises(FashionLensError, match="built with model") as refused:
         Catalog(catalog.path, embedder=Embedder(other, precision="fp32"))
+    assert "fashionlens catalog reembed --catalog" in str(refused.value)  # the way out
 
 
 # --- incremental changes ------------------------------------------------------------

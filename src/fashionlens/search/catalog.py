@@ -273,7 +273,9 @@ class Catalog:
                 f"{self.path}: the catalog was built with model {self.model} "
                 f"({fingerprint}, {self.dim}-d vectors), not {embedder.spec} "
                 f"({embedder.fingerprint}, {embedder.dim}-d); vectors of different models "
-                "cannot be compared: use the catalog's model, or build a new catalog")
+                "cannot be compared: use the catalog's model, move the catalog to this one "
+                f"(fashionlens catalog reembed --catalog {self.path} --model {embedder.spec}), "
+                "or build a new catalog")
         self._embedder = embedder
 
     def embedder(self) -> Embedder:
