@@ -101,19 +101,21 @@ def combined_loss(embeddings: torch.Tensor, items: torch.Tensor, categories: tor
 
 # --- the base model ---------------------------------------------------------------------
 
-def load_base(base: str, pretrained: str = "embedded") -> tuple[nn.Module, ModelInfo]:
-    """A saved model (with its classes) or a bare pretrained backbone."""
+def load_base(base: str, pretrained: str = "embedded"
+              ) -> tuple[nn.Module, ModelInfo, Path | None]:
+    """A saved model (with its classes) or a bare pretrained backbone, and the saved
+    model's folder (None for a backbone): its run summary travels to the new model."""
     ref = resolve_model(base, backbone=True, flag="--base")
     if ref.folder is not None:
         model, info = load_model(ref.folder)
         info.embedding = None
         if hasattr(model, "embedding_head"):
             del model.embedding_head
-        return model, info
+        return model, info, ref.folder
     model = create_model(base, num_classes=0, pretrained=pretrained)
     info = ModelInfo(architecture=base, classes=[], preprocess=model_preprocess(model),
                      task="embedding")
-    return model, info
+    return model, info, None
 
 
 # --- photos and items -------------------------------------------------------------------
@@ -415,7 +417,7 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
     # A seeded start (a random-init backbone, the embedding head): the run repeats, and
     # the processes of a distributed run build the same model.
     torch.manual_seed(cfg.seed)
-    model, info = load_base(cfg.base, cfg.pretrained)
+    model, info, base_folder = load_base(cfg.base, cfg.pretrained)
     classifies = len(info.classes) >= 2
     if cfg.posterior_weight is None:  # full mode moves the backbone under the classifier
         cfg = replace(cfg, posterior_weight=DEFAULT_POSTERIOR_WEIGHT
@@ -523,7 +525,7 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
     model.cpu()
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = save_model(model, info, run_dir / "model")
-    carry_summary(resolve_model(cfg.base, backbone=True, flag="--base").folder, model_dir)
+    carry_summary(base_folder, model_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(
         {"metric": asdict(cfg), "data": asdict(data)}, sort_keys=False))
     (run_dir / "metrics.json").write_text(json.dumps(
