@@ -217,7 +217,8 @@ def prepare_datasets(config: RunConfig, preprocess: Preprocess, seed: int) -> Pr
 
 def prepare_sources(config: RunConfig, preprocess: Preprocess, seed: int) -> Prepared:
     """A joint run's data: each source split as its own config says, trained at its own
-    size and augmentation, validated all together through the model's one preprocess."""
+    size and augmentation, validated all together through the model's one preprocess
+    (canvases included)."""
     configs = task_configs(config)
     read = read_sources(config)
     trains: list[list[Sample]] = []
