@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import ImageError
 from .images import load_image, resize_short_side
+from .preprocess import grouped_by_shape
 from .sources import Sample
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,10 @@ def collate_by_shape(batch: list):
     a list of (images, indices) stacks, one per shape, beside the unreadable photos'
     errors. With one shape it is one stack, as `collate_skipping` gives."""
     errors = [b for b in batch if isinstance(b, ImageError)]
-    by_shape: dict[tuple, list] = {}
-    for image, index in (b for b in batch if not isinstance(b, ImageError)):
-        by_shape.setdefault(tuple(image.shape), []).append((image, index))
-    stacks = [(torch.stack([i for i, _ in group]), torch.tensor([k for _, k in group]))
-              for group in by_shape.values()]
+    good = [b for b in batch if not isinstance(b, ImageError)]
+    images = [image for image, _ in good]
+    stacks = [(torch.stack([images[k] for k in ks]), torch.tensor([good[k][1] for k in ks]))
+              for ks in grouped_by_shape(images)]
     return stacks, errors
 
 

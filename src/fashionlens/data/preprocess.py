@@ -14,6 +14,7 @@ wants), whose coefficients round differently from a whole resize on about 2 % of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -132,6 +133,15 @@ class Preprocess:
             width=None if d.get("width") is None else int(d["width"]),
             canvases=tuple(d.get("canvases") or ()),
         )
+
+
+def grouped_by_shape(arrays: Sequence) -> list[list[int]]:
+    """Indices of `arrays` (NumPy arrays or tensors) grouped by their shape, in order of
+    first appearance: the stacks a batch of photos from several canvases runs as."""
+    groups: dict[tuple, list[int]] = {}
+    for k, array in enumerate(arrays):
+        groups.setdefault(tuple(array.shape), []).append(k)
+    return list(groups.values())
 
 
 def canvas_shape(value) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import is_image_file, load_image
-from ..data.preprocess import Preprocess, eval_array
+from ..data.preprocess import Preprocess, eval_array, grouped_by_shape
 from ..errors import FashionLensError, ImageError
 
 
@@ -100,11 +100,8 @@ def _merged(answers: list, order: np.ndarray) -> Any:
 def stacked_by_shape(arrays: Sequence[np.ndarray], positions: Sequence[int]
                      ) -> list[tuple[np.ndarray, list[int]]]:
     """The arrays stacked per shape (in order of first appearance), with their positions."""
-    by_shape: dict[tuple, list[int]] = {}
-    for k, array in enumerate(arrays):
-        by_shape.setdefault(tuple(array.shape), []).append(k)
     return [(np.stack([arrays[k] for k in ks]), [positions[k] for k in ks])
-            for ks in by_shape.values()]
+            for ks in grouped_by_shape(arrays)]
 
 
 def decoded_batches(sources: Sequence, prepare: Callable, batch_size: int, threads: int

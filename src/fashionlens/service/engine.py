@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from ..data.images import MAX_PIXELS, load_image
 from ..errors import FashionLensError, ImageError, ModelError
 from ..inference.outputs import VECTOR
-from ..inference.photos import stacked_by_shape
+from ..inference.photos import DecodedBatch, stacked_by_shape
 from ..inference.predictor import Predictor
 from ..models.info import HeadSpec
 from ..search.catalog import Catalog
@@ -129,14 +129,13 @@ class ServedModel:
         """One pass over a micro-batch (runs on the inference thread): every head's
         scores and, where the model gives one, the search vector. Photos of several input
         shapes (a model with canvases) run as one stack per shape."""
-        answers: list[Output] = [None] * len(tensors)  # type: ignore[list-item]
-        for stack, positions in stacked_by_shape(tensors, range(len(tensors))):
-            outputs = self.runtime.run(stack, self.outputs)
-            vectors = outputs.get(VECTOR)
-            for row, i in enumerate(positions):
-                answers[i] = Output({h.name: outputs[h.name][row] for h in self.heads},
-                                    None if vectors is None else vectors[row])
-        return answers
+        positions = range(len(tensors))
+        batch = DecodedBatch(list(positions), stacked_by_shape(tensors, positions), {})
+        outputs = batch.map(lambda stack: self.runtime.run(stack, self.outputs))
+        vectors = outputs.get(VECTOR)
+        return [Output({h.name: outputs[h.name][i] for h in self.heads},
+                       None if vectors is None else vectors[i])
+                for i in positions]
 
     def plot(self, which: str) -> Path | None:
         """The run's confusion matrix or curves image, next to the model or in its run."""
