@@ -251,3 +251,12 @@ def test_joint_training_masks_heads_where_a_source_has_no_label(tmp_path: Path) 
     text = Path(card).read_text()
     assert "- Source `home`:" in text and "- Source `studio`:" in text
     assert "- Split:" not in text
+
+
+def test_a_sources_refit_weight_must_be_a_whole_number_from_one(tmp_path: Path) -> None:
+    assert load_config(_config(tmp_path)).sources[0].refit_weight == 1
+    assert load_config(_config(tmp_path, **{"sources.1.refit_weight": 20})
+                       ).sources[1].refit_weight == 20
+    for bad in (0, 2.5, "many", True):
+        with pytest.raises(FieldError, match=r"sources\[1\]\.refit_weight"):
+            load_config(_config(tmp_path, **{"sources.1.refit_weight": bad}))

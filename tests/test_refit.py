@@ -284,3 +284,37 @@ def test_thresholds_are_tuned_on_as_many_photos_of_each_source():
     joint = SourcedDataset([Part(5), Part(3), Part(4)], ["a", "b", "c"])
     assert refit.source_of(joint, np.array([0, 4, 5, 7, 8, 11])).tolist() == [0, 0, 1, 1, 2, 2]
     assert refit.source_of(object(), np.array([0, 9])).tolist() == [0, 0]
+
+
+def test_fit_head_counts_a_repeated_row_as_many_times():
+    """Two sets of photos with the same features and opposite labels: the head sides with
+    the set that counts more, and repeats of one change nothing at all."""
+    pooled = np.tile(np.eye(2, dtype=np.float32), (10, 1))  # 20 rows, two kinds of photo
+    taps = np.zeros((20, 1), np.float32)
+    labels = np.tile([0, 1], 10)
+    labels[:4] = [1, 0, 1, 0]  # 2 of each kind's 10 photos say the opposite
+    task = build_task_for(["no", "yes"])
+    task.prepare(labels, load_config(overrides=TINY_TRAIN).train, torch.device("cpu"))
+    start = (torch.zeros(2, 2), torch.zeros(2))
+
+    def answers(repeats):
+        w, b, _ = refit.fit_head(task, *start, pooled, taps, labels, epochs=200,
+                                 repeats=repeats)
+        return (torch.as_tensor(np.eye(2, dtype=np.float32)) @ w.T + b).argmax(1).tolist()
+
+    assert answers(None) == [0, 1]  # the majority
+    weights = np.ones(20, np.int64)
+    weights[:4] = 10  # the four odd photos now outweigh the other 16
+    assert answers(weights) == [1, 0]
+    plain = refit.fit_head(task, *start, pooled, taps, labels, epochs=3)
+    ones = refit.fit_head(task, *start, pooled, taps, labels, epochs=3,
+                          repeats=np.ones(20, np.int64))
+    assert all(torch.equal(a, b) for a, b in zip(plain, ones, strict=True))
+
+
+def test_source_weights_follow_the_config_sources():
+    config = load_config(overrides=TINY_TRAIN)
+    assert refit.source_weights(config).tolist() == [1]
+    from fashionlens.config import SourceConfig
+    config.sources = [SourceConfig(name="a"), SourceConfig(name="b", refit_weight=20)]
+    assert refit.source_weights(config)[np.array([0, 1, 1, 0])].tolist() == [1, 20, 20, 1]

@@ -235,6 +235,10 @@ class SourceConfig:
     draws: int | None = None  # photos drawn per epoch (default: all; more repeats them)
     augment: dict = field(default_factory=dict)  # this source's changes to `augment:`
     val_limit: int | None = None  # validation photos scored after each epoch (seeded subset)
+    # how many times each of its photos counts when `refit-heads` fits a head on frozen
+    # features (its rows repeated): a few hundred hand-labelled photos beside thousands of
+    # teacher-labelled ones. Training runs draw photos by `draws` and do not read it.
+    refit_weight: int = 1
     # task column -> {this source's value: the task's value} (or a mapping file beside the
     # config): a source that names things its own way, e.g. a home photo's garment type as
     # the one outfit tag it shows; a value mapped to ~ leaves the cell empty (no label), a
@@ -570,6 +574,10 @@ def validate(config: RunConfig) -> None:
             raise FieldError(f"tasks[{index}].mapping", f"'{task.mapping}': a mapping file is "
                              "named in a config file (its path is relative to that file)")
     for index, source in enumerate(config.sources):
+        if isinstance(source.refit_weight, bool) or not isinstance(source.refit_weight, int) \
+                or not 1 <= source.refit_weight <= 1000:
+            raise FieldError(f"sources[{index}].refit_weight", f"must be a whole number from "
+                             f"1 to 1000, got {source.refit_weight!r}")
         for column, mapping in source.mappings.items():
             where = f"sources[{index}].mappings.{column}"
             if isinstance(mapping, str):

@@ -212,7 +212,8 @@ def cached_features(runtime: TorchRuntime, dataset: PhotoDataset, description: s
 def fit_head(task: Task, weight: torch.Tensor, bias: torch.Tensor, pooled: np.ndarray,
              taps: np.ndarray, targets: np.ndarray, epochs: int = EPOCHS, pull: float = PULL,
              seed: int = 0, unlabelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-             keep: float = KEEP, stage_weight: torch.Tensor | None = None
+             keep: float = KEEP, stage_weight: torch.Tensor | None = None,
+             repeats: np.ndarray | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(weight, bias, stage weight) of a head fitted on frozen features with its task's
     loss, from its trained weights and stage term (`stage_weight`, as the model applies it
@@ -220,7 +221,8 @@ def fit_head(task: Task, weight: torch.Tensor, bias: torch.Tensor, pooled: np.nd
 
     `unlabelled`: (pooled, taps, the trained head's scores) of photos without this head's
     label; the fitted head is held to those answers (weight `keep`), so that it does not
-    change what it says on kinds of photo it cannot be checked on. The stage term reads
+    change what it says on kinds of photo it cannot be checked on. `repeats`: how many
+    times each row counts (its source's `refit_weight`). The stage term reads
     the taps standardised (their scales differ by stage); the standardisation is folded
     into the returned weight and bias, so the model applies it to the raw taps."""
     generator = torch.Generator().manual_seed(seed)
@@ -242,9 +244,12 @@ def fit_head(task: Task, weight: torch.Tensor, bias: torch.Tensor, pooled: np.nd
     w, b = start_w.clone().requires_grad_(), start_b.clone().requires_grad_()
     w_taps = start_taps.clone().requires_grad_()
     optimizer = torch.optim.Adam([w, b, w_taps], lr=LEARNING_RATE)
+    index = torch.arange(len(y))
+    if repeats is not None:
+        index = torch.repeat_interleave(index, torch.as_tensor(repeats, dtype=torch.long))
     for _ in range(epochs):
-        order = torch.randperm(len(y), generator=generator)
-        for start in range(0, len(y), BATCH):
+        order = index[torch.randperm(len(index), generator=generator)]
+        for start in range(0, len(order), BATCH):
             rows = order[start:start + BATCH]
             logits = x_pooled[rows] @ w.T + b + x_taps[rows] @ w_taps.T
             loss = (task.loss(logits, y[rows]) + pull * ((w - start_w) ** 2).sum()
@@ -263,7 +268,8 @@ def fit_head(task: Task, weight: torch.Tensor, bias: torch.Tensor, pooled: np.nd
 
 def out_of_fold_scores(task: Task, weight: torch.Tensor, bias: torch.Tensor,
                        pooled: np.ndarray, taps: np.ndarray, targets: np.ndarray, *,
-                       folds: int = FOLDS, seed: int = 0, **fit_options) -> np.ndarray:
+                       folds: int = FOLDS, seed: int = 0, repeats: np.ndarray | None = None,
+                       **fit_options) -> np.ndarray:
     """Each training photo's scores from the head fitted (`fit_head`) without it, in
     `folds` folds: photos to tune decision thresholds on that the figures are not read
     on, four times as many as the validation photos in the bundled model's case."""
@@ -274,7 +280,8 @@ def out_of_fold_scores(task: Task, weight: torch.Tensor, bias: torch.Tensor,
         held = np.sort(order[fold::folds])
         fitted = np.setdiff1d(order, held)
         w, b, w_taps = fit_head(task, weight, bias, pooled[fitted], taps[fitted],
-                                targets[fitted], seed=seed, **fit_options)
+                                targets[fitted], seed=seed, repeats=None if repeats is None
+                                else repeats[fitted], **fit_options)
         with torch.no_grad():
             logits = (torch.as_tensor(pooled[held]) @ w.T + b
                       + torch.as_tensor(taps[held]) @ w_taps.T)
@@ -286,6 +293,11 @@ def source_of(dataset, rows: np.ndarray) -> np.ndarray:
     """Which source each dataset row comes from (0 for a dataset of one source)."""
     starts = dataset.starts() if hasattr(dataset, "starts") else [0]
     return np.searchsorted(np.asarray(starts), rows, side="right") - 1
+
+
+def source_weights(config: RunConfig) -> np.ndarray:
+    """Each source's `refit_weight`, by source index (one weight of 1 without sources)."""
+    return np.array([s.refit_weight for s in config.sources] or [1], dtype=np.int64)
 
 
 def balanced_rows(sources: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -442,6 +454,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
                           model_key, colours)
     extracted = time.perf_counter()
     result = RefitResult(model_dir=out / "model")
+    repeats = source_weights(config)[source_of(prepared.train_ds, train.rows)]
     val_colours = None if val.colours is None else torch.as_tensor(val.colours)
     for name in names:
         task = tasks[name]
@@ -482,7 +495,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         unlabelled = (train.pooled[other_rows], train.side(side_spec, other_rows),
                       trained.numpy())
         fit_options = {"epochs": epochs, "unlabelled": unlabelled, "keep": keep,
-                       "stage_weight": start_term}
+                       "stage_weight": start_term, "repeats": repeats[fit_rows]}
         weight, bias, tap_weight = fit_head(
             task, start_weight, start_bias, train.pooled[fit_rows],
             train.side(side_spec, fit_rows), train_targets[fit_rows], seed=seed,
@@ -544,6 +557,7 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         "pull": PULL, "keep": keep, "learning_rate": LEARNING_RATE,
         "training_photos": int(len(train.rows)), "validation_photos": int(len(val.rows)),
         "colour_statistics": [n for n in names if reading[n].colour_statistics],
+        "refit_weights": {s.name: s.refit_weight for s in config.sources if s.refit_weight != 1},
         "heads": {h.name: h.to_dict() for h in result.heads},
         "seconds": {"features": round(extracted - started, 1),
                     "fitting": round(time.perf_counter() - extracted, 1)},
