@@ -45,9 +45,17 @@ def main() -> None:
     if args.skip is not None:
         with args.skip.open(newline="") as f:
             skipped = {row["image"] for row in csv.DictReader(f)}
-    with args.csv.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("split") == args.split
-                and r[args.label_column] not in excluded and r[args.image_column] not in skipped]
+    try:
+        with args.csv.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {args.image_column, args.label_column, "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise SystemExit(f"{args.csv}: no column {', '.join(sorted(missing))}")
+            rows = [r for r in reader if r["split"] == args.split
+                    and r[args.label_column] not in excluded
+                    and r[args.image_column] not in skipped]
+    except OSError as exc:
+        raise SystemExit(f"{args.csv}: cannot read it ({exc.strerror})") from None
     rows.sort(key=lambda r: r[args.image_column])
     if args.count > len(rows):
         raise SystemExit(f"{args.csv}: {len(rows)} rows to draw from, fewer than --count "
@@ -67,8 +75,11 @@ def main() -> None:
         draw = ImageDraw.Draw(sheet)
         for k, row in enumerate(pick[first:first + per_sheet]):
             path = images / f"{row[args.image_column]}{args.image_extension}"
-            with Image.open(path) as photo:
-                tile = ImageOps.exif_transpose(photo).convert("RGB")
+            try:
+                with Image.open(path) as photo:
+                    tile = ImageOps.exif_transpose(photo).convert("RGB")
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"{path}: cannot read this photo ({exc})") from None
             tile.thumbnail((TILE - 6, TILE - 6))
             x, y = (k % COLUMNS) * TILE, (k // COLUMNS) * TILE
             sheet.paste(tile, (x + 3, y + 3))
