@@ -574,10 +574,6 @@ def validate(config: RunConfig) -> None:
             raise FieldError(f"tasks[{index}].mapping", f"'{task.mapping}': a mapping file is "
                              "named in a config file (its path is relative to that file)")
     for index, source in enumerate(config.sources):
-        if isinstance(source.refit_weight, bool) or not isinstance(source.refit_weight, int) \
-                or not 1 <= source.refit_weight <= 1000:
-            raise FieldError(f"sources[{index}].refit_weight", f"must be a whole number from "
-                             f"1 to 1000, got {source.refit_weight!r}")
         for column, mapping in source.mappings.items():
             where = f"sources[{index}].mappings.{column}"
             if isinstance(mapping, str):
@@ -645,6 +641,8 @@ def _check_ranges(config: RunConfig) -> None:
     between("train.num_workers", t.num_workers, 0, 256)
     between("train.threads", t.threads, 1, 1024)
     at_least("train.probe_photos", t.probe_photos, 1)
+    for index, source in enumerate(config.sources):  # a whole number: `_coerce` saw to it
+        between(f"sources[{index}].refit_weight", source.refit_weight, 1, 1000)
     if t.max_minutes is not None and not t.max_minutes > 0:
         raise FieldError("train.max_minutes", f"must be positive (or null: no time budget), "
                                               f"got {t.max_minutes}")
