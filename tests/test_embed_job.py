@@ -14,7 +14,7 @@ from fashionlens.cli.main import app
 from fashionlens.errors import DataError
 from fashionlens.search import Catalog, Embedder
 from fashionlens.search.embed_job import Job, read_photo_list, run_local, run_ray
-from fashionlens.search.shards import ShardModel, read_shard, shard_model
+from fashionlens.search.shards import read_shard, shard_model
 
 from .helpers import write_corrupt_jpeg, write_pattern_photo
 
@@ -40,7 +40,7 @@ def photos(tmp_path) -> Path:
 
 def _job(photos: Path, out: Path, embedder: Embedder, shard_size: int = 4) -> Job:
     return Job(read_photo_list(photos), out,
-               ShardModel(embedder.spec, embedder.fingerprint, embedder.dim), shard_size)
+               embedder.vector_model, shard_size)
 
 
 def _shards(out: Path) -> dict[str, np.ndarray]:
@@ -61,7 +61,7 @@ def test_local_job_writes_shards_with_the_fingerprint_and_resumes(photos, tmp_pa
     assert summary["rows"] == 10 and [f["id"] for f in summary["failed"]] == ["Dress/broken"]
     schema = pq.read_schema(out / "shard-00000.parquet")
     assert schema.field("vector").type == pa.list_(pa.float32(), embedder.dim)
-    assert schema.metadata[b"fashionlens.fingerprint"] == embedder.fingerprint.encode()
+    assert schema.metadata[b"fashionlens.fingerprint"] == embedder.vector_fingerprint.encode()
     vectors = _shards(out)
     assert len(vectors) == 10
     expected = embedder.embed_one(photos / "Hat" / "p03.png")
@@ -93,12 +93,12 @@ def test_csv_of_uris_carries_metadata_into_the_catalog(photos, tmp_path, embedde
     assert any("listed twice" in p for p in listed.problems)
     assert any("row 5" in p and "price" in p for p in listed.problems)
     out = tmp_path / "out"
-    job = Job(listed, out, ShardModel(embedder.spec, embedder.fingerprint, embedder.dim), 10)
+    job = Job(listed, out, embedder.vector_model, 10)
     run_local(job, embedder)
     assert [f["id"] for f in job.finish()["failed"]] == ["c"]
     with Catalog(tmp_path / "cat", create=True) as cat:
         result = cat.import_shards(out)
-        assert result["added"] == 2 and cat.model_fingerprint() == embedder.fingerprint
+        assert result["added"] == 2 and cat.model_fingerprint() == embedder.vector_fingerprint
         item = cat.get("a")
         assert (item.category, item.price, item.extra, item.image) == ("Hat", 12.5,
                                                                        {"brand": "acme"}, None)

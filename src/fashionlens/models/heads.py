@@ -28,6 +28,8 @@ from .colour import COLOUR_FEATURES
 from .info import (  # noqa: F401  (the declaration half, re-exported for torch callers)
     HEAD_KINDS,
     RESERVED_NAMES,
+    STAGE_TERMS_ATTRIBUTE,
+    TASK_HEADS_ATTRIBUTE,
     HeadKind,
     HeadSpec,
     describe,
@@ -37,8 +39,6 @@ from .info import (  # noqa: F401  (the declaration half, re-exported for torch 
     task_heads,
 )
 
-TASK_HEADS_ATTRIBUTE = "task_heads"
-STAGE_TERMS_ATTRIBUTE = "stage_terms"
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda z: z.float().softmax(-1),
     "sigmoid": lambda z: z.float().sigmoid(),

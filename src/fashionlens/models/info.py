@@ -36,6 +36,12 @@ from .resolve import META_FILE
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
+# Where a model keeps the heads after its first (`models.heads`): modules that score the
+# photo and that the search vector never reads (it reads the backbone, its own classifier
+# for the class posterior, and the embedding head).
+TASK_HEADS_ATTRIBUTE = "task_heads"
+STAGE_TERMS_ATTRIBUTE = "stage_terms"
+SCORING_ONLY = (TASK_HEADS_ATTRIBUTE + ".", STAGE_TERMS_ATTRIBUTE + ".")
 LEGACY_HEAD = "label"  # the one head of a format-1 model
 # Output names a head may not take: the runtime's own outputs.
 RESERVED_NAMES = ("probabilities", "vector", "features", "embedding", "stages",
@@ -546,13 +552,83 @@ def update_info(directory: str | Path, values: dict) -> Path:
     return path
 
 
+def _as_loaded(dtype: str, data: bytes) -> tuple[str, bytes]:
+    """A tensor's values as a model loads them: half-precision floats (bundles are stored
+    in F16, `save_model(half=True)`) widen exactly to F32, so the same values stored
+    either way digest alike."""
+    if dtype == "F16":
+        return "F32", np.frombuffer(data, "<f2").astype("<f4").tobytes()
+    if dtype == "BF16":
+        widened = np.frombuffer(data, "<u2").astype("<u4") << 16
+        return "F32", widened.tobytes()
+    return dtype, data
+
+
+def vector_weights_digest(directory: str | Path) -> str:
+    """A short SHA-256 of the tensors the search vector depends on: every tensor but the
+    further heads and stage terms (`SCORING_ONLY`), each by name, shape and values as
+    loaded (`_as_loaded`), read from the safetensors file as laid out on disk (no
+    framework needed)."""
+    path = Path(directory) / WEIGHTS_FILE
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+            start = 8 + size
+            for name in sorted(k for k in header if k != "__metadata__"):
+                if name.startswith(SCORING_ONLY):
+                    continue
+                entry = header[name]
+                begin, end = entry["data_offsets"]
+                fh.seek(start + begin)
+                dtype, data = _as_loaded(entry["dtype"], fh.read(end - begin))
+                h.update(f"{name}|{dtype}|{entry['shape']}|".encode())
+                h.update(data)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: cannot read the weights ({exc})") from None
+    return h.hexdigest()[:16]
+
+
+def _setting_digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def vector_fingerprint_of(folder: Path, info: ModelInfo) -> str:
+    """Names the search vectors a saved model makes, and nothing else: the tensors they
+    depend on, the embedding settings and how photos become inputs. A refit of a scoring
+    head (`refit-heads`) leaves it as it was, so catalogs, vector shards and the text
+    alignment stay valid. `fingerprint_of` names the whole model (its scores too); a
+    catalog or alignment recorded before vectors had their own name holds that one."""
+    return (f"{info.architecture}:vectors:{vector_weights_digest(folder)}:"
+            f"{_setting_digest(info.embedding or {})}:"
+            f"{_setting_digest(info.preprocess.to_dict())}")
+
+
+def same_vectors(recorded: str | None, wanted: str | None, names: Sequence[str] = ()
+                 ) -> bool:
+    """Whether two recorded fingerprints name the same vectors: equal, or both names of
+    one model (`names`: its `vector_fingerprint_of` and `fingerprint_of`; records made
+    before the vector fingerprint hold the second)."""
+    if recorded is None or wanted is None:
+        return False
+    return recorded == wanted or (recorded in names and wanted in names)
+
+
+def vector_names(folder: Path) -> tuple[str, str]:
+    """Both names a model folder's vectors may be recorded under (`same_vectors`)."""
+    info = read_info(folder)
+    return vector_fingerprint_of(folder, info), fingerprint_of(folder, info)
+
+
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:
-    """Names the vectors a saved model makes: its weights, its embedding settings (a
-    changed posterior weight gives same-size but different vectors) and its canvases."""
+    """Names a saved model whole: every weight (scoring heads too), its embedding settings
+    (a changed posterior weight gives same-size but different vectors) and its canvases.
+    What tags, exports and caches of its outputs are keyed on; stored vectors are keyed on
+    `vector_fingerprint_of`."""
     fingerprint = f"{info.architecture}:{weights_digest(folder)}"
     if info.embedding:
-        settings = json.dumps(info.embedding, sort_keys=True).encode()
-        fingerprint += f":{hashlib.sha256(settings).hexdigest()[:8]}"
+        fingerprint += f":{_setting_digest(info.embedding)}"
     if info.preprocess.canvases:  # a tall photo's vector depends on the canvas it gets
         fingerprint += ":canvases=" + ",".join(f"{h}x{w}" for h, w in info.preprocess.canvases)
     return fingerprint

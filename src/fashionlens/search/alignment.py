@@ -4,10 +4,11 @@
 (384 x D): a sentence vector of the text encoder (`text_encoder`) times it, L2-normalised,
 is a query vector in the model's D-d search space, searched in a catalog's existing index
 as a photo's vector is (no item is re-embedded). Its metadata names the model fingerprint
-it was trained for (`models.info.fingerprint_of`; a catalog of another model's vectors
-refuses it), the encoder, and how it was trained and measured. `fashionlens train-text`
-trains one (`training.text_alignment`: a symmetric InfoNCE loss between product photos'
-vectors and their names and attribute phrases).
+it was trained for (`models.info.vector_fingerprint_of`, or before that the whole model's
+`fingerprint_of`; a catalog of another model's vectors refuses it, and a refit of a
+scoring head leaves it valid), the encoder, and how it was trained and measured.
+`fashionlens train-text` trains one (`training.text_alignment`: a symmetric InfoNCE loss
+between product photos' vectors and their names and attribute phrases).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelError
+from ..models.info import same_vectors, vector_names
 from .text_encoder import TextSearchUnavailable
 
 ALIGNMENT_FILE = "text-alignment.safetensors"
@@ -83,6 +86,16 @@ def bundled_with_alignment() -> list[str]:
             if (folder / ALIGNMENT_FILE).is_file()]
 
 
+def _vector_names(folder: str | Path | None) -> tuple[str, ...]:
+    """The names a model folder's vectors go by (none for what is not a model folder)."""
+    if folder is None:
+        return ()
+    try:
+        return vector_names(Path(folder))
+    except ModelError:
+        return ()
+
+
 def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int | None,
                   model_name: str | None) -> TextAlignment:
     """The alignment for a catalog's model (its folder, fingerprint and vector size), or a
@@ -105,7 +118,8 @@ def alignment_for(folder: str | Path | None, fingerprint: str | None, dim: int |
                  f"{' or '.join(aligned)})" if aligned else "")
         raise TextSearchUnavailable(f"model {name} has no text alignment ({path} is missing): "
                                     f"{how}{other}")
-    if fingerprint and alignment.fingerprint != fingerprint:
+    if fingerprint and not same_vectors(alignment.fingerprint, fingerprint,
+                                        _vector_names(folder)):
         raise TextSearchUnavailable(f"{path} was trained for model "
                                f"{alignment.fingerprint}, and this catalog holds vectors of "
                                f"{fingerprint}: {how}")

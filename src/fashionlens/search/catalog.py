@@ -198,7 +198,7 @@ class Catalog:
         self.planner.invalidate()
         if change == "vectors":
             if self._embedder is not None and \
-                    self._embedder.fingerprint != self.store.meta("model_fingerprint"):
+                    not self._embedder.makes_vectors_of(self.store.meta("model_fingerprint")):
                 self._embedder = None
             self.index_keeper.reload()
         else:
@@ -259,6 +259,20 @@ class Catalog:
         self._catch_up()
         return self.store.meta("model_fingerprint")
 
+    def holds_vectors_of(self, recorded: str) -> bool:
+        """Whether vectors recorded under `recorded` compare with the catalog's: the same
+        fingerprint, or two names of the catalog's model (`Embedder.makes_vectors_of`)."""
+        stored = self.model_fingerprint()
+        if stored == recorded:
+            return True
+        if stored is None or self.model is None:
+            return False
+        try:
+            embedder = self.embedder()
+        except FashionLensError:
+            return False
+        return embedder.makes_vectors_of(stored) and embedder.makes_vectors_of(recorded)
+
     def _use_embedder(self, embedder: Embedder) -> None:
         fingerprint = self.store.meta("model_fingerprint")
         if fingerprint is None and self.dim not in (None, embedder.dim):
@@ -268,11 +282,11 @@ class Catalog:
                 "model giving vectors of that size")
         if fingerprint is None:
             self.store.set_meta(embedder.vector_model.recorded())
-        elif fingerprint != embedder.fingerprint or self.dim != embedder.dim:
+        elif not embedder.makes_vectors_of(fingerprint) or self.dim != embedder.dim:
             raise FashionLensError(
                 f"{self.path}: the catalog was built with model {self.model} "
                 f"({fingerprint}, {self.dim}-d vectors), not {embedder.spec} "
-                f"({embedder.fingerprint}, {embedder.dim}-d); vectors of different models "
+                f"({embedder.vector_fingerprint}, {embedder.dim}-d); vectors of different models "
                 "cannot be compared: use the catalog's model, move the catalog to this one "
                 f"(fashionlens catalog reembed --catalog {self.path} --model {embedder.spec}), "
                 "or build a new catalog")

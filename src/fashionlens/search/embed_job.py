@@ -334,9 +334,9 @@ class EmbedActor:
         from .embeddings import Embedder
 
         self.embedder = Embedder(model, runtime=runtime, device=device)
-        if self.embedder.fingerprint != fingerprint:
+        if self.embedder.vector_fingerprint != fingerprint:
             raise DataError(f"{model}: on this worker the model's fingerprint is "
-                            f"{self.embedder.fingerprint}, not {fingerprint} (another "
+                            f"{self.embedder.vector_fingerprint}, not {fingerprint} (another "
                             "version of the model is installed here)")
         self.batch_size = batch_size
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from ..inference.holder import RuntimeHolder
 from ..inference.loading import load_runtime
 from ..inference.outputs import VECTOR, normalise
 from ..inference.photos import decoded_batches, prepare_photo
+from ..models.info import same_vectors, vector_fingerprint_of
 from ..models.resolve import DEFAULT_BACKBONE
 from .records import VectorModel
 
@@ -103,9 +105,26 @@ class Embedder(RuntimeHolder):
         info = getattr(self.runtime, "info", None)
         return duplicate_line(getattr(info, "duplicate_threshold", None))
 
+    @cached_property
+    def vector_fingerprint(self) -> str:
+        """Names this model's search vectors alone (`models.info.vector_fingerprint_of`):
+        what catalogs, vector shards and text alignments record, so a refit of a scoring
+        head leaves them valid. `fingerprint` names the whole model (its tags too)."""
+        folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
+        if folder is None or info is None:
+            return self.fingerprint  # a bare backbone: its name and weights say it all
+        return vector_fingerprint_of(folder, info)
+
+    def makes_vectors_of(self, recorded: str | None) -> bool:
+        """Whether vectors recorded under `recorded` are this model's (recorded before
+        vectors had their own fingerprint, they carry the whole model's)."""
+        return same_vectors(recorded, self.vector_fingerprint,
+                            (self.vector_fingerprint, self.fingerprint))
+
     @property
     def vector_model(self) -> VectorModel:
-        return VectorModel(self.spec, self.fingerprint, self.dim, self.duplicate_threshold)
+        return VectorModel(self.spec, self.vector_fingerprint, self.dim,
+                           self.duplicate_threshold)
 
     def vectors(self, batch: np.ndarray) -> np.ndarray:
         """Unit vectors for a batch of pre-processed photos."""

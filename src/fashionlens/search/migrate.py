@@ -95,7 +95,7 @@ def reembed(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder, *,
         raise FashionLensError(
             f"{store.path}: items without a photo (imported vectors, e.g. "
             f"{', '.join(vectorless[:5])}) cannot be re-embedded; remove them first")
-    target = f"{embedder.fingerprint}:{embedder.dim}"
+    target = f"{embedder.vector_fingerprint}:{embedder.dim}"
     with store.transaction(changes_items=False) as db:
         db.execute("CREATE TABLE IF NOT EXISTS reembed "
                    "(key INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")

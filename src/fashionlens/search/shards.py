@@ -218,7 +218,8 @@ def import_shards(catalog: Any, source: str | Path | Sequence[str | Path], *,
     first = models[0][1]
     want = expected or first.fingerprint
     for path, model in models:
-        if model.fingerprint != want:
+        if not (catalog.holds_vectors_of(model.fingerprint) if expected
+                else model.fingerprint == want):
             raise DataError(
                 f"{path}: vectors of model {model.spec} ({model.fingerprint}), but "
                 + (f"the catalog {catalog.path} holds vectors of {catalog.model} ({want})"

@@ -61,11 +61,11 @@ def catalog_alignment(catalog: Catalog) -> TextAlignment:
     """The catalog's model's text alignment (cached on the catalog while its model holds)."""
     fingerprint = catalog.model_fingerprint()
     cached = getattr(catalog, "_text_alignment", None)
-    if cached is not None and cached.fingerprint == fingerprint:
-        return cached
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
     alignment = alignment_for(_model_folder(catalog), fingerprint, catalog.dim,
                               catalog._model_request or catalog.model)
-    catalog._text_alignment = alignment
+    catalog._text_alignment = (fingerprint, alignment)
     return alignment
 
 

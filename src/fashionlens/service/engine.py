@@ -464,10 +464,10 @@ class Engine:
         query = self.require_query()
         catalog = self.require_catalog()
         fingerprint = await catalog.call(catalog.catalog.model_fingerprint)
-        if fingerprint in (None, query.embedder.fingerprint):
+        if fingerprint is None or query.embedder.makes_vectors_of(fingerprint):
             return query
         async with self._requery:
-            if self.query is not None and self.query.embedder.fingerprint != fingerprint:
+            if self.query is not None and not self.query.embedder.makes_vectors_of(fingerprint):
                 embedder = await catalog.call(catalog.catalog.embedder)
                 log.info("the catalog now holds vectors of %s; photo queries follow",
                          embedder.spec)

@@ -145,7 +145,7 @@ def embed_products(products: list[Product], embedder: Embedder, cache: Path,
     """The embedder's vectors of every product photo (cached in `cache`, keyed by the
     model's fingerprint and the photo list): (vectors, ok mask)."""
     digest = hashlib.sha256("\n".join(str(p.image) for p in products).encode()).hexdigest()[:12]
-    tag = hashlib.sha256(embedder.fingerprint.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(embedder.vector_fingerprint.encode()).hexdigest()[:12]
     path = cache / f"vectors-{tag}-{digest}.npz"
     if path.is_file():
         data = np.load(path)
@@ -314,7 +314,7 @@ def train_text_alignment(csv_path: str | Path | Sequence[str | Path], *,
         # own photo (a photo search's floor, measured on photo pairs, is of another scale).
         own = np.sum(q * vectors[named], axis=1)
         measured["weak_below"] = round(float(np.percentile(own, WEAK_PERCENTILE)), 4)
-    alignment.meta = {"model_fingerprint": embedder.fingerprint, "model": ref.name,
+    alignment.meta = {"model_fingerprint": embedder.vector_fingerprint, "model": ref.name,
                       "encoder": ENCODER_NAME, "dim": int(weight.shape[1]),
                       "trained_on": ", ".join(map(str, paths)), "train_photos": len(train),
                       "pairs": len(texts), "epochs": epochs, "temperature": round(temperature, 3),

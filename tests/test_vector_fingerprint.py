@@ -1,0 +1,141 @@
+"""The search vectors' own fingerprint: a refit of a scoring head leaves catalogs, vector
+shards and text alignments valid; any change the vectors depend on does not; records made
+before the split (the whole model's fingerprint) are still accepted."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlens.data.preprocess import Preprocess
+from fashionlens.errors import FashionLensError
+from fashionlens.models import load_model, read_info, save_model
+from fashionlens.models.info import (
+    HeadSpec,
+    fingerprint_of,
+    same_vectors,
+    vector_fingerprint_of,
+    vector_names,
+)
+from fashionlens.search import Catalog, Embedder, ItemRecord
+from fashionlens.search.alignment import TextAlignment, alignment_for
+from fashionlens.search.shards import write_shard
+
+from .helpers import saved_tapping_model, write_pattern_photo
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
+             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
+                      taps=True),
+             HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
+                      colour_statistics=True)]
+    return saved_tapping_model(tmp_path / "model", heads, Preprocess(size=64), "vec-test")
+
+
+def _changed(folder: Path, out: Path, change, half: bool = False) -> Path:
+    """A copy of the model at `folder` with `change(network)` applied, saved to `out`."""
+    network, info = load_model(folder)
+    with torch.no_grad():
+        change(network)
+    return save_model(network, info, out, half=half)
+
+
+def _names(folder: Path) -> tuple[str, str]:
+    info = read_info(folder)
+    return vector_fingerprint_of(folder, info), fingerprint_of(folder, info)
+
+
+def _refit_tags(network) -> None:  # what `refit-heads --heads tags` changes
+    network.task_heads["tags"].weight.add_(0.5)
+    network.stage_terms["tags"].weight.add_(0.5)
+
+
+def test_only_what_the_vector_reads_changes_its_fingerprint(model, tmp_path):
+    vectors, whole = _names(model)
+    assert vectors != whole and ":vectors:" in vectors
+    refit = _changed(model, tmp_path / "refit", _refit_tags)
+    assert _names(refit)[0] == vectors and _names(refit)[1] != whole
+    # the class posterior is part of the vector: the backbone's own classifier counts
+    classifier = _changed(model, tmp_path / "classifier",
+                          lambda n: n.get_classifier().weight.add_(0.5))
+    backbone = _changed(model, tmp_path / "backbone",
+                        lambda n: n.conv_stem.weight.mul_(1.5))
+    embedding = _changed(model, tmp_path / "embedding",
+                         lambda n: next(n.embedding_head.parameters()).add_(0.5))
+    changed = {_names(f)[0] for f in (classifier, backbone, embedding)}
+    assert vectors not in changed and len(changed) == 3
+    # how photos become inputs is part of it too
+    shutil.copytree(model, tmp_path / "resized")
+    info = read_info(tmp_path / "resized")
+    info.preprocess = Preprocess(size=72)
+    assert vector_fingerprint_of(tmp_path / "resized", info) != vectors
+
+
+def test_the_same_values_stored_in_half_precision_digest_alike(model, tmp_path):
+    halved = _changed(model, tmp_path / "half", lambda n: None, half=True)
+    widened = _changed(halved, tmp_path / "widened", lambda n: None)  # fp32 again
+    assert (halved / "model.safetensors").read_bytes() != \
+        (widened / "model.safetensors").read_bytes()
+    assert _names(halved)[0] == _names(widened)[0]
+
+
+def test_same_vectors_accepts_either_name_of_one_model():
+    names = ("arch:vectors:1", "arch:2")
+    assert same_vectors("arch:2", "arch:vectors:1", names)
+    assert same_vectors("x", "x")
+    assert not same_vectors("arch:3", "arch:vectors:1", names)
+    assert not same_vectors(None, "arch:2", names)
+
+
+def _items(root: Path) -> list[ItemRecord]:
+    return [ItemRecord(f"i{n}", write_pattern_photo(root / f"p{n}.png", seed=n))
+            for n in range(4)]
+
+
+def test_a_catalog_survives_a_head_refit_and_refuses_other_vectors(model, tmp_path):
+    with Catalog(tmp_path / "cat", create=True, model=model) as cat:
+        assert not cat.add(_items(tmp_path / "photos")).failed
+        assert cat.model_fingerprint() == _names(model)[0]
+        query = cat.vector("i1")
+    refit = _changed(model, tmp_path / "refit", _refit_tags)
+    with Catalog(tmp_path / "cat", model=refit) as cat:
+        found = cat.search(image=tmp_path / "photos" / "p1.png", k=1)[0]
+        assert found.item.id == "i1" and np.allclose(cat.vector("i1"), query)
+    backbone = _changed(model, tmp_path / "backbone", lambda n: n.conv_stem.weight.mul_(1.5))
+    with pytest.raises(FashionLensError, match="vectors of different models"), \
+            Catalog(tmp_path / "cat", model=backbone) as cat:
+        cat.search(image=tmp_path / "photos" / "p1.png", k=1)
+
+
+def test_records_made_before_the_split_are_still_accepted(model, tmp_path):
+    vectors, whole = _names(model)
+    with Catalog(tmp_path / "cat", create=True, model=model) as cat:
+        assert not cat.add(_items(tmp_path / "photos")).failed
+        cat.store.set_meta({"model_fingerprint": whole})  # as an older version wrote it
+    with Catalog(tmp_path / "cat", model=model) as cat:
+        assert cat.search(image=tmp_path / "photos" / "p2.png", k=1)[0].item.id == "i2"
+        assert cat.holds_vectors_of(vectors) and cat.holds_vectors_of(whole)
+        assert not cat.holds_vectors_of("another:model")
+        # a shard written under the vector fingerprint imports into it
+        embedder = Embedder(model)
+        vector = embedder.embed_one(tmp_path / "photos" / "p0.png")
+        (tmp_path / "shards").mkdir()
+        write_shard(tmp_path / "shards" / "shard-00000.parquet",
+                    [{"id": "s0", "source": "elsewhere"}], vector[None],
+                    embedder.vector_model)
+        assert cat.import_shards(tmp_path / "shards")["added"] == 1
+    # a text alignment trained before the split, for a catalog recorded after it
+    weight = np.ones((384, embedder.dim), np.float32)
+    TextAlignment(weight, {"model_fingerprint": whole}).save(model)
+    assert alignment_for(model, vectors, embedder.dim, "vec-test").fingerprint == whole
+    assert vector_names(model) == (vectors, whole)
+    with pytest.raises(FashionLensError, match="trained for model"):
+        alignment_for(model, "another:vectors:0", embedder.dim, "vec-test")
