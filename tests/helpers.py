@@ -247,6 +247,20 @@ def saved_tapping_model(folder: Path, heads: list, preprocess, name: str) -> Pat
     return save_model(model.eval(), info, folder)
 
 
+def saved_model_with_every_output(folder: Path, name: str) -> Path:
+    """`saved_tapping_model` with three scored heads: classification, multilabel reading
+    the tapped stages, and a colour head reading them and the photo's colour statistics."""
+    from fashionlens.data.preprocess import Preprocess
+    from fashionlens.models.info import HeadSpec
+
+    heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
+             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
+                      taps=True),
+             HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
+                      colour_statistics=True)]
+    return saved_tapping_model(folder, heads, Preprocess(size=64), name)
+
+
 def tiny_run_config(folder: Path):
     """The tiny training config on a folder of photos."""
     from fashionlens import load_config

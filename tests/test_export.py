@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from fashionlens import Predictor, evaluate
 from fashionlens.cli.main import app
-from fashionlens.data.transforms import Preprocess
 from fashionlens.errors import ConfigError, FashionLensError, ModelError
 from fashionlens.exporting import export
 from fashionlens.exporting.ensure import ensure_exported
@@ -26,11 +25,10 @@ from fashionlens.inference.loading import load_runtime
 from fashionlens.inference.outputs import PROBE_OUTPUTS
 from fashionlens.inference.runtime import FEATURES, PROBABILITIES, VECTOR, TorchRuntime
 from fashionlens.models import load_model, save_model
-from fashionlens.models.heads import HeadSpec
 from fashionlens.models.info import read_info, weights_digest
 from fashionlens.models.resolve import DEFAULT_MODEL
 
-from .helpers import COLOURS, saved_tapping_model, write_photo
+from .helpers import COLOURS, saved_model_with_every_output, write_photo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -58,12 +56,7 @@ def multi(tmp_path):
     colour head reading them and the photo's colour statistics) and an embedding head
     reading two stage taps and appending the class posterior: every output kind there
     is."""
-    heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
-             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
-                      taps=True),
-             HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
-                      colour_statistics=True)]
-    return saved_tapping_model(tmp_path / "multi", heads, Preprocess(size=64), "multi-test")
+    return saved_model_with_every_output(tmp_path / "multi", "multi-test")
 
 
 def _batch(n: int = 3) -> torch.Tensor:

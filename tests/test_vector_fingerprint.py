@@ -15,7 +15,6 @@ from fashionlens.data.preprocess import Preprocess
 from fashionlens.errors import FashionLensError
 from fashionlens.models import load_model, read_info, save_model
 from fashionlens.models.info import (
-    HeadSpec,
     fingerprint_of,
     same_vectors,
     vector_fingerprint_of,
@@ -25,19 +24,14 @@ from fashionlens.search import Catalog, Embedder, ItemRecord
 from fashionlens.search.alignment import TextAlignment, alignment_for
 from fashionlens.search.shards import write_shard
 
-from .helpers import saved_tapping_model, write_pattern_photo
+from .helpers import saved_model_with_every_output, write_pattern_photo
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def model(tmp_path) -> Path:
-    heads = [HeadSpec("kind", "classification", ["coat", "dress"]),
-             HeadSpec("tags", "multilabel", ["bag", "belt", "hat"], [0.3, 0.5, 0.7],
-                      taps=True),
-             HeadSpec("colour", "classification", ["red", "green", "blue"], taps=True,
-                      colour_statistics=True)]
-    return saved_tapping_model(tmp_path / "model", heads, Preprocess(size=64), "vec-test")
+    return saved_model_with_every_output(tmp_path / "model", "vec-test")
 
 
 def _changed(folder: Path, out: Path, change, half: bool = False) -> Path:
