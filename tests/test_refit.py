@@ -17,6 +17,8 @@ from fashionlens.inference.runtime import TorchRuntime
 from fashionlens.models import ModelInfo, create_model, load_model, save_model
 from fashionlens.models.embedding import stage_taps
 from fashionlens.models.heads import HeadSpec, attach_heads, head_module, stage_term
+from fashionlens.models.info import vector_names
+from fashionlens.search.alignment import ALIGNMENT_FILE, TextAlignment
 from fashionlens.tasks import tasks_from_heads
 from fashionlens.training import refit
 
@@ -161,6 +163,10 @@ def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
         tmp_path, spoiled_model, tiny_folder, monkeypatch):
     out = tmp_path / "refit"
     (spoiled_model / "training.json").write_text(json.dumps({"train_seconds": 12.5}))
+    # an alignment stays only where the vectors stay: refitting the first head (the
+    # backbone's classifier, which the vector fingerprint counts) leaves it behind
+    TextAlignment(np.ones((384, 4), np.float32),
+                  {"model_fingerprint": vector_names(spoiled_model)[1]}).save(spoiled_model)
     result = refit.refit_heads(spoiled_model, tiny_run_config(tiny_folder), ["label"], out,
                                epochs=30)
     [head] = result.heads
@@ -173,6 +179,8 @@ def test_refit_heads_wins_back_a_spoiled_head_and_caches_the_features(
     summary = json.loads((out / "refit.json").read_text())
     assert summary["heads"]["label"]["after"] == round(head.after, 4)
     assert summary["training_photos"] > 0 and summary["validation_photos"] > 0
+    assert summary["text_alignment_carried"] is False
+    assert not (out / "model" / ALIGNMENT_FILE).exists()
     assert (out / "confusion-label.png").stat().st_size > 0
     # the original model folder is untouched
     assert not load_model(spoiled_model)[1].heads[0].taps

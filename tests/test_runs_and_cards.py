@@ -254,6 +254,32 @@ def test_card_summary_travels_with_the_model(runs_folder, tmp_path):
     assert stored_summary(derived / "model") is None
 
 
+def test_bundling_keeps_a_text_alignment_only_for_the_same_vectors(runs_folder, tmp_path,
+                                                                   monkeypatch):
+    import numpy as np
+
+    from fashionlens.models.info import vector_names
+    from fashionlens.search.alignment import ALIGNMENT_FILE, TextAlignment, read_alignment
+
+    _, made = runs_folder
+    tool = _bundle_tool()
+    monkeypatch.setattr(tool, "BUNDLED_DIR", tmp_path / "bundled")
+
+    def bundle(run: Path) -> Path:
+        monkeypatch.setattr("sys.argv", ["bundle_model.py", str(run), "--name", "shop"])
+        tool.main()
+        return tmp_path / "bundled" / "shop"
+
+    target = bundle(made["alpha"][0])
+    assert not (target / ALIGNMENT_FILE).exists()
+    TextAlignment(np.ones((384, 4), np.float32),
+                  {"model_fingerprint": vector_names(target)[1]}).save(target)
+    bundle(made["alpha"][0])  # the same vectors again (e.g. scoring heads refit)
+    assert read_alignment(target).fingerprint == vector_names(target)[0]
+    bundle(made["beta"][0])  # other weights: the alignment would mislead
+    assert not (target / ALIGNMENT_FILE).exists()
+
+
 def test_unreadable_stored_summary_names_the_file(tmp_path):
     from fashionlens.errors import ModelError
 

@@ -21,7 +21,14 @@ from fashionlens.models.info import (
     vector_names,
 )
 from fashionlens.search import Catalog, Embedder, ItemRecord
-from fashionlens.search.alignment import TextAlignment, alignment_for
+from fashionlens.search.alignment import (
+    ALIGNMENT_FILE,
+    TextAlignment,
+    alignment_for,
+    carry_alignment,
+    read_alignment,
+    valid_alignment,
+)
 from fashionlens.search.shards import write_shard
 
 from .helpers import saved_model_with_every_output, write_pattern_photo
@@ -133,3 +140,23 @@ def test_records_made_before_the_split_are_still_accepted(model, tmp_path):
     assert vector_names(model) == (vectors, whole)
     with pytest.raises(FashionLensError, match="trained for model"):
         alignment_for(model, "another:vectors:0", embedder.dim, "vec-test")
+
+
+def test_a_text_alignment_is_carried_only_where_the_vectors_stay(model, tmp_path):
+    vectors, whole = _names(model)
+    weight = np.random.default_rng(0).normal(size=(384, 8)).astype(np.float32)
+    TextAlignment(weight, {"model_fingerprint": whole, "encoder": "x"}).save(model)
+    kept = valid_alignment(model)  # recorded before the split: re-recorded for the vectors
+    assert kept is not None and kept.fingerprint == vectors and kept.meta["encoder"] == "x"
+    refit = _changed(model, tmp_path / "refit", _refit_tags)
+    assert carry_alignment(kept, refit)
+    carried = read_alignment(refit)
+    assert np.array_equal(carried.weight, weight) and carried.fingerprint == vectors
+    backbone = _changed(model, tmp_path / "backbone", lambda n: n.conv_stem.weight.mul_(1.5))
+    assert not carry_alignment(kept, backbone)
+    assert not (backbone / ALIGNMENT_FILE).exists()
+    # a stale alignment (another model's) or an unreadable one is not carried anywhere
+    TextAlignment(weight, {"model_fingerprint": "another:vectors:0"}).save(model)
+    assert valid_alignment(model) is None
+    (model / ALIGNMENT_FILE).write_bytes(b"not safetensors")
+    assert valid_alignment(model) is None and not carry_alignment(None, refit)

@@ -8,7 +8,10 @@
 Writes src/fashionlens/assets/models/NAME/ with model.safetensors (half precision, about
 8 MB for EfficientNet-Lite0), model.json, the model card (README.md) with the run summary
 it was written from (training.json) and the run's confusion matrices and training curves.
-`--model NAME` then finds it, and `serve` loads it.
+`--model NAME` then finds it, and `serve` loads it. A text alignment (`train-text`) is kept
+when the new model makes the same search vectors as the run's model or the bundle it
+replaces (only scoring heads were refit); otherwise the old one is removed and
+`train-text` must run again.
 
 The card's photo counts, time and memory come from the model folder's training.json (a
 training run writes it; train-embedding and refit-heads carry their base model's), else
@@ -27,6 +30,7 @@ from fashionlens.data.preprocess import canvas_shape
 from fashionlens.models import load_model, save_model
 from fashionlens.models.card import stored_summary, write_model_card
 from fashionlens.models.resolve import BUNDLED_DIR, DEFAULT_MODEL
+from fashionlens.search.alignment import ALIGNMENT_FILE, carry_alignment, valid_alignment
 
 
 def main() -> None:
@@ -50,8 +54,18 @@ def main() -> None:
         info.preprocess = replace(info.preprocess, canvases=parse_canvases(args.canvases))
     # read before the target is replaced: --summary may be the bundle's own training.json
     summary = run_summary(run, args.summary)
+    # a text alignment stays where the vectors stay (a refit of scoring heads): the run's
+    # own (refit-heads carries it), else the one of the bundle being replaced
+    alignments = [valid_alignment(folder) for folder in (run / "model", target)
+                  if (folder / "model.json").is_file()]
     save_model(model, info, target, half=True)
     write_model_card(target, info, summary)
+    if any(carry_alignment(a, target) for a in alignments):
+        print(f"kept the text alignment: {target} makes the same search vectors")
+    elif (target / ALIGNMENT_FILE).is_file():  # the old model's: it would mislead
+        (target / ALIGNMENT_FILE).unlink()
+        print(f"removed {target / ALIGNMENT_FILE}: the search vectors changed; run "
+              f"`fashionlens train-text ... --model {args.name}` again")
     for figure in sorted(run.glob("confusion*.png")) + [run / "curves.png"]:
         if figure.is_file():
             shutil.copy2(figure, target / figure.name)

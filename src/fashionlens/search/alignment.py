@@ -77,6 +77,34 @@ def read_alignment(folder: str | Path) -> TextAlignment | None:
     return TextAlignment(weight.astype(np.float32), meta)
 
 
+def valid_alignment(folder: str | Path) -> TextAlignment | None:
+    """The text alignment of a model folder if it holds for that model's vectors (one
+    recorded under its whole-model fingerprint counts), re-recorded under the vectors'
+    own fingerprint; None when there is none or it is stale or unreadable. Read it before
+    a new model replaces the folder, then hand it to `carry_alignment`."""
+    try:
+        alignment = read_alignment(folder)
+    except TextSearchUnavailable:
+        return None
+    if alignment is None:
+        return None
+    names = vector_names(Path(folder))
+    if not same_vectors(alignment.fingerprint, names[0], names):
+        return None
+    return TextAlignment(alignment.weight, {**alignment.meta, "model_fingerprint": names[0]})
+
+
+def carry_alignment(alignment: TextAlignment | None, model_dir: str | Path) -> bool:
+    """Save `alignment` (from `valid_alignment`) into `model_dir` when that model makes
+    the same vectors, as a model whose scoring heads alone were refit does: it is then
+    searchable by words without `train-text`. Returns whether it was carried."""
+    if alignment is None or not same_vectors(alignment.fingerprint,
+                                             vector_names(Path(model_dir))[0]):
+        return False
+    alignment.save(model_dir)
+    return True
+
+
 def bundled_with_alignment() -> list[str]:
     """The bundled models that ship a text alignment (not every one does: the default may
     not), so a refusal can name one that searches by words."""

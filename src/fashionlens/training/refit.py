@@ -72,6 +72,7 @@ from ..models.heads import (
 )
 from ..models.info import HeadSpec, ModelInfo, fingerprint_of, task_heads
 from ..models.resolve import resolve_model
+from ..search.alignment import carry_alignment, valid_alignment
 from ..tasks.base import Task
 from .run import prepare_datasets
 
@@ -567,8 +568,11 @@ def refit_heads(model: str | Path, config: RunConfig, names: list[str], out: Pat
         if isinstance(info.metrics.get("summary"), dict):
             info.metrics["summary"].pop("score", None)
         info.metrics.setdefault("refit", {}).update({h.name: h.to_dict() for h in result.heads})
+    alignment = valid_alignment(ref.folder)
     save_model(network, info, out / "model")
     carry_summary(ref.folder, out / "model")
+    # the refit leaves the search vectors as they were: words still find the same photos
+    summary["text_alignment_carried"] = carry_alignment(alignment, out / "model")
     write_json_atomic(out / "refit.json", summary)
     result.seconds = summary["seconds"]
     if not math.isfinite(sum(h.after for h in result.heads)):
