@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fashionlens import Predictor
@@ -24,7 +25,7 @@ from fashionlens.models import ModelInfo
 from fashionlens.models.heads import HeadSpec
 from fashionlens.models.info import fingerprint_of, read_info
 
-from .helpers import COLOURS, saved_tapping_model, write_photo
+from .helpers import COLOURS, TINY_ARCH, pattern_photo, saved_tapping_model, write_photo
 
 ARCH = "test_efficientnet"
 LETTERBOX = {"fit": "letterbox", "height": 64, "width": 48}
@@ -198,3 +199,28 @@ def test_a_run_trains_a_model_with_canvases_and_refuses_bad_ones(tmp_path):
     with pytest.raises(ConfigError, match="model.canvases"):
         load_config(overrides=[*TINY_TRAIN, f"data.path={data}"],
                     values={"model": {"canvases": [[96, 64]]}})  # a crop model
+
+
+def test_train_embedding_reads_each_photo_at_its_own_canvas():
+    """The search vector learns photos at the shape it will read them at: a tall photo's
+    plain and re-shot views at the tall canvas, and a batch of mixed photos gives each
+    photo the features it gets alone."""
+    from fashionlens.models import create_model
+    from fashionlens.training.metric import ViewSet, view_features
+
+
+    pre = Preprocess(**LETTERBOX, canvases=((96, 64),))
+    photos = [pattern_photo(seed, size) for seed, size in
+              enumerate([(48, 100), (80, 60), (50, 110), (64, 48), (40, 90)])]
+    views = ViewSet(photos, pre, views=2, seed=0)
+    assert [tuple(views[i].shape) for i in (0, 1)] == [(3, 3, 96, 64), (3, 3, 64, 48)]
+    torch.manual_seed(0)
+    model = create_model(TINY_ARCH, num_classes=2, pretrained="none").eval()
+    device = torch.device("cpu")
+    together = view_features(model, views, device, "fp32", 1, "views")
+    assert together.shape[:2] == (5, 3)
+    for i in range(5):
+        alone = view_features(model, ViewSet(photos[i:i + 1], pre, views=2, seed=0),
+                              device, "fp32", 1, "one")
+        # the seeds differ by position, so only the plain view is the same photo
+        np.testing.assert_allclose(together[i, 0], alone[0, 0], rtol=1e-4, atol=1e-5)

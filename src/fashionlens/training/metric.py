@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..config import LOSSES, MINING, MODES, MetricConfig  # noqa: F401 (re-exported)
 from ..data import DataSpec, eval_transform, load_labelled
 from ..data.images import load_image, resize_short_side
+from ..data.preprocess import Preprocess, grouped_by_shape
 from ..data.reshoot import STRONG, TRAINING, reshoot
 from ..data.sources import LabelledSet
 from ..data.splits import split_train_val
@@ -133,11 +134,14 @@ def _items(data: LabelledSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 class ViewSet(Dataset):
-    """Photo i as tensors: its plain view, then re-shot views drawn from (seed, i, view)."""
+    """Photo i as tensors: its plain view, then re-shot views drawn from (seed, i, view),
+    all at the input shape the photo itself gets (`Preprocess.shape_for`: a model with
+    canvases reads a tall photo at its tall canvas, and so learns it there)."""
 
-    def __init__(self, images: list, transform, views: int, seed: int, strong: bool = False
-                 ) -> None:
-        self.images, self.transform, self.views, self.seed = images, transform, views, seed
+    def __init__(self, images: list, pre: Preprocess, views: int, seed: int,
+                 strong: bool = False) -> None:
+        self.images, self.pre, self.views, self.seed = images, pre, views, seed
+        self.transforms = {shape: eval_transform(pre.fixed(shape)) for shape in pre.shapes}
         self.config = STRONG if strong else TRAINING
         self.epoch = 0
 
@@ -146,10 +150,11 @@ class ViewSet(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         img = self.images[i]
-        out = [] if self.views < 0 else [self.transform(img)]
+        transform = self.transforms[self.pre.shape_for(*img.size)]
+        out = [] if self.views < 0 else [transform(img)]
         for v in range(abs(self.views)):
             rng = np.random.default_rng([self.seed, self.epoch, i, v])
-            out.append(self.transform(reshoot(img, rng, self.config)))
+            out.append(transform(reshoot(img, rng, self.config)))
         return torch.stack(out)
 
 
@@ -194,17 +199,22 @@ def _view_features(model: nn.Module, dataset: ViewSet | Subset, device: torch.de
     views = (dataset.dataset if isinstance(dataset, Subset) else dataset).views
     loader = DataLoader(dataset, batch_size=max(1, 64 // max(1, abs(views) + 1)),
                         num_workers=threads if threads > 1 else 0,
-                        persistent_workers=False)
+                        persistent_workers=False, collate_fn=list)
     model.eval()
     outs = []
     for batch in track(loader, total=len(loader), description=description):
-        n, v = batch.shape[:2]
-        flat = batch.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            feats = backbone_features(model, flat)
-            if search:
-                feats = search_vectors(model, feats)
-        outs.append(feats.float().cpu().reshape(n, v, -1))
+        parts: list = [None] * len(batch)
+        for group in grouped_by_shape(batch):  # one stack per canvas
+            stack = torch.stack([batch[k] for k in group])
+            n, v = stack.shape[:2]
+            flat = stack.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                feats = backbone_features(model, flat)
+                if search:
+                    feats = search_vectors(model, feats)
+            for k, row in zip(group, feats.float().cpu().reshape(n, v, -1), strict=True):
+                parts[k] = row
+        outs.append(torch.stack(parts))
     return torch.cat(outs).numpy()
 
 
@@ -325,7 +335,7 @@ def _whole_batch(local: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarray,
-               categories: np.ndarray, transform, cfg: MetricConfig, device: torch.device,
+               categories: np.ndarray, pre: Preprocess, cfg: MetricConfig, device: torch.device,
                precision: str, evaluate=None) -> list[dict]:
     """Train backbone and head together on fresh re-shot views each epoch.
 
@@ -350,7 +360,8 @@ def train_full(model: nn.Module, head: nn.Module, images: list, items: np.ndarra
                                   weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(np.unique(items)) / cfg.batch_items))
     scheduler = _schedule(optimizer, cfg.epochs * steps_per_epoch)
-    dataset = ViewSet(images, transform, views=-2, seed=cfg.seed)  # two re-shot views
+    # a batch mixes photos and trains as one stack: every photo at the default shape
+    dataset = ViewSet(images, pre.fixed(pre.shape), views=-2, seed=cfg.seed)  # 2 re-shot
     photos_of = _photos_by_item(items)
     history = []
     for epoch in range(1, cfg.epochs + 1):
@@ -430,9 +441,9 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
     except ModelError as exc:
         raise ConfigError(f"metric.stage_taps: {exc}") from exc
     model.to(device).to(memory_format=torch.channels_last)
-    # Views of several photos go in one batch, so one input shape: a model with canvases
-    # trains its search vector on every photo at its default one.
-    transform = eval_transform(info.preprocess.fixed(info.preprocess.shape))
+    # Features are taken at each photo's own canvas (`ViewSet`); the head trains on them
+    # whatever their shape. Full fine-tuning batches photos together at the default shape.
+    pre = info.preprocess
     short_side = int(info.preprocess.resize_size * 1.15)
 
     train_images, kept, skipped = read_photos(train_set, short_side, cfg.threads)
@@ -455,12 +466,12 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
                          taps=taps, tap_channels=tap_channels)
     head = attach_embedding_head(model, spec).to(device)
 
-    val_plain_set = ViewSet(val_images, transform, views=0, seed=cfg.eval_views_seed)
-    val_view_set = ViewSet(val_images, transform, views=-1, seed=cfg.eval_views_seed,
+    val_plain_set = ViewSet(val_images, pre, views=0, seed=cfg.eval_views_seed)
+    val_view_set = ViewSet(val_images, pre, views=-1, seed=cfg.eval_views_seed,
                            strong=True)
     history: list[dict]
     if cfg.mode == "head":
-        cached = ViewSet(train_images, transform, views=cfg.views, seed=cfg.seed)
+        cached = ViewSet(train_images, pre, views=cfg.views, seed=cfg.seed)
         features = view_features(model, cached, device, precision, cfg.threads,
                                  "features of training views")
         val_plain = view_features(model, val_plain_set, device, precision, cfg.threads,
@@ -487,7 +498,7 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
         history = train_head(features, items, categories, head, cfg, evaluate)
         model.to(device)
     else:
-        train_plain_set = ViewSet(train_images, transform, views=0, seed=cfg.seed)
+        train_plain_set = ViewSet(train_images, pre, views=0, seed=cfg.seed)
 
         @torch.no_grad()
         def evaluate() -> dict:
@@ -499,7 +510,7 @@ def _train_embedding(cfg: MetricConfig, data: DataSpec, output: str | Path, name
             return _retrieval_scores(outs[0], outs[1], val_cats, outs[2], train_cats)
 
         baseline = {}
-        history = train_full(model, head, train_images, items, categories, transform, cfg,
+        history = train_full(model, head, train_images, items, categories, pre, cfg,
                              device, precision, evaluate)
         if not ctx.main:  # the main process writes the run folder
             return MetricResult(run_dir, run_dir / "model", {}, history)
