@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from fashionlens.cli.main import app
 from fashionlens.data.preprocess import Preprocess
 from fashionlens.errors import FashionLensError
 from fashionlens.models import load_model, read_info, save_model
@@ -160,3 +162,34 @@ def test_a_text_alignment_is_carried_only_where_the_vectors_stay(model, tmp_path
     assert valid_alignment(model) is None
     (model / ALIGNMENT_FILE).write_bytes(b"not safetensors")
     assert valid_alignment(model) is None and not carry_alignment(None, refit)
+
+
+def test_a_catalog_says_when_its_tags_come_from_heads_refit_since(model, tmp_path):
+    photos = _items(tmp_path / "photos")
+    with Catalog(tmp_path / "cat", create=True, model=model) as cat:
+        assert not cat.add(photos[:2]).failed
+        summary = cat.tag_summary()
+        assert summary["tags_model"] == _names(model)[1] and summary["tags_current"] is True
+    refit = _changed(model, tmp_path / "refit", _refit_tags)
+    with Catalog(tmp_path / "cat", model=refit) as cat:
+        assert cat.tag_summary()["tags_current"] is False  # the old heads' tags
+        assert not cat.add(photos[2:]).failed  # the new heads tag these: two versions
+        assert cat.tag_summary()["tags_model"] == "mixed"
+        shown = CliRunner().invoke(app, ["catalog", "info", "--catalog", str(cat.path)])
+        assert shown.exit_code == 0 and "earlier version of the model's heads" in \
+            " ".join(shown.stdout.split())
+        cat.retag()
+        summary = cat.tag_summary()
+        assert summary["tags_model"] == _names(refit)[1] and summary["tags_current"] is True
+        assert summary["tagged_items"] == 4
+
+
+def test_a_catalog_tagged_before_taggers_were_recorded_stays_unknown(model, tmp_path):
+    photos = _items(tmp_path / "photos")
+    with Catalog(tmp_path / "cat", create=True, model=model) as cat:
+        assert not cat.add(photos[:2]).failed
+        with cat.store.transaction() as db:
+            db.execute("DELETE FROM meta WHERE name = 'tags_model'")
+        assert not cat.add(photos[2:]).failed
+        summary = cat.tag_summary()
+        assert summary["tags_model"] is None and summary["tags_current"] is None

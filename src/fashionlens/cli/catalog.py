@@ -497,7 +497,10 @@ def _value_rows(summary: dict) -> list[tuple[str, str]]:
     rows.append(("predicted tags", f"{tags['tagged_items']} of {tags['items_with_photos']} "
                  f"items with photos ({', '.join(tags['tasks']) or 'none'})"
                  + ("; `catalog retag` tags the rest"
-                    if tags["tagged_items"] < tags["items_with_photos"] else "")))
+                    if tags["tagged_items"] < tags["items_with_photos"] else "")
+                 + ("; some come from an earlier version of the model's heads (refit "
+                    "since): `catalog retag` tags every item with the current one"
+                    if tags.get("tags_current") is False else "")))
     if summary.get("weak_below") is not None:
         rows.append(("weak below", f"similarity {summary['weak_below']:.4f}"))
     return rows

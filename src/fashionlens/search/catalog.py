@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError, ModelError
+from ..models.info import fingerprint_of, read_info
+from ..models.resolve import resolve_model
 from . import steering, tags
 from .backends import DEFAULT_BACKEND, IndexBackend, get_backend
 from .embeddings import Embedder, duplicate_line, normalise
@@ -80,6 +82,7 @@ from .store import (
     PENDING_FILE,
     SCAN_ROWS,
     SCHEMA_VERSION,
+    TAGS_MIXED,
     CatalogStore,
     catalog_contents,
     refuse_lost_database,
@@ -411,7 +414,8 @@ class Catalog:
                                                      batch[i].describe(), result.error)
                     if ready:
                         keys = ingest.commit(batch, np.stack(vectors), outcomes, ready,
-                                             predicted if self.tagging else None)
+                                             predicted if self.tagging else None,
+                                             tagger=self.embedder().fingerprint)
                         changed = changed or bool(len(keys))
                 yield from outcomes  # type: ignore[misc]
         except BaseException:
@@ -819,5 +823,25 @@ class Catalog:
         stored = dict(db.execute("SELECT DISTINCT task, field FROM predictions "
                                  "ORDER BY task"))  # as the tagging model mapped them
         tasks = sorted(stored)
+        tagger = self.store.meta("tags_model")
+        current = None  # not recorded (tagged by an older version), or no model to ask
+        if tagger == TAGS_MIXED:
+            current = False
+        elif tagger is not None and tagged:
+            model = self._tagging_model()
+            current = None if model is None else tagger == model
         return {"tagged_items": tagged, "items_with_photos": photos, "tasks": tasks,
-                "fields": {task: stored[task] for task in tasks}}
+                "fields": {task: stored[task] for task in tasks},
+                "tags_model": tagger, "tags_current": current}
+
+    def _tagging_model(self) -> str | None:
+        """The whole fingerprint of the model that tags what is added now: the loaded
+        embedder's, else the recorded model's, read from its folder (no runtime loaded)."""
+        if self._embedder is not None:
+            return self._embedder.fingerprint
+        spec = self._model_request or self.model
+        try:
+            folder = resolve_model(spec).folder if spec is not None else None
+            return None if folder is None else fingerprint_of(folder, read_info(folder))
+        except FashionLensError:
+            return None

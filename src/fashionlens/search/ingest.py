@@ -62,12 +62,14 @@ class Ingestor:
 
     def commit(self, records: Sequence[ItemRecord], vectors: np.ndarray,
                outcomes: list[AddOutcome | None], todo: Sequence[int],
-               predictions: Sequence[list | None] | None = None) -> np.ndarray:
+               predictions: Sequence[list | None] | None = None, tagger: str | None = None
+               ) -> np.ndarray:
         """Add `records[i]` with `vectors[j]` for the j-th i of `todo` (planned records),
         filling in their outcomes: ids another process added since the plan are left as
         they are ('exists', `raced`: this record's photo and fields are not stored), bad
         vectors fail. `predictions[j]`: the model's tags for that record (`tags`), stored
-        in the same transaction. Returns the new keys."""
+        in the same transaction, with `tagger` (the model's whole fingerprint) noted as
+        their source (`CatalogStore.note_tagger`). Returns the new keys."""
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.empty(0)
         with self.store.writing():  # the commit and the index update together
@@ -91,6 +93,8 @@ class Ingestor:
             with self.store.new_photos(picked) as images, self.store.transaction() as db:
                 keys = self.store.insert_items(db, picked, unit, images)
                 if predictions is not None:
+                    if tagger:
+                        self.store.note_tagger(db, tagger)
                     self.store.store_predictions(db, [
                         row for key, j in zip(keys, rows, strict=True)
                         for row in tags.rows_for(key, predictions[j] or [])])

@@ -165,6 +165,10 @@ def refuse_lost_database(path: Path, problem: str, contents: list[str]) -> Fashi
         "build the catalog again")
 
 
+# `tags_model` when the items' tags come from more than one version of the model's heads
+TAGS_MIXED = "mixed"
+
+
 class CatalogStore:
     """One catalog folder's database, write lock and photo files.
 
@@ -256,6 +260,18 @@ class CatalogStore:
             return
         with self.transaction() as conn:
             self.set_meta(values, conn)
+
+    def note_tagger(self, db: sqlite3.Connection, tagger: str) -> None:
+        """Record, in the caller's transaction and before its tags are stored, whose heads
+        tag the items (`tags_model`, a model's whole fingerprint): the first tagger, and
+        TAGS_MIXED once another adds tags beside its (the same vectors from a model whose
+        heads were refit). A catalog tagged before this was recorded stays unknown."""
+        row = db.execute("SELECT value FROM meta WHERE name = 'tags_model'").fetchone()
+        if row is None:
+            if db.execute("SELECT 1 FROM predictions LIMIT 1").fetchone() is None:
+                self.set_meta({"tags_model": tagger}, db)
+        elif row[0] != tagger:
+            self.set_meta({"tags_model": TAGS_MIXED}, db)
 
     @property
     def dim(self) -> int | None:
