@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +88,11 @@ class Embedder(RuntimeHolder):
                              "cannot take its pooled features")
         self.threads = threads
         self.dim = self.runtime.vector_dim
+        # Names this model's search vectors alone (`models.info.vector_fingerprint_of`):
+        # what catalogs, vector shards and text alignments record, so a refit of a scoring
+        # head leaves them valid; `fingerprint` names the whole model (its tags too). Read
+        # now, from the files the runtime was loaded from.
+        self.vector_fingerprint = self._vectors_named()
         self.unknown = self.unknown_scorer()
 
     @classmethod
@@ -105,11 +109,7 @@ class Embedder(RuntimeHolder):
         info = getattr(self.runtime, "info", None)
         return duplicate_line(getattr(info, "duplicate_threshold", None))
 
-    @cached_property
-    def vector_fingerprint(self) -> str:
-        """Names this model's search vectors alone (`models.info.vector_fingerprint_of`):
-        what catalogs, vector shards and text alignments record, so a refit of a scoring
-        head leaves them valid. `fingerprint` names the whole model (its tags too)."""
+    def _vectors_named(self) -> str:
         folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
         if folder is None or info is None:
             return self.fingerprint  # a bare backbone: its name and weights say it all
