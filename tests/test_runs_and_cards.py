@@ -278,6 +278,26 @@ def test_bundling_keeps_a_text_alignment_only_for_the_same_vectors(runs_folder, 
     assert read_alignment(target).fingerprint == vector_names(target)[0]
     bundle(made["beta"][0])  # other weights: the alignment would mislead
     assert not (target / ALIGNMENT_FILE).exists()
+    assert read_info(target).earlier_fingerprints is None
+
+    # beta with its tags head refit: the same vectors, so the bundle it replaces is named
+    # as an earlier version, and what was recorded with that one stays valid
+    from fashionlens.models import load_model
+    from fashionlens.models.info import same_vectors
+
+    network, beta_info = load_model(made["beta"][0] / "model")
+    with torch.no_grad():
+        network.task_heads["tags"].weight.add_(1.0)
+    save_model(network, beta_info, tmp_path / "beta-refit" / "model")
+    before = vector_names(target)
+    bundle(tmp_path / "beta-refit")
+    after = vector_names(target)
+    assert after[0] == before[0] and after[1] != before[1]
+    assert read_info(target).earlier_fingerprints == {"vectors": before[0],
+                                                      "fingerprints": [before[1]]}
+    assert same_vectors(before[1], after[0], after)
+    bundle(made["alpha"][0])  # other vectors again: nothing earlier carries over
+    assert read_info(target).earlier_fingerprints is None
 
 
 def test_unreadable_stored_summary_names_the_file(tmp_path):

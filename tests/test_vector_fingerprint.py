@@ -193,3 +193,21 @@ def test_a_catalog_tagged_before_taggers_were_recorded_stays_unknown(model, tmp_
         assert not cat.add(photos[2:]).failed
         summary = cat.tag_summary()
         assert summary["tags_model"] is None and summary["tags_current"] is None
+
+
+def test_earlier_names_count_only_for_the_vectors_they_were_recorded_for(model, tmp_path):
+    from fashionlens.errors import ModelError
+    from fashionlens.models.info import update_info
+
+    vectors, whole = _names(model)
+    update_info(model, {"earlier_fingerprints": {"vectors": vectors,
+                                                 "fingerprints": ["arch:old-bundle"]}})
+    assert vector_names(model) == (vectors, whole, "arch:old-bundle")
+    assert Embedder(model).makes_vectors_of("arch:old-bundle")
+    # a model derived with other vectors inherits the field but not the names
+    backbone = _changed(model, tmp_path / "backbone", lambda n: n.conv_stem.weight.mul_(1.5))
+    assert read_info(backbone).earlier_fingerprints is not None
+    assert "arch:old-bundle" not in vector_names(backbone)
+    assert not Embedder(backbone).makes_vectors_of("arch:old-bundle")
+    with pytest.raises(ModelError, match="earlier_fingerprints.fingerprints"):
+        update_info(model, {"earlier_fingerprints": {"vectors": vectors, "fingerprints": 3}})

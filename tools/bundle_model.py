@@ -29,6 +29,7 @@ from pathlib import Path
 from fashionlens.data.preprocess import canvas_shape
 from fashionlens.models import load_model, save_model
 from fashionlens.models.card import stored_summary, write_model_card
+from fashionlens.models.info import update_info, vector_names
 from fashionlens.models.resolve import BUNDLED_DIR, DEFAULT_MODEL
 from fashionlens.search.alignment import ALIGNMENT_FILE, carry_alignment, valid_alignment
 
@@ -54,11 +55,18 @@ def main() -> None:
         info.preprocess = replace(info.preprocess, canvases=parse_canvases(args.canvases))
     # read before the target is replaced: --summary may be the bundle's own training.json
     summary = run_summary(run, args.summary)
-    # a text alignment stays where the vectors stay (a refit of scoring heads): the run's
-    # own (refit-heads carries it), else the one of the bundle being replaced
-    alignments = [valid_alignment(folder) for folder in (run / "model", target)
-                  if (folder / "model.json").is_file()]
+    # what stays where the vectors stay (a refit of scoring heads): a text alignment (the
+    # run's own, which refit-heads carries, else the replaced bundle's), and the names
+    # catalogs made with either recorded for those vectors
+    sources = [folder for folder in (run / "model", target) if (folder / "model.json").is_file()]
+    alignments = [valid_alignment(folder) for folder in sources]
+    earlier = {folder: vector_names(folder) for folder in sources}
     save_model(model, info, target, half=True)
+    vectors, whole = vector_names(target)[:2]
+    same = [n for names in earlier.values() if names[0] == vectors for n in names[1:]]
+    kept = list(dict.fromkeys(n for n in same if n != whole))
+    info.earlier_fingerprints = {"vectors": vectors, "fingerprints": kept} if kept else None
+    update_info(target, {"earlier_fingerprints": info.earlier_fingerprints})
     write_model_card(target, info, summary)
     if any(carry_alignment(a, target) for a in alignments):
         print(f"kept the text alignment: {target} makes the same search vectors")

@@ -301,6 +301,12 @@ class ModelInfo:
     # twice), measured for this model's search vector by benchmarks/duplicates.py --save;
     # None until measured (the search layer then uses its default line).
     duplicate_threshold: float | None = None
+    # Whole-model fingerprints (`fingerprint_of`) of earlier versions of this model that
+    # made the same search vectors, {"vectors": vector fingerprint, "fingerprints": [...]}:
+    # catalogs and alignments recorded before vectors had their own fingerprint name those
+    # and stay valid (`vector_names_of`). Tied to the vectors they were recorded for, so a
+    # model derived from this one with other vectors does not inherit them.
+    earlier_fingerprints: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.heads and self.classes:
@@ -343,6 +349,8 @@ class ModelInfo:
             **({"unknown": self.unknown} if self.unknown else {}),
             **({"duplicate_threshold": self.duplicate_threshold}
                if self.duplicate_threshold is not None else {}),
+            **({"earlier_fingerprints": self.earlier_fingerprints}
+               if self.earlier_fingerprints else {}),
         }
 
     @classmethod
@@ -355,7 +363,8 @@ class ModelInfo:
                        task=d.get("task", "classification"), config=d.get("config", {}),
                        metrics=d.get("metrics", {}), name=d.get("name", ""),
                        embedding=d.get("embedding"), heads=heads, unknown=d.get("unknown"),
-                       duplicate_threshold=d.get("duplicate_threshold"))
+                       duplicate_threshold=d.get("duplicate_threshold"),
+                       earlier_fingerprints=d.get("earlier_fingerprints"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model description ({exc})") from exc
 
@@ -503,6 +512,14 @@ def check_description(d, source: str) -> None:
         _mapping(unknown.get("parameters"), source, "unknown.parameters")
     _number(d.get("duplicate_threshold"), source, "duplicate_threshold", 0.0, 1.0, above=True,
             optional=True)
+    earlier = d.get("earlier_fingerprints")
+    if earlier is not None:
+        earlier = _mapping(earlier, source, "earlier_fingerprints", optional=False)
+        _text(earlier.get("vectors"), source, "earlier_fingerprints.vectors", optional=False)
+        for j, name in enumerate(_list(earlier.get("fingerprints"), source,
+                                       "earlier_fingerprints.fingerprints", 1000,
+                                       optional=False)):
+            _text(name, source, f"earlier_fingerprints.fingerprints[{j}]", optional=False)
 
 
 def weights_digest(directory: str | Path) -> str:
@@ -608,17 +625,25 @@ def vector_fingerprint_of(folder: Path, info: ModelInfo) -> str:
 def same_vectors(recorded: str | None, wanted: str | None, names: Sequence[str] = ()
                  ) -> bool:
     """Whether two recorded fingerprints name the same vectors: equal, or both names of
-    one model (`names`: its `vector_fingerprint_of` and `fingerprint_of`; records made
-    before the vector fingerprint hold the second)."""
+    one model (`names`: its `vector_names_of`)."""
     if recorded is None or wanted is None:
         return False
     return recorded == wanted or (recorded in names and wanted in names)
 
 
-def vector_names(folder: Path) -> tuple[str, str]:
-    """Both names a model folder's vectors may be recorded under (`same_vectors`)."""
-    info = read_info(folder)
-    return vector_fingerprint_of(folder, info), fingerprint_of(folder, info)
+def vector_names_of(folder: Path, info: ModelInfo) -> tuple[str, ...]:
+    """Every name a model's vectors may be recorded under (`same_vectors`): its vector
+    fingerprint first, then its whole fingerprint and those of earlier versions that made
+    the same vectors (records made before vectors had their own name hold one of those)."""
+    vectors = vector_fingerprint_of(folder, info)
+    earlier = info.earlier_fingerprints or {}
+    kept = earlier.get("fingerprints", []) if earlier.get("vectors") == vectors else []
+    return (vectors, fingerprint_of(folder, info), *kept)
+
+
+def vector_names(folder: Path) -> tuple[str, ...]:
+    """`vector_names_of` a model folder."""
+    return vector_names_of(folder, read_info(folder))
 
 
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:

@@ -25,7 +25,7 @@ from ..inference.holder import RuntimeHolder
 from ..inference.loading import load_runtime
 from ..inference.outputs import VECTOR, normalise
 from ..inference.photos import decoded_batches, prepare_photo
-from ..models.info import same_vectors, vector_fingerprint_of
+from ..models.info import same_vectors, vector_names_of
 from ..models.resolve import DEFAULT_BACKBONE
 from .records import VectorModel
 
@@ -92,7 +92,8 @@ class Embedder(RuntimeHolder):
         # what catalogs, vector shards and text alignments record, so a refit of a scoring
         # head leaves them valid; `fingerprint` names the whole model (its tags too). Read
         # now, from the files the runtime was loaded from.
-        self.vector_fingerprint = self._vectors_named()
+        self.vector_names = self._vector_names()
+        self.vector_fingerprint = self.vector_names[0]
         self.unknown = self.unknown_scorer()
 
     @classmethod
@@ -109,17 +110,17 @@ class Embedder(RuntimeHolder):
         info = getattr(self.runtime, "info", None)
         return duplicate_line(getattr(info, "duplicate_threshold", None))
 
-    def _vectors_named(self) -> str:
+    def _vector_names(self) -> tuple[str, ...]:
         folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
         if folder is None or info is None:
-            return self.fingerprint  # a bare backbone: its name and weights say it all
-        return vector_fingerprint_of(folder, info)
+            return (self.fingerprint,)  # a bare backbone: its name and weights say it all
+        return vector_names_of(folder, info)
 
     def makes_vectors_of(self, recorded: str | None) -> bool:
         """Whether vectors recorded under `recorded` are this model's (recorded before
-        vectors had their own fingerprint, they carry the whole model's)."""
-        return same_vectors(recorded, self.vector_fingerprint,
-                            (self.vector_fingerprint, self.fingerprint))
+        vectors had their own fingerprint, they carry the whole model's, or an earlier
+        version's: `models.info.vector_names_of`)."""
+        return same_vectors(recorded, self.vector_fingerprint, self.vector_names)
 
     @property
     def vector_model(self) -> VectorModel:
