@@ -312,6 +312,21 @@ def test_take_a_photo_with_the_camera(page, live_server):
     assert page.locator("#prediction .bar").first.is_visible() != refused
 
 
+def test_catalog_page_says_when_tags_come_from_heads_refit_since(browser, tmp_path):
+    """A catalog whose items were tagged by two versions of the model's heads (the same
+    search vectors: a head refit) says so, and names `catalog retag`."""
+    from fashionlens.search import Catalog
+
+    path = build_demo_catalog(tmp_path / "catalog", limit=1)
+    with Catalog(path) as cat:
+        cat.store.set_meta({"tags_model": "mixed"})
+    for url in _serve(create_app(ServiceSettings(catalog=str(path), api_key=KEY))):
+        for page in _open(browser, url, viewport=DESKTOP):
+            page.goto(url + "/catalog.html")
+            page.wait_for_selector("#tags-notice:not([hidden])")
+            assert "catalog retag" in page.locator("#tags-notice").inner_text()
+
+
 def test_catalog_page_with_steering(page, live_server):
     def settled(status: str) -> None:
         """Wait on the page's state, not the clock: the dialog shows `status` and no change
@@ -328,6 +343,7 @@ def test_catalog_page_with_steering(page, live_server):
     page.wait_for_selector("#items .item")
     assert page.locator("#items .item").count() == 20
     assert "of 20 items in the catalog" in page.locator("#summary").inner_text()
+    assert page.locator("#tags-notice").is_hidden()  # tagged by the model it has now
     # Filter to one category, then open an item with the keyboard.
     page.select_option("#f-category", "Dress")
     page.click("#filters button[type=submit]")

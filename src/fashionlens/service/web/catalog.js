@@ -316,6 +316,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (info.currency) document.querySelector('label[for="f-max-price"]').textContent = "Highest price (" + info.currency + ")";
     page.directions = info.directions || [];
     page.tagFields = (info.tags && info.tags.fields) || {};
+    // Tags of heads refit since (same search vectors): stale until `catalog retag`.
+    document.getElementById("tags-notice").hidden = !(info.tags && info.tags.tags_current === false);
     // Items per value by the filter rule: the shop's value, else a confident prediction.
     const values = info.values || {};
     const select = document.getElementById("f-category");
