@@ -14,7 +14,7 @@ from fashionlens.cli.main import app
 from fashionlens.errors import DataError
 from fashionlens.search import Catalog, Embedder
 from fashionlens.search.embed_job import Job, read_photo_list, run_local, run_ray
-from fashionlens.search.shards import read_shard, shard_model
+from fashionlens.search.shards import MANIFEST, read_shard, shard_model
 
 from .helpers import write_corrupt_jpeg, write_pattern_photo
 
@@ -202,3 +202,23 @@ def test_ray_engine_writes_the_same_shards(photos, tmp_path, embedder):
     again = run_ray(_job(photos, tmp_path / "ray", embedder), model=embedder.spec,
                     runtime="auto")
     assert again.skipped == 3 and again.embedded == 0  # nothing left: Ray is not started
+
+
+def test_a_job_begun_under_the_whole_model_fingerprint_resumes_under_it(photos, tmp_path,
+                                                                        embedder):
+    """A job an older version began (its manifest and shards carry the whole model's
+    fingerprint) resumes after the upgrade, and its new shards carry the same name, so
+    they import together; without the model's names it is refused as before."""
+    out = tmp_path / "out"
+    run_local(_job(photos, out, embedder), embedder)
+    legacy = embedder.fingerprint
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "fingerprint": legacy}))
+    (out / "shard-00001.done").unlink()
+    with pytest.raises(DataError, match="another job .different model"):
+        run_local(_job(photos, out, embedder), embedder)
+    job = Job(read_photo_list(photos), out, embedder.vector_model, 4,
+              names=embedder.vector_names)
+    stats = run_local(job, embedder)
+    assert stats.shards_written == 1 and job.model.fingerprint == legacy
+    assert shard_model(out / "shard-00001.parquet").fingerprint == legacy

@@ -72,8 +72,8 @@ def embed_photos(
         raise DataError(f"{source}: no photo to embed")
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     embedder = Embedder(model, runtime=runtime, device="cpu" if engine == "ray" else device)
-    job = Job(photos, out_dir.expanduser(),
-              embedder.vector_model, shard_size)
+    job = Job(photos, out_dir.expanduser(), embedder.vector_model, shard_size,
+              names=embedder.vector_names)
     with StepBar("embedding", len(photos.rows)) as bar:
         if engine == "local":
             stats = run_local(job, embedder, batch_size=batch_size,

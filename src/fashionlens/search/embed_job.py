@@ -27,7 +27,7 @@ import logging
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from ..atomic import write_bytes_atomic
 from ..data.images import is_image_file
 from ..data.sources import read_csv_rows
 from ..errors import ConfigError, DataError
+from ..models.info import same_vectors
 from .filters import ALIASES
 from .records import METADATA_FIELDS, check_item_id, parse_price
 from .shards import (
@@ -215,6 +216,9 @@ class Job:
     out: Path
     model: ShardModel
     shard_size: int
+    # every name the model's vectors go by (`Embedder.vector_names`): a job begun under an
+    # older one (before vectors had their own fingerprint) resumes under it
+    names: tuple[str, ...] = ()
 
     @property
     def shards(self) -> int:
@@ -239,6 +243,11 @@ class Job:
                 raise DataError(f"{path}: unreadable; choose another --out") from None
             changed = [key for key in ("fingerprint", "input", "shard_size")
                        if before.get(key) != manifest[key]]
+            if "fingerprint" in changed and same_vectors(before.get("fingerprint"),
+                                                         self.model.fingerprint, self.names):
+                # the same vectors under the name the job began with: its shards keep one
+                self.model = replace(self.model, fingerprint=before["fingerprint"])
+                changed.remove("fingerprint")
             if changed:
                 names = {"input": "photos", "fingerprint": "model"}
                 what = ", ".join(names.get(k, k) for k in changed)
@@ -334,7 +343,7 @@ class EmbedActor:
         from .embeddings import Embedder
 
         self.embedder = Embedder(model, runtime=runtime, device=device)
-        if self.embedder.vector_fingerprint != fingerprint:
+        if not self.embedder.makes_vectors_of(fingerprint):
             raise DataError(f"{model}: on this worker the model's fingerprint is "
                             f"{self.embedder.vector_fingerprint}, not {fingerprint} (another "
                             "version of the model is installed here)")
