@@ -153,9 +153,10 @@ def test_reembed_tags_in_the_same_pass(built, tmp_path):
             db.execute("DELETE FROM predictions")
         cat.reembed("clothing10")  # its model again: vectors and tags staged, then swapped
         assert {i.id: i.predicted for i in cat.items()} == before
-        # the tags come from the whole model, the vectors from the part they depend on
+        # the tags come from the whole model and its heads' settings, the vectors from the
+        # part they depend on
         embedder = cat.embedder()
-        assert cat.store.meta("tags_model") == embedder.fingerprint
+        assert cat.store.meta("tags_model") == embedder.tagger_fingerprint
         assert cat.store.meta("model_fingerprint") == embedder.vector_fingerprint
 
 

@@ -19,6 +19,8 @@ from fashionlens.models import load_model, read_info, save_model
 from fashionlens.models.info import (
     fingerprint_of,
     same_vectors,
+    tagger_fingerprint_of,
+    update_info,
     vector_fingerprint_of,
     vector_names,
 )
@@ -169,7 +171,8 @@ def test_a_catalog_says_when_its_tags_come_from_heads_refit_since(model, tmp_pat
     with Catalog(tmp_path / "cat", create=True, model=model) as cat:
         assert not cat.add(photos[:2]).failed
         summary = cat.tag_summary()
-        assert summary["tags_model"] == _names(model)[1] and summary["tags_current"] is True
+        assert summary["tags_model"] == _tagger(model) and summary["tags_current"] is True
+        assert summary["tags_model"].startswith(_names(model)[1] + ":tags=")
     refit = _changed(model, tmp_path / "refit", _refit_tags)
     with Catalog(tmp_path / "cat", model=refit) as cat:
         assert cat.tag_summary()["tags_current"] is False  # the old heads' tags
@@ -180,8 +183,22 @@ def test_a_catalog_says_when_its_tags_come_from_heads_refit_since(model, tmp_pat
             " ".join(shown.stdout.split())
         cat.retag()
         summary = cat.tag_summary()
-        assert summary["tags_model"] == _names(refit)[1] and summary["tags_current"] is True
+        assert summary["tags_model"] == _tagger(refit) and summary["tags_current"] is True
         assert summary["tagged_items"] == 4
+    # thresholds re-tuned in model.json alone (the weights as they were): other tags too
+    info = read_info(refit)
+    info.heads[1].thresholds = [0.9, 0.9, 0.9]
+    update_info(refit, {"heads": [h.to_dict() for h in info.heads]})
+    assert _names(refit)[1] == fingerprint_of(refit, read_info(refit))
+    with Catalog(tmp_path / "cat", model=refit) as cat:
+        assert cat.tag_summary()["tags_current"] is False
+        # recorded by a version that noted the weights alone: not known either way
+        cat.store.set_meta({"tags_model": _names(refit)[1]})
+        assert cat.tag_summary()["tags_current"] is None
+
+
+def _tagger(folder: Path) -> str:
+    return tagger_fingerprint_of(folder, read_info(folder))
 
 
 def test_a_catalog_tagged_before_taggers_were_recorded_stays_unknown(model, tmp_path):

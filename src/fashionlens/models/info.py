@@ -646,6 +646,14 @@ def vector_names(folder: Path) -> tuple[str, ...]:
     return vector_names_of(folder, read_info(folder))
 
 
+def tagger_fingerprint_of(folder: Path, info: ModelInfo) -> str:
+    """Names what tags a model gives: the whole model (`fingerprint_of`) and its heads'
+    decision settings in model.json (classes, thresholds, tag cap, parents), which can
+    change without the weights. What a catalog records as the source of its tags."""
+    heads = [h.to_dict() for h in info.scored_heads]
+    return f"{fingerprint_of(folder, info)}:tags={_setting_digest(heads)}"
+
+
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:
     """Names a saved model whole: every weight (scoring heads too), its embedding settings
     (a changed posterior weight gives same-size but different vectors) and its canvases.

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError, ModelError
-from ..models.info import fingerprint_of, read_info
+from ..models.info import fingerprint_of, read_info, tagger_fingerprint_of
 from ..models.resolve import resolve_model
 from . import steering, tags
 from .backends import DEFAULT_BACKEND, IndexBackend, get_backend
@@ -415,7 +415,7 @@ class Catalog:
                     if ready:
                         keys = ingest.commit(batch, np.stack(vectors), outcomes, ready,
                                              predicted if self.tagging else None,
-                                             tagger=self.embedder().fingerprint)
+                                             tagger=self.embedder().tagger_fingerprint)
                         changed = changed or bool(len(keys))
                 yield from outcomes  # type: ignore[misc]
         except BaseException:
@@ -829,19 +829,26 @@ class Catalog:
             current = False
         elif tagger is not None and tagged:
             model = self._tagging_model()
-            current = None if model is None else tagger == model
+            if model is not None and tagger != model[0] and tagger == model[1]:
+                current = None  # recorded by a version that noted the weights alone
+            elif model is not None:
+                current = tagger == model[0]
         return {"tagged_items": tagged, "items_with_photos": photos, "tasks": tasks,
                 "fields": {task: stored[task] for task in tasks},
                 "tags_model": tagger, "tags_current": current}
 
-    def _tagging_model(self) -> str | None:
-        """The whole fingerprint of the model that tags what is added now: the loaded
-        embedder's, else the recorded model's, read from its folder (no runtime loaded)."""
+    def _tagging_model(self) -> tuple[str, str] | None:
+        """(tagger fingerprint, whole fingerprint) of the model that tags what is added
+        now: the loaded embedder's, else the recorded model's, read from its folder (no
+        runtime loaded)."""
         if self._embedder is not None:
-            return self._embedder.fingerprint
+            return self._embedder.tagger_fingerprint, self._embedder.fingerprint
         spec = self._model_request or self.model
         try:
             folder = resolve_model(spec).folder if spec is not None else None
-            return None if folder is None else fingerprint_of(folder, read_info(folder))
+            if folder is None:
+                return None
+            info = read_info(folder)
+            return tagger_fingerprint_of(folder, info), fingerprint_of(folder, info)
         except FashionLensError:
             return None

@@ -25,7 +25,7 @@ from ..inference.holder import RuntimeHolder
 from ..inference.loading import load_runtime
 from ..inference.outputs import VECTOR, normalise
 from ..inference.photos import decoded_batches, prepare_photo
-from ..models.info import same_vectors, vector_names_of
+from ..models.info import same_vectors, tagger_fingerprint_of, vector_names_of
 from ..models.resolve import DEFAULT_BACKBONE
 from .records import VectorModel
 
@@ -94,6 +94,8 @@ class Embedder(RuntimeHolder):
         # now, from the files the runtime was loaded from.
         self.vector_names = self._vector_names()
         self.vector_fingerprint = self.vector_names[0]
+        # What a catalog records as the source of the tags this model gives.
+        self.tagger_fingerprint = self._tagger()
         self.unknown = self.unknown_scorer()
 
     @classmethod
@@ -115,6 +117,11 @@ class Embedder(RuntimeHolder):
         if folder is None or info is None:
             return (self.fingerprint,)  # a bare backbone: its name and weights say it all
         return vector_names_of(folder, info)
+
+    def _tagger(self) -> str:
+        folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
+        return self.fingerprint if folder is None or info is None else \
+            tagger_fingerprint_of(folder, info)
 
     def makes_vectors_of(self, recorded: str | None) -> bool:
         """Whether vectors recorded under `recorded` are this model's (recorded before

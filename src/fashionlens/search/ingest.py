@@ -68,7 +68,7 @@ class Ingestor:
         filling in their outcomes: ids another process added since the plan are left as
         they are ('exists', `raced`: this record's photo and fields are not stored), bad
         vectors fail. `predictions[j]`: the model's tags for that record (`tags`), stored
-        in the same transaction, with `tagger` (the model's whole fingerprint) noted as
+        in the same transaction, with `tagger` (`Embedder.tagger_fingerprint`) noted as
         their source (`CatalogStore.note_tagger`). Returns the new keys."""
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.empty(0)

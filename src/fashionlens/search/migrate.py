@@ -54,7 +54,7 @@ def retag(store: CatalogStore, embedder: Embedder, *, batch_size: int = 32,
     """Tag every item that has a photo again with `embedder`'s heads (the catalog's
     model, e.g. after `reembed` or for a catalog built before tags): staged, then
     swapped in at once (see the module); returns what was done."""
-    target = embedder.fingerprint
+    target = embedder.tagger_fingerprint
     with store.transaction(changes_items=False) as db:
         db.execute(STAGED_SCHEMA.format(table="retag_tags"))
         db.execute("CREATE TABLE IF NOT EXISTS retag_done (key INTEGER PRIMARY KEY)")
@@ -190,7 +190,7 @@ def _swap(store: CatalogStore, keeper: IndexKeeper, embedder: Embedder) -> None:
         db.execute("DROP TABLE reembed")
         # The new model's tags (from the same forward passes) replace the old model's.
         _swap_tags(db, "reembed_tags", "SELECT key FROM items")
-        store.set_meta({"tags_model": embedder.fingerprint}, db)
+        store.set_meta({"tags_model": embedder.tagger_fingerprint}, db)
     store.vectors_generation = vectors_generation
 
 

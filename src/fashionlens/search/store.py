@@ -263,7 +263,7 @@ class CatalogStore:
 
     def note_tagger(self, db: sqlite3.Connection, tagger: str) -> None:
         """Record, in the caller's transaction and before its tags are stored, whose heads
-        tag the items (`tags_model`, a model's whole fingerprint): the first tagger, and
+        tag the items (`tags_model`, `models.info.tagger_fingerprint_of`): the first, and
         TAGS_MIXED once another adds tags beside its (the same vectors from a model whose
         heads were refit). A catalog tagged before this was recorded stays unknown."""
         row = db.execute("SELECT value FROM meta WHERE name = 'tags_model'").fetchone()
