@@ -631,14 +631,16 @@ def same_vectors(recorded: str | None, wanted: str | None, names: Sequence[str] 
     return recorded == wanted or (recorded in names and wanted in names)
 
 
-def vector_names_of(folder: Path, info: ModelInfo) -> tuple[str, ...]:
+def vector_names_of(folder: Path, info: ModelInfo, whole: str | None = None
+                    ) -> tuple[str, ...]:
     """Every name a model's vectors may be recorded under (`same_vectors`): its vector
     fingerprint first, then its whole fingerprint and those of earlier versions that made
-    the same vectors (records made before vectors had their own name hold one of those)."""
+    the same vectors (records made before vectors had their own name hold one of those).
+    `whole`: the model's `fingerprint_of`, where the caller has it (it reads every weight)."""
     vectors = vector_fingerprint_of(folder, info)
     earlier = info.earlier_fingerprints or {}
     kept = earlier.get("fingerprints", []) if earlier.get("vectors") == vectors else []
-    return (vectors, fingerprint_of(folder, info), *kept)
+    return (vectors, whole or fingerprint_of(folder, info), *kept)
 
 
 def vector_names(folder: Path) -> tuple[str, ...]:
@@ -646,12 +648,13 @@ def vector_names(folder: Path) -> tuple[str, ...]:
     return vector_names_of(folder, read_info(folder))
 
 
-def tagger_fingerprint_of(folder: Path, info: ModelInfo) -> str:
-    """Names what tags a model gives: the whole model (`fingerprint_of`) and its heads'
-    decision settings in model.json (classes, thresholds, tag cap, parents), which can
-    change without the weights. What a catalog records as the source of its tags."""
+def tagger_fingerprint_of(folder: Path, info: ModelInfo, whole: str | None = None) -> str:
+    """Names what tags a model gives: the whole model (`fingerprint_of`, or `whole` where
+    the caller has it) and its heads' decision settings in model.json (classes,
+    thresholds, tag cap, parents), which can change without the weights. What a catalog
+    records as the source of its tags."""
     heads = [h.to_dict() for h in info.scored_heads]
-    return f"{fingerprint_of(folder, info)}:tags={_setting_digest(heads)}"
+    return f"{whole or fingerprint_of(folder, info)}:tags={_setting_digest(heads)}"
 
 
 def fingerprint_of(folder: Path, info: ModelInfo) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..models.info import same_vectors, vector_names
+from ..models.info import read_info, same_vectors, vector_fingerprint_of, vector_names
 from .text_encoder import TextSearchUnavailable
 
 ALIGNMENT_FILE = "text-alignment.safetensors"
@@ -99,7 +99,8 @@ def carry_alignment(alignment: TextAlignment | None, model_dir: str | Path) -> b
     the same vectors, as a model whose scoring heads alone were refit does: it is then
     searchable by words without `train-text`. Returns whether it was carried."""
     if alignment is None or not same_vectors(alignment.fingerprint,
-                                             vector_names(Path(model_dir))[0]):
+                                             vector_fingerprint_of(Path(model_dir),
+                                                                   read_info(model_dir))):
         return False
     alignment.save(model_dir)
     return True

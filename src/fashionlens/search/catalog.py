@@ -849,6 +849,7 @@ class Catalog:
             if folder is None:
                 return None
             info = read_info(folder)
-            return tagger_fingerprint_of(folder, info), fingerprint_of(folder, info)
+            whole = fingerprint_of(folder, info)
+            return tagger_fingerprint_of(folder, info, whole), whole
         except FashionLensError:
             return None

@@ -92,10 +92,15 @@ class Embedder(RuntimeHolder):
         # what catalogs, vector shards and text alignments record, so a refit of a scoring
         # head leaves them valid; `fingerprint` names the whole model (its tags too). Read
         # now, from the files the runtime was loaded from.
-        self.vector_names = self._vector_names()
+        # `tagger_fingerprint`: what a catalog records as the source of the tags it gives.
+        folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
+        if folder is None or info is None:  # a bare backbone: its name and weights say it all
+            self.vector_names: tuple[str, ...] = (self.fingerprint,)
+            self.tagger_fingerprint = self.fingerprint
+        else:  # the whole fingerprint as the runtime read it, not read again
+            self.vector_names = vector_names_of(folder, info, self.fingerprint)
+            self.tagger_fingerprint = tagger_fingerprint_of(folder, info, self.fingerprint)
         self.vector_fingerprint = self.vector_names[0]
-        # What a catalog records as the source of the tags this model gives.
-        self.tagger_fingerprint = self._tagger()
         self.unknown = self.unknown_scorer()
 
     @classmethod
@@ -111,17 +116,6 @@ class Embedder(RuntimeHolder):
         """From which cosine similarity two of this model's vectors are one photo."""
         info = getattr(self.runtime, "info", None)
         return duplicate_line(getattr(info, "duplicate_threshold", None))
-
-    def _vector_names(self) -> tuple[str, ...]:
-        folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
-        if folder is None or info is None:
-            return (self.fingerprint,)  # a bare backbone: its name and weights say it all
-        return vector_names_of(folder, info)
-
-    def _tagger(self) -> str:
-        folder, info = self.runtime.folder, getattr(self.runtime, "info", None)
-        return self.fingerprint if folder is None or info is None else \
-            tagger_fingerprint_of(folder, info)
 
     def makes_vectors_of(self, recorded: str | None) -> bool:
         """Whether vectors recorded under `recorded` are this model's (recorded before
