@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from fashionlens.cli.main import app
+from fashionlens.cli.predict import photos_of
 from fashionlens.errors import ConfigError, FashionLensError
-from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
+from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS, collect_images
 from fashionlens.models import read_info
 from fashionlens.models.resolve import BUNDLED_DIR
 
@@ -135,6 +137,26 @@ def test_predict_json_lines(model_dir, inbox):
     tta = _ok(_invoke("predict", inbox / "0_blue.jpg", "--model", model_dir, "--json", "--tta"))
     (row,) = [json.loads(line) for line in tta.stdout.splitlines()]
     assert row["label"] == "blue"
+
+
+def test_predict_several_targets(model_dir, inbox, tmp_path):
+    """A shell glob or several folders: every photo once, in the order given, each named
+    as its own target names it."""
+    loose = write_photo(tmp_path / "loose" / "red.jpg", COLOURS["red"], seed=7)
+    result = _ok(_invoke("predict", loose, inbox, inbox / "0_blue.jpg", "--model", model_dir,
+                         "--json"))
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["red.jpg", "0_blue.jpg", "1_green.jpg",
+                                                   "2_red.jpg", "9_broken.jpg"]
+    listed = tmp_path / "list.txt"
+    listed.write_text("inbox/1_green.jpg\nloose/red.jpg\n")
+    _, names = photos_of([loose, inbox, listed], collect_images)
+    assert names[str(loose)] == str(loose)  # a photo: as typed
+    assert names[str(inbox / "1_green.jpg")] == "1_green.jpg"  # relative to its folder
+    assert len(names) == 5  # the list's two photos were already named: read once
+
+    missing = _invoke("predict", inbox, tmp_path / "nope.jpg", "--model", model_dir)
+    assert missing.exit_code != 0 and "nope.jpg" in str(missing.exception)
 
 
 def test_predict_missing_path(model_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""`fashionlens predict [--model M] IMAGE_OR_FOLDER`: every head's answer per photo
+"""`fashionlens predict [--model M] [PHOTO_OR_FOLDER ...]`: every head's answer per photo
 (top-k garment types; attributes; tags above their thresholds)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,11 +21,11 @@ NOT_A_GARMENT = "do not look like a garment we know"
 
 
 def predict(
-    target: Annotated[
-        str | None,
-        typer.Argument(show_default=False,
-                       help="A photo, a folder of photos, or a .txt file listing photos "
-                            "(default: the bundled samples)."),
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(show_default=False, metavar="[target]...",
+                       help="Photos, folders of photos, or .txt files listing photos, as "
+                            "many as wanted (default: the bundled samples)."),
     ] = None,
     model: ModelName = None,
     top_k: Annotated[int, typer.Option(min=1, help="How many classes to list per photo.")] = 3,
@@ -50,20 +51,11 @@ def predict(
     a model never calibrated (`fashionlens calibrate-unknown`)."""
     from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
 
-    root = SAMPLE_PHOTOS if target is None else checked_target(target)
-    paths = collect_images(root)
-
-    # In the table, photos are named relative to the folder given, or to the folder that
-    # holds every photo of a list (Dress/dress-3.jpg); JSON keeps the paths as they were.
-    base = root if root.is_dir() else None
-    if root.suffix.lower() == ".txt" and len(paths) > 1:
-        base = Path(os.path.commonpath([p.parent.resolve() for p in paths]))
+    roots = [SAMPLE_PHOTOS] if not targets else [checked_target(t) for t in targets]
+    paths, names = photos_of(roots, collect_images)
 
     def shown(path: str) -> str:
-        if base is None:
-            return path
-        return str(Path(path).relative_to(root) if base is root
-                   else Path(path).resolve().relative_to(base))
+        return names.get(path, path)
 
     predictor = Predictor(model, threshold=threshold, runtime=runtime,
                           unknown_threshold=unknown_threshold)
@@ -128,6 +120,32 @@ def predict(
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
         if failed == len(paths):
             raise FashionLensError("no photo could be read")
+
+
+def photos_of(roots: list[Path], collect: Callable[[Path], list[Path]]
+              ) -> tuple[list[Path], dict[str, str]]:
+    """Every photo of every target once, in the order given, and how the table names
+    each: relative to the folder given, or to the folder that holds every photo of a
+    list (Dress/dress-3.jpg); a photo named directly as it was typed. JSON keeps the
+    paths as they were read."""
+    paths: list[Path] = []
+    names: dict[str, str] = {}
+    seen: set[Path] = set()
+    for root in roots:
+        found = collect(root)
+        base = root if root.is_dir() else None
+        if root.suffix.lower() == ".txt" and len(found) > 1:
+            base = Path(os.path.commonpath([p.parent.resolve() for p in found]))
+        for path in found:
+            key = path.resolve()
+            if key in seen:  # a photo named twice (a folder and a photo in it) is read once
+                continue
+            seen.add(key)
+            paths.append(path)
+            names[str(path)] = (str(path) if base is None
+                                else str(path.relative_to(root) if base is root
+                                         else key.relative_to(base)))
+    return paths, names
 
 
 def checked_target(target: str) -> Path:
