@@ -247,6 +247,24 @@ class SourceConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """Knowledge distillation (`teacher:`): a trained model reads the same augmented
+    photos as the student, and one task also learns its answers (Hinton et al.'s soft
+    targets at a temperature), beside the labels: e.g. a specialist trained on one kind
+    of photo teaching a joint model's head on those photos."""
+
+    model: str = ""  # the teacher (models.resolve's spellings); empty: no teacher
+    head: str = ""  # the teacher's head that teaches (default: its first)
+    task: str = ""  # the task it teaches (default: the first); a single-label one
+    # teacher class -> task class (or a mapping file beside the config); a class the
+    # mapping lacks keeps its name, one mapped to ~ or not among the task's is not taught
+    mapping: dict | str = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)  # rows it teaches (default: all)
+    weight: float = 1.0  # of its loss beside the task's own (times temperature squared)
+    temperature: float = 2.0
+
+
+@dataclass
 class RunConfig:
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -254,6 +272,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)  # train-embedding only
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     # The heads to train; empty: one classification head `label` from data.target_column.
     tasks: list[TaskConfig] = field(default_factory=list)
     # Several data sources trained together (one backbone, every head); `data` is unused.
@@ -472,9 +491,16 @@ def _absolute_paths(tree: dict, folder: Path) -> dict:
     if isinstance(model, dict) and model.get("pretrained") not in (None, "embedded", "timm",
                                                                      "none", ""):
         model["pretrained"] = absolute(model["pretrained"], must_exist=True)
-    for task in sections("tasks"):
+    for task in [*sections("tasks"), *([tree["teacher"]] if isinstance(tree.get("teacher"), dict)
+                                       else [])]:
         if "mapping" in task:
             task["mapping"] = absolute(task["mapping"])
+    teacher = tree.get("teacher")
+    # a teacher named by a model folder relative to the config file; other spellings
+    # (a bundled model's name, `default`) are not paths
+    if isinstance(teacher, dict) and isinstance(teacher.get("model"), str) \
+            and teacher["model"] and (folder / teacher["model"]).is_dir():
+        teacher["model"] = absolute(teacher["model"])
     for source in sections("sources"):
         if isinstance(source.get("mappings"), dict):
             source["mappings"] = {k: absolute(v) for k, v in source["mappings"].items()}
@@ -508,6 +534,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 if isinstance(mapping, str):
                     source.mappings[column] = _mapping_file(
                         Path(mapping), f"sources[{index}].mappings.{column}", where)
+        if isinstance(config.teacher.mapping, str):
+            config.teacher.mapping = _mapping_file(Path(config.teacher.mapping),
+                                                   "teacher.mapping", where)
     if values:
         _apply(config, values, "")
     parsed = [parse_override(text) for text in overrides or []]
@@ -582,6 +611,7 @@ def validate(config: RunConfig) -> None:
             if not isinstance(mapping, dict):
                 raise FieldError(where, f"expected a mapping of this source's values to the "
                                  f"task's, got {mapping!r}")
+    _check_teacher(config)
     for where, value in {"model.height": config.model.height,
                          "model.width": config.model.width}.items():
         if value is not None and not 16 <= value <= 2048:
@@ -598,6 +628,31 @@ def validate(config: RunConfig) -> None:
     if name and (name in (".", "..") or any(sep in name for sep in ("/", "\\"))):
         raise FieldError("output.name", f"'{name}' must be a plain folder name (no / or \\); "
                                         "the parent folder is output.dir")
+
+
+def _check_teacher(config: RunConfig) -> None:
+    """What can be told of `teacher:` before any model is read (its classes and heads are
+    checked when the run starts: `training.distill`)."""
+    teacher = config.teacher
+    if not teacher.model:
+        return
+    if isinstance(teacher.mapping, str):
+        raise FieldError("teacher.mapping", f"'{teacher.mapping}': a mapping file is named in "
+                         "a config file (its path is relative to that file)")
+    if not teacher.temperature > 0:
+        raise FieldError("teacher.temperature", f"must be positive, got {teacher.temperature}")
+    if not teacher.weight >= 0:
+        raise FieldError("teacher.weight", f"must be at least 0, got {teacher.weight}")
+    names = [s.name for s in config.sources]
+    for index, name in enumerate(teacher.sources):
+        if name not in names:
+            raise FieldError(f"teacher.sources[{index}]", f"'{name}' is not a source of this "
+                             f"run ({', '.join(n for n in names if n) or 'it has no sources:'}"
+                             f"{'' if names else ' leave teacher.sources empty'})")
+    tasks = [t.name for t in config.task_configs()]
+    if teacher.task and teacher.task not in tasks:
+        raise FieldError("teacher.task", f"'{teacher.task}' is not a task of this run "
+                                         f"({', '.join(tasks)})")
 
 
 # Seeds numpy and torch both accept.

@@ -48,6 +48,7 @@ from ..precision import autocast, resolve_precision
 from ..progress import StepBar
 from ..tasks import Task
 from . import distributed
+from .distill import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +244,15 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
         train_set: PhotoDataset, train_targets: dict[str, np.ndarray],
         val_set: PhotoDataset | None, val_targets: dict[str, np.ndarray] | None,
         probe_set: PhotoDataset | None, cfg: TrainConfig, seed: int,
-        checkpoint: Path | None = None, resume: dict | None = None) -> FitResult:
+        checkpoint: Path | None = None, resume: dict | None = None,
+        teacher: Teacher | None = None) -> FitResult:
     """Train in place; on return the model holds the best weights seen.
 
     The loop sums the tasks' weighted losses and never asks what kind of head it trains;
     validation and the probe's features run through the model's runtime. After every
     epoch the whole state goes to `checkpoint` (atomically); `resume` (a checkpoint read
-    back) continues from there, giving what an uninterrupted run gives.
+    back) continues from there, giving what an uninterrupted run gives. A `teacher`
+    (`training.distill`) adds its distillation loss on the rows it teaches.
 
     Under torchrun (`distributed.session`) each process trains on its share of every
     batch, the gradients are averaged, and only the main process writes the checkpoint.
@@ -340,6 +343,7 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
             freeze_batchnorm_statistics(model)
         epoch_start = time.perf_counter()
         loss_sum, right, answers, seen = 0.0, 0.0, 0, 0
+        taught_sum, taught_batches = 0.0, 0
         norms: list[float] = []
         with StepBar(f"epoch {epoch}/{cfg.epochs}", steps_per_epoch) as bar:
             for batch, errors in batches:
@@ -357,6 +361,10 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                     loss = loss + task.weight * task.loss(logits[task.name].float(), wanted)
                     hits, count = task.correct(logits[task.name].detach(), wanted)
                     right, answers = right + hits, answers + count
+                taught = teacher.loss(logits, images, indices) if teacher is not None else None
+                if taught is not None:
+                    loss = loss + taught
+                    taught_sum, taught_batches = taught_sum + taught.item(), taught_batches + 1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # the norm before clipping, kept for the epoch's row: what grad_clip is
@@ -369,13 +377,16 @@ def fit(model: torch.nn.Module, tasks: list[Task], preprocess: Preprocess,
                 loss_sum += loss.item() * len(indices)
                 seen += len(indices)
                 bar.advance(f"loss {loss_sum / seen:.3f} acc {right / max(answers, 1):.3f}")
-        loss_sum, right, answers, seen = distributed.all_sum([loss_sum, right, answers, seen])
+        loss_sum, right, answers, seen, taught_sum, taught_batches = distributed.all_sum(
+            [loss_sum, right, answers, seen, taught_sum, taught_batches])
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
                "train_accuracy": right / max(answers, 1),
                "lr": optimizer.param_groups[-1]["lr"],
                "grad_norm_median": float(np.median(norms)) if norms else None,
                "grad_norm_max": max(norms, default=None),
                "seconds": time.perf_counter() - epoch_start}
+        if teacher is not None:  # the mean over the batches it taught (weighted, as added)
+            row["train_teacher_loss"] = taught_sum / max(taught_batches, 1)
         if has_val:
             scores = distributed.broadcast(validate(runtime, tasks, val_set, val_targets))
             row.update(scores)

@@ -41,6 +41,7 @@ from ..progress import track
 from ..tasks import Task, build_tasks
 from ..tasks.base import check_task_configs
 from . import distributed
+from .distill import Teacher, taught_rows
 from .inputs import (  # noqa: F401  (resume_config: imported from here before inputs.py)
     CHECKPOINT,
     read_run_data,
@@ -348,10 +349,16 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
                  ", ".join(went_on))
     probe_ds = train_ds.with_transform(eval_transform(preprocess))  # un-augmented view
 
+    teacher = None
+    if config.teacher.model:
+        teacher = Teacher(config.teacher, tasks, preprocess,
+                          taught_rows(train_ds, config.teacher.sources),
+                          device=ctx.device if ctx.active else config.train.device,
+                          precision=config.train.precision)
     seed_everything(config.seed)
     result = fit(model, tasks, preprocess, train_ds, prepared.train_targets, val_ds,
                  prepared.val_targets, probe_ds, config.train, config.seed,
-                 checkpoint=out / CHECKPOINT, resume=state)
+                 checkpoint=out / CHECKPOINT, resume=state, teacher=teacher)
     if not ctx.main:  # the main process evaluates and writes the run's files
         return RunResult(output_dir=out, model_dir=out / "model", metrics={}, fit=result,
                          skipped={})
