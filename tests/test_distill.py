@@ -98,3 +98,7 @@ def test_a_run_with_a_teacher_records_its_loss(tmp_path, model_dir):
     assert last["train_teacher_loss"] > 0 and np.isfinite(last["train_loss"])
     saved = yaml.safe_load((result.output_dir / "config.yaml").read_text())
     assert saved["teacher"]["mapping"] == COLOUR_TYPES  # the run keeps what taught it
+    from fashionlens.models.card import CARD_FILE
+
+    card = (result.model_dir / CARD_FILE).read_text()
+    assert f"- Teacher: `{model_dir}` taught `type` on the photos of home" in card

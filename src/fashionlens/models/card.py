@@ -211,6 +211,9 @@ def _data(config: dict, summary: dict, scored: list[HeadSpec]) -> str:
     if config.get("sources"):  # a joint run: its `data` section is unused
         lines += [_source_line(source, config.get("seed")) for source in config["sources"]]
         data = {}
+    teacher = config.get("teacher") or {}
+    if teacher.get("model"):
+        lines.append(_teacher_line(teacher))
     if not data and not summary:
         return "\n".join(lines + ["The training data was not recorded with this model."])
     path = data.get("path")
@@ -427,6 +430,17 @@ def _monitors(per_task: dict, kinds: dict, config: dict) -> str:
     monitor = _get(config, "train", "monitor") or "accuracy"
     return ", ".join(f"`{name}` {'map' if kinds.get(name) == 'multilabel' else monitor}"
                      for name in per_task)
+
+
+def _teacher_line(teacher: dict) -> str:
+    """Which model's answers a task learned beside its labels (`teacher:`)."""
+    head = f" (head `{teacher['head']}`)" if teacher.get("head") else ""
+    task = f"`{teacher['task']}`" if teacher.get("task") else "the first task"
+    rows = (f" on the photos of {_names(teacher['sources'])}" if teacher.get("sources")
+            else " on every training photo")
+    return (f"- Teacher: `{teacher['model']}`{head} taught {task}{rows} (knowledge "
+            f"distillation, weight {teacher.get('weight')}, temperature "
+            f"{teacher.get('temperature')})")
 
 
 def _source_line(source: dict, seed: Any) -> str:
