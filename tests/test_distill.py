@@ -40,6 +40,12 @@ def test_teacher_fields_are_read_and_checked(tmp_path, model_dir):
         with pytest.raises(FieldError, match=message):
             load_config(_teacher_config(tmp_path, model_dir, **{field: value}))
     assert not load_config(_config(tmp_path)).teacher.model  # no teacher unless named
+    # a model folder beside the config is found from anywhere; a bundled name stays a name
+    (tmp_path / "specialist").mkdir()
+    relative = load_config(_teacher_config(tmp_path, Path("specialist")))
+    assert relative.teacher.model == str((tmp_path / "specialist").resolve())
+    assert load_config(_teacher_config(tmp_path, Path("clothing10"))).teacher.model == \
+        "clothing10"
 
 
 def _prepared(tmp_path, model_dir, **teacher):
