@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fashionlens.cli.main import app
 from fashionlens.cli.predict import photos_of
 from fashionlens.errors import ConfigError, FashionLensError
-from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS, collect_images
+from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
 from fashionlens.models import read_info
 from fashionlens.models.resolve import BUNDLED_DIR
 
@@ -150,7 +150,7 @@ def test_predict_several_targets(model_dir, inbox, tmp_path):
                                                    "2_red.jpg", "9_broken.jpg"]
     listed = tmp_path / "list.txt"
     listed.write_text("inbox/1_green.jpg\nloose/red.jpg\n")
-    _, names = photos_of([loose, inbox, listed], collect_images)
+    _, names = photos_of([loose, inbox, listed])
     assert names[str(loose)] == str(loose)  # a photo: as typed
     assert names[str(inbox / "1_green.jpg")] == "1_green.jpg"  # relative to its folder
     assert len(names) == 5  # the list's two photos were already named: read once

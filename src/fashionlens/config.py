@@ -491,16 +491,18 @@ def _absolute_paths(tree: dict, folder: Path) -> dict:
     if isinstance(model, dict) and model.get("pretrained") not in (None, "embedded", "timm",
                                                                      "none", ""):
         model["pretrained"] = absolute(model["pretrained"], must_exist=True)
-    for task in [*sections("tasks"), *([tree["teacher"]] if isinstance(tree.get("teacher"), dict)
-                                       else [])]:
+    for task in sections("tasks"):
         if "mapping" in task:
             task["mapping"] = absolute(task["mapping"])
     teacher = tree.get("teacher")
-    # a teacher named by a model folder relative to the config file; other spellings
-    # (a bundled model's name, `default`) are not paths
-    if isinstance(teacher, dict) and isinstance(teacher.get("model"), str) \
-            and teacher["model"] and (folder / teacher["model"]).is_dir():
-        teacher["model"] = absolute(teacher["model"])
+    if isinstance(teacher, dict):
+        if "mapping" in teacher:
+            teacher["mapping"] = absolute(teacher["mapping"])
+        # a model folder relative to the config file; other spellings (a bundled model's
+        # name, `default`) are not paths
+        model = teacher.get("model")
+        if isinstance(model, str) and model and (folder / model).is_dir():
+            teacher["model"] = absolute(model)
     for source in sections("sources"):
         if isinstance(source.get("mappings"), dict):
             source["mappings"] = {k: absolute(v) for k, v in source["mappings"].items()}
@@ -599,15 +601,11 @@ def validate(config: RunConfig) -> None:
         raise FieldError("train.lr", f"must be positive, got {t.lr}")
     _check_ranges(config)
     for index, task in enumerate(config.tasks):
-        if isinstance(task.mapping, str):
-            raise FieldError(f"tasks[{index}].mapping", f"'{task.mapping}': a mapping file is "
-                             "named in a config file (its path is relative to that file)")
+        _refuse_mapping_path(f"tasks[{index}].mapping", task.mapping)
     for index, source in enumerate(config.sources):
         for column, mapping in source.mappings.items():
             where = f"sources[{index}].mappings.{column}"
-            if isinstance(mapping, str):
-                raise FieldError(where, f"'{mapping}': a mapping file is named in a config "
-                                 "file (its path is relative to that file)")
+            _refuse_mapping_path(where, mapping)
             if not isinstance(mapping, dict):
                 raise FieldError(where, f"expected a mapping of this source's values to the "
                                  f"task's, got {mapping!r}")
@@ -630,25 +628,32 @@ def validate(config: RunConfig) -> None:
                                         "the parent folder is output.dir")
 
 
+def _refuse_mapping_path(where: str, mapping: object) -> None:
+    """A mapping given as a file name outside a config file (flags, overrides, `values`):
+    there is no file for its path to be relative to."""
+    if isinstance(mapping, str):
+        raise FieldError(where, f"'{mapping}': a mapping file is named in a config file "
+                                "(its path is relative to that file)")
+
+
 def _check_teacher(config: RunConfig) -> None:
     """What can be told of `teacher:` before any model is read (its classes and heads are
     checked when the run starts: `training.distill`)."""
     teacher = config.teacher
     if not teacher.model:
         return
-    if isinstance(teacher.mapping, str):
-        raise FieldError("teacher.mapping", f"'{teacher.mapping}': a mapping file is named in "
-                         "a config file (its path is relative to that file)")
+    _refuse_mapping_path("teacher.mapping", teacher.mapping)
     if not teacher.temperature > 0:
         raise FieldError("teacher.temperature", f"must be positive, got {teacher.temperature}")
     if not teacher.weight >= 0:
         raise FieldError("teacher.weight", f"must be at least 0, got {teacher.weight}")
     names = [s.name for s in config.sources]
+    known = ", ".join(n for n in names if n) if names else \
+        "it has no sources: leave teacher.sources empty"
     for index, name in enumerate(teacher.sources):
         if name not in names:
-            raise FieldError(f"teacher.sources[{index}]", f"'{name}' is not a source of this "
-                             f"run ({', '.join(n for n in names if n) or 'it has no sources:'}"
-                             f"{'' if names else ' leave teacher.sources empty'})")
+            raise FieldError(f"teacher.sources[{index}]",
+                             f"'{name}' is not a source of this run ({known})")
     tasks = [t.name for t in config.task_configs()]
     if teacher.task and teacher.task not in tasks:
         raise FieldError("teacher.task", f"'{teacher.task}' is not a task of this run "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -49,10 +48,10 @@ def predict(
     Each answer carries `unknown_score` (0-1, higher = less like a garment the model
     knows) and `unknown` (the score at or above the model's threshold); both are null for
     a model never calibrated (`fashionlens calibrate-unknown`)."""
-    from ..inference.predictor import SAMPLE_PHOTOS, Predictor, collect_images
+    from ..inference.predictor import SAMPLE_PHOTOS, Predictor
 
     roots = [SAMPLE_PHOTOS] if not targets else [checked_target(t) for t in targets]
-    paths, names = photos_of(roots, collect_images)
+    paths, names = photos_of(roots)
 
     def shown(path: str) -> str:
         return names.get(path, path)
@@ -122,17 +121,18 @@ def predict(
             raise FashionLensError("no photo could be read")
 
 
-def photos_of(roots: list[Path], collect: Callable[[Path], list[Path]]
-              ) -> tuple[list[Path], dict[str, str]]:
+def photos_of(roots: list[Path]) -> tuple[list[Path], dict[str, str]]:
     """Every photo of every target once, in the order given, and how the table names
     each: relative to the folder given, or to the folder that holds every photo of a
     list (Dress/dress-3.jpg); a photo named directly as it was typed. JSON keeps the
     paths as they were read."""
+    from ..inference.photos import collect_images
+
     paths: list[Path] = []
     names: dict[str, str] = {}
     seen: set[Path] = set()
     for root in roots:
-        found = collect(root)
+        found = collect_images(root)
         base = root if root.is_dir() else None
         if root.suffix.lower() == ".txt" and len(found) > 1:
             base = Path(os.path.commonpath([p.parent.resolve() for p in found]))

@@ -194,6 +194,12 @@ class ShardedEpochSampler(Sampler):
         return sum(end - start for start, end in self._slices(len(self.base)))
 
 
+def source_of(dataset, rows: np.ndarray) -> np.ndarray:
+    """Which source each dataset row comes from (0 for a dataset of one source)."""
+    starts = dataset.starts() if hasattr(dataset, "starts") else [0]
+    return np.searchsorted(np.asarray(starts), rows, side="right") - 1
+
+
 class SourcedDataset(Dataset):
     """Several sources' photos under one index, each source seen through its own
     transform (its input size and augmentation): a joint run's training set.

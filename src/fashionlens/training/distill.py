@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import FieldError, TeacherConfig
+from ..data.dataset import source_of
 from ..data.transforms import Preprocess
 from ..inference.runtime import TorchRuntime
 from ..tasks import Task
@@ -117,16 +118,10 @@ class Teacher:
 def taught_rows(dataset, source_names: Sequence[str]) -> np.ndarray:
     """Which dataset rows the teacher teaches: those of the named sources (every row
     when none is named)."""
-    rows = np.ones(len(dataset), dtype=bool)
     if not source_names:
-        return rows
-    names = list(getattr(dataset, "names", []))
-    starts = [*dataset.starts(), len(dataset)] if hasattr(dataset, "starts") else [0, len(dataset)]
-    rows[:] = False
-    for index, name in enumerate(names):
-        if name in source_names:
-            rows[starts[index]:starts[index + 1]] = True
-    return rows
+        return np.ones(len(dataset), dtype=bool)
+    sources = source_of(dataset, np.arange(len(dataset)))
+    return np.isin(np.asarray(dataset.names)[sources], list(source_names))
 
 
 def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:

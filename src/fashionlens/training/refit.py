@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
 from ..config import RunConfig
-from ..data.dataset import PhotoDataset
+from ..data.dataset import PhotoDataset, source_of
 from ..data.transforms import eval_transform
 from ..errors import ConfigError, ModelError
 from ..evaluation.plots import plot_confusion
@@ -288,12 +288,6 @@ def out_of_fold_scores(task: Task, weight: torch.Tensor, bias: torch.Tensor,
                       + torch.as_tensor(taps[held]) @ w_taps.T)
         scores[held] = activate(spec, logits).numpy()
     return scores
-
-
-def source_of(dataset, rows: np.ndarray) -> np.ndarray:
-    """Which source each dataset row comes from (0 for a dataset of one source)."""
-    starts = dataset.starts() if hasattr(dataset, "starts") else [0]
-    return np.searchsorted(np.asarray(starts), rows, side="right") - 1
 
 
 def source_weights(config: RunConfig) -> np.ndarray:

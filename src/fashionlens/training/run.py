@@ -353,7 +353,8 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
     if config.teacher.model:
         teacher = Teacher(config.teacher, tasks, preprocess,
                           taught_rows(train_ds, config.teacher.sources),
-                          device=ctx.device if ctx.active else config.train.device,
+                          device=ctx.device if ctx.active
+                          else distributed.available_device(config.train.device),
                           precision=config.train.precision)
     seed_everything(config.seed)
     result = fit(model, tasks, preprocess, train_ds, prepared.train_targets, val_ds,
@@ -368,7 +369,8 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
     metrics: dict = {}
     if len(val_ds):
         runtime = TorchRuntime(model, preprocess,
-                               device=ctx.device if ctx.active else config.train.device,
+                               device=ctx.device if ctx.active
+                          else distributed.available_device(config.train.device),
                                precision=result.precision,
                                info=ModelInfo(architecture=model_cfg.name, classes=[],
                                               preprocess=preprocess, heads=heads))
