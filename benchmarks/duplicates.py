@@ -135,7 +135,7 @@ def main() -> None:
         "benchmark": "duplicates", "cpu": cpu_description(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": [measure(m, photos, chosen, args.threshold, args.save)
-                    for m in args.model or ["default"]],
+                    for m in args.model or ["clothing10"]],
     }
     emit(result, args.out)
 

@@ -3,7 +3,7 @@
     flock /tmp/fashionlens-bench.lock python benchmarks/import_vectors.py
     python benchmarks/import_vectors.py --sizes 100000:20000       # a quicker look
 
-For each ROWS:SHARD_ROWS pair, shards of random unit vectors of the bundled default
+For each ROWS:SHARD_ROWS pair, shards of random unit vectors of the bundled `clothing10`
 model's size (266-d; written with its model fingerprint, as `fashionlens embed` would)
 with metadata (category, colour, price, status, an extra field) are imported by a new
 process into a new catalog with `Catalog.import_shards` (what the CLI runs). That process
@@ -46,11 +46,11 @@ def rss_mb() -> float:
 
 
 def write_shards(folder: Path, rows: int, shard_rows: int, seed: int = 0) -> dict:
-    """Shards of random unit vectors with the default model's fingerprint."""
+    """Shards of random unit vectors with `clothing10`'s fingerprint."""
     from fashionlens.search.embeddings import Embedder
     from fashionlens.search.shards import SUCCESS, ShardModel, shard_name, write_shard
 
-    embedder = Embedder()
+    embedder = Embedder("clothing10")  # the committed figures' model
     model = ShardModel(embedder.spec, embedder.fingerprint, embedder.dim)
     del embedder
     if (folder / SUCCESS).is_file():

@@ -101,7 +101,7 @@ def cli_seconds(args: list[str], repeat: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="clothing10")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)

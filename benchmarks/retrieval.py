@@ -8,7 +8,7 @@
   learned on one half of the products, the share of top-10 results with the pattern
   measured on the other half as the steering weight rises.
 
-    python benchmarks/retrieval.py --model default --model efficientnet_lite0
+    python benchmarks/retrieval.py --model clothing10 --model efficientnet_lite0
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ def measure(model: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append",
-                        help="model folder, 'default', or backbone name (repeatable)")
+                        help="model folder, bundled name, or backbone name (repeatable; "
+                             "default: clothing10)")
     args = parser.parse_args()
-    results = [measure(m) for m in args.model or ["default"]]
+    results = [measure(m) for m in args.model or ["clothing10"]]
     print(json.dumps({"data": str(DATA), "load_average": os.getloadavg(),
                       "results": results}, indent=1))
 

@@ -21,7 +21,7 @@ measure how well `fashionlens review` finds it; then train on noisy and cleaned 
   true labels; accuracy on the 341 validation photos.
 
     flock /tmp/fashionlens-bench.lock python benchmarks/review_noise.py \\
-        --model efficientnet_lite0 --model default
+        --model efficientnet_lite0 --model clothing10
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="scan cache folder (default: a temporary one)")
     args = parser.parse_args()
-    models = args.model or ["efficientnet_lite0", "default"]
+    models = args.model or ["efficientnet_lite0", "clothing10"]
     with tempfile.TemporaryDirectory(prefix="review-noise-") as tmp:
         folder = Path(tmp)
         truth = make_noisy(folder / "data", args.seed)

@@ -228,3 +228,31 @@ def test_earlier_names_count_only_for_the_vectors_they_were_recorded_for(model, 
     assert not Embedder(backbone).makes_vectors_of("arch:old-bundle")
     with pytest.raises(ModelError, match="earlier_fingerprints.fingerprints"):
         update_info(model, {"earlier_fingerprints": {"vectors": vectors, "fingerprints": 3}})
+
+
+def test_a_catalog_built_with_an_earlier_default_keeps_its_model(tmp_path):
+    """A catalog records `default` when built with the default model; when a release
+    bundles another default, the catalog still finds the bundled model that made its
+    vectors (by their fingerprint) and searches with it."""
+    from fashionlens.models.resolve import DEFAULT_NAME, SAMPLE_PHOTOS
+
+    earlier = "clothing10" if DEFAULT_NAME != "clothing10" else "fashion"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for kind, name in (("Hat", "hat-1"), ("Dress", "dress-1"), ("Shoes", "shoes-1")):
+        shutil.copy(SAMPLE_PHOTOS / kind / f"{name}.jpg", photos / f"{name}.jpg")
+    with Catalog(tmp_path / "old", create=True, model=earlier) as cat:
+        assert not cat.add_source(photos).failed
+        cat.store.set_meta({"model": "default"})  # as the release that bundled it wrote it
+    with Catalog(tmp_path / "old") as cat:
+        assert cat.model == earlier
+        assert cat.search(image=photos / "dress-1.jpg", k=1)[0].item.id == "dress-1"
+    with Catalog(tmp_path / "now", create=True) as cat:  # today's default records `default`
+        assert not cat.add_source(photos).failed
+        assert cat.model == "default"
+        assert cat.search(image=photos / "hat-1.jpg", k=1)[0].item.id == "hat-1"
+    with Catalog(tmp_path / "old") as cat:  # vectors no bundled model makes: said so
+        cat.store.set_meta({"model_fingerprint": "efficientnet_lite0:vectors:elsewhere"})
+        assert cat.model == "default"
+        with pytest.raises(FashionLensError, match="reembed"):
+            cat.search(image=photos / "hat-1.jpg", k=1)

@@ -1,6 +1,6 @@
 """Copy a trained run into the package as a bundled model (fp16 weights) with its card.
 
-    python tools/bundle_model.py runs/clothing10-final            # as clothing10 (default)
+    python tools/bundle_model.py runs/clothing10-final --name clothing10
     python tools/bundle_model.py runs/products-cpu --name products
     python tools/bundle_model.py runs/outfits-cpu --name outfits
     python tools/bundle_model.py runs/fashion-final --name fashion --canvases 288x192,168x224
@@ -37,7 +37,9 @@ from fashionlens.search.alignment import ALIGNMENT_FILE, carry_alignment, valid_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="the run folder (runs/NAME)")
-    parser.add_argument("--name", default=DEFAULT_MODEL.name, help="the bundled model's name")
+    parser.add_argument("--name", required=True,
+                        help="the bundled model's name (its folder under assets/models; "
+                             f"{DEFAULT_MODEL.name!r} is the default model)")
     parser.add_argument("--summary", type=Path, default=None,
                         help="the run summary for the card (a metrics.json or a model's "
                              "training.json); default: the model folder's training.json, "

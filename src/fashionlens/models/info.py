@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.preprocess import FITS, RESAMPLING, Preprocess
 from ..errors import ModelError, shorten
-from .resolve import META_FILE
+from .resolve import DEFAULT_NAME, META_FILE, bundled_models
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
@@ -646,6 +646,27 @@ def vector_names_of(folder: Path, info: ModelInfo, whole: str | None = None
 def vector_names(folder: Path) -> tuple[str, ...]:
     """`vector_names_of` a model folder."""
     return vector_names_of(folder, read_info(folder))
+
+
+def bundled_maker_of(recorded: str | None) -> str | None:
+    """The bundled model whose search vectors `recorded` names (`same_vectors`), or None.
+
+    A catalog built with `default` holds the vectors of the model that was the default
+    then; when a release bundles another default, this finds the one that made them.
+    The default is tried first (it usually is the one)."""
+    if not recorded:
+        return None
+    bundled = bundled_models()
+    for name in sorted(bundled, key=lambda n: n != DEFAULT_NAME):
+        folder = bundled[name]
+        try:
+            info = read_info(folder)
+            if recorded == vector_fingerprint_of(folder, info) or \
+                    recorded in vector_names_of(folder, info):
+                return name
+        except (ModelError, OSError):  # a damaged bundle makes no one's vectors
+            continue
+    return None
 
 
 def tagger_fingerprint_of(folder: Path, info: ModelInfo, whole: str | None = None) -> str:

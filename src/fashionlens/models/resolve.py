@@ -21,7 +21,7 @@ from ..errors import ModelError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED_DIR = ASSETS / "models"
-DEFAULT_NAME = "clothing10"
+DEFAULT_NAME = "fashion"
 DEFAULT_MODEL = BUNDLED_DIR / DEFAULT_NAME
 SAMPLE_PHOTOS = ASSETS / "samples"
 # The backbone used where a bare network will do and the bundled model is not installed.

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import FashionLensError, ModelError
-from ..models.info import fingerprint_of, read_info, tagger_fingerprint_of
-from ..models.resolve import resolve_model
+from ..models.info import bundled_maker_of, fingerprint_of, read_info, tagger_fingerprint_of
+from ..models.resolve import DEFAULT_NAME, resolve_model
 from . import steering, tags
 from .backends import DEFAULT_BACKEND, IndexBackend, get_backend
 from .embeddings import Embedder, duplicate_line, normalise
@@ -136,6 +136,7 @@ class Catalog:
         self.runtime = runtime
         # Photos added are tagged by the model's heads in the same forward pass (`tags`).
         self.tagging = True
+        self._default_makers: dict[str | None, str] = {}  # `model`'s answers, by fingerprint
         db_path = self.path / CATALOG_DB
         fresh = not db_path.is_file()
         if fresh:
@@ -254,7 +255,17 @@ class Catalog:
 
     @property
     def model(self) -> str | None:
-        return self.store.meta("model")
+        """The model the catalog's vectors come from, as recorded. A catalog built with
+        `default` when another model was bundled as the default names that one (by the
+        fingerprint of its vectors), so it keeps its model across releases."""
+        spec = self.store.meta("model")
+        if spec != "default":
+            return spec
+        fingerprint = self.store.meta("model_fingerprint")
+        if fingerprint not in self._default_makers:
+            self._default_makers[fingerprint] = bundled_maker_of(fingerprint) or spec
+        maker = self._default_makers[fingerprint]
+        return "default" if maker == DEFAULT_NAME else maker
 
     def model_fingerprint(self) -> str | None:
         """Which model's vectors the catalog holds now (another process may have moved it

@@ -43,7 +43,7 @@ from .capabilities import IndexCapabilities  # noqa: E402
 # million values per ms. Under heavy load from other jobs (load average 5-6) the same
 # scans took 20-24 ms already at 10k. The switch is set where a quiet machine needs about
 # 6 ms, leaving room for the catalog's own work (filter mask, SQLite rows) and for load:
-# 32 million values = 25,000 items at 1280-d, 120,000 at the bundled model's 266-d (where
+# 32 million values = 25,000 items at 1280-d, 120,000 at clothing10's 266-d (where
 # 100k items measured p50 6.5 ms: benchmarks/results-scale.json). A catalog switches to IVF
 # at that size and back to flat below half of it (hysteresis, so a catalog at the
 # boundary does not flip with every write).
