@@ -151,6 +151,13 @@ def _default_answers_every_head(page) -> None:
         tasks = page.locator("#prediction .task")
         assert [tasks.nth(i).get_attribute("data-task") for i in range(tasks.count())] == heads
         assert page.locator("#prediction h3").count() == len(heads)
+    if len(heads) >= 3:  # each class task shows its first three bars, the rest folded
+        first = page.locator("#prediction .task").first
+        assert first.locator(".bar").count() == 10
+        assert first.locator(".bar:visible").count() == 3
+        first.locator(".more-classes summary").click()
+        assert first.locator(".bar:visible").count() == 10
+        first.locator(".more-classes summary").click()
 
 
 def test_try_it_page(page, live_server):

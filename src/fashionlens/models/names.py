@@ -23,6 +23,7 @@ TASK_TITLES = {
     "masterCategory": "Category",
     "subCategory": "Sub-category",
     "baseColour": "Colour",
+    "colour": "Colour group",  # the coarse groups, beside baseColour in the joint model
     "usage": "Occasion",
     "season": "Season",
     "gender": "Gender",

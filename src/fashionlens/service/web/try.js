@@ -5,8 +5,11 @@
 // before that waits for it instead of assuming there is no catalog.
 // `tagLimits`: a tag task's threshold chosen with its slider (absent: each tag's own).
 const state = { blob: null, result: null, stream: null, catalog: false, ready: null,
-  models: [], tagLimits: {}, tagsOpen: {} };
+  models: [], tagLimits: {}, tagsOpen: {}, barsOpen: {} };
 const TOP_K = 10;  // bars per single-label task
+// With three tasks or more (the default model has nine), each task shows this many bars
+// and folds the rest of its TOP_K away, so every answer fits on one screen.
+const SHOWN_WHEN_MANY = 3;
 const PREVIEW_HEIGHT = 320;  // px: a small photo (60×80 catalog shots) is scaled up towards it
 
 // The words a person reads for a task and its classes (GET /models: `title`,
@@ -40,15 +43,24 @@ function scoreBar(label, probability, below, shown = label) {
 
 // A single-label task: its verdict and the top classes as bars, those below the page's
 // threshold dimmed.
-function classTask(task, listed, threshold) {
+function classTask(task, listed, threshold, compact) {
   const entries = task.classes || [];
   const best = entries.length ? entries[0] : null;
   const verdict = best && best.probability >= threshold
     ? el("p", { class: "verdict" }, el("strong", { text: classTitle(listed, best.label) }), " (" + percent(best.probability) + ")")
     : el("p", { class: "verdict", text: "Not sure: no class reaches the threshold." });
-  const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + taskTitle(listed, task.name) },
-    entries.map((e) => scoreBar(e.label, e.probability, e.probability < threshold, classTitle(listed, e.label))));
-  return el("div", { class: "task", "data-task": task.name }, verdict, list);
+  const title = taskTitle(listed, task.name);
+  const bars = (some) => some.map((e) => scoreBar(e.label, e.probability, e.probability < threshold, classTitle(listed, e.label)));
+  const shown = compact ? entries.slice(0, SHOWN_WHEN_MANY) : entries;
+  const list = el("ul", { class: "bars", "aria-label": "Probabilities for " + title }, bars(shown));
+  const rest = entries.slice(shown.length);
+  if (!rest.length) return el("div", { class: "task", "data-task": task.name }, verdict, list);
+  const more = el("details", { class: "more-classes" },
+    el("summary", { text: rest.length + " more" }),
+    el("ul", { class: "bars", "aria-label": "More probabilities for " + title }, bars(rest)));
+  more.open = Boolean(state.barsOpen[task.name]);
+  more.addEventListener("toggle", () => { state.barsOpen[task.name] = more.open; });
+  return el("div", { class: "task", "data-task": task.name }, verdict, list, more);
 }
 
 // A multi-label task: the tags that apply. Each tag keeps the threshold the model tuned
@@ -143,7 +155,8 @@ function renderPrediction() {
   tasks.forEach((task, index) => {
     const listed = listedTask(state.result.model, task.name);
     if (tasks.length > 1) target.append(el("h3", { text: taskTitle(listed, task.name) }));
-    target.append(task.type === "multi_label" ? tagTask(task, listed, index) : classTask(task, listed, threshold));
+    target.append(task.type === "multi_label" ? tagTask(task, listed, index)
+      : classTask(task, listed, threshold, tasks.length >= 3));
   });
 }
 
