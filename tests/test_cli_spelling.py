@@ -15,15 +15,14 @@ from typer.testing import CliRunner
 from fashionlens.cli import embed
 from fashionlens.cli.main import app
 from fashionlens.config import load_config
-from fashionlens.errors import ConfigError, ModelError
+from fashionlens.errors import ConfigError, DataError, ModelError
 from fashionlens.inference import DEFAULT_MODEL, SAMPLE_PHOTOS
-from fashionlens.models import resolve
 from fashionlens.models.resolve import DEFAULT_NAME
 
 runner = CliRunner()
 needs_default_model = pytest.mark.skipif(
     not (DEFAULT_MODEL / "model.json").is_file() or not any(SAMPLE_PHOTOS.rglob("*.jpg")),
-    reason="the bundled clothing10 model or the sample photos are not there")
+    reason="the bundled default model or the sample photos are not there")
 
 
 def _invoke(*args):
@@ -87,15 +86,26 @@ def test_predict_and_evaluate_take_a_run_folder_or_its_model(trained_run, tiny_f
 
 
 @needs_default_model
-def test_evaluate_defaults_to_the_bundled_model(monkeypatch):
-    # The sample photos are labelled like clothing10's one head; a multi-head default is
-    # scored on data with its own columns, so clothing10 stands in as the default here.
-    monkeypatch.setattr(resolve, "DEFAULT_NAME", "clothing10")
-    monkeypatch.setattr(resolve, "DEFAULT_MODEL", resolve.BUNDLED_DIR / "clothing10")
-    by_default = json.loads(_ok(_invoke("evaluate", "--data", SAMPLE_PHOTOS, "--json")).stdout)
-    by_name = json.loads(_ok(_invoke("evaluate", "-m", "clothing10", SAMPLE_PHOTOS,
-                                     "--json")).stdout)
-    assert by_default["per_class"] == by_name["per_class"] and by_default["num_images"] > 0
+def test_evaluate_defaults_to_the_bundled_model():
+    """The default answers several tasks and a folder of photos per class labels one: it
+    says which task to name, and --task scores that one as a one-task model is scored."""
+    from fashionlens.inference import Predictor
+
+    refused = _invoke("evaluate", "--data", SAMPLE_PHOTOS)
+    assert isinstance(refused.exception, DataError), refused.output
+    assert str(refused.exception).endswith("--task type")
+    by_default = json.loads(_ok(_invoke("evaluate", "--data", SAMPLE_PHOTOS, "--task", "type",
+                                        "--json")).stdout)
+    by_name = json.loads(_ok(_invoke("evaluate", "-m", DEFAULT_NAME, SAMPLE_PHOTOS,
+                                     "--task", "type", "--json")).stdout)
+    assert by_default["per_class"] == by_name["per_class"] and by_default["num_images"] == 40
+    photos = sorted(SAMPLE_PHOTOS.rglob("*.jpg"))
+    right = sum(p.tasks["type"]["label"] == path.parent.name
+                for p, path in zip(Predictor().predict_paths(photos), photos, strict=True))
+    assert by_default["accuracy"] == pytest.approx(right / len(photos))
+    wrong = _invoke("evaluate", "--data", SAMPLE_PHOTOS, "--task", "tags")
+    assert isinstance(wrong.exception, DataError)
+    assert "--task tags: not a classification task" in str(wrong.exception)
 
 
 def test_evaluate_argument_errors_name_what_was_typed(tmp_path, tiny_folder):

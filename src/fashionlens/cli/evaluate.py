@@ -54,6 +54,13 @@ def evaluate(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
     runtime: RuntimeName = "auto",
+    task: Annotated[
+        str | None,
+        typer.Option(help="Score this one classification task of a model with several "
+                         "against one label per photo (a folder's class, or "
+                         "--target-column): e.g. --task type for the default model on a "
+                         "folder of garment types."),
+    ] = None,
 ) -> None:
     """Evaluate a model on labelled photos laid out like its training data."""
     from ..data.sources import extension_problem
@@ -78,7 +85,8 @@ def evaluate(
 
     result = run_evaluation(model_dir, data, splits=split, tta=tta, split_column=split_column,
                             image_column=image_column, target_column=target_column,
-                            image_dir=image_dir, image_extension=image_ext, runtime=runtime)
+                            image_dir=image_dir, image_extension=image_ext, runtime=runtime,
+                            task=task)
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return

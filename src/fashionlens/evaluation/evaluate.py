@@ -55,28 +55,36 @@ def spec_for_model(data: str | Path, model_config: dict, **overrides) -> DataSpe
 
 def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | None = None,
              tta: bool = False, precision: str = "auto", device: str = "cpu",
-             runtime: str = "auto", **columns) -> EvaluationResult:
+             runtime: str = "auto", task: str | None = None, **columns) -> EvaluationResult:
     """Score `model_dir` on the photos in `data` (folder per class or CSV).
 
     `splits` keeps only CSV rows whose `split_column` is one of them; `columns` overrides
     image_column, target_column, split_column, image_dir or image_extension. A model with
-    several heads reads each head's column (as trained) and is scored per task. `runtime`
-    picks what runs the model (`inference.loading.load_runtime`).
+    several heads reads each head's column (as trained) and is scored per task; `task`
+    scores one classification task of it alone against one label per photo (a folder's
+    class, or the target column), as a one-task model is: a folder of garment types says
+    nothing of season or colour. `runtime` picks what runs the model
+    (`inference.loading.load_runtime`).
     """
     runtime = load_runtime(model_dir, runtime, device=device, precision=precision)
     info = runtime.info
     spec = spec_for_model(data, info.config, **columns)
     trained = [TaskConfig(**c) for c in (info.config.get("tasks") or [])
                if isinstance(c, dict)]
-    multi = bool(trained) or not info.single_label
+    chosen = _chosen_head(info, task) if task else None
+    multi = chosen is None and (bool(trained) or not info.single_label)
     if multi:
         configs = {c.name: c for c in trained}
         tasks = tasks_from_heads(info.scored_heads, list(configs.values()))
-        check_task_configs([t.config for t in tasks], csv_columns(spec) or [FOLDER_COLUMN],
+        columns_there = csv_columns(spec)
+        if columns_there is None and any(t.config.source_column != FOLDER_COLUMN
+                                         for t in tasks):
+            raise DataError(_folder_needs_a_task(spec.path, info))
+        check_task_configs([t.config for t in tasks], columns_there or [FOLDER_COLUMN],
                            spec.path)
         labelled = load_labelled(spec, [t.config.source_column for t in tasks])
     else:
-        head = info.scored_heads[0]
+        head = chosen or info.scored_heads[0]
         column = spec.target_column if csv_columns(spec) is not None else FOLDER_COLUMN
         tasks = tasks_from_heads([head], [TaskConfig(name=head.name, column=column)])
         labelled = load_labelled(spec)
@@ -89,15 +97,16 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
             raise DataError(f"{labelled.source}: no rows with {spec.split_column} in {splits}")
     unknown: Counter[str] = Counter()
     if not multi:
-        known = set(info.classes)
+        known = set(head.classes)
         unknown = Counter(s.label for s in samples if s.label not in known)
         if unknown:
             log.warning("%d photos have labels the model does not know and are not scored: %s",
                         sum(unknown.values()), dict(unknown))
         samples = [s for s in samples if s.label in known]
         if not samples:
-            raise DataError(f"{labelled.source}: none of its labels are classes of this model "
-                            f"({', '.join(info.classes)})")
+            whose = f"this model's task {head.name!r}" if chosen else "this model"
+            raise DataError(f"{labelled.source}: none of its labels are classes of {whose} "
+                            f"({', '.join(head.classes)})")
     dataset = PhotoDataset(samples, eval_transform(info.preprocess),
                            cache_short_side=info.preprocess.resize_size)
     dataset.preload(lambda it: track(it, "reading photos", len(samples)))
@@ -109,6 +118,37 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
                             missing=[str(p) for p in labelled.missing],
                             precision=runtime.precision, name=info.name)
+
+
+def _class_tasks(info) -> list:
+    return [h for h in info.scored_heads if h.kind == "classification"]
+
+
+def _chosen_head(info, task: str):
+    """The classification head named `task`, or a DataError naming those there are."""
+    heads = _class_tasks(info)
+    for head in heads:
+        if head.name == task:
+            return head
+    names = ", ".join(h.name for h in heads) or "none"
+    raise DataError(f"--task {task}: not a classification task of {info.name or 'this model'} "
+                    f"(its classification tasks: {names})")
+
+
+def _folder_needs_a_task(path: str, info) -> str:
+    """Why a folder of photos per class cannot score a model of several tasks, and which
+    task to name: the one whose classes name the most sub-folders."""
+    folders = {p.name for p in Path(path).expanduser().iterdir() if p.is_dir()} \
+        if Path(path).expanduser().is_dir() else set()
+    heads = _class_tasks(info)
+    best = max(heads, key=lambda h: len(folders & set(h.classes)), default=None)
+    hint = (f"; its folders are classes of task {best.name!r} ({len(folders & set(best.classes))} "
+            f"of {len(folders)}): --task {best.name}"
+            if best is not None and folders & set(best.classes) else "")
+    return (f"{path}: a folder of photos per class gives one label per photo, and "
+            f"{info.name or 'the model'} answers {len(info.scored_heads)} tasks; name the one "
+            f"its folders are classes of with --task ("
+            f"{', '.join(h.name for h in heads)}){hint}")
 
 
 def evaluate_dataset(runtime: Runtime, dataset: PhotoDataset, tasks: list[Task],
