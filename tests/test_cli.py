@@ -236,6 +236,27 @@ def test_predict_with_the_bundled_default_model(tmp_path):
         assert row["label"] == row["tasks"][heads[0].name]["label"]
 
 
+@needs_default_model
+def test_predict_keeps_the_tasks_asked_for(tmp_path):
+    """--task keeps those tasks' answers, in the order asked, in JSON and in the table;
+    a task the model lacks is an error naming those it has."""
+    photo = tmp_path / "jumper.jpg"
+    solid_photo((40, 60, 160), (300, 400), seed=1).save(photo, quality=90)
+    heads = [h.name for h in read_info(DEFAULT_MODEL).scored_heads]
+    asked = heads[::-1][:2]
+    flags = [part for name in asked for part in ("--task", name)]
+    (row,) = [json.loads(line) for line in
+              _ok(_invoke("predict", photo, "--json", *flags)).stdout.splitlines()]
+    assert list(row["tasks"]) == asked and "unknown_score" in row
+    if len(heads) > 2:
+        table = _ok(_invoke("predict", photo, *flags)).stdout
+        assert all(name in table for name in asked)
+        assert not any(f" {name} " in table for name in heads if name not in asked)
+    wrong = _invoke("predict", photo, "--task", "sleeve")
+    assert isinstance(wrong.exception, ConfigError)
+    assert str(wrong.exception).startswith("--task sleeve: the model has no such task")
+
+
 @needs_clothing10
 def test_predict_with_clothing10(tmp_path):
     photo = tmp_path / "jumper.jpg"

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import FashionLensError
+from ..errors import ConfigError, FashionLensError
 from ..progress import track
 from .common import ModelName, RuntimeName, UnknownThreshold, err, out
 
@@ -42,6 +42,11 @@ def predict(
     unknown_threshold: UnknownThreshold = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per photo.")] = False,
     runtime: RuntimeName = "auto",
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this task's answer (repeatable), in the table and in JSON's "
+                          "`tasks`: e.g. --task type --task colour with the default model."),
+    ] = None,
 ) -> None:
     """Predict garment type, attributes or tags of photos.
 
@@ -58,6 +63,7 @@ def predict(
 
     predictor = Predictor(model, threshold=threshold, runtime=runtime,
                           unknown_threshold=unknown_threshold)
+    wanted = chosen_tasks(task, [h.name for h in predictor.heads])
     if unknown_threshold is not None and predictor.unknown is None:
         err.print("[yellow]--unknown-threshold: this model is not calibrated for 'not a "
                   "garment' (fashionlens calibrate-unknown); unknown_score stays null[/]")
@@ -70,7 +76,7 @@ def predict(
         if single:
             title += f"({len(predictor.classes)} classes)"
         else:
-            title += "(" + ", ".join(h.name for h in predictor.heads) + ")"
+            title += "(" + ", ".join(wanted or [h.name for h in predictor.heads]) + ")"
         if predictor.unknown is None:
             title += "\nnot calibrated for 'not a garment': no unknown score"
         table = Table(title=title, title_justify="left")
@@ -87,7 +93,10 @@ def predict(
     for prediction in results:
         failed += prediction.error is not None
         if as_json:
-            print(json.dumps(prediction.to_dict()), flush=True)
+            answer = prediction.to_dict()
+            if wanted and "tasks" in answer:
+                answer["tasks"] = {name: answer["tasks"][name] for name in wanted}
+            print(json.dumps(answer), flush=True)
         elif prediction.error:
             table.add_row(shown(prediction.path), f"[red]error: {prediction.error}[/]",
                           *([""] * (len(table.columns) - 2)))
@@ -100,7 +109,7 @@ def predict(
             table.add_row(shown(prediction.path), label, f"{prediction.probability:.3f}",
                           others)
         else:
-            rows = list(prediction.tasks.items())
+            rows = [(name, prediction.tasks[name]) for name in wanted or prediction.tasks]
             if prediction.unknown:
                 unknown.append(shown(prediction.path))
                 rows.insert(0, ("unknown", {"text": f"[yellow]yes[/] "
@@ -119,6 +128,18 @@ def predict(
         err.print(f"[yellow]{failed} of {len(paths)} photos could not be read[/]")
         if failed == len(paths):
             raise FashionLensError("no photo could be read")
+
+
+def chosen_tasks(asked: list[str] | None, tasks: list[str]) -> list[str] | None:
+    """The tasks `--task` keeps, in the order asked (None: every task); a name the model
+    has no task of is an error naming those it has."""
+    if not asked:
+        return None
+    unknown = [name for name in asked if name not in tasks]
+    if unknown:
+        raise ConfigError(f"--task {unknown[0]}: the model has no such task (its tasks: "
+                          f"{', '.join(tasks)})")
+    return list(dict.fromkeys(asked))
 
 
 def photos_of(roots: list[Path]) -> tuple[list[Path], dict[str, str]]:
