@@ -245,13 +245,13 @@ def test_try_it_in_plain_words(browser, live_server):
             page.goto(live_server + "/")
             page.wait_for_selector("#model option", state="attached")
             page.select_option("#model", "products")
-            expect(page.locator("#model-tasks")).to_contain_text("Garment type (82 classes)")
+            expect(page.locator("#model-tasks")).to_contain_text("Product type (82 classes)")
             page.set_input_files("#photo", files=[{"name": "shot.jpg", "mimeType": "image/jpeg",
                                                    "buffer": buffer.getvalue()}])
             page.wait_for_function("() => document.getElementById('status').textContent"
                                    ".startsWith('Done')")
             headings = [h.strip() for h in page.locator("#prediction h3").all_text_contents()]
-            assert headings == ["Garment type", "Colour", "Season", "Occasion", "Gender"]
+            assert headings == ["Product type", "Colour", "Season", "Occasion", "Gender"]
             prediction = page.locator("#prediction").inner_text()
             assert "articleType" not in prediction and "baseColour" not in prediction
             occasion = page.locator('#prediction .task[data-task="usage"] .bar > span:first-child')
@@ -463,7 +463,7 @@ def test_models_page(page, live_server):
     assert page.locator(".models button:disabled").count() == 0
     products = page.locator('.models section[data-model="products"]')
     tasks = products.locator(".model-task .task-title").all_inner_texts()
-    assert tasks == ["Garment type", "Colour", "Season", "Occasion", "Gender"], tasks
+    assert tasks == ["Product type", "Colour", "Season", "Occasion", "Gender"], tasks
     assert "not given" in products.inner_text() and "NA," not in products.inner_text()
     assert "articleType" not in products.inner_text()
     assert '"not a garment" check' in products.inner_text()  # calibrated for issue 19

@@ -19,7 +19,10 @@ from collections.abc import Iterable
 # whatever it learned (garment types, colours, ...): "Class" claims nothing more.
 TASK_TITLES = {
     "label": "Class",
-    "articleType": "Garment type",
+    # The joint model's one taxonomy of garment types, and the catalogue's finer product
+    # types beside it (watches, perfume and handbags are products, not garments).
+    "type": "Garment type",
+    "articleType": "Product type",
     "masterCategory": "Category",
     "subCategory": "Sub-category",
     "baseColour": "Colour",
@@ -38,7 +41,7 @@ CLASS_TITLES = {
 
 
 def task_title(name: str) -> str:
-    """The heading for a task: 'articleType' -> 'Garment type', 'sleeve_length' ->
+    """The heading for a task: 'articleType' -> 'Product type', 'sleeve_length' ->
     'Sleeve length'."""
     if name in TASK_TITLES:
         return TASK_TITLES[name]

@@ -13,7 +13,7 @@ const SHOWN_WHEN_MANY = 3;
 const PREVIEW_HEIGHT = 320;  // px: a small photo (60×80 catalog shots) is scaled up towards it
 
 // The words a person reads for a task and its classes (GET /models: `title`,
-// `class_titles`): "Garment type", not the data column "articleType"; "not given", not "NA".
+// `class_titles`): "Product type", not the data column "articleType"; "not given", not "NA".
 function listedTask(modelName, taskName) {
   const model = state.models.find((m) => m.name === modelName);
   return (model ? model.tasks : []).find((t) => t.name === taskName) || {};
