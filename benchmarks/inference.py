@@ -1,6 +1,7 @@
 """Inference benchmark: the same model on every runtime, side by side in one run; JSON.
 
     python benchmarks/inference.py                  # bundled clothing10, clothing validation
+    python benchmarks/inference.py --model fashion  # the default: accuracy of its type task
     python benchmarks/inference.py --model runs/x/model --limit 200
 
 For each path (eager PyTorch fp32, the tuned PyTorch path (precision auto: bf16 where the
@@ -82,7 +83,7 @@ def measure(name: str, runtime: str, precision: str | None, model: str, paths: l
     start = time.perf_counter()
     results = list(predictor.predict_paths(paths, batch_size=32))
     end_to_end = time.perf_counter() - start
-    predicted = [r.label for r in results]
+    predicted = [type_of(r) for r in results]
     return {
         "path": name, "runtime": runtime, "ran_on": rt.backend,
         "precision": getattr(rt, "precision", "fp32"),
@@ -92,6 +93,14 @@ def measure(name: str, runtime: str, precision: str | None, model: str, paths: l
         "accuracy": round(float(np.mean([p == t for p, t in zip(predicted, labels,
                                                                 strict=True)])), 4),
     }
+
+
+def type_of(prediction) -> str | None:
+    """The garment type a prediction names: a one-task model's label, else its `type`
+    task's (the joint model answers several tasks; the photos are labelled by type)."""
+    if prediction.label is not None:
+        return prediction.label
+    return (prediction.tasks or {}).get("type", {}).get("label")
 
 
 def cli_seconds(args: list[str], repeat: int = 3) -> float:
