@@ -184,6 +184,13 @@ def test_evaluate_scores_a_multi_task_model_per_task(multi_run, two_colour_csv):
     saved = json.loads((multi_run.output_dir / "metrics.json").read_text())["metrics"]["tasks"]
     assert tasks["top"]["accuracy"] == pytest.approx(saved["top"]["accuracy"])
     assert tasks["colours"]["micro_f1"] == pytest.approx(saved["colours"]["micro_f1"])
+    # One task alone reads the column it learned from and scores it as a one-task model:
+    # the same figure as beside the others (rows without a `top` are not scored).
+    alone = evaluate(multi_run.model_dir, two_colour_csv, splits=["validation"],
+                     split_column="split", task="top")
+    assert alone.metrics["accuracy"] == pytest.approx(tasks["top"]["accuracy"])
+    with pytest.raises(DataError, match="--task colours: not a classification task"):
+        evaluate(multi_run.model_dir, two_colour_csv, task="colours")
 
 
 def test_the_evaluate_command_prints_a_row_per_task(multi_run, two_colour_csv):

@@ -86,6 +86,10 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     else:
         head = chosen or info.scored_heads[0]
         column = spec.target_column if csv_columns(spec) is not None else FOLDER_COLUMN
+        learned = next((c.source_column for c in trained if c.name == head.name), None)
+        if chosen and columns.get("target_column") is None and \
+                learned in (csv_columns(spec) or []):
+            column = spec.target_column = learned  # the column the task learned from
         tasks = tasks_from_heads([head], [TaskConfig(name=head.name, column=column)])
         labelled = load_labelled(spec)
     samples = labelled.samples
