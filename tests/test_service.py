@@ -191,6 +191,19 @@ def test_classify_top_k_threshold_model_and_tta(client):
     assert tta["tta"] is True and tta["tasks"][0]["label"] == "Dress"
 
 
+def test_classify_keeps_the_tasks_asked_for(client):
+    """task= keeps those tasks, in the order asked; a task the model lacks is a 400 that
+    names the model's tasks, before the upload is read."""
+    photo = jpeg_bytes(SAMPLE_PHOTOS / "Dress" / "dress-1.jpg")
+    every = [t["name"] for t in post_image(client, "/api/v1/classify", photo).json()["tasks"]]
+    asked = every[::-1][:2]
+    kept = post_image(client, "/api/v1/classify", photo, task=asked).json()["tasks"]
+    assert [t["name"] for t in kept] == asked
+    message = error_of(post_image(client, "/api/v1/classify", b"not read", task="sleeve"),
+                       400, "unknown_task")
+    assert "has no such task" in message and every[0] in message
+
+
 @pytest.mark.parametrize(("data", "ctype", "status", "code", "says"), [
     (b"", "image/jpeg", 400, "empty_body", "empty"),
     (b"", None, 400, "empty_body", "empty"),

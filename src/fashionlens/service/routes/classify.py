@@ -23,21 +23,40 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 
 from ...data.preprocess import tta_arrays
+from ...errors import shorten
 from ...inference.outputs import VECTOR
 from ..engine import ServedModel
-from ..errors import error_responses
+from ..errors import ApiError, error_responses
 from ..tasks import task_answer
 from ..uploads import IMAGE_BODY_OPENAPI, read_image, read_image_bytes
 from .common import get_engine
 
 router = APIRouter(tags=["classify"])
+# A list parameter's Query is built once (ruff B008), as similar.py's LIKE is.
+TASKS = Query(None, max_length=100, description="Only this task's answer (repeatable: "
+                                                "task=type&task=colour); default: every task "
+                                                "of the model.")
 
 
 def tasks_of(served: ServedModel, scores: dict[str, np.ndarray], top_k: int,
-             threshold: float | None) -> list[dict]:
-    """Every scored head's answer for one photo."""
-    return [task_answer(head, scores[head.name].tolist(), top_k, threshold)
-            for head in served.heads]
+             threshold: float | None, wanted: list[str] | None = None) -> list[dict]:
+    """Each scored head's answer for one photo (`wanted`: those tasks, in that order)."""
+    heads = {head.name: head for head in served.heads}
+    return [task_answer(heads[name], scores[name].tolist(), top_k, threshold)
+            for name in wanted or heads]
+
+
+def checked_tasks(served: ServedModel, asked: list[str] | None) -> list[str] | None:
+    """The tasks `task=` keeps (None: all); a name the model has no task of is a 400
+    naming those it has."""
+    if not asked:
+        return None
+    names = [head.name for head in served.heads]
+    unknown = [name for name in asked if name not in names]
+    if unknown:
+        raise ApiError(400, "unknown_task", f"task '{shorten(unknown[0], 80)}': model "
+                       f"'{served.name}' has no such task (its tasks: {', '.join(names)})")
+    return list(dict.fromkeys(asked))
 
 
 def _tta_scores(served: ServedModel, img) -> dict[str, np.ndarray]:
@@ -69,9 +88,11 @@ async def classify(
                                                         "its unknown_score is at least "
                                                         "this, in place of the model's "
                                                         "calibrated threshold."),
+    task: list[str] | None = TASKS,
 ) -> dict:
     engine = get_engine(request)
     served = engine.model(model)  # an unknown model fails before the upload is read
+    wanted = checked_tasks(served, task)
     if tta:
         img = await read_image(request, engine.settings.max_image_side, None)
         size = {"width": img.width, "height": img.height}
@@ -87,4 +108,5 @@ async def classify(
     used = served.predictor.unknown_line(unknown_threshold)
     return {"model": served.name, "image": size, "top_k": top_k, "threshold": threshold,
             "tta": tta, **served.predictor.unknown_fields(scores, used),
-            "unknown_threshold": used, "tasks": tasks_of(served, scores, top_k, threshold)}
+            "unknown_threshold": used,
+            "tasks": tasks_of(served, scores, top_k, threshold, wanted)}
