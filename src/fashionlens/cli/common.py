@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from ..errors import ConfigError, FashionLensError
+from ..models.resolve import DEFAULT_NAME, bundled_models
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -35,8 +36,8 @@ ImageExt = Annotated[str | None, typer.Option(help="Extension added to image ids
 
 # One way to name a model (models.resolve) and a labelled data set, spelled once for every
 # command that takes them.
-MODEL_HELP = ("The model: 'default' (the bundled garment model), a bundled model's name, "
-              "or a model or run folder")
+MODEL_HELP = (f"The model: 'default' (the bundled {DEFAULT_NAME}), a bundled model's name "
+              f"({', '.join(bundled_models()) or 'none installed'}), or a model or run folder")
 DATA_HELP = "Labelled photos: a folder with a sub-folder per class, or a CSV file."
 ModelName = Annotated[
     str | None,
