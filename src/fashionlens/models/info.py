@@ -21,6 +21,7 @@ Format 1 (the first release, e.g. the bundled `clothing10`) had one `classes` li
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -631,13 +632,14 @@ def same_vectors(recorded: str | None, wanted: str | None, names: Sequence[str] 
     return recorded == wanted or (recorded in names and wanted in names)
 
 
-def vector_names_of(folder: Path, info: ModelInfo, whole: str | None = None
-                    ) -> tuple[str, ...]:
+def vector_names_of(folder: Path, info: ModelInfo, whole: str | None = None,
+                    vectors: str | None = None) -> tuple[str, ...]:
     """Every name a model's vectors may be recorded under (`same_vectors`): its vector
     fingerprint first, then its whole fingerprint and those of earlier versions that made
     the same vectors (records made before vectors had their own name hold one of those).
-    `whole`: the model's `fingerprint_of`, where the caller has it (it reads every weight)."""
-    vectors = vector_fingerprint_of(folder, info)
+    `whole` / `vectors`: the model's `fingerprint_of` / `vector_fingerprint_of`, where the
+    caller has them (each reads the weights)."""
+    vectors = vectors or vector_fingerprint_of(folder, info)
     earlier = info.earlier_fingerprints or {}
     kept = earlier.get("fingerprints", []) if earlier.get("vectors") == vectors else []
     return (vectors, whole or fingerprint_of(folder, info), *kept)
@@ -653,16 +655,32 @@ def bundled_maker_of(recorded: str | None) -> str | None:
 
     A catalog built with `default` holds the vectors of the model that was the default
     then; when a release bundles another default, this finds the one that made them.
-    The default is tried first (it usually is the one)."""
+    Remembered per process for the bundles' weight files as they are (hashing them takes
+    0.07-0.4 s, and every catalog that records `default` asks)."""
     if not recorded:
         return None
     bundled = bundled_models()
-    for name in sorted(bundled, key=lambda n: n != DEFAULT_NAME):
-        folder = bundled[name]
+    stamp = []
+    for name, folder in sorted(bundled.items()):
+        try:
+            stat = (folder / WEIGHTS_FILE).stat()
+        except OSError:
+            continue
+        stamp.append((name, str(folder), stat.st_mtime_ns, stat.st_size))
+    return _bundled_maker(recorded, tuple(stamp))
+
+
+@functools.lru_cache(maxsize=64)
+def _bundled_maker(recorded: str, stamp: tuple) -> str | None:
+    # The default first: it usually is the one, and its vectors' own name settles it
+    # without hashing the whole model.
+    for name, folder, *_ in sorted(stamp, key=lambda entry: entry[0] != DEFAULT_NAME):
+        folder = Path(folder)
         try:
             info = read_info(folder)
-            if recorded == vector_fingerprint_of(folder, info) or \
-                    recorded in vector_names_of(folder, info):
+            vectors = vector_fingerprint_of(folder, info)
+            if recorded == vectors or recorded in vector_names_of(folder, info,
+                                                                   vectors=vectors):
                 return name
         except (ModelError, OSError):  # a damaged bundle makes no one's vectors
             continue

@@ -136,7 +136,6 @@ class Catalog:
         self.runtime = runtime
         # Photos added are tagged by the model's heads in the same forward pass (`tags`).
         self.tagging = True
-        self._default_makers: dict[str | None, str] = {}  # `model`'s answers, by fingerprint
         db_path = self.path / CATALOG_DB
         fresh = not db_path.is_file()
         if fresh:
@@ -261,11 +260,8 @@ class Catalog:
         spec = self.store.meta("model")
         if spec != "default":
             return spec
-        fingerprint = self.store.meta("model_fingerprint")
-        if fingerprint not in self._default_makers:
-            self._default_makers[fingerprint] = bundled_maker_of(fingerprint) or spec
-        maker = self._default_makers[fingerprint]
-        return "default" if maker == DEFAULT_NAME else maker
+        maker = bundled_maker_of(self.store.meta("model_fingerprint"))
+        return "default" if maker in (None, DEFAULT_NAME) else maker
 
     def model_fingerprint(self) -> str | None:
         """Which model's vectors the catalog holds now (another process may have moved it
