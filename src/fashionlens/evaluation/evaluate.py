@@ -73,10 +73,10 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
                if isinstance(c, dict)]
     chosen = _chosen_head(info, task) if task else None
     multi = chosen is None and (bool(trained) or not info.single_label)
+    columns_there = csv_columns(spec)  # None for a folder (a CSV's header is read once)
     if multi:
         configs = {c.name: c for c in trained}
         tasks = tasks_from_heads(info.scored_heads, list(configs.values()))
-        columns_there = csv_columns(spec)
         if columns_there is None and any(t.config.source_column != FOLDER_COLUMN
                                          for t in tasks):
             raise DataError(_folder_needs_a_task(spec.path, info))
@@ -85,10 +85,10 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
         labelled = load_labelled(spec, [t.config.source_column for t in tasks])
     else:
         head = chosen or info.scored_heads[0]
-        column = spec.target_column if csv_columns(spec) is not None else FOLDER_COLUMN
+        column = spec.target_column if columns_there is not None else FOLDER_COLUMN
         learned = next((c.source_column for c in trained if c.name == head.name), None)
         if chosen and columns.get("target_column") is None and \
-                learned in (csv_columns(spec) or []):
+                learned in (columns_there or []):
             column = spec.target_column = learned  # the column the task learned from
         tasks = tasks_from_heads([head], [TaskConfig(name=head.name, column=column)])
         labelled = load_labelled(spec)
@@ -142,8 +142,8 @@ def _chosen_head(info, task: str):
 def _folder_needs_a_task(path: str, info) -> str:
     """Why a folder of photos per class cannot score a model of several tasks, and which
     task to name: the one whose classes name the most sub-folders."""
-    folders = {p.name for p in Path(path).expanduser().iterdir() if p.is_dir()} \
-        if Path(path).expanduser().is_dir() else set()
+    root = Path(path).expanduser()
+    folders = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
     heads = _class_tasks(info)
     best = max(heads, key=lambda h: len(folders & set(h.classes)), default=None)
     hint = (f"; its folders are classes of task {best.name!r} ({len(folders & set(best.classes))} "
