@@ -63,7 +63,7 @@ def predict(
 
     predictor = Predictor(model, threshold=threshold, runtime=runtime,
                           unknown_threshold=unknown_threshold)
-    wanted = chosen_tasks(task, [h.name for h in predictor.heads])
+    wanted = tasks_kept(task, [h.name for h in predictor.heads])
     if unknown_threshold is not None and predictor.unknown is None:
         err.print("[yellow]--unknown-threshold: this model is not calibrated for 'not a "
                   "garment' (fashionlens calibrate-unknown); unknown_score stays null[/]")
@@ -130,16 +130,15 @@ def predict(
             raise FashionLensError("no photo could be read")
 
 
-def chosen_tasks(asked: list[str] | None, tasks: list[str]) -> list[str] | None:
-    """The tasks `--task` keeps, in the order asked (None: every task); a name the model
-    has no task of is an error naming those it has."""
-    if not asked:
-        return None
-    unknown = [name for name in asked if name not in tasks]
-    if unknown:
-        raise ConfigError(f"--task {unknown[0]}: the model has no such task (its tasks: "
-                          f"{', '.join(tasks)})")
-    return list(dict.fromkeys(asked))
+def tasks_kept(asked: list[str] | None, tasks: list[str]) -> list[str] | None:
+    """`models.info.chosen_tasks`, a task the model lacks named as a --task error."""
+    from ..models.info import chosen_tasks
+
+    try:
+        return chosen_tasks(asked, tasks)
+    except KeyError as missing:
+        raise ConfigError(f"--task {missing.args[0]}: the model has no such task (its tasks: "
+                          f"{', '.join(tasks)})") from None
 
 
 def photos_of(roots: list[Path]) -> tuple[list[Path], dict[str, str]]:

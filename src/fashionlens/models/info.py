@@ -270,6 +270,18 @@ def check_parents(parents: dict, where: str, error: type[Exception] = ModelError
             parent = parents.get(parent)
 
 
+def chosen_tasks(asked: Sequence[str] | None, names: Sequence[str]) -> list[str] | None:
+    """The tasks a caller keeps of a model's answer (`predict --task`, the API's `task=`),
+    in the order asked, each once; None when none is asked (every task). A name that is
+    not one of `names` raises KeyError(name): each caller says so in its own words."""
+    if not asked:
+        return None
+    for name in asked:
+        if name not in names:
+            raise KeyError(name)
+    return list(dict.fromkeys(asked))
+
+
 def task_heads(heads: list[HeadSpec]) -> list[HeadSpec]:
     """The heads that score classes (everything but the embedding)."""
     return [h for h in heads if h.head_kind.has_classes]

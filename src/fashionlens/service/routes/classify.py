@@ -25,6 +25,7 @@ from fastapi import APIRouter, Query, Request
 from ...data.preprocess import tta_arrays
 from ...errors import shorten
 from ...inference.outputs import VECTOR
+from ...models.info import chosen_tasks
 from ..engine import ServedModel
 from ..errors import ApiError, error_responses
 from ..tasks import task_answer
@@ -49,14 +50,13 @@ def tasks_of(served: ServedModel, scores: dict[str, np.ndarray], top_k: int,
 def checked_tasks(served: ServedModel, asked: list[str] | None) -> list[str] | None:
     """The tasks `task=` keeps (None: all); a name the model has no task of is a 400
     naming those it has."""
-    if not asked:
-        return None
     names = [head.name for head in served.heads]
-    unknown = [name for name in asked if name not in names]
-    if unknown:
-        raise ApiError(400, "unknown_task", f"task '{shorten(unknown[0], 80)}': model "
-                       f"'{served.name}' has no such task (its tasks: {', '.join(names)})")
-    return list(dict.fromkeys(asked))
+    try:
+        return chosen_tasks(asked, names)
+    except KeyError as missing:
+        raise ApiError(400, "unknown_task", f"task '{shorten(missing.args[0], 80)}': model "
+                       f"'{served.name}' has no such task (its tasks: {', '.join(names)})"
+                       ) from None
 
 
 def _tta_scores(served: ServedModel, img) -> dict[str, np.ndarray]:
