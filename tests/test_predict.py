@@ -201,6 +201,43 @@ def test_evaluate_when_no_photo_is_readable(model_dir, tmp_path):
         evaluate(model_dir, tmp_path / "data")
 
 
+def test_evaluate_reads_photos_as_predict_does(model_dir, tmp_path, monkeypatch):
+    """evaluate scores the pixels predict reads: it once shrank each photo to the model's
+    resize size and let the transform resize it again, and one home photo in 341 changed
+    its answer between `evaluate` and `predict`."""
+    import numpy as np
+
+    import fashionlens.evaluation.evaluate as evaluation
+    from fashionlens.inference.photos import prepare_photo
+
+    for name, colour in sorted(COLOURS.items()):
+        write_photo(tmp_path / "data" / name / "a.jpg", colour, size=(331, 257), seed=9)
+    seen = {}
+    real = evaluation.evaluate_dataset
+
+    def spy(runtime, dataset, *args, **kwargs):
+        seen["dataset"], seen["pre"] = dataset, runtime.info.preprocess
+        return real(runtime, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_dataset", spy)
+    evaluate(model_dir, tmp_path / "data")
+    dataset = seen["dataset"]
+    assert len(dataset) == len(COLOURS)
+    for row, sample in enumerate(dataset.samples):
+        read, _ = dataset[row]
+        assert np.array_equal(read.numpy(), prepare_photo(sample.path, seen["pre"]))
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluate_lists_the_photos_it_could_not_read(model_dir, tmp_path, tta):
+    for name, colour in sorted(COLOURS.items()):
+        write_photo(tmp_path / "data" / name / "a.jpg", colour, seed=3)
+    broken = write_corrupt_jpeg(tmp_path / "data" / "red" / "b.jpg")
+    result = evaluate(model_dir, tmp_path / "data", tta=tta)
+    assert list(result.skipped) == [str(broken)]
+    assert result.metrics["num_images"] == len(COLOURS)
+
+
 def test_evaluate_uses_the_training_column_names(tmp_path, tiny_folder):
     """A model trained on a CSV is evaluated on a CSV of the same layout without flags."""
     from fashionlens import load_config, train

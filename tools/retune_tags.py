@@ -63,7 +63,8 @@ def main() -> None:
         if any(cfg.source_column in (s.values or {}) for s in data.samples[:50]):
             photos += split_train_val(data, source.data, run.seed, drop_unseen=False)[1].samples
     task = MultilabelTask(cfg, head.classes)
-    dataset = PhotoDataset(photos, eval_transform(info.preprocess))
+    dataset = PhotoDataset(photos, eval_transform(info.preprocess),
+                           draft_size=info.preprocess.resize_size)  # as predict reads
     runtime = TorchRuntime(model, info.preprocess, info=info, precision="fp32")
     outputs, rows = run_dataset(runtime, dataset, [args.head], description="score")
     targets = task.encode(dataset.samples)[rows]

@@ -32,10 +32,15 @@ class PhotoDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample],
                  transform: Callable[[Image.Image], torch.Tensor],
-                 cache_short_side: int | None = None) -> None:
+                 cache_short_side: int | None = None, draft_size: int | None = None) -> None:
+        """`cache_short_side` shrinks each decoded photo to that short side (a training
+        run's memory); `draft_size` alone decodes JPEGs at reduced scale and keeps what
+        the decoder gives, the pixels `predict` reads (`inference.photos.prepare_photo`):
+        a second resampling moved one home photo's answer in 341."""
         self.samples = list(samples)
         self.transform = transform
         self.cache_short_side = cache_short_side
+        self.draft_size = draft_size or cache_short_side
         self._cache: list[Image.Image | None] | None = None
         self.skipped: dict[str, str] = {}
 
@@ -43,7 +48,7 @@ class PhotoDataset(Dataset):
         return len(self.samples)
 
     def _read(self, path: Path) -> Image.Image:
-        img = load_image(path, draft_size=self.cache_short_side)
+        img = load_image(path, draft_size=self.draft_size)
         if self.cache_short_side:
             img = resize_short_side(img, self.cache_short_side)
         return img
@@ -74,7 +79,7 @@ class PhotoDataset(Dataset):
 
     def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]) -> PhotoDataset:
         """The same photos (and decoded cache) seen through another transform."""
-        twin = PhotoDataset(self.samples, transform, self.cache_short_side)
+        twin = PhotoDataset(self.samples, transform, self.cache_short_side, self.draft_size)
         twin._cache = self._cache
         return twin
 

@@ -16,7 +16,6 @@ from ..inference.backends import Runtime
 from ..inference.loading import load_runtime
 from ..inference.predictor import tta_outputs
 from ..inference.runtime import run_dataset
-from ..progress import track
 from ..tasks import Task, TaskConfig, tasks_from_heads
 from ..tasks.base import check_task_configs
 
@@ -111,13 +110,12 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
             whose = f"this model's task {head.name!r}" if chosen else "this model"
             raise DataError(f"{labelled.source}: none of its labels are classes of {whose} "
                             f"({', '.join(head.classes)})")
+    # Read as `predict` reads (draft decode, one resize), one pass, nothing kept in memory.
     dataset = PhotoDataset(samples, eval_transform(info.preprocess),
-                           cache_short_side=info.preprocess.resize_size)
-    dataset.preload(lambda it: track(it, "reading photos", len(samples)))
-    if not len(dataset):
-        raise DataError(f"{labelled.source}: none of the photos could be read")
+                           draft_size=info.preprocess.resize_size)
     targets = {t.name: t.encode(dataset.samples) for t in tasks}
-    metrics = evaluate_dataset(runtime, dataset, tasks, targets, tta=tta)
+    metrics = evaluate_dataset(runtime, dataset, tasks, targets, tta=tta,
+                               source=str(labelled.source))
     return EvaluationResult(metrics=metrics, model=str(model_dir), data=str(data),
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
                             missing=[str(p) for p in labelled.missing],
@@ -157,7 +155,7 @@ def _folder_needs_a_task(path: str, info) -> str:
 
 def evaluate_dataset(runtime: Runtime, dataset: PhotoDataset, tasks: list[Task],
                      targets: dict[str, np.ndarray], tta: bool = False, tune: bool = False,
-                     batch_size: int = 64) -> dict:
+                     batch_size: int = 64, source: str = "") -> dict:
     """Score a model (behind its runtime) per task on a dataset and its encoded targets.
 
     `tune`: fit each task's decision thresholds on these photos first (multilabel; the
@@ -171,7 +169,7 @@ def evaluate_dataset(runtime: Runtime, dataset: PhotoDataset, tasks: list[Task],
         outputs, rows = run_dataset(runtime, dataset, names, batch_size=batch_size,
                                     description="evaluate")
     if len(rows) == 0:
-        raise DataError("no readable images to evaluate")
+        raise DataError(f"{source or 'evaluate'}: none of the photos could be read")
     per_task = score_tasks(tasks, outputs, rows, targets, tune=tune)
     if len(tasks) == 1:
         return per_task[tasks[0].name]

@@ -190,7 +190,8 @@ def tta_outputs(runtime: Runtime, dataset, outputs: list[str]
     for index in range(len(dataset)):
         try:
             img = dataset.image(index)
-        except ImageError:
+        except ImageError as exc:
+            dataset.record_skipped([exc])
             continue
         views = tta_arrays(img, runtime.preprocess)
         for name, values in runtime.run(views, outputs).items():
