@@ -316,3 +316,32 @@ def test_one_photo_per_class_trains_without_validation(tmp_path):
     assert not (run.output_dir / "confusion.png").exists()
     _, info = load_model(run.model_dir)
     assert info.classes == sorted(COLOURS)
+
+
+def test_a_runs_figures_come_from_photos_read_as_predict_reads_them(tmp_path, monkeypatch):
+    """Epochs score cached photos shrunk to just above the input size; the run's figures
+    (metrics.json, the model card, tuned thresholds) come from the photos as `predict`
+    and `evaluate` read them, so they are the figures `evaluate` gives."""
+    import numpy as np
+
+    import fashionlens.training.run as run
+    from fashionlens.inference.photos import prepare_photo
+
+    for c, (name, colour) in enumerate(sorted(COLOURS.items())):
+        for i in range(6):
+            write_photo(tmp_path / "data" / name / f"{i}.jpg", colour, size=(171, 133),
+                        seed=50 * c + i)
+    final = []
+    real = run.evaluate_dataset
+
+    def spy(runtime, dataset, *args, **kwargs):
+        final.append((dataset, runtime.preprocess))
+        return real(runtime, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(run, "evaluate_dataset", spy)
+    result = train(_config(tmp_path / "data", tmp_path / "runs", "exact", "train.epochs=1"))
+    dataset, pre = final[-1]  # the run's own figures (epochs are scored in the loop)
+    assert len(dataset) == result.metrics["num_images"] > 0
+    for row, sample in enumerate(dataset.samples):
+        read, _ = dataset[row]
+        assert np.array_equal(read.numpy(), prepare_photo(sample.path, pre))

@@ -83,6 +83,12 @@ class PhotoDataset(Dataset):
         twin._cache = self._cache
         return twin
 
+    def read_as_predict(self, draft_size: int) -> PhotoDataset:
+        """The same photos, read afresh each time as `predict` reads them (decoded at
+        reduced scale, resized once by the transform): the figures a run reports are
+        then the ones `evaluate` gives on the same photos."""
+        return PhotoDataset(self.samples, self.transform, draft_size=draft_size)
+
     def image(self, index: int) -> Image.Image:
         if self._cache is not None:
             return self._cache[index]

@@ -374,8 +374,12 @@ def _train_in(config: RunConfig, out: Path, state: dict | None, prepared: Prepar
                                precision=result.precision,
                                info=ModelInfo(architecture=model_cfg.name, classes=[],
                                               preprocess=preprocess, heads=heads))
-        metrics = evaluate_dataset(runtime, val_ds, tasks, prepared.val_targets,
+        # Epochs were scored on the cached (shrunk) photos; the run's figures and tuned
+        # thresholds come from the photos as `predict` and `evaluate` read them.
+        exact = val_ds.read_as_predict(preprocess.resize_size)
+        metrics = evaluate_dataset(runtime, exact, tasks, prepared.val_targets,
                                    tta=config.train.tta, tune=True)
+        skipped.update(exact.skipped)
     heads = [t.head_spec() for t in tasks]  # with the thresholds just tuned (multilabel)
     # The figure the best epoch was chosen by: one task's monitor, or the tasks' mean.
     note = fine_tuning_note(result, result.monitor.removeprefix("val_"), len(val_ds))
