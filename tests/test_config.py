@@ -355,3 +355,30 @@ def test_each_fashion_stage_differs_from_the_one_before_only_where_its_file_says
                        ("train", "max_minutes"), ("output", "name")}
     assert stage3["sources"] == stage4["sources"] and stage3["tasks"] == stage4["tasks"]
     assert stage4["sources"][0]["draws"] == 6000 and stage4["train"]["keep"] == "last"
+
+
+def test_overrides_reach_a_named_source_or_task_and_merge_mappings(tmp_path):
+    """`-o sources.studio.draws=50` changes the source named studio, as `extends` merges
+    sources and tasks by name; a mapping field changes key by key, the rest kept."""
+    (tmp_path / "labels.csv").write_text("image,label\n")
+    run = _yaml(tmp_path / "run.yaml", {
+        "sources": [
+            {"name": "home", "data": {"path": "labels.csv"}, "draws": 100},
+            {"name": "studio", "data": {"path": "labels.csv"}, "draws": 200,
+             "augment": {"scale": [0.5, 1.0], "backdrop": 0.5},
+             "exclude": {"masterCategory": ["Home"]}}],
+        "tasks": [{"name": "type", "weight": 2.0}, {"name": "colour"}]})
+    cfg = load_config(run, overrides=["sources.studio.draws=50",
+                                      "sources.studio.augment.backdrop=0",
+                                      "sources.studio.exclude.usage=[NA]",
+                                      "tasks.colour.weight=3"])
+    home, studio = cfg.sources
+    assert (home.name, home.draws, studio.draws) == ("home", 100, 50)
+    assert studio.augment == {"scale": [0.5, 1.0], "backdrop": 0}
+    assert studio.exclude == {"masterCategory": ["Home"], "usage": ["NA"]}
+    assert [(t.name, t.weight) for t in cfg.tasks] == [("type", 2.0), ("colour", 3.0)]
+    with pytest.raises(ConfigError, match=r"sources\.people: no item named 'people' here; "
+                                          r"named: home, studio"):
+        load_config(run, overrides=["sources.people.draws=5"])
+    with pytest.raises(ConfigError, match=r"tasks\.type: unknown field 'nope'"):
+        load_config(run, overrides=["tasks.type.nope=1"])

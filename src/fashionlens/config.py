@@ -362,8 +362,30 @@ def _apply(obj, values: dict, where: str) -> None:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             _apply(current, value, f"{where}.{key}" if where else key)
+        elif isinstance(value, dict) and _named_dataclasses(current):
+            _apply_by_name(current, value, f"{where}.{key}" if where else key)
+        elif isinstance(value, dict) and isinstance(current, dict) and current:
+            # a mapping set before (a file, then an override): field by field, as `extends`
+            setattr(obj, key, merge_trees(current, value))
         else:
             setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}" if where else key))
+
+
+def _named_dataclasses(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        dataclasses.is_dataclass(item) and isinstance(getattr(item, "name", None), str)
+        for item in value)
+
+
+def _apply_by_name(items: list, values: dict, where: str) -> None:
+    """`-o sources.studio.draws=4000`: fields of the named source (or task), as `extends`
+    merges them by name; a name that is not there is an error naming those that are."""
+    by_name = {item.name: item for item in items}
+    for name, fields in values.items():
+        if name not in by_name:
+            raise FieldError(f"{where}.{name}", f"no item named {name!r} here; named: "
+                                                f"{', '.join(by_name)}")
+        _apply(by_name[name], fields, f"{where}.{name}")
 
 
 def apply_fields(obj, values: dict, where: str) -> None:
