@@ -61,7 +61,8 @@ DataOption = Annotated[str | None, typer.Option("--data", metavar="PATH", help=D
 Overrides = Annotated[
     list[str] | None,
     typer.Option("--set", "-o", metavar="SECTION.FIELD=VALUE",
-                 help="Override a field of the run config, e.g. -o train.lr=3e-4 "
+                 help="Override a field of the run config, e.g. -o train.lr=3e-4, or of "
+                      "a source or task by its name: -o sources.studio.draws=4000 "
                       "(repeatable; after the YAML file and the flags)."),
 ]
 
