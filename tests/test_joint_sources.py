@@ -251,6 +251,19 @@ def test_joint_training_masks_heads_where_a_source_has_no_label(tmp_path: Path) 
     text = Path(card).read_text()
     assert "- Source `home`:" in text and "- Source `studio`:" in text
     assert "- Split:" not in text
+    # evaluate --task type on studio shots labelled in their own words (Jeans, Heels):
+    # mapped as in training, so every validation shot is scored, the lipstick named apart
+    from fashionlens import evaluate
+
+    scored = evaluate(result.model_dir, tmp_path / "studio" / "styles.csv", task="type",
+                      image_column="id", target_column="articleType", image_dir="images",
+                      image_extension=".png", split_column="split", splits=["validation"])
+    assert scored.metrics["num_images"] == 6 and scored.unknown_labels == {}
+    everything = evaluate(result.model_dir, tmp_path / "studio" / "styles.csv", task="type",
+                          image_column="id", target_column="articleType",
+                          image_dir="images", image_extension=".png")
+    assert everything.metrics["num_images"] == 18
+    assert everything.unknown_labels == {"Lipstick": 1}
 
 
 def test_a_sources_refit_weight_must_be_a_whole_number_from_one(tmp_path: Path) -> None:

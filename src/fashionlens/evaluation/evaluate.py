@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataSpec, PhotoDataset, eval_transform, load_labelled
-from ..data.sources import FOLDER_COLUMN, csv_columns
+from ..data.sources import FOLDER_COLUMN, Sample, csv_columns
 from ..errors import DataError
 from ..inference.backends import Runtime
 from ..inference.loading import load_runtime
@@ -101,7 +102,14 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     unknown: Counter[str] = Counter()
     if not multi:
         known = set(head.classes)
-        unknown = Counter(s.label for s in samples if s.label not in known)
+        learned_as = next((c for c in trained if c.name == head.name), None)
+        if learned_as is not None and isinstance(learned_as.mapping, dict) and learned_as.mapping:
+            # labels in the words the task learned from (Jeans, Trousers: Pants), mapped
+            # as in training; a label that is already a class stays
+            samples = [_relabelled(s, _as_class(s.label, known, learned_as), column)
+                       for s in samples]
+        unknown = Counter(s.values.get(RAW_LABEL, s.label) if s.values else s.label
+                          for s in samples if s.label not in known)
         if unknown:
             log.warning("%d photos have labels the model does not know and are not scored: %s",
                         sum(unknown.values()), dict(unknown))
@@ -120,6 +128,26 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
                             skipped=dataset.skipped, unknown_labels=dict(unknown),
                             missing=[str(p) for p in labelled.missing],
                             precision=runtime.precision, name=info.name)
+
+
+RAW_LABEL = "_raw_label"  # a relabelled sample's label as the data gave it
+
+
+def _as_class(label: str, classes: set[str], config: TaskConfig) -> str | None:
+    """A label through the task's training mapping (None: it maps to no class)."""
+    if label in classes or not isinstance(config.mapping, dict):
+        return label
+    if label in config.mapping:
+        mapped = config.mapping[label]
+        return None if mapped is None else str(mapped)
+    return None if config.unmapped == "drop" else label
+
+
+def _relabelled(sample: Sample, label: str | None, column: str) -> Sample:
+    if label == sample.label:
+        return sample
+    values = {**(sample.values or {}), column: label or "", RAW_LABEL: sample.label}
+    return dataclasses.replace(sample, label=label or "", values=values)
 
 
 def _class_tasks(info) -> list:
