@@ -18,7 +18,7 @@ from ..inference.loading import load_runtime
 from ..inference.predictor import tta_outputs
 from ..inference.runtime import run_dataset
 from ..tasks import Task, TaskConfig, tasks_from_heads
-from ..tasks.base import check_task_configs
+from ..tasks.base import check_task_configs, mapped_value
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,7 @@ RAW_LABEL = "_raw_label"  # a relabelled sample's label as the data gave it
 
 def _as_class(label: str, classes: set[str], config: TaskConfig) -> str | None:
     """A label through the task's training mapping (None: it maps to no class)."""
-    if label in classes or not isinstance(config.mapping, dict):
-        return label
-    if label in config.mapping:
-        mapped = config.mapping[label]
-        return None if mapped is None else str(mapped)
-    return None if config.unmapped == "drop" else label
+    return label if label in classes else mapped_value(label, config)
 
 
 def _relabelled(sample: Sample, label: str | None, column: str) -> Sample:

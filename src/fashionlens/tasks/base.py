@@ -22,6 +22,16 @@ from ..models.heads import RESERVED_NAMES, HeadSpec
 log = logging.getLogger(__name__)
 
 
+def mapped_value(text: str, config: TaskConfig) -> str | None:
+    """A raw value through a task's `mapping` (None: mapped to nothing, or not in the
+    mapping under `unmapped: drop`)."""
+    mapping = config.mapping if isinstance(config.mapping, dict) else {}
+    if text in mapping:
+        mapped = mapping[text]
+        return None if mapped is None else str(mapped)
+    return None if mapping and config.unmapped == "drop" else text
+
+
 class Task(ABC):
     """One head's targets, loss, metrics and linear-probe start."""
 
@@ -51,11 +61,7 @@ class Task(ABC):
         if self.config.keywords:
             text = match_keywords(text or "", self.config.keywords) or self.config.default
         if text and self.config.mapping:
-            if text in self.config.mapping:
-                mapped = self.config.mapping[text]
-                text = None if mapped is None else str(mapped)
-            elif self.config.unmapped == "drop":
-                text = None
+            text = mapped_value(text, self.config)
         return text or None
 
     @classmethod

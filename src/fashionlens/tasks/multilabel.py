@@ -42,7 +42,7 @@ from ..models.info import (
     parent_indices,
     predicted_tags,
 )
-from .base import Task, TaskConfig, register_task
+from .base import Task, TaskConfig, mapped_value, register_task
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -203,10 +203,7 @@ class MultilabelTask(Task):
         if self.config.mapping:
             # a tag mapped to nothing (~) is dropped, as one the mapping lacks under
             # `unmapped: drop`
-            mapping = self.config.mapping
-            keep = getattr(self.config, "unmapped", "keep") != "drop"
-            tags = sorted({str(mapping[t]) if t in mapping else t for t in tags
-                           if (mapping[t] is not None if t in mapping else keep)})
+            tags = sorted({m for t in tags if (m := mapped_value(t, self.config)) is not None})
         return tags
 
     def tags(self, sample: Sample) -> list[str] | None:
