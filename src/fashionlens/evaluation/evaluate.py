@@ -103,17 +103,17 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
     if not multi:
         known = set(head.classes)
         learned_as = next((c for c in trained if c.name == head.name), None)
-        if learned_as is not None and isinstance(learned_as.mapping, dict) and learned_as.mapping:
-            # labels in the words the task learned from (Jeans, Trousers: Pants), mapped
-            # as in training; a label that is already a class stays
-            samples = [_relabelled(s, _as_class(s.label, known, learned_as), column)
-                       for s in samples]
-        unknown = Counter(s.values.get(RAW_LABEL, s.label) if s.values else s.label
-                          for s in samples if s.label not in known)
+        # labels in the words the task learned from (Jeans, Trousers: Pants) are mapped
+        # as in training; a label that is already a class stays
+        as_class = [s.label if s.label in known or learned_as is None
+                    else mapped_value(s.label, learned_as) for s in samples]
+        unknown = Counter(s.label for s, c in zip(samples, as_class, strict=True)
+                          if c not in known)
         if unknown:
             log.warning("%d photos have labels the model does not know and are not scored: %s",
                         sum(unknown.values()), dict(unknown))
-        samples = [s for s in samples if s.label in known]
+        samples = [_relabelled(s, c, column) for s, c in zip(samples, as_class, strict=True)
+                   if c in known]
         if not samples:
             whose = f"this model's task {head.name!r}" if chosen else "this model"
             raise DataError(f"{labelled.source}: none of its labels are classes of {whose} "
@@ -130,19 +130,12 @@ def evaluate(model_dir: str | Path, data: str | Path, *, splits: list[str] | Non
                             precision=runtime.precision, name=info.name)
 
 
-RAW_LABEL = "_raw_label"  # a relabelled sample's label as the data gave it
-
-
-def _as_class(label: str, classes: set[str], config: TaskConfig) -> str | None:
-    """A label through the task's training mapping (None: it maps to no class)."""
-    return label if label in classes else mapped_value(label, config)
-
-
-def _relabelled(sample: Sample, label: str | None, column: str) -> Sample:
+def _relabelled(sample: Sample, label: str, column: str) -> Sample:
+    """The sample with its label mapped to a class (the task reads it from `column`)."""
     if label == sample.label:
         return sample
-    values = {**(sample.values or {}), column: label or "", RAW_LABEL: sample.label}
-    return dataclasses.replace(sample, label=label or "", values=values)
+    return dataclasses.replace(sample, label=label,
+                               values={**(sample.values or {}), column: label})
 
 
 def _class_tasks(info) -> list:
